@@ -1,0 +1,41 @@
+# mlpulse developer commands. Every target creates the virtualenv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv run test unit integration bench check lint typecheck schemas clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+run: venv  ## embedded broker + worker + simulator, printing window summaries and alerts
+	$(VENV)/bin/mlpulse demo
+
+test: venv  ## the whole suite: unit, doctests, integration on a real broker
+	$(PY) -m pytest
+
+unit: venv
+	$(PY) -m pytest -m "not integration"
+
+bench: venv
+	$(PY) -m bench
+
+check: lint typecheck test
+
+lint: venv
+	$(VENV)/bin/ruff check app tests bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+schemas: venv
+	$(VENV)/bin/mlpulse schemas --out schemas
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

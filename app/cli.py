@@ -1,0 +1,267 @@
+"""Command line: ``mlpulse worker | demo | simulate | broker | schemas``.
+
+Settings come from ``MLPULSE_*`` variables and the ``MLPULSE_CONFIG`` YAML file
+(see :mod:`app.config`); flags exist only for what the simulator varies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from app.config import Settings
+from app.errors import MlpulseError
+
+__all__ = ["main"]
+
+log = logging.getLogger("mlpulse")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        settings = Settings.from_env()
+        return int(args.func(args, settings) or 0)
+    except MlpulseError as exc:
+        print(f"mlpulse: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlpulse", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+
+    worker = sub.add_parser("worker", help="run a worker (embedded broker if no bootstrap)")
+    worker.set_defaults(func=cmd_worker)
+
+    demo = sub.add_parser("demo", help="embedded broker + worker + simulator, printing output")
+    demo.add_argument("--models", type=int, default=3)
+    demo.add_argument("--rate", type=float, default=200.0, help="events per second")
+    demo.add_argument("--window-seconds", type=float, default=10.0)
+    demo.add_argument("--duration", type=float, default=float("inf"), help="seconds to run")
+    demo.set_defaults(func=cmd_demo)
+
+    simulate = sub.add_parser("simulate", help="send realistic traffic to a broker")
+    simulate.add_argument("--bootstrap", default=None, help="default: MLPULSE_KAFKA_BOOTSTRAP")
+    simulate.add_argument("--models", type=int, default=3)
+    simulate.add_argument("--rate", type=float, default=200.0, help="events per second")
+    simulate.add_argument("--duration", type=float, default=60.0, help="seconds")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--drift", action="append", default=[], metavar="MODEL:FEATURE:SIGMA@START",
+                          help="shift FEATURE of MODEL by SIGMA std devs from START s on")
+    simulate.add_argument("--latency-spike", action="append", default=[],
+                          metavar="MODEL:FACTOR@START+DURATION")
+    simulate.add_argument("--error-burst", action="append", default=[],
+                          metavar="MODEL:RATE@START+DURATION")
+    simulate.add_argument("--malformed-rate", type=float, default=0.0,
+                          help="share of extra malformed messages")
+    simulate.set_defaults(func=cmd_simulate)
+
+    broker = sub.add_parser("broker", help="run the embedded broker in the foreground")
+    broker.add_argument("--port", type=int, default=9092)
+    broker.set_defaults(func=cmd_broker)
+
+    schemas = sub.add_parser("schemas", help="write schemas/*.json from the wire types")
+    schemas.add_argument("--out", default="schemas")
+    schemas.set_defaults(func=cmd_schemas)
+    return parser
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from app.broker import EmbeddedBroker  # noqa: PLC0415
+
+    _setup_logging(settings.log_level)
+    if settings.kafka_bootstrap:
+        return run_worker(settings)
+    with EmbeddedBroker() as broker:
+        log.info("embedded broker on %s", broker.bootstrap)
+        return run_worker(settings.replace(kafka_bootstrap=broker.bootstrap))
+
+
+def run_worker(settings: Settings, extra_tasks: Sequence[Any] = ()) -> int:
+    """Create the topics, then run a Faust worker until SIGINT/SIGTERM."""
+    from faust.worker import Worker  # noqa: PLC0415
+
+    from app.pipeline import Pipeline  # noqa: PLC0415
+    from app.topics import ensure_topics  # noqa: PLC0415
+
+    ensure_topics(settings)
+    pipeline = Pipeline(settings)
+    for task in extra_tasks:
+        pipeline.app.task(task)
+    worker = Worker(pipeline.app, loglevel=settings.log_level.upper(), quiet=True,
+                    redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from app.broker import EmbeddedBroker  # noqa: PLC0415
+    from app.sdk.producer import Telemetry  # noqa: PLC0415
+    from app.sdk.simulator import Injection, Simulator  # noqa: PLC0415
+
+    _setup_logging("warning" if settings.log_level == "info" else settings.log_level)
+    if "MLPULSE_WINDOW_SECONDS" not in os.environ:
+        settings = settings.replace(window_seconds=args.window_seconds, lateness_seconds=2.0)
+    with EmbeddedBroker() as broker:
+        settings = settings.replace(kafka_bootstrap=broker.bootstrap)
+        print(f"mlpulse demo: broker {broker.bootstrap}, window {settings.window_seconds:g} s, "
+              f"{args.models} models at {args.rate:g} events/s. Ctrl-C stops.", flush=True)
+        stop = threading.Event()
+        simulator = Simulator(
+            n_models=args.models, seed=int(time.time()), malformed_rate=0.002,
+            injections=[Injection("latency", "model-0", start_s=3 * settings.window_seconds,
+                                  duration_s=2 * settings.window_seconds, magnitude=4.0),
+                        Injection("drift", "model-1", start_s=5 * settings.window_seconds,
+                                  feature="amount", magnitude=2.0)],
+        )
+
+        def simulate() -> None:
+            time.sleep(3)
+            with Telemetry(broker.bootstrap, topic_prefix=settings.topic_prefix) as telemetry:
+                simulator.run(telemetry, duration_s=args.duration, rate_per_s=args.rate, stop=stop)
+
+        threading.Thread(target=simulate, name="simulator", daemon=True).start()
+        if args.duration != float("inf"):
+            def _stop_later() -> None:
+                time.sleep(args.duration + settings.window_seconds + settings.lateness_seconds + 5)
+                os.kill(os.getpid(), signal.SIGTERM)
+            threading.Thread(target=_stop_later, daemon=True).start()
+
+        async def print_output() -> None:
+            await _print_topics(settings)
+
+        try:
+            return run_worker(settings, extra_tasks=[print_output])
+        finally:
+            stop.set()
+
+
+async def _print_topics(settings: Settings) -> None:
+    from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
+
+    from app.topics import Topics  # noqa: PLC0415
+
+    topics = Topics(settings)
+    consumer = AIOKafkaConsumer(topics.windows, topics.alerts, topics.deadletter,
+                                bootstrap_servers=settings.kafka_bootstrap,
+                                auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    try:
+        async for message in consumer:
+            print(_describe(message.topic, json.loads(message.value)), flush=True)
+    except asyncio.CancelledError:
+        pass
+    finally:
+        await consumer.stop()
+
+
+def _describe(topic: str, record: dict[str, Any]) -> str:
+    if topic.endswith("alerts"):
+        return (f"ALERT {record['status']:8} {record['severity']:8} {record['rule']} "
+                f"{record['labels']} value={record.get('value')}")
+    if topic.endswith("deadletter"):
+        return f"DEAD-LETTER {record['error'][:100]}"
+    if record.get("kind") == "logs":
+        return (f"window {record['window_start']} logs  {record['service']:14} "
+                f"n={record['count']:5} error_rate={record['error_rate']:.3f}")
+    latency = record.get("latency_ms") or {}
+    amount = record.get("features", {}).get("amount", {})
+    return (f"window {record['window_start']} model {record['model']}/{record['model_version']} "
+            f"n={record['count']:5} errors={record['error_count']:3} "
+            f"p50={latency.get('p50', 0):7.1f}ms p99={latency.get('p99', 0):7.1f}ms "
+            f"amount.mean={amount.get('mean', 0):8.1f} late={record['late_events']}")
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from app.sdk.producer import Telemetry  # noqa: PLC0415
+    from app.sdk.simulator import Simulator  # noqa: PLC0415
+
+    _setup_logging(settings.log_level)
+    bootstrap = args.bootstrap or settings.bootstrap_or_error
+    injections = [*map(_drift, args.drift), *map(_spike("latency"), args.latency_spike),
+                  *map(_spike("errors"), args.error_burst)]
+    simulator = Simulator(n_models=args.models, seed=args.seed, injections=injections,
+                          malformed_rate=args.malformed_rate)
+    with Telemetry(bootstrap, topic_prefix=settings.topic_prefix) as telemetry:
+        sent = simulator.run(telemetry, duration_s=args.duration, rate_per_s=args.rate)
+    print(f"sent {sent} events ({telemetry.dropped} dropped)")
+    return 0
+
+
+def _drift(spec: str) -> Any:
+    from app.sdk.simulator import Injection  # noqa: PLC0415
+
+    try:
+        target, start = spec.split("@")
+        model, feature, sigma = target.split(":")
+        return Injection("drift", model, float(start), feature=feature, magnitude=float(sigma))
+    except ValueError:
+        raise MlpulseError(f"--drift {spec!r}: expected MODEL:FEATURE:SIGMA@START") from None
+
+
+def _spike(kind: str) -> Any:
+    from app.sdk.simulator import Injection  # noqa: PLC0415
+
+    def parse(spec: str) -> Injection:
+        try:
+            target, when = spec.split("@")
+            model, magnitude = target.split(":")
+            start, duration = when.split("+")
+            return Injection(kind, model, float(start), float(duration),  # type: ignore[arg-type]
+                             magnitude=float(magnitude))
+        except ValueError:
+            raise MlpulseError(f"{spec!r}: expected MODEL:VALUE@START+DURATION") from None
+
+    return parse
+
+
+def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
+    from app.broker import EmbeddedBroker  # noqa: PLC0415
+
+    with EmbeddedBroker(port=args.port) as broker:
+        print(f"embedded broker listening on {broker.bootstrap}; Ctrl-C stops it", flush=True)
+        try:
+            return broker.wait()
+        except KeyboardInterrupt:
+            return 0
+
+
+def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
+    from app.events import schemas  # noqa: PLC0415
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, schema in schemas().items():
+        (out / name).write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        print(f"wrote {out / name}")
+    return 0
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

@@ -1,0 +1,206 @@
+"""Bytes → validated events, with a dead-letter reason for everything rejected.
+
+A message value is one JSON event object or a JSON array of them (a batch
+envelope). Valid events of an envelope are kept; each invalid one is rejected on
+its own, with its index and its own bytes. The fast path decodes a whole valid
+envelope in one msgspec call; only a failing envelope is split into elements.
+
+>>> codec = Codec(PredictionEvent, max_future_skew_seconds=None)
+>>> good = b'{"event_id": "a", "timestamp": 10, "model": "m"}'
+>>> bad = b'{"event_id": "b", "timestamp": 10, "model": "m", "latency_ms": -1}'
+>>> decoded = codec.decode(b"[" + good + b"," + bad + b"]", now_s=0)
+>>> [e.event_id for e in decoded.events]
+['a']
+>>> decoded.rejected[0].index, decoded.rejected[0].reason
+(1, 'invalid prediction event: Expected `float` >= 0.0 - at `$.latency_ms`')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Annotated, Generic, TypeVar
+
+import msgspec
+
+from app.events import FeedbackEvent, LogEvent, PredictionEvent
+
+__all__ = ["Codec", "Decoded", "Rejected", "group_by", "InternalCodec"]
+
+E = TypeVar("E", PredictionEvent, LogEvent, FeedbackEvent)
+
+_KIND_NAMES = {
+    PredictionEvent: "prediction event",
+    LogEvent: "log event",
+    FeedbackEvent: "feedback event",
+}
+_WHITESPACE = b" \t\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """One input the worker could not use: why, where in an envelope, its bytes."""
+
+    reason: str
+    index: int | None
+    payload: bytes
+
+
+@dataclass(slots=True)
+class Decoded(Generic[E]):
+    """Result of decoding one message value."""
+
+    events: list[E]
+    rejected: list[Rejected]
+
+
+class Codec(Generic[E]):
+    """Decoder of one input topic's messages into events of type ``event_type``."""
+
+    def __init__(
+        self,
+        event_type: type[E],
+        *,
+        max_message_bytes: int = 16 * 1024 * 1024,
+        max_batch_events: int = 10_000,
+        max_future_skew_seconds: float | None = 300.0,
+    ) -> None:
+        self.event_type = event_type
+        self.kind = _KIND_NAMES[event_type]
+        self.max_message_bytes = max_message_bytes
+        self.max_batch_events = max_batch_events
+        self.max_future_skew_seconds = max_future_skew_seconds
+        self._one = msgspec.json.Decoder(event_type)
+        self._many = msgspec.json.Decoder(
+            Annotated[list[event_type], msgspec.Meta(max_length=max_batch_events)]  # type: ignore[valid-type]
+        )
+        self._raw_items = msgspec.json.Decoder(list[msgspec.Raw])
+
+    def decode(self, data: bytes, now_s: float) -> Decoded[E]:
+        """Decode one message value; never raises on bad input."""
+        if len(data) > self.max_message_bytes:
+            return self._reject_all(
+                f"message is {len(data)} bytes, above the limit of {self.max_message_bytes}", data
+            )
+        first = data.lstrip(_WHITESPACE)[:1]
+        if first == b"[":
+            decoded = self._decode_envelope(data)
+        elif first == b"{":
+            try:
+                decoded = Decoded([self._one.decode(data)], [])
+            except msgspec.DecodeError as exc:
+                return self._reject_all(self._reason(exc), data)
+        elif not first:
+            return self._reject_all("message is empty: expected a JSON object or array", data)
+        else:
+            return self._reject_all(
+                f"not a JSON object or array of {self.kind}s (starts with {first!r})", data
+            )
+        if self.max_future_skew_seconds is not None and decoded.events:
+            self._reject_future(decoded, data, now_s + self.max_future_skew_seconds)
+        return decoded
+
+    def _decode_envelope(self, data: bytes) -> Decoded[E]:
+        try:
+            return Decoded(self._many.decode(data), [])
+        except msgspec.DecodeError:
+            pass  # find out which elements are bad
+        try:
+            items = self._raw_items.decode(data)
+        except msgspec.DecodeError as exc:
+            return self._reject_all(f"JSON is malformed: {_strip_prefix(str(exc))}", data)
+        if len(items) > self.max_batch_events:
+            return self._reject_all(
+                f"batch envelope holds {len(items)} events, above the limit of "
+                f"{self.max_batch_events}",
+                data,
+            )
+        events: list[E] = []
+        rejected: list[Rejected] = []
+        for index, item in enumerate(items):
+            try:
+                events.append(self._one.decode(item))
+            except msgspec.DecodeError as exc:
+                rejected.append(Rejected(self._reason(exc), index, bytes(item)))
+        return Decoded(events, rejected)
+
+    def _reject_future(self, decoded: Decoded[E], data: bytes, limit_s: float) -> None:
+        """Move events stamped beyond ``limit_s`` from ``events`` to ``rejected``."""
+        if all(e.event_time_s <= limit_s for e in decoded.events):
+            return
+        envelope = data.lstrip(_WHITESPACE)[:1] == b"["
+        rejected_at = {r.index for r in decoded.rejected}
+        items = self._raw_items.decode(data) if envelope else [data]
+        indices = [i for i in range(len(items)) if i not in rejected_at]
+        skew_s = self.max_future_skew_seconds or 0.0
+        kept: list[E] = []
+        for index, event in zip(indices, decoded.events):
+            if event.event_time_s <= limit_s:
+                kept.append(event)
+                continue
+            reason = (
+                f"invalid {self.kind}: timestamp {_iso(event.event_time_s)} is "
+                f"{event.event_time_s - limit_s + skew_s:.0f} s ahead of the wall clock "
+                f"(limit {skew_s:.0f} s) - at `$.timestamp`"
+            )
+            if event.event_time_s > 1e11:
+                reason += "; epoch milliseconds? timestamp must be in seconds"
+            decoded.rejected.append(
+                Rejected(reason, index if envelope else None, bytes(items[index]))
+            )
+        decoded.rejected.sort(key=lambda r: -1 if r.index is None else r.index)
+        decoded.events = kept
+
+    def _reason(self, exc: msgspec.DecodeError) -> str:
+        if isinstance(exc, msgspec.ValidationError):
+            return f"invalid {self.kind}: {exc}"
+        return f"JSON is malformed: {_strip_prefix(str(exc))}"
+
+    @staticmethod
+    def _reject_all(reason: str, data: bytes) -> Decoded[E]:
+        return Decoded([], [Rejected(reason, None, data)])
+
+
+def _strip_prefix(message: str) -> str:
+    return message.removeprefix("JSON is malformed: ")
+
+
+def _iso(epoch_s: float) -> str:
+    try:
+        return datetime.fromtimestamp(epoch_s, tz=timezone.utc).isoformat()
+    except (OverflowError, ValueError, OSError):
+        return f"{epoch_s:g}"
+
+
+def group_by(events: Sequence[E], key: str) -> dict[str, list[E]]:
+    """Events grouped by one attribute, in arrival order within each group.
+
+    >>> class X:
+    ...     def __init__(self, m): self.model = m
+    >>> {k: len(v) for k, v in group_by([X("a"), X("b"), X("a")], "model").items()}
+    {'a': 2, 'b': 1}
+    """
+    groups: dict[str, list[E]] = {}
+    for event in events:
+        value = getattr(event, key)
+        group = groups.get(value)
+        if group is None:
+            groups[value] = [event]
+        else:
+            group.append(event)
+    return groups
+
+
+class InternalCodec(Generic[E]):
+    """MessagePack for validated events on internal (repartition) topics. No pickle."""
+
+    def __init__(self, event_type: type[E]) -> None:
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(list[event_type])  # type: ignore[valid-type]
+
+    def encode(self, events: Sequence[E]) -> bytes:
+        return self._encoder.encode(events)
+
+    def decode(self, data: bytes) -> list[E]:
+        return self._decoder.decode(data)

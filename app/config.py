@@ -1,0 +1,167 @@
+"""Settings: frozen, typed, read from ``MLPULSE_*`` variables and an optional YAML file.
+
+Precedence: environment variable, then the YAML file named by ``MLPULSE_CONFIG``
+(keys are the setting names in lower case, e.g. ``window_seconds: 30``), then
+the default.
+
+>>> s = Settings.from_env({"MLPULSE_WINDOW_SECONDS": "30"})
+>>> s.window_seconds, s.lateness_seconds, s.topic("windows")
+(30.0, 10.0, 'mlpulse.windows')
+>>> Settings.from_env({"MLPULSE_PARTITIONS": "zero"})
+Traceback (most recent call last):
+...
+app.errors.ConfigError: MLPULSE_PARTITIONS: expected an integer, got 'zero'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from app.errors import ConfigError
+
+__all__ = ["Settings"]
+
+_PREFIX = "MLPULSE_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of a worker. Field docs are the README configuration table."""
+
+    kafka_bootstrap: str | None = None
+    """Kafka bootstrap servers; unset: ``worker`` and ``demo`` start the embedded broker."""
+    topic_prefix: str = "mlpulse."
+    """Prefix of every topic name."""
+    partitions: int = 4
+    """Partitions of the topics mlpulse creates."""
+    group_id: str = "mlpulse"
+    """Consumer group (Faust app id); workers with the same id split partitions."""
+    window_seconds: float = 60.0
+    """Tumbling window size, event time."""
+    lateness_seconds: float = 10.0
+    """Allowed lateness: the watermark trails the newest event time by this much."""
+    max_future_skew_seconds: float = 300.0
+    """Events stamped further than this ahead of the wall clock are dead-lettered."""
+    web_host: str = "127.0.0.1"
+    """Address of the worker's HTTP server."""
+    web_port: int = 6066
+    """Port of the worker's HTTP server."""
+    data_dir: str = ".mlpulse"
+    """Directory for worker state."""
+    max_message_bytes: int = 16 * 1024 * 1024
+    """Largest input message accepted; larger ones are dead-lettered."""
+    max_batch_events: int = 10_000
+    """Most events in one batch envelope."""
+    max_categories: int = 1000
+    """Distinct values counted per categorical feature/prediction per window; more fold into ``__other__``."""
+    top_values: int = 50
+    """Values listed per categorical feature/prediction in a window summary."""
+    idle_check_seconds: float = 1.0
+    """How often idle windows are checked for closing (wall clock)."""
+    log_level: str = "info"
+    """Log level of the worker."""
+    config_file: str | None = field(default=None, metadata={"env": "MLPULSE_CONFIG"})
+    """YAML file with any of these settings (lower-case names)."""
+
+    def topic(self, name: str) -> str:
+        """Full name of one of mlpulse's topics."""
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def bootstrap_or_error(self) -> str:
+        if not self.kafka_bootstrap:
+            raise ConfigError("MLPULSE_KAFKA_BOOTSTRAP: not set")
+        return self.kafka_bootstrap
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from ``environ`` (default ``os.environ``) and the YAML file."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        config_file = env.get("MLPULSE_CONFIG")
+        if config_file:
+            values.update(_read_yaml(Path(config_file)))
+            values["config_file"] = config_file
+        for f in fields(cls):
+            var = f.metadata.get("env", _PREFIX + f.name.upper())
+            if var in env and f.name != "config_file":
+                values[f.name] = _cast(var, env[var], f.type)
+        for name, value in list(values.items()):
+            values[name] = _cast(name, value, _field_type(name))
+        settings = cls(**values)
+        settings._validate()
+        return settings
+
+    def _validate(self) -> None:
+        positive = ("partitions", "window_seconds", "max_message_bytes",
+                    "max_batch_events", "max_categories", "top_values", "idle_check_seconds")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{_PREFIX}{name.upper()}: must be > 0")
+        for name in ("lateness_seconds", "max_future_skew_seconds"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{_PREFIX}{name.upper()}: must be >= 0")
+        if not 0 <= self.web_port <= 65535:
+            raise ConfigError("MLPULSE_WEB_PORT: must be a port number")
+
+
+def _field_type(name: str) -> str:
+    for f in fields(Settings):
+        if f.name == name:
+            return str(f.type)
+    raise ConfigError(f"unknown setting {name!r}")
+
+
+def _cast(name: str, value: Any, type_name: Any) -> Any:
+    type_name = str(type_name)
+    if value is None:
+        if "None" in type_name:
+            return None
+        raise ConfigError(f"{name}: must not be empty")
+    try:
+        if type_name.startswith("int"):
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if type_name.startswith("float"):
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+    except (TypeError, ValueError):
+        kind = "an integer" if type_name.startswith("int") else "a number"
+        raise ConfigError(f"{name}: expected {kind}, got {value!r}") from None
+    if value == "" and "None" in type_name:
+        return None
+    return str(value)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"MLPULSE_CONFIG: cannot read {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"MLPULSE_CONFIG: {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"MLPULSE_CONFIG: {path} must hold a mapping of settings")
+    known = {f.name for f in fields(Settings)}
+    settings = data.get("settings", data) if isinstance(data.get("settings"), dict) else data
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key in known:
+            out[key] = value
+        elif key not in ("rules", "detectors", "settings"):
+            raise ConfigError(f"MLPULSE_CONFIG: {path}: unknown setting {key!r}")
+    return out

@@ -1,0 +1,48 @@
+"""Dead-letter records: the reason, where the input came from, and its original bytes.
+
+>>> from app.codec import Rejected
+>>> record = dead_letter(Rejected("bad", None, b"\\xff"), "mlpulse.predictions", 0, 7, 0.0)
+>>> record.payload, record.payload_encoding, record.received_at
+('/w==', 'base64', '1970-01-01T00:00:00Z')
+"""
+
+from __future__ import annotations
+
+import base64
+
+import msgspec
+
+from app.codec import Rejected
+from app.events import DeadLetter
+from app.timefmt import rfc3339
+
+__all__ = ["dead_letter", "encode_dead_letter"]
+
+_encoder = msgspec.json.Encoder()
+
+
+def dead_letter(
+    rejected: Rejected, source_topic: str, partition: int | None, offset: int | None,
+    received_at_s: float,
+) -> DeadLetter:
+    """The dead-letter record of one rejected input."""
+    try:
+        payload = rejected.payload.decode("utf-8")
+        encoding = "utf-8"
+    except UnicodeDecodeError:
+        payload = base64.b64encode(rejected.payload).decode("ascii")
+        encoding = "base64"
+    return DeadLetter(
+        error=rejected.reason,
+        source_topic=source_topic,
+        partition=partition,
+        offset=offset,
+        index=rejected.index,
+        received_at=rfc3339(received_at_s),
+        payload=payload,
+        payload_encoding=encoding,  # type: ignore[arg-type]
+    )
+
+
+def encode_dead_letter(record: DeadLetter) -> bytes:
+    return _encoder.encode(record)

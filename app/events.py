@@ -1,0 +1,286 @@
+"""Wire types: every message mlpulse reads or writes, as msgspec Structs.
+
+These types *are* the public contract. ``schemas/*.json`` are generated from
+them (``make schemas``) and a test checks that the files match.
+
+Inputs are decoded and validated in one pass by msgspec; constraints a type
+cannot express (time zone, level spelling) live in ``__post_init__`` and come
+out as the same ``msgspec.ValidationError`` with the field path.
+
+>>> import msgspec
+>>> event = msgspec.json.decode(
+...     b'{"event_id": "e1", "timestamp": "2024-01-01T00:00:00Z", "model": "fraud"}',
+...     type=PredictionEvent,
+... )
+>>> event.event_time_s, event.model_version, event.status
+(1704067200.0, 'unknown', 'ok')
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from typing import Annotated, Any, Literal, Union
+
+import msgspec
+from msgspec import Meta, Struct
+
+__all__ = [
+    "AlertEvent",
+    "ConfidenceSummary",
+    "DeadLetter",
+    "FeatureSummary",
+    "FeedbackEvent",
+    "LatencySummary",
+    "LogEvent",
+    "LogWindow",
+    "PredictionEvent",
+    "PredictionWindow",
+    "WindowSummary",
+    "LOG_LEVELS",
+    "MAX_FEATURES",
+]
+
+MAX_FEATURES = 1000
+"""Most features one prediction event may carry."""
+
+_FLOAT_MAX = sys.float_info.max
+
+FiniteFloat = Annotated[float, Meta(ge=-_FLOAT_MAX, le=_FLOAT_MAX)]
+NonNegative = Annotated[float, Meta(ge=0, le=_FLOAT_MAX)]
+Probability = Annotated[float, Meta(ge=0, le=1)]
+Count = Annotated[int, Meta(ge=0, le=2**53)]
+ShortText = Annotated[str, Meta(max_length=128)]
+Text = Annotated[str, Meta(max_length=1024)]
+Name = Annotated[str, Meta(min_length=1, max_length=128)]
+ModelName = Annotated[
+    str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:/-]+$")
+]
+TraceId = Annotated[str, Meta(pattern=r"^[0-9a-f]{32}$")]
+EpochSeconds = Annotated[float, Meta(ge=0, le=_FLOAT_MAX)]
+Timestamp = Union[EpochSeconds, Annotated[datetime, Meta(tz=True)]]
+"""Event time: Unix epoch seconds, or an RFC 3339 string with an offset."""
+
+FeatureValue = Union[FiniteFloat, Text, bool, None]
+Prediction = Union[FiniteFloat, Text, bool, None]
+
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+_LEVEL_ALIASES = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+ERROR_LEVELS = frozenset({"ERROR", "FATAL"})
+
+
+def _epoch_seconds(value: float | datetime) -> float:
+    return value.timestamp() if isinstance(value, datetime) else float(value)
+
+
+class PredictionEvent(Struct, kw_only=True):
+    """One model prediction, as emitted by a serving service."""
+
+    event_id: ShortText
+    timestamp: Timestamp
+    model: ModelName
+    model_version: ShortText = "unknown"
+    latency_ms: NonNegative | None = None
+    status: Literal["ok", "error"] = "ok"
+    error_type: ShortText | None = None
+    prediction: Prediction = None
+    confidence: Probability | None = None
+    features: Annotated[dict[Name, FeatureValue], Meta(max_length=MAX_FEATURES)] = {}
+    segment: Annotated[dict[ShortText, ShortText], Meta(max_length=32)] = {}
+    trace_id: TraceId | None = None
+    request_id: ShortText | None = None
+    tokens_in: Count | None = None
+    tokens_out: Count | None = None
+    cost_usd: NonNegative | None = None
+    cache_hit: bool | None = None
+
+    def __post_init__(self) -> None:
+        self.timestamp = _epoch_seconds(self.timestamp)
+
+    @property
+    def event_time_s(self) -> float:
+        """Event time in Unix epoch seconds."""
+        return self.timestamp  # type: ignore[return-value]
+
+
+class LogEvent(Struct, kw_only=True):
+    """One log record of a serving service.
+
+    >>> msgspec.json.decode(
+    ...     b'{"timestamp": 0, "level": "warning", "service": "api", "message": "slow"}',
+    ...     type=LogEvent,
+    ... ).level
+    'WARN'
+    """
+
+    timestamp: Timestamp
+    level: Annotated[str, Meta(min_length=1, max_length=16)]
+    service: ModelName
+    message: Annotated[str, Meta(max_length=65536)]
+    model: ModelName | None = None
+    model_version: ShortText | None = None
+    trace_id: TraceId | None = None
+    request_id: ShortText | None = None
+    fields: Annotated[dict[Name, Any], Meta(max_length=MAX_FEATURES)] = {}
+
+    def __post_init__(self) -> None:
+        self.timestamp = _epoch_seconds(self.timestamp)
+        level = self.level.upper()
+        level = _LEVEL_ALIASES.get(level, level)
+        if level not in LOG_LEVELS:
+            raise ValueError(
+                f"level must be one of {', '.join(LOG_LEVELS)} (any case), "
+                f"got {self.level!r}"
+            )
+        self.level = level
+
+    @property
+    def event_time_s(self) -> float:
+        """Event time in Unix epoch seconds."""
+        return self.timestamp  # type: ignore[return-value]
+
+
+class FeedbackEvent(Struct, kw_only=True):
+    """Delayed ground truth for one prediction (joined by ``event_id``)."""
+
+    event_id: ShortText
+    timestamp: Timestamp
+    label: Union[FiniteFloat, Text, bool]
+    model: ModelName | None = None
+
+    def __post_init__(self) -> None:
+        self.timestamp = _epoch_seconds(self.timestamp)
+
+    @property
+    def event_time_s(self) -> float:
+        """Event time in Unix epoch seconds."""
+        return self.timestamp  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- outputs
+
+
+class LatencySummary(Struct):
+    """Latency of one window, milliseconds; quantiles within 1% relative error."""
+
+    p50: float
+    p95: float
+    p99: float
+    mean: float
+    max: float
+
+
+class ConfidenceSummary(Struct):
+    """Confidence of one window: mean, 5th percentile, share below 0.5."""
+
+    mean: float
+    p05: float
+    low_rate: float
+
+
+class FeatureSummary(Struct, omit_defaults=True):
+    """Statistics of one feature in one window.
+
+    Numbers carry ``mean``/``std``/``min``/``max``; strings and booleans carry
+    ``top`` (value → count); a feature seen with both kinds carries both.
+    """
+
+    count: int
+    null_count: int
+    mean: float | None = None
+    std: float | None = None
+    min: float | None = None
+    max: float | None = None
+    top: dict[str, int] | None = None
+
+
+class PredictionWindow(Struct, tag_field="kind", tag="predictions", kw_only=True):
+    """Closed event-time window of one (model, model_version)."""
+
+    model: str
+    model_version: str
+    window_start: str
+    window_end: str
+    count: int
+    error_count: int
+    error_rate: float
+    latency_ms: LatencySummary | None
+    confidence: ConfidenceSummary | None
+    predictions: dict[str, int]
+    features: dict[str, FeatureSummary]
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    cache_hit_rate: float | None
+    late_events: int
+    error_types: dict[str, int] = {}
+    trace_ids: list[str] = []
+
+
+class LogWindow(Struct, tag_field="kind", tag="logs", kw_only=True):
+    """Closed event-time window of one service's logs."""
+
+    service: str
+    window_start: str
+    window_end: str
+    count: int
+    error_count: int
+    error_rate: float
+    counts: dict[str, int]
+    late_events: int
+
+
+WindowSummary = Union[PredictionWindow, LogWindow]
+
+
+class Annotations(Struct, omit_defaults=True):
+    summary: str
+    description: str
+    runbook_url: str | None = None
+
+
+class AlertEvent(Struct, kw_only=True):
+    """A finding published on the alerts topic."""
+
+    alert_id: str
+    fingerprint: str
+    status: Literal["firing", "resolved"]
+    severity: Literal["critical", "warning", "info"]
+    rule: str
+    kind: Literal["threshold", "drift", "anomaly", "data_quality", "performance", "no_data"]
+    labels: dict[str, str]
+    annotations: Annotations
+    value: float | None
+    threshold: float | None
+    starts_at: str
+    ends_at: str | None
+    window_start: str | None
+    window_end: str | None
+    evidence: dict[str, Any] = {}
+    trace_ids: list[str] = []
+
+
+class DeadLetter(Struct, kw_only=True, omit_defaults=True):
+    """An input that could not be processed, kept with its reason and bytes."""
+
+    error: str
+    source_topic: str
+    partition: int | None
+    offset: int | None
+    index: int | None
+    received_at: str
+    payload: str
+    payload_encoding: Literal["utf-8", "base64"] = "utf-8"
+
+
+def schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schemas of the wire types, by file name under ``schemas/``."""
+    types: dict[str, Any] = {
+        "prediction.schema.json": PredictionEvent,
+        "log.schema.json": LogEvent,
+        "feedback.schema.json": FeedbackEvent,
+        "window.schema.json": WindowSummary,
+        "alert.schema.json": AlertEvent,
+        "deadletter.schema.json": DeadLetter,
+    }
+    return {name: msgspec.json.schema(tp) for name, tp in types.items()}

@@ -1,0 +1,171 @@
+"""The one Faust module: topics, agents and timers, wired top to bottom.
+
+Data flow (one line per step, item shape on the right)::
+
+    mlpulse.predictions ─ ingest_predictions ─▶ bytes: one event or a JSON array
+        ├─▶ mlpulse.deadletter                  DeadLetter JSON, one per bad event
+        └─▶ mlpulse.predictions.by-model        msgpack [PredictionEvent], key = model
+    mlpulse.predictions.by-model ─ summarize_predictions
+        └─▶ mlpulse.windows                     PredictionWindow JSON, key = model
+    mlpulse.logs ─ ingest_logs ─▶ mlpulse.logs.by-service ─ summarize_logs ─▶ mlpulse.windows
+    mlpulse.feedback ─ ingest_feedback ─▶ (validated; bad ones to mlpulse.deadletter)
+    timer close_idle_windows (every idle_check_seconds) ─▶ mlpulse.windows
+
+Repartitioning by model means producers may key (or not key) their messages as
+they like: each (model, version, window) still lives on one partition of the
+internal topic, owned by one worker of the consumer group, and is emitted once.
+All serialisation is raw bytes (JSON or msgpack made by mlpulse): no pickle.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from app.config import Settings
+from app.deadletter import encode_dead_letter
+from app.events import DeadLetter, WindowSummary
+from app.ingest import Ingest, Routed
+from app.summarize import Summarizer, encode_summary, summary_key
+from app.topics import Topics
+
+__all__ = ["Pipeline", "create_app"]
+
+log = logging.getLogger("mlpulse.pipeline")
+
+
+class Pipeline:
+    """A Faust app with mlpulse's agents; ``app`` is what a Faust worker runs."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.topics = Topics(settings)
+        self.ingest = Ingest(settings)
+        self.summarizer = Summarizer(settings)
+        self.counters: dict[str, int] = {
+            "events_accepted": 0, "dead_letters": 0, "late_events": 0, "windows_emitted": 0,
+        }
+        self.app = self._build_app()
+
+    def _build_app(self) -> faust.App:
+        s = self.settings
+        app = faust.App(
+            s.group_id,
+            broker=[f"kafka://{host}" for host in s.bootstrap_or_error.split(",")],
+            value_serializer="raw",
+            key_serializer="raw",
+            store="memory://",
+            autodiscover=False,
+            topic_partitions=s.partitions,
+            topic_disable_leader=True,
+            broker_session_timeout=10,
+            broker_rebalance_timeout=10,
+            consumer_max_fetch_size=max(s.max_message_bytes, 4 * 1024 * 1024),
+            producer_max_request_size=max(s.max_message_bytes, 1024 * 1024),
+            web_port=s.web_port,
+            web_bind=s.web_host,
+            web_host=s.web_host,
+            datadir=s.data_dir,
+        )
+        t = self.topics
+
+        def topic(name: str) -> Any:
+            return app.topic(name, key_type=bytes, value_type=bytes,
+                             key_serializer="raw", value_serializer="raw")
+
+        predictions, logs, feedback = topic(t.predictions), topic(t.logs), topic(t.feedback)
+        by_model, by_service = topic(t.predictions_by_model), topic(t.logs_by_service)
+        windows, deadletter = topic(t.windows), topic(t.deadletter)
+
+        async def publish(routed: Routed, internal: Any) -> None:
+            self.counters["events_accepted"] += routed.accepted
+            for key, payload in routed.by_key.items():
+                await internal.send(key=key.encode(), value=payload)
+            await self._dead_letters(deadletter, routed.dead_letters)
+
+        async def emit(summaries: list[WindowSummary]) -> None:
+            for summary in summaries:
+                await windows.send(key=summary_key(summary), value=encode_summary(summary))
+            self.counters["windows_emitted"] += len(summaries)
+
+        # 1. decode, validate, dead-letter, repartition by model / service
+        @app.agent(predictions, name="ingest_predictions")
+        async def ingest_predictions(stream: Any) -> None:
+            async for event in stream.events():
+                m = event.message
+                routed = self.ingest.predictions(
+                    m.value, topic=m.topic, partition=m.partition, offset=m.offset,
+                    now_s=self.clock())
+                await publish(routed, by_model)
+
+        @app.agent(logs, name="ingest_logs")
+        async def ingest_logs(stream: Any) -> None:
+            async for event in stream.events():
+                m = event.message
+                routed = self.ingest.logs(
+                    m.value, topic=m.topic, partition=m.partition, offset=m.offset,
+                    now_s=self.clock())
+                await publish(routed, by_service)
+
+        @app.agent(feedback, name="ingest_feedback")
+        async def ingest_feedback(stream: Any) -> None:
+            async for event in stream.events():
+                m = event.message
+                routed = self.ingest.feedback(
+                    m.value, topic=m.topic, partition=m.partition, offset=m.offset,
+                    now_s=self.clock())
+                self.counters["events_accepted"] += routed.accepted
+                await self._dead_letters(deadletter, routed.dead_letters)
+
+        # 2. aggregate into event-time windows; emit the windows the watermark closed
+        @app.agent(by_model, name="summarize_predictions")
+        async def summarize_predictions(stream: Any) -> None:
+            async for event in stream.events():
+                now = self.clock()
+                self.counters["late_events"] += self.summarizer.add_predictions(
+                    event.message.partition, event.message.value, now)
+                await emit(self.summarizer.close_due(now, check_idle=False))
+
+        @app.agent(by_service, name="summarize_logs")
+        async def summarize_logs(stream: Any) -> None:
+            async for event in stream.events():
+                now = self.clock()
+                self.counters["late_events"] += self.summarizer.add_logs(
+                    event.message.partition, event.message.value, now)
+                await emit(self.summarizer.close_due(now, check_idle=False))
+
+        # 3. close windows of quiet streams on the wall clock
+        @app.timer(interval=s.idle_check_seconds, name="close_idle_windows")
+        async def close_idle_windows() -> None:
+            await emit(self.summarizer.close_due(self.clock()))
+
+        internal = {t.predictions_by_model, t.logs_by_service}
+
+        async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+            # Faust rebalances eagerly: everything is revoked, then the new assignment
+            # arrives. Keep the state of partitions that stayed; drop the rest.
+            owned = sorted((tp.topic, tp.partition) for tp in assigned if tp.topic in internal)
+            self.summarizer.keep_only(
+                predictions={p for name, p in owned if name == t.predictions_by_model},
+                logs={p for name, p in owned if name == t.logs_by_service},
+            )
+            log.info("mlpulse assigned %s", owned)
+
+        app.on_partitions_assigned.connect(on_assigned)
+        return app
+
+    async def _dead_letters(self, topic: Any, records: list[DeadLetter]) -> None:
+        for record in records:
+            await topic.send(key=None, value=encode_dead_letter(record))
+        self.counters["dead_letters"] += len(records)
+
+
+def create_app(settings: Settings) -> faust.App:
+    """The Faust app of a worker with ``settings``."""
+    return Pipeline(settings).app

@@ -1,0 +1,266 @@
+"""Producer SDK: log predictions, logs and feedback from a serving process.
+
+Calls never block and never raise on a broker problem: events go into a bounded
+in-memory buffer (a full buffer drops the event and counts it in ``dropped``); a
+background thread batches them into envelopes (one Kafka message = a JSON array
+of up to ``max_batch_events`` events, keyed by model or service) and sends them.
+``close()`` (or leaving the ``with`` block) flushes what is buffered.
+
+Usage::
+
+    with Telemetry("127.0.0.1:9092") as telemetry:
+        telemetry.log_prediction(model="fraud", latency_ms=12.5, prediction=1,
+                                 confidence=0.93, features={"amount": 120.0})
+
+    @monitor_prediction(telemetry, model="fraud", version="v3")
+    def predict(features): ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+import msgspec
+from aiokafka import AIOKafkaProducer
+
+__all__ = ["Telemetry", "monitor_prediction"]
+
+log = logging.getLogger("mlpulse.sdk")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_encoder = msgspec.json.Encoder()
+
+
+class Telemetry:
+    """Non-blocking, batching producer of mlpulse events."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        topic_prefix: str = "mlpulse.",
+        max_buffer_events: int = 100_000,
+        max_batch_events: int = 1_000,
+        linger_s: float = 0.05,
+        max_message_bytes: int = 1_000_000,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topics = {kind: f"{topic_prefix}{kind}" for kind in ("predictions", "logs", "feedback")}
+        self.max_buffer_events = max_buffer_events
+        self.max_batch_events = max_batch_events
+        self.linger_s = linger_s
+        self.max_message_bytes = max_message_bytes
+        self.dropped = 0
+        """Events dropped because the buffer was full or the broker refused them."""
+        self.sent_events = 0
+        self.sent_messages = 0
+        self._buffer: deque[tuple[str, str, dict[str, Any] | bytes]] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closing = False
+        self._flushed = threading.Event()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="mlpulse-sdk", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ API
+
+    def log_prediction(
+        self, *, model: str, timestamp: float | None = None, event_id: str | None = None,
+        **fields: Any,
+    ) -> None:
+        """Record one prediction (fields as in ``schemas/prediction.schema.json``)."""
+        event = {
+            "event_id": event_id or uuid.uuid4().hex,
+            "timestamp": time.time() if timestamp is None else timestamp,
+            "model": model,
+            **{k: v for k, v in fields.items() if v is not None},
+        }
+        self._put("predictions", model, event)
+
+    def log(
+        self, *, service: str, level: str, message: str, timestamp: float | None = None,
+        **fields: Any,
+    ) -> None:
+        """Record one log event of ``service``."""
+        event = {
+            "timestamp": time.time() if timestamp is None else timestamp,
+            "level": level, "service": service, "message": message,
+            **{k: v for k, v in fields.items() if v is not None},
+        }
+        self._put("logs", service, event)
+
+    def feedback(
+        self, *, event_id: str, label: Any, model: str | None = None,
+        timestamp: float | None = None,
+    ) -> None:
+        """Record the ground-truth ``label`` of prediction ``event_id``."""
+        event: dict[str, Any] = {
+            "event_id": event_id,
+            "timestamp": time.time() if timestamp is None else timestamp,
+            "label": label,
+        }
+        if model is not None:
+            event["model"] = model
+        self._put("feedback", model or event_id, event)
+
+    def send_raw(self, kind: str, value: bytes, key: str = "") -> None:
+        """Send ``value`` as one message as it is (tests, replays, malformed input)."""
+        self._put(kind, key, value)
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """Wait until everything buffered so far was handed to the broker."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._buffer and not self._sending:
+                    return True
+            self._wake.set()
+            time.sleep(0.01)
+        return False
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Flush and stop the background thread."""
+        if self._closing:
+            return
+        self.flush(timeout_s)
+        self._closing = True
+        self._wake.set()
+        self._thread.join(timeout_s)
+
+    def __enter__(self) -> Telemetry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------- internals
+
+    _sending = False
+
+    def _put(self, kind: str, key: str, event: dict[str, Any] | bytes) -> None:
+        with self._lock:
+            if self._closing or len(self._buffer) >= self.max_buffer_events:
+                self.dropped += 1
+                return
+            self._buffer.append((kind, key, event))
+            full = len(self._buffer) >= self.max_batch_events
+        if full:
+            self._wake.set()
+
+    def _take(self) -> list[tuple[str, str, dict[str, Any] | bytes]]:
+        with self._lock:
+            items = list(self._buffer)
+            self._buffer.clear()
+            self._sending = bool(items)
+        return items
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._loop())
+        except BaseException as exc:  # noqa: BLE001 - the caller must never see it
+            self._error = exc
+            log.exception("mlpulse SDK sender stopped")
+
+    async def _loop(self) -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, linger_ms=5,
+            max_request_size=max(self.max_message_bytes * 2, 1_048_576),
+        )
+        await producer.start()
+        self._ready.set()
+        try:
+            while True:
+                await asyncio.get_running_loop().run_in_executor(
+                    None, self._wake.wait, self.linger_s
+                )
+                self._wake.clear()
+                items = self._take()
+                if items:
+                    await self._send(producer, items)
+                    with self._lock:
+                        self._sending = False
+                elif self._closing:
+                    return
+        finally:
+            await producer.stop()
+
+    async def _send(
+        self, producer: AIOKafkaProducer, items: list[tuple[str, str, dict[str, Any] | bytes]]
+    ) -> None:
+        batches: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        futures = []
+        for kind, key, event in items:
+            if isinstance(event, bytes):
+                futures.append((1, await producer.send(self.topics[kind], event, key=key.encode())))
+                continue
+            batch = batches.setdefault((kind, key), [])
+            batch.append(event)
+            if len(batch) >= self.max_batch_events:
+                futures.append(await self._send_batch(producer, kind, key, batch))
+                batches[(kind, key)] = []
+        for (kind, key), batch in batches.items():
+            if batch:
+                futures.append(await self._send_batch(producer, kind, key, batch))
+        for count, future in futures:
+            try:
+                await future
+                self.sent_events += count
+                self.sent_messages += 1
+            except Exception as exc:  # noqa: BLE001 - counted, never raised to the caller
+                self.dropped += count
+                log.warning("mlpulse SDK dropped %d events: %s", count, exc)
+
+    async def _send_batch(
+        self, producer: AIOKafkaProducer, kind: str, key: str, batch: list[dict[str, Any]]
+    ) -> tuple[int, Any]:
+        return len(batch), await producer.send(
+            self.topics[kind], _encoder.encode(batch), key=key.encode()
+        )
+
+
+def monitor_prediction(
+    telemetry: Telemetry, *, model: str, version: str = "unknown",
+    confidence: Callable[[Any], float | None] | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorator: log latency, status and the returned prediction of each call.
+
+    ``confidence`` extracts a confidence from the result if it has one.
+    """
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            started = time.perf_counter()
+            try:
+                result = func(*args, **kwargs)
+            except Exception as exc:
+                telemetry.log_prediction(
+                    model=model, model_version=version, status="error",
+                    error_type=type(exc).__name__,
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                )
+                raise
+            prediction = result if isinstance(result, (int, float, str, bool)) else None
+            telemetry.log_prediction(
+                model=model, model_version=version,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                prediction=prediction,
+                confidence=confidence(result) if confidence else None,
+            )
+            return result
+
+        return wrapper
+
+    return decorate

@@ -1,0 +1,121 @@
+"""Stage 2: routed events → per-partition tumbling windows → closed-window summaries.
+
+One :class:`Summarizer` per worker holds the windows of the partitions it owns
+(predictions keyed by model, logs keyed by service). It is fed the internal
+payloads that :mod:`app.ingest` produced and is asked, after each batch and on
+a wall-clock timer, for the windows that closed.
+
+>>> from app.config import Settings
+>>> from app.ingest import Ingest
+>>> settings = Settings(window_seconds=60, lateness_seconds=0)
+>>> routed = Ingest(settings).predictions(
+...     b'[{"event_id": "1", "timestamp": 5, "model": "a", "latency_ms": 12}]',
+...     topic="t", partition=0, offset=0, now_s=100)
+>>> s = Summarizer(settings)
+>>> s.add_predictions(0, routed.by_key["a"], now_wall_s=100)
+0
+>>> [(w.model, w.window_start, w.count) for w in s.close_due(now_wall_s=1000)]
+[('a', '1970-01-01T00:00:00Z', 1)]
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from app.aggregates import LogAggregate, PredictionAggregate
+from app.codec import InternalCodec, group_by
+from app.config import Settings
+from app.events import LogEvent, PredictionEvent, WindowSummary
+from app.timefmt import rfc3339
+from app.windows import TumblingWindows
+
+__all__ = ["Summarizer", "encode_summary", "summary_key"]
+
+_encoder = msgspec.json.Encoder()
+
+
+class Summarizer:
+    """Windows of every owned partition, and their summaries when they close."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._predictions: dict[int, TumblingWindows[PredictionAggregate]] = {}
+        self._logs: dict[int, TumblingWindows[LogAggregate]] = {}
+        self._prediction_codec = InternalCodec(PredictionEvent)
+        self._log_codec = InternalCodec(LogEvent)
+        self.windows_closed = 0
+
+    def _windows(self, table: dict[int, TumblingWindows], partition: int, factory) -> TumblingWindows:  # type: ignore[type-arg]
+        windows = table.get(partition)
+        if windows is None:
+            windows = table[partition] = TumblingWindows(
+                self.settings.window_seconds, self.settings.lateness_seconds, factory
+            )
+        return windows
+
+    def _new_prediction_aggregate(self) -> PredictionAggregate:
+        return PredictionAggregate(self.settings.max_categories, self.settings.top_values)
+
+    def add_predictions(self, partition: int, payload: bytes, now_wall_s: float) -> int:
+        """Aggregate one routed payload; return the number of late events."""
+        events = self._prediction_codec.decode(payload)
+        windows = self._windows(self._predictions, partition, self._new_prediction_aggregate)
+        late = 0
+        model = events[0].model if events else ""
+        for version, group in group_by(events, "model_version").items():
+            late += windows.add((model, version), group, now_wall_s)
+        return late
+
+    def add_logs(self, partition: int, payload: bytes, now_wall_s: float) -> int:
+        events = self._log_codec.decode(payload)
+        windows = self._windows(self._logs, partition, LogAggregate)
+        service = events[0].service if events else ""
+        return windows.add((service,), events, now_wall_s)
+
+    def close_due(self, now_wall_s: float, check_idle: bool = True) -> list[WindowSummary]:
+        """Summaries of every window that is due to close, oldest first per partition.
+
+        ``check_idle=False`` only closes what the watermark passed (cheap: the
+        pipeline asks after every batch; the idle timer asks with the default).
+        """
+        out: list[WindowSummary] = []
+        for windows in self._predictions.values():
+            for closed in windows.close_due(now_wall_s, check_idle):
+                model, version = closed.key
+                out.append(closed.aggregate.result(
+                    model=model, model_version=version,
+                    window_start=rfc3339(closed.start_s), window_end=rfc3339(closed.end_s),
+                    late_events=closed.late_events,
+                ))
+        for log_windows in self._logs.values():
+            for closed_log in log_windows.close_due(now_wall_s, check_idle):
+                out.append(closed_log.aggregate.result(
+                    service=closed_log.key[0],
+                    window_start=rfc3339(closed_log.start_s),
+                    window_end=rfc3339(closed_log.end_s),
+                    late_events=closed_log.late_events,
+                ))
+        self.windows_closed += len(out)
+        return out
+
+    def keep_only(self, predictions: set[int], logs: set[int]) -> None:
+        """Drop the state of partitions this worker no longer owns."""
+        for partition in set(self._predictions) - predictions:
+            del self._predictions[partition]
+        for partition in set(self._logs) - logs:
+            del self._logs[partition]
+
+    @property
+    def open_windows(self) -> int:
+        return sum(w.open_windows for w in self._predictions.values()) + sum(
+            w.open_windows for w in self._logs.values()
+        )
+
+
+def summary_key(summary: WindowSummary) -> bytes:
+    """Message key of a summary on the windows topic: the model or service."""
+    return (summary.model if hasattr(summary, "model") else summary.service).encode()  # type: ignore[union-attr]
+
+
+def encode_summary(summary: WindowSummary) -> bytes:
+    return _encoder.encode(summary)

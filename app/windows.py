@@ -1,0 +1,179 @@
+"""Event-time tumbling windows with a watermark, allowed lateness and idle close.
+
+Pure logic, no Kafka: the pipeline keeps one :class:`TumblingWindows` per
+partition it owns and feeds it batches of events with the wall-clock time.
+
+* Windows are aligned to multiples of ``size_s`` since the epoch.
+* Each key (model and version, or service) has its own watermark: the newest
+  event time seen for that key minus ``lateness_s``; a window closes once the
+  watermark of its key reaches its end. Keys sharing a partition never make
+  each other's events late, however unevenly input partitions are consumed.
+* A window that got no event for ``size_s + lateness_s`` seconds of wall clock
+  closes too (idle close), so a quiet stream's last window still comes out.
+* An event whose window already closed is *late*: not aggregated, but counted
+  and reported in the next summary of its key.
+
+>>> class Count:
+...     def __init__(self): self.n = 0
+...     def add_batch(self, events): self.n += len(events)
+>>> class Ev:
+...     def __init__(self, t): self.event_time_s = t
+>>> w = TumblingWindows(size_s=10, lateness_s=2, new_aggregate=Count)
+>>> w.add(("m",), [Ev(1), Ev(5), Ev(12)], now_wall_s=0)
+0
+>>> w.close_due(now_wall_s=0)   # watermark 10: [0, 10) closes
+[ClosedWindow(key=('m',), start_s=0, end_s=10, count=2, late_events=0)]
+>>> w.add(("m",), [Ev(3)], now_wall_s=1)   # its window is closed: late
+1
+>>> w.close_due(now_wall_s=100)   # idle close carries the late count
+[ClosedWindow(key=('m',), start_s=10, end_s=20, count=1, late_events=1)]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Generic, Protocol, TypeVar
+
+__all__ = ["ClosedWindow", "TumblingWindows"]
+
+
+class Timed(Protocol):
+    @property
+    def event_time_s(self) -> float: ...
+
+
+class Aggregate(Protocol):
+    def add_batch(self, events: Sequence[object], /) -> None: ...
+
+
+A = TypeVar("A", bound=Aggregate)
+Key = tuple[str, ...]
+
+
+class ClosedWindow(Generic[A]):
+    """A window that will receive no more events."""
+
+    __slots__ = ("key", "start_s", "end_s", "aggregate", "late_events")
+
+    def __init__(self, key: Key, start_s: float, end_s: float, aggregate: A, late_events: int):
+        self.key = key
+        self.start_s = start_s
+        self.end_s = end_s
+        self.aggregate = aggregate
+        self.late_events = late_events
+
+    def __repr__(self) -> str:
+        count = getattr(self.aggregate, "count", getattr(self.aggregate, "n", "?"))
+        return (
+            f"ClosedWindow(key={self.key!r}, start_s={self.start_s:g}, end_s={self.end_s:g}, "
+            f"count={count}, late_events={self.late_events})"
+        )
+
+
+class _Open(Generic[A]):
+    __slots__ = ("aggregate", "last_update_wall_s")
+
+    def __init__(self, aggregate: A, now_wall_s: float) -> None:
+        self.aggregate = aggregate
+        self.last_update_wall_s = now_wall_s
+
+
+class TumblingWindows(Generic[A]):
+    """Open windows of one partition, per key and window start."""
+
+    def __init__(self, size_s: float, lateness_s: float, new_aggregate: Callable[[], A]) -> None:
+        if size_s <= 0:
+            raise ValueError("size_s must be > 0")
+        self.size_s = size_s
+        self.lateness_s = lateness_s
+        self.idle_s = size_s + lateness_s
+        self.new_aggregate = new_aggregate
+        self._open: dict[Key, dict[float, _Open[A]]] = {}
+        self._max_event_time_s: dict[Key, float] = {}
+        self._closed_through: dict[Key, float] = {}
+        self._pending_late: dict[Key, int] = {}
+        self._advanced: set[Key] = set()
+        self.late_total = 0
+
+    def watermark_s(self, key: Key) -> float:
+        """Newest event time of ``key`` minus the allowed lateness."""
+        return self._max_event_time_s.get(key, -math.inf) - self.lateness_s
+
+    @property
+    def open_windows(self) -> int:
+        return sum(len(windows) for windows in self._open.values())
+
+    def window_start(self, event_time_s: float) -> float:
+        start = math.floor(event_time_s / self.size_s) * self.size_s
+        return int(start) if float(start).is_integer() else start
+
+    def add(self, key: Key, events: Sequence[Timed], now_wall_s: float) -> int:
+        """Aggregate ``events`` of one key; return how many were late."""
+        if not events:
+            return 0
+        size = self.size_s
+        closed_through = max(self.watermark_s(key), self._closed_through.get(key, -math.inf))
+        groups: dict[float, list[Timed]] = {}
+        late = 0
+        newest = -math.inf
+        for event in events:
+            t = event.event_time_s
+            if t > newest:
+                newest = t
+            start = self.window_start(t)
+            if start + size <= closed_through:
+                late += 1
+                continue
+            group = groups.get(start)
+            if group is None:
+                groups[start] = [event]
+            else:
+                group.append(event)
+        if groups:
+            windows = self._open.setdefault(key, {})
+            for start, group in groups.items():
+                window = windows.get(start)
+                if window is None:
+                    window = windows[start] = _Open(self.new_aggregate(), now_wall_s)
+                window.aggregate.add_batch(group)
+                window.last_update_wall_s = now_wall_s
+        if late:
+            self._pending_late[key] = self._pending_late.get(key, 0) + late
+            self.late_total += late
+        if newest > self._max_event_time_s.get(key, -math.inf):
+            self._max_event_time_s[key] = newest
+            self._advanced.add(key)
+        return late
+
+    def close_due(self, now_wall_s: float, check_idle: bool = True) -> list[ClosedWindow[A]]:
+        """Close and return windows past their watermark or idle too long, oldest first.
+
+        ``check_idle=False`` looks only at keys whose watermark moved since the last call.
+        """
+        keys = list(self._open) if check_idle else [k for k in self._advanced if k in self._open]
+        self._advanced.clear()
+        closed: list[ClosedWindow[A]] = []
+        for key in keys:
+            windows = self._open[key]
+            watermark = self.watermark_s(key)
+            newest_due = -math.inf
+            for start, window in windows.items():
+                if start > newest_due and (
+                    start + self.size_s <= watermark
+                    or (check_idle and now_wall_s - window.last_update_wall_s >= self.idle_s)
+                ):
+                    newest_due = start
+            if newest_due == -math.inf:
+                continue
+            # closing a window closes the older ones of its key too: emission stays in order
+            for start in sorted(s for s in windows if s <= newest_due):
+                window = windows.pop(start)
+                end = start + self.size_s
+                self._closed_through[key] = max(end, self._closed_through.get(key, -math.inf))
+                late = self._pending_late.pop(key, 0)
+                closed.append(ClosedWindow(key, start, end, window.aggregate, late))
+            if not windows:
+                del self._open[key]
+        closed.sort(key=lambda c: (c.start_s, c.key))
+        return closed
