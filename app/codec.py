@@ -36,6 +36,7 @@ _KIND_NAMES = {
     FeedbackEvent: "feedback event",
 }
 _WHITESPACE = b" \t\r\n"
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,12 @@ class Codec(Generic[E]):
 
     def decode(self, data: bytes, now_s: float) -> Decoded[E]:
         """Decode one message value; never raises on bad input."""
+        try:
+            return self._decode(data, now_s)
+        except Exception as exc:  # noqa: BLE001 - the last guard: input never crashes a worker
+            return self._reject_all(f"cannot decode {self.kind}: {type(exc).__name__}: {exc}", data)
+
+    def _decode(self, data: bytes, now_s: float) -> Decoded[E]:
         if len(data) > self.max_message_bytes:
             return self._reject_all(
                 f"message is {len(data)} bytes, above the limit of {self.max_message_bytes}", data
@@ -89,7 +96,7 @@ class Codec(Generic[E]):
         elif first == b"{":
             try:
                 decoded = Decoded([self._one.decode(data)], [])
-            except msgspec.DecodeError as exc:
+            except _DECODE_ERRORS as exc:
                 return self._reject_all(self._reason(exc), data)
         elif not first:
             return self._reject_all("message is empty: expected a JSON object or array", data)
@@ -104,12 +111,12 @@ class Codec(Generic[E]):
     def _decode_envelope(self, data: bytes) -> Decoded[E]:
         try:
             return Decoded(self._many.decode(data), [])
-        except msgspec.DecodeError:
+        except _DECODE_ERRORS:
             pass  # find out which elements are bad
         try:
             items = self._raw_items.decode(data)
-        except msgspec.DecodeError as exc:
-            return self._reject_all(f"JSON is malformed: {_strip_prefix(str(exc))}", data)
+        except _DECODE_ERRORS as exc:
+            return self._reject_all(self._reason(exc), data)
         if len(items) > self.max_batch_events:
             return self._reject_all(
                 f"batch envelope holds {len(items)} events, above the limit of "
@@ -121,7 +128,7 @@ class Codec(Generic[E]):
         for index, item in enumerate(items):
             try:
                 events.append(self._one.decode(item))
-            except msgspec.DecodeError as exc:
+            except _DECODE_ERRORS as exc:
                 rejected.append(Rejected(self._reason(exc), index, bytes(item)))
         return Decoded(events, rejected)
 
@@ -152,9 +159,13 @@ class Codec(Generic[E]):
         decoded.rejected.sort(key=lambda r: -1 if r.index is None else r.index)
         decoded.events = kept
 
-    def _reason(self, exc: msgspec.DecodeError) -> str:
+    def _reason(self, exc: Exception) -> str:
         if isinstance(exc, msgspec.ValidationError):
             return f"invalid {self.kind}: {exc}"
+        if isinstance(exc, UnicodeDecodeError):
+            return f"JSON is malformed: not valid UTF-8 (byte {exc.start})"
+        if isinstance(exc, RecursionError):
+            return "JSON is malformed: nested too deeply"
         return f"JSON is malformed: {_strip_prefix(str(exc))}"
 
     @staticmethod

@@ -1,0 +1,112 @@
+"""The whole pipeline in memory (app.testing): envelopes vs single events, logs, late events."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from app.sdk.simulator import Simulator
+from app.testing import LocalPipeline
+
+T0 = 1_700_000_000.0
+
+
+def events(n_windows: int = 3) -> list[dict]:
+    return list(Simulator(n_models=3, seed=2).events(T0, 10.0 * n_windows, rate_per_s=30))
+
+
+def summaries(pipe: LocalPipeline) -> list[dict]:
+    return sorted((msgspec.to_builtins(w) for w in pipe.windows),
+                  key=lambda w: (w["model"], w["window_start"]))
+
+
+def assert_same(a: object, b: object, path: str = "$") -> None:
+    """Equal, floats to 1e-9 relative (sums of floats depend on batching in the last bits)."""
+    if isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-9), path
+    elif isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            assert_same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
+def test_single_events_and_envelopes_give_identical_summaries():
+    evs = events()
+    single = LocalPipeline(window_seconds=10, lateness_seconds=1)
+    single.send_predictions(evs, envelope=False)
+    single.advance(100)
+    batched = LocalPipeline(window_seconds=10, lateness_seconds=1)
+    for i in range(0, len(evs), 37):
+        batched.send_predictions(evs[i:i + 37])
+    batched.advance(100)
+    assert len(single.windows) == 9
+    assert_same(summaries(single), summaries(batched))
+
+
+def test_each_window_is_emitted_once_with_all_its_events():
+    pipe = LocalPipeline(window_seconds=10, lateness_seconds=1)
+    evs = events()
+    pipe.send_predictions(evs)
+    pipe.advance(5)
+    pipe.advance(100)
+    pipe.advance(100)
+    keys = [(w.model, w.window_start) for w in pipe.windows]
+    assert len(keys) == len(set(keys)) == 9
+    assert sum(w.count for w in pipe.windows) == len(evs)
+
+
+def test_late_events_are_counted_not_dropped_silently():
+    pipe = LocalPipeline(window_seconds=10, lateness_seconds=0)
+    base = {"model": "m", "event_id": "x"}
+    pipe.send_predictions([{**base, "timestamp": T0 + 1}, {**base, "timestamp": T0 + 12}])
+    assert [w.count for w in pipe.windows] == [1]
+    pipe.send_predictions([{**base, "timestamp": T0 + 2}, {**base, "timestamp": T0 + 3}])
+    assert pipe.late_events == 2
+    pipe.advance(100)
+    assert [(w.count, w.late_events) for w in pipe.windows] == [(1, 0), (1, 2)]
+
+
+def test_versions_get_separate_windows():
+    pipe = LocalPipeline(window_seconds=10, lateness_seconds=0)
+    pipe.send_predictions([
+        {"event_id": "1", "timestamp": T0, "model": "m", "model_version": "v1"},
+        {"event_id": "2", "timestamp": T0, "model": "m", "model_version": "v2"},
+        {"event_id": "3", "timestamp": T0, "model": "m"},
+    ])
+    pipe.advance(100)
+    assert sorted(w.model_version for w in pipe.windows) == ["unknown", "v1", "v2"]
+
+
+def test_log_windows_per_service():
+    pipe = LocalPipeline(window_seconds=10, lateness_seconds=0)
+    pipe.send_logs([
+        {"timestamp": T0 + i, "level": level, "service": svc, "message": "m"}
+        for i, (level, svc) in enumerate(
+            [("info", "a"), ("error", "a"), ("WARNING", "a"), ("critical", "a"), ("info", "b")])
+    ])
+    pipe.advance(100)
+    by_service = {w.service: w for w in pipe.windows}
+    a = by_service["a"]
+    assert (a.count, a.error_count, a.error_rate) == (4, 2, 0.5)
+    assert a.counts == {"TRACE": 0, "DEBUG": 0, "INFO": 1, "WARN": 1, "ERROR": 1, "FATAL": 1}
+    assert by_service["b"].count == 1
+
+
+def test_bad_messages_become_dead_letters_and_valid_ones_still_count():
+    pipe = LocalPipeline(window_seconds=10, lateness_seconds=0)
+    good = {"event_id": "1", "timestamp": T0, "model": "m"}
+    pipe.send("predictions", b"garbage")
+    pipe.send("predictions", msgspec.json.encode([good, {"event_id": 5}, good]))
+    pipe.send("logs", b'{"level": "INFO"}')
+    pipe.send("feedback", b'{"event_id": "1", "timestamp": 1}')
+    pipe.advance(100)
+    assert [(d.index, d.source_topic) for d in pipe.dead_letters] == [
+        (None, "mlpulse.predictions"), (1, "mlpulse.predictions"), (None, "mlpulse.logs"),
+        (None, "mlpulse.feedback")]
+    assert [w.count for w in pipe.windows] == [2]
