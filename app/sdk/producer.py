@@ -174,12 +174,12 @@ class Telemetry:
             log.exception("mlpulse SDK sender stopped")
 
     async def _loop(self) -> None:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, linger_ms=5,
-            max_request_size=max(self.max_message_bytes * 2, 1_048_576),
-        )
-        await producer.start()
-        self._ready.set()
+        producer = await self._connect()
+        if producer is None:   # closed before the broker was ever reached
+            with self._lock:
+                self.dropped += len(self._buffer)
+                self._buffer.clear()
+            return
         try:
             while True:
                 await asyncio.get_running_loop().run_in_executor(
@@ -195,6 +195,25 @@ class Telemetry:
                     return
         finally:
             await producer.stop()
+
+    async def _connect(self) -> AIOKafkaProducer | None:
+        """Start a producer, retrying with backoff until it works or ``close()`` is called."""
+        backoff_s = 0.1
+        while not self._closing:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap, linger_ms=5,
+                max_request_size=max(self.max_message_bytes * 2, 1_048_576),
+            )
+            try:
+                await producer.start()
+                self._ready.set()
+                return producer
+            except Exception as exc:  # noqa: BLE001 - keep buffering, never raise to the caller
+                await producer.stop()
+                log.warning("mlpulse SDK cannot reach %s (%s); retrying", self.bootstrap, exc)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 5.0)
+        return None
 
     async def _send(
         self, producer: AIOKafkaProducer, items: list[tuple[str, str, dict[str, Any] | bytes]]
