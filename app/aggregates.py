@@ -31,13 +31,13 @@ from app.events import (
 )
 
 __all__ = [
+    "OTHER",
     "BoundedCounter",
     "LogAggregate",
     "NumericStats",
     "PredictionAggregate",
     "QuantileSketch",
     "value_key",
-    "OTHER",
 ]
 
 OTHER = "__other__"
@@ -78,7 +78,7 @@ class QuantileSketch:
             keys = np.ceil(np.log2(positive) * mapping._multiplier) + mapping._offset
             unique, counts = np.unique(keys.astype(np.int64), return_counts=True)
             store = sketch._store
-            for key, weight in zip(unique.tolist(), counts.tolist()):
+            for key, weight in zip(unique.tolist(), counts.tolist(), strict=True):
                 store.add(key, weight)
         sketch._zero_count += zeros
         sketch._count += values.size
@@ -105,7 +105,7 @@ class QuantileSketch:
 class NumericStats:
     """Count, mean, variance (Chan et al. merge), min and max."""
 
-    __slots__ = ("count", "mean", "_m2", "min", "max")
+    __slots__ = ("_m2", "count", "max", "mean", "min")
 
     def __init__(self) -> None:
         self.count = 0
@@ -150,7 +150,7 @@ class BoundedCounter:
     {'a': 2, '__other__': 2}
     """
 
-    __slots__ = ("counts", "other", "max_keys")
+    __slots__ = ("counts", "max_keys", "other")
 
     def __init__(self, max_keys: int = 1000) -> None:
         self.counts: dict[str, int] = {}
@@ -207,7 +207,7 @@ def value_key(value: object) -> str:
 class FeatureStats:
     """One feature's statistics in one window."""
 
-    __slots__ = ("count", "null_count", "numeric", "categories")
+    __slots__ = ("categories", "count", "null_count", "numeric")
 
     def __init__(self) -> None:
         self.count = 0

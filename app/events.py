@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
 
 __all__ = [
+    "LOG_LEVELS",
+    "MAX_FEATURES",
     "AlertEvent",
     "ConfidenceSummary",
     "DeadLetter",
@@ -37,8 +39,6 @@ __all__ = [
     "PredictionEvent",
     "PredictionWindow",
     "WindowSummary",
-    "LOG_LEVELS",
-    "MAX_FEATURES",
 ]
 
 MAX_FEATURES = 1000
@@ -58,11 +58,11 @@ ModelName = Annotated[
 ]
 TraceId = Annotated[str, Meta(pattern=r"^[0-9a-f]{32}$")]
 EpochSeconds = Annotated[float, Meta(ge=0, le=_FLOAT_MAX)]
-Timestamp = Union[EpochSeconds, Annotated[datetime, Meta(tz=True)]]
+Timestamp = EpochSeconds | Annotated[datetime, Meta(tz=True)]
 """Event time: Unix epoch seconds, or an RFC 3339 string with an offset."""
 
-FeatureValue = Union[FiniteFloat, Text, bool, None]
-Prediction = Union[FiniteFloat, Text, bool, None]
+FeatureValue = FiniteFloat | Text | bool | None
+Prediction = FiniteFloat | Text | bool | None
 
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 _LEVEL_ALIASES = {"WARNING": "WARN", "CRITICAL": "FATAL"}
@@ -145,7 +145,7 @@ class FeedbackEvent(Struct, kw_only=True):
 
     event_id: ShortText
     timestamp: Timestamp
-    label: Union[FiniteFloat, Text, bool]
+    label: FiniteFloat | Text | bool
     model: ModelName | None = None
 
     def __post_init__(self) -> None:
@@ -230,7 +230,7 @@ class LogWindow(Struct, tag_field="kind", tag="logs", kw_only=True):
     late_events: int
 
 
-WindowSummary = Union[PredictionWindow, LogWindow]
+WindowSummary = PredictionWindow | LogWindow
 
 
 class Annotations(Struct, omit_defaults=True):

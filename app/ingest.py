@@ -18,6 +18,7 @@ reaches the one partition, and so the one worker, that owns the model's windows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from app.codec import Codec, Decoded, InternalCodec, group_by
 from app.config import Settings
@@ -42,14 +43,17 @@ class Ingest:
     """Decoders and router for the three input topics."""
 
     def __init__(self, settings: Settings) -> None:
-        limits = {
-            "max_message_bytes": settings.max_message_bytes,
-            "max_batch_events": settings.max_batch_events,
-            "max_future_skew_seconds": settings.max_future_skew_seconds,
-        }
-        self.prediction_codec = Codec(PredictionEvent, **limits)
-        self.log_codec = Codec(LogEvent, **limits)
-        self.feedback_codec = Codec(FeedbackEvent, **limits)
+        def codec(event_type: Any) -> Any:
+            return Codec(
+                event_type,
+                max_message_bytes=settings.max_message_bytes,
+                max_batch_events=settings.max_batch_events,
+                max_future_skew_seconds=settings.max_future_skew_seconds,
+            )
+
+        self.prediction_codec: Codec[PredictionEvent] = codec(PredictionEvent)
+        self.log_codec: Codec[LogEvent] = codec(LogEvent)
+        self.feedback_codec: Codec[FeedbackEvent] = codec(FeedbackEvent)
         self.prediction_internal = InternalCodec(PredictionEvent)
         self.log_internal = InternalCodec(LogEvent)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import TP
@@ -157,7 +157,7 @@ class Pipeline:
             )
             log.info("mlpulse assigned %s", owned)
 
-        app.on_partitions_assigned.connect(on_assigned)
+        app.on_partitions_assigned.connect(cast(Any, on_assigned))
         return app
 
     async def _dead_letters(self, topic: Any, records: list[DeadLetter]) -> None:

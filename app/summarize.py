@@ -20,6 +20,9 @@ a wall-clock timer, for the windows that closed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import msgspec
 
 from app.aggregates import LogAggregate, PredictionAggregate
@@ -45,7 +48,10 @@ class Summarizer:
         self._log_codec = InternalCodec(LogEvent)
         self.windows_closed = 0
 
-    def _windows(self, table: dict[int, TumblingWindows], partition: int, factory) -> TumblingWindows:  # type: ignore[type-arg]
+    def _windows(
+        self, table: dict[int, TumblingWindows[Any]], partition: int,
+        factory: Callable[[], Any],
+    ) -> TumblingWindows[Any]:
         windows = table.get(partition)
         if windows is None:
             windows = table[partition] = TumblingWindows(

@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 __all__ = ["rfc3339"]
 
 
 def rfc3339(epoch_s: float) -> str:
-    moment = datetime.fromtimestamp(epoch_s, tz=timezone.utc)
+    moment = datetime.fromtimestamp(epoch_s, tz=UTC)
     text = moment.isoformat(timespec="microseconds" if moment.microsecond else "seconds")
     return text.replace("+00:00", "Z")

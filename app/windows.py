@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 __all__ = ["ClosedWindow", "TumblingWindows"]
 
@@ -44,7 +44,7 @@ class Timed(Protocol):
 
 
 class Aggregate(Protocol):
-    def add_batch(self, events: Sequence[object], /) -> None: ...
+    def add_batch(self, events: Any, /) -> None: ...
 
 
 A = TypeVar("A", bound=Aggregate)
@@ -54,7 +54,7 @@ Key = tuple[str, ...]
 class ClosedWindow(Generic[A]):
     """A window that will receive no more events."""
 
-    __slots__ = ("key", "start_s", "end_s", "aggregate", "late_events")
+    __slots__ = ("aggregate", "end_s", "key", "late_events", "start_s")
 
     def __init__(self, key: Key, start_s: float, end_s: float, aggregate: A, late_events: int):
         self.key = key
@@ -119,8 +119,7 @@ class TumblingWindows(Generic[A]):
         newest = -math.inf
         for event in events:
             t = event.event_time_s
-            if t > newest:
-                newest = t
+            newest = max(newest, t)
             start = self.window_start(t)
             if start + size <= closed_through:
                 late += 1

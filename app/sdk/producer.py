@@ -55,7 +55,9 @@ class Telemetry:
         max_message_bytes: int = 1_000_000,
     ) -> None:
         self.bootstrap = bootstrap
-        self.topics = {kind: f"{topic_prefix}{kind}" for kind in ("predictions", "logs", "feedback")}
+        self.topics = {
+            kind: f"{topic_prefix}{kind}" for kind in ("predictions", "logs", "feedback")
+        }
         self.max_buffer_events = max_buffer_events
         self.max_batch_events = max_batch_events
         self.linger_s = linger_s
@@ -169,7 +171,7 @@ class Telemetry:
     def _run(self) -> None:
         try:
             asyncio.run(self._loop())
-        except BaseException as exc:  # noqa: BLE001 - the caller must never see it
+        except BaseException as exc:
             self._error = exc
             log.exception("mlpulse SDK sender stopped")
 
@@ -208,7 +210,7 @@ class Telemetry:
                 await producer.start()
                 self._ready.set()
                 return producer
-            except Exception as exc:  # noqa: BLE001 - keep buffering, never raise to the caller
+            except Exception as exc:
                 await producer.stop()
                 log.warning("mlpulse SDK cannot reach %s (%s); retrying", self.bootstrap, exc)
                 await asyncio.sleep(backoff_s)
@@ -237,7 +239,7 @@ class Telemetry:
                 await future
                 self.sent_events += count
                 self.sent_messages += 1
-            except Exception as exc:  # noqa: BLE001 - counted, never raised to the caller
+            except Exception as exc:
                 self.dropped += count
                 log.warning("mlpulse SDK dropped %d events: %s", count, exc)
 

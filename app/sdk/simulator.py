@@ -24,7 +24,7 @@ import numpy as np
 
 from app.sdk.producer import Telemetry
 
-__all__ = ["Injection", "Simulator", "MALFORMED_SAMPLES"]
+__all__ = ["MALFORMED_SAMPLES", "Injection", "Simulator"]
 
 COUNTRIES = ("US", "DE", "FR", "GB", "IN", "BR")
 FEATURE_BASE = {"amount": (4.0, 0.6), "age": (40.0, 12.0), "score": (0.0, 1.0)}
@@ -74,9 +74,11 @@ class Simulator:
         self.origin_s = 0.0
         """Injection times are relative to this (``run`` sets it to its start)."""
 
-    def events(self, start_s: float, duration_s: float, rate_per_s: float) -> Iterator[dict[str, Any]]:
+    def events(
+        self, start_s: float, duration_s: float, rate_per_s: float
+    ) -> Iterator[dict[str, Any]]:
         """Events with event times evenly spread over ``[start_s, start_s + duration_s)``."""
-        total = int(round(duration_s * rate_per_s))
+        total = round(duration_s * rate_per_s)
         for i in range(total):
             t = start_s + i / rate_per_s
             yield self.event(self.models[i % len(self.models)], t)
