@@ -123,7 +123,9 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from app.sdk.producer import Telemetry
     from app.sdk.simulator import Injection, Simulator
 
-    _setup_logging("warning" if settings.log_level == "info" else settings.log_level)
+    if "MLPULSE_LOG_LEVEL" not in os.environ:
+        settings = settings.replace(log_level="warning")
+    _setup_logging(settings.log_level)
     if "MLPULSE_WINDOW_SECONDS" not in os.environ:
         settings = settings.replace(window_seconds=args.window_seconds, lateness_seconds=2.0)
     with EmbeddedBroker() as broker:
