@@ -1,0 +1,50 @@
+"""docker-compose.yml is valid Compose and configures only settings that exist.
+
+There is no Docker engine here; the file is checked against the Compose
+specification's JSON Schema (vendored by check-jsonschema), which is what
+``docker compose config`` validates too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from app.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def compose_spec() -> dict:
+    # the schema file only: importing check_jsonschema's CLI clashes with Faust's click pin
+    spec = importlib.util.find_spec("check_jsonschema")
+    assert spec is not None and spec.submodule_search_locations
+    path = Path(spec.submodule_search_locations[0]) / "builtin_schemas/vendor/compose-spec.json"
+    return json.loads(path.read_text())
+
+
+def test_compose_file_matches_the_compose_spec():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+              for e in jsonschema.Draft202012Validator(compose_spec()).iter_errors(compose)]
+    assert not errors, errors
+
+
+def test_the_compose_check_catches_mistakes():
+    broken = {"services": {"worker": {"image": "x", "ports": "6066"}}}
+    assert list(jsonschema.Draft202012Validator(compose_spec()).iter_errors(broken))
+
+
+def test_compose_sets_only_known_mlpulse_settings():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    known = {f"MLPULSE_{f.name.upper()}" for f in dataclasses.fields(Settings)}
+    for name, service in compose["services"].items():
+        for var in service.get("environment", {}):
+            if var.startswith("MLPULSE_"):
+                assert var in known, f"{name}: unknown setting {var}"
+    assert {"kafka", "worker-1", "worker-2"} <= compose["services"].keys()
