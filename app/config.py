@@ -63,6 +63,10 @@ class Settings:
     """Distinct values counted per categorical feature per window; more go to ``__other__``."""
     top_values: int = 50
     """Values listed per categorical feature/prediction in a window summary."""
+    batch_messages: int = 500
+    """Most Kafka messages a worker stage takes at once (batches are processed together)."""
+    batch_wait_seconds: float = 0.005
+    """Longest a stage waits to fill a batch of messages."""
     idle_check_seconds: float = 1.0
     """How often idle windows are checked for closing (wall clock)."""
     log_level: str = "info"
@@ -104,7 +108,8 @@ class Settings:
 
     def _validate(self) -> None:
         positive = ("partitions", "window_seconds", "max_message_bytes",
-                    "max_batch_events", "max_categories", "top_values", "idle_check_seconds")
+                    "max_batch_events", "max_categories", "top_values", "idle_check_seconds",
+                    "batch_messages", "batch_wait_seconds")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_PREFIX}{name.upper()}: must be > 0")

@@ -32,11 +32,23 @@ __all__ = ["Ingest", "Routed"]
 class Routed:
     """What one input message turned into."""
 
-    by_key: dict[str, bytes] = field(default_factory=dict)
-    """Internal payload (msgpack list of events) per routing key."""
+    by_key: dict[str, list[Any]] = field(default_factory=dict)
+    """Valid events per routing key (model or service), in arrival order."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
     accepted: int = 0
     feedback: list[FeedbackEvent] = field(default_factory=list)
+
+    def merge(self, other: Routed) -> None:
+        """Add another message's result (the pipeline batches messages)."""
+        for key, events in other.by_key.items():
+            mine = self.by_key.get(key)
+            if mine is None:
+                self.by_key[key] = events
+            else:
+                mine.extend(events)
+        self.dead_letters.extend(other.dead_letters)
+        self.accepted += other.accepted
+        self.feedback.extend(other.feedback)
 
 
 class Ingest:
@@ -57,14 +69,20 @@ class Ingest:
         self.prediction_internal = InternalCodec(PredictionEvent)
         self.log_internal = InternalCodec(LogEvent)
 
+    def encode_predictions(self, events: list[PredictionEvent]) -> bytes:
+        """Internal payload (msgpack) of routed prediction events."""
+        return self.prediction_internal.encode(events)
+
+    def encode_logs(self, events: list[LogEvent]) -> bytes:
+        return self.log_internal.encode(events)
+
     def predictions(
         self, value: bytes, *, topic: str, partition: int | None, offset: int | None,
         now_s: float,
     ) -> Routed:
         decoded = self.prediction_codec.decode(value, now_s)
         routed = _rejections(decoded, topic, partition, offset, now_s)
-        for model, events in group_by(decoded.events, "model").items():
-            routed.by_key[model] = self.prediction_internal.encode(events)
+        routed.by_key = group_by(decoded.events, "model")
         return routed
 
     def logs(
@@ -73,8 +91,7 @@ class Ingest:
     ) -> Routed:
         decoded = self.log_codec.decode(value, now_s)
         routed = _rejections(decoded, topic, partition, offset, now_s)
-        for service, events in group_by(decoded.events, "service").items():
-            routed.by_key[service] = self.log_internal.encode(events)
+        routed.by_key = group_by(decoded.events, "service")
         return routed
 
     def feedback(

@@ -72,6 +72,7 @@ class Pipeline:
             web_bind=s.web_host,
             web_host=s.web_host,
             datadir=s.data_dir,
+            producer_linger=0.005,
         )
         t = self.topics
 
@@ -83,10 +84,12 @@ class Pipeline:
         by_model, by_service = topic(t.predictions_by_model), topic(t.logs_by_service)
         windows, deadletter = topic(t.windows), topic(t.deadletter)
 
-        async def publish(routed: Routed, internal: Any) -> None:
+        take = {"max_": s.batch_messages, "within": s.batch_wait_seconds}
+
+        async def publish(routed: Routed, internal: Any, encode: Any) -> None:
             self.counters["events_accepted"] += routed.accepted
-            for key, payload in routed.by_key.items():
-                await internal.send(key=key.encode(), value=payload)
+            for key, events in routed.by_key.items():
+                await internal.send(key=key.encode(), value=encode(events))
             await self._dead_letters(deadletter, routed.dead_letters)
 
         async def emit(summaries: list[WindowSummary]) -> None:
@@ -94,51 +97,69 @@ class Pipeline:
                 await windows.send(key=summary_key(summary), value=encode_summary(summary))
             self.counters["windows_emitted"] += len(summaries)
 
-        # 1. decode, validate, dead-letter, repartition by model / service
+        def ingested(batch: Any, decode: Any) -> Routed:
+            """Decode a batch of messages; merge their valid events per routing key."""
+            routed = Routed()
+            now = self.clock()
+            for event in batch:
+                m = event.message
+                routed.merge(decode(m.value, topic=m.topic, partition=m.partition,
+                                    offset=m.offset, now_s=now))
+            return routed
+
+        # 1. decode, validate, dead-letter, repartition by model / service.
+        #    Messages are taken in batches so that single-event messages still travel
+        #    onwards as one internal message per model.
         @app.agent(predictions, name="ingest_predictions")
         async def ingest_predictions(stream: Any) -> None:
-            async for event in stream.events():
-                m = event.message
-                routed = self.ingest.predictions(
-                    m.value, topic=m.topic, partition=m.partition, offset=m.offset,
-                    now_s=self.clock())
-                await publish(routed, by_model)
+            async for batch in stream.take_events(**take):
+                routed = ingested(batch, self.ingest.predictions)
+                await publish(routed, by_model, self.ingest.encode_predictions)
 
         @app.agent(logs, name="ingest_logs")
         async def ingest_logs(stream: Any) -> None:
-            async for event in stream.events():
-                m = event.message
-                routed = self.ingest.logs(
-                    m.value, topic=m.topic, partition=m.partition, offset=m.offset,
-                    now_s=self.clock())
-                await publish(routed, by_service)
+            async for batch in stream.take_events(**take):
+                await publish(ingested(batch, self.ingest.logs), by_service,
+                              self.ingest.encode_logs)
 
         @app.agent(feedback, name="ingest_feedback")
         async def ingest_feedback(stream: Any) -> None:
-            async for event in stream.events():
-                m = event.message
-                routed = self.ingest.feedback(
-                    m.value, topic=m.topic, partition=m.partition, offset=m.offset,
-                    now_s=self.clock())
+            async for batch in stream.take_events(**take):
+                routed = ingested(batch, self.ingest.feedback)
                 self.counters["events_accepted"] += routed.accepted
                 await self._dead_letters(deadletter, routed.dead_letters)
 
         # 2. aggregate into event-time windows; emit the windows the watermark closed
+        def by_partition_and_key(batch: Any, decode: Any, key: str) -> dict[Any, list[Any]]:
+            grouped: dict[Any, list[Any]] = {}
+            for event in batch:
+                events = decode(event.message.value)
+                if events:
+                    group_key = (event.message.partition, getattr(events[0], key))
+                    grouped.setdefault(group_key, []).extend(events)
+            return grouped
+
         @app.agent(by_model, name="summarize_predictions")
         async def summarize_predictions(stream: Any) -> None:
-            async for event in stream.events():
+            summarizer = self.summarizer
+            async for batch in stream.take_events(**take):
                 now = self.clock()
-                self.counters["late_events"] += self.summarizer.add_predictions(
-                    event.message.partition, event.message.value, now)
-                await emit(self.summarizer.close_due(now, check_idle=False))
+                grouped = by_partition_and_key(batch, summarizer.decode_predictions, "model")
+                for (partition, _), events in grouped.items():
+                    self.counters["late_events"] += summarizer.add_prediction_events(
+                        partition, events, now)
+                await emit(summarizer.close_due(now, check_idle=False))
 
         @app.agent(by_service, name="summarize_logs")
         async def summarize_logs(stream: Any) -> None:
-            async for event in stream.events():
+            summarizer = self.summarizer
+            async for batch in stream.take_events(**take):
                 now = self.clock()
-                self.counters["late_events"] += self.summarizer.add_logs(
-                    event.message.partition, event.message.value, now)
-                await emit(self.summarizer.close_due(now, check_idle=False))
+                grouped = by_partition_and_key(batch, summarizer.decode_logs, "service")
+                for (partition, _), events in grouped.items():
+                    self.counters["late_events"] += summarizer.add_log_events(
+                        partition, events, now)
+                await emit(summarizer.close_due(now, check_idle=False))
 
         # 3. close windows of quiet streams on the wall clock
         @app.timer(interval=s.idle_check_seconds, name="close_idle_windows")

@@ -12,7 +12,7 @@ a wall-clock timer, for the windows that closed.
 ...     b'[{"event_id": "1", "timestamp": 5, "model": "a", "latency_ms": 12}]',
 ...     topic="t", partition=0, offset=0, now_s=100)
 >>> s = Summarizer(settings)
->>> s.add_predictions(0, routed.by_key["a"], now_wall_s=100)
+>>> s.add_prediction_events(0, routed.by_key["a"], now_wall_s=100)
 0
 >>> [(w.model, w.window_start, w.count) for w in s.close_due(now_wall_s=1000)]
 [('a', '1970-01-01T00:00:00Z', 1)]
@@ -62,9 +62,20 @@ class Summarizer:
     def _new_prediction_aggregate(self) -> PredictionAggregate:
         return PredictionAggregate(self.settings.max_categories, self.settings.top_values)
 
+    def decode_predictions(self, payload: bytes) -> list[PredictionEvent]:
+        return self._prediction_codec.decode(payload)
+
+    def decode_logs(self, payload: bytes) -> list[LogEvent]:
+        return self._log_codec.decode(payload)
+
     def add_predictions(self, partition: int, payload: bytes, now_wall_s: float) -> int:
         """Aggregate one routed payload; return the number of late events."""
-        events = self._prediction_codec.decode(payload)
+        return self.add_prediction_events(partition, self.decode_predictions(payload), now_wall_s)
+
+    def add_prediction_events(
+        self, partition: int, events: list[PredictionEvent], now_wall_s: float
+    ) -> int:
+        """Aggregate routed events (all of one model); return the number of late events."""
         windows = self._windows(self._predictions, partition, self._new_prediction_aggregate)
         late = 0
         model = events[0].model if events else ""
@@ -73,7 +84,10 @@ class Summarizer:
         return late
 
     def add_logs(self, partition: int, payload: bytes, now_wall_s: float) -> int:
-        events = self._log_codec.decode(payload)
+        return self.add_log_events(partition, self.decode_logs(payload), now_wall_s)
+
+    def add_log_events(self, partition: int, events: list[LogEvent], now_wall_s: float) -> int:
+        """Aggregate routed log events (all of one service)."""
         windows = self._windows(self._logs, partition, LogAggregate)
         service = events[0].service if events else ""
         return windows.add((service,), events, now_wall_s)

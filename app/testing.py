@@ -68,10 +68,14 @@ class LocalPipeline:
                          offset=self._offset, now_s=now)
         self._offset += 1
         self.dead_letters.extend(routed.dead_letters)
-        for key, payload in routed.by_key.items():
-            add = self.summarizer.add_predictions if topic == "predictions" else (
-                self.summarizer.add_logs)
-            self.late_events += add(self._partition(key), payload, now)
+        for key, events in routed.by_key.items():
+            if topic == "predictions":
+                payload = self.ingest.encode_predictions(events)
+                self.late_events += self.summarizer.add_predictions(
+                    self._partition(key), payload, now)
+            else:
+                payload = self.ingest.encode_logs(events)
+                self.late_events += self.summarizer.add_logs(self._partition(key), payload, now)
         self.windows.extend(self.summarizer.close_due(now, check_idle=False))
 
     def send_predictions(self, events: Sequence[Any], envelope: bool = True) -> None:
