@@ -13,6 +13,7 @@ and DDSketch quantile sketches, and two aggregates of the same window merge.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -43,6 +44,7 @@ __all__ = [
 OTHER = "__other__"
 RELATIVE_ACCURACY = 0.005
 """DDSketch accuracy: half of the 1% the contract promises, for margin."""
+_MISSING = object()
 TRACE_SAMPLE = 5
 """Trace ids kept per window as exemplars."""
 
@@ -158,23 +160,29 @@ class BoundedCounter:
         self.max_keys = max_keys
 
     def add_many(self, values: Iterable[str]) -> None:
-        counts = self.counts
-        for value in values:
-            if value in counts:
-                counts[value] += 1
-            elif len(counts) < self.max_keys:
-                counts[value] = 1
-            else:
-                self.other += 1
+        self.add_counts(Counter(values))
 
-    def merge(self, other: BoundedCounter) -> None:
-        for value, n in other.counts.items():
-            if value in self.counts:
-                self.counts[value] += n
-            elif len(self.counts) < self.max_keys:
-                self.counts[value] = n
+    def add_values(self, values: Iterable[object]) -> None:
+        """Count raw JSON values (spelled by :func:`value_key`): counted first, spelled once."""
+        counts: dict[str, int] = {}
+        # (type, value) keeps True apart from 1.0, which hash alike
+        for (_, value), n in Counter((v.__class__, v) for v in values).items():
+            key = value_key(value)
+            counts[key] = counts.get(key, 0) + n
+        self.add_counts(counts)
+
+    def add_counts(self, new: dict[str, int]) -> None:
+        counts = self.counts
+        for value, n in new.items():
+            if value in counts:
+                counts[value] += n
+            elif len(counts) < self.max_keys:
+                counts[value] = n
             else:
                 self.other += n
+
+    def merge(self, other: BoundedCounter) -> None:
+        self.add_counts(other.counts)
         self.other += other.other
 
     def top(self, k: int) -> dict[str, int]:
@@ -215,7 +223,9 @@ class FeatureStats:
         self.numeric: NumericStats | None = None
         self.categories: BoundedCounter | None = None
 
-    def add(self, numbers: list[float], categories: list[str], nulls: int, max_keys: int) -> None:
+    def add(
+        self, numbers: list[float], categories: list[object], nulls: int, max_keys: int
+    ) -> None:
         self.count += len(numbers) + len(categories) + nulls
         self.null_count += nulls
         if numbers:
@@ -225,7 +235,7 @@ class FeatureStats:
         if categories:
             if self.categories is None:
                 self.categories = BoundedCounter(max_keys)
-            self.categories.add_many(categories)
+            self.categories.add_values(categories)
 
     def merge(self, other: FeatureStats) -> None:
         self.count += other.count
@@ -283,7 +293,7 @@ class PredictionAggregate:
         confidence = _array(e.confidence for e in events)
         self.confidence.add_many(confidence)
         self.low_confidence += int((confidence < 0.5).sum())
-        self.predictions.add_many([value_key(e.prediction) for e in events])
+        self.predictions.add_values([e.prediction for e in events])
         self.tokens_in += sum(e.tokens_in for e in events if e.tokens_in is not None)
         self.tokens_out += sum(e.tokens_out for e in events if e.tokens_out is not None)
         self.cost_usd += math.fsum(e.cost_usd for e in events if e.cost_usd is not None)
@@ -297,29 +307,22 @@ class PredictionAggregate:
         self._add_features(events)
 
     def _add_features(self, events: Sequence[PredictionEvent]) -> None:
-        numbers: dict[str, list[float]] = {}
-        categories: dict[str, list[str]] = {}
-        nulls: dict[str, int] = {}
-        for event in events:
-            for name, value in event.features.items():
-                if type(value) is float:
-                    bucket = numbers.get(name)
-                    if bucket is None:
-                        numbers[name] = [value]
-                    else:
-                        bucket.append(value)
-                elif value is None:
-                    nulls[name] = nulls.get(name, 0) + 1
-                else:
-                    categories.setdefault(name, []).append(value_key(value))
-        for name in numbers.keys() | categories.keys() | nulls.keys():
+        # column by column: one C-speed pass per feature instead of a Python loop per value
+        rows = [e.features for e in events]
+        for name in set().union(*rows):
+            column = [row.get(name, _MISSING) for row in rows]
+            numbers = [v for v in column if type(v) is float]
+            if len(numbers) == len(column):
+                categories: list[object] = []
+                nulls = 0
+            else:
+                nulls = column.count(None)
+                categories = [v for v in column
+                              if v is not None and v is not _MISSING and type(v) is not float]
             stats = self.features.get(name)
             if stats is None:
                 stats = self.features[name] = FeatureStats()
-            stats.add(
-                numbers.get(name, []), categories.get(name, []), nulls.get(name, 0),
-                self.max_categories,
-            )
+            stats.add(numbers, categories, nulls, self.max_categories)  # type: ignore[arg-type]
 
     def merge(self, other: PredictionAggregate) -> None:
         """Add another aggregate of the same window (e.g. from another batch)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -107,6 +108,9 @@ def run_worker(settings: Settings, extra_tasks: Sequence[Any] = ()) -> int:
 
     ensure_topics(settings)
     pipeline = Pipeline(settings)
+    # Batches create many short-lived containers; fewer young-generation collections
+    # measured ~10% more events/s (see README, Measured).
+    gc.set_threshold(50_000, 50, 1000)
     for task in extra_tasks:
         pipeline.app.task(task)
     worker = Worker(pipeline.app, loglevel=settings.log_level.upper(), quiet=True,

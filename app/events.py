@@ -73,7 +73,7 @@ def _epoch_seconds(value: float | datetime) -> float:
     return value.timestamp() if isinstance(value, datetime) else float(value)
 
 
-class PredictionEvent(Struct, kw_only=True):
+class PredictionEvent(Struct, kw_only=True, gc=False):
     """One model prediction, as emitted by a serving service."""
 
     event_id: ShortText
@@ -103,7 +103,7 @@ class PredictionEvent(Struct, kw_only=True):
         return self.timestamp  # type: ignore[return-value]
 
 
-class LogEvent(Struct, kw_only=True):
+class LogEvent(Struct, kw_only=True, gc=False):
     """One log record of a serving service.
 
     >>> msgspec.json.decode(
@@ -140,7 +140,7 @@ class LogEvent(Struct, kw_only=True):
         return self.timestamp  # type: ignore[return-value]
 
 
-class FeedbackEvent(Struct, kw_only=True):
+class FeedbackEvent(Struct, kw_only=True, gc=False):
     """Delayed ground truth for one prediction (joined by ``event_id``)."""
 
     event_id: ShortText

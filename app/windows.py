@@ -116,11 +116,18 @@ class TumblingWindows(Generic[A]):
         closed_through = max(self.watermark_s(key), self._closed_through.get(key, -math.inf))
         groups: dict[float, list[Timed]] = {}
         late = 0
-        newest = -math.inf
+        times = [event.event_time_s for event in events]
+        newest = max(times)
+        first = self.window_start(min(times))
+        if first == self.window_start(newest):
+            # the usual batch: one window for all (vectorised aggregation needs no split)
+            if first + size <= closed_through:
+                late = len(events)
+            else:
+                groups[first] = list(events)
+            events = ()
         for event in events:
-            t = event.event_time_s
-            newest = max(newest, t)
-            start = self.window_start(t)
+            start = self.window_start(event.event_time_s)
             if start + size <= closed_through:
                 late += 1
                 continue
