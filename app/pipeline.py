@@ -19,6 +19,7 @@ All serialisation is raw bytes (JSON or msgpack made by mlpulse): no pickle.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Callable
@@ -26,11 +27,13 @@ from typing import Any, cast
 
 import faust
 from faust.types import TP
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from app.config import Settings
 from app.deadletter import encode_dead_letter
-from app.events import DeadLetter, WindowSummary
+from app.events import DeadLetter, PredictionWindow, WindowSummary
 from app.ingest import Ingest, Routed
+from app.metrics import Metrics
 from app.summarize import Summarizer, encode_summary, summary_key
 from app.topics import Topics
 
@@ -42,15 +45,18 @@ log = logging.getLogger("mlpulse.pipeline")
 class Pipeline:
     """A Faust app with mlpulse's agents; ``app`` is what a Faust worker runs."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, settings: Settings, clock: Callable[[], float] = time.time,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.topics = Topics(settings)
         self.ingest = Ingest(settings)
         self.summarizer = Summarizer(settings)
-        self.counters: dict[str, int] = {
-            "events_accepted": 0, "dead_letters": 0, "late_events": 0, "windows_emitted": 0,
-        }
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.metrics.track_open_windows(lambda: self.summarizer.open_windows)
         self.app = self._build_app()
 
     def _build_app(self) -> faust.App:
@@ -86,8 +92,9 @@ class Pipeline:
 
         take = {"max_": s.batch_messages, "within": s.batch_wait_seconds}
 
+        metrics = self.metrics
+
         async def publish(routed: Routed, internal: Any, encode: Any) -> None:
-            self.counters["events_accepted"] += routed.accepted
             for key, events in routed.by_key.items():
                 await internal.send(key=key.encode(), value=encode(events))
             await self._dead_letters(deadletter, routed.dead_letters)
@@ -95,9 +102,13 @@ class Pipeline:
         async def emit(summaries: list[WindowSummary]) -> None:
             for summary in summaries:
                 await windows.send(key=summary_key(summary), value=encode_summary(summary))
-            self.counters["windows_emitted"] += len(summaries)
+            kinds = collections.Counter(
+                "predictions" if isinstance(summary, PredictionWindow) else "logs"
+                for summary in summaries)
+            for kind, n in kinds.items():
+                metrics.windows_closed.labels(kind=kind).inc(n)
 
-        def ingested(batch: Any, decode: Any) -> Routed:
+        def ingested(batch: Any, decode: Any, topic_name: str) -> Routed:
             """Decode a batch of messages; merge their valid events per routing key."""
             routed = Routed()
             now = self.clock()
@@ -105,6 +116,11 @@ class Pipeline:
                 m = event.message
                 routed.merge(decode(m.value, topic=m.topic, partition=m.partition,
                                     offset=m.offset, now_s=now))
+            metrics.messages.labels(topic=topic_name).inc(len(batch))
+            metrics.events.labels(topic=topic_name, outcome="accepted").inc(routed.accepted)
+            if routed.dead_letters:
+                metrics.events.labels(topic=topic_name, outcome="dead_lettered").inc(
+                    len(routed.dead_letters))
             return routed
 
         # 1. decode, validate, dead-letter, repartition by model / service.
@@ -113,20 +129,19 @@ class Pipeline:
         @app.agent(predictions, name="ingest_predictions")
         async def ingest_predictions(stream: Any) -> None:
             async for batch in stream.take_events(**take):
-                routed = ingested(batch, self.ingest.predictions)
+                routed = ingested(batch, self.ingest.predictions, t.predictions)
                 await publish(routed, by_model, self.ingest.encode_predictions)
 
         @app.agent(logs, name="ingest_logs")
         async def ingest_logs(stream: Any) -> None:
             async for batch in stream.take_events(**take):
-                await publish(ingested(batch, self.ingest.logs), by_service,
+                await publish(ingested(batch, self.ingest.logs, t.logs), by_service,
                               self.ingest.encode_logs)
 
         @app.agent(feedback, name="ingest_feedback")
         async def ingest_feedback(stream: Any) -> None:
             async for batch in stream.take_events(**take):
-                routed = ingested(batch, self.ingest.feedback)
-                self.counters["events_accepted"] += routed.accepted
+                routed = ingested(batch, self.ingest.feedback, t.feedback)
                 await self._dead_letters(deadletter, routed.dead_letters)
 
         # 2. aggregate into event-time windows; emit the windows the watermark closed
@@ -146,8 +161,9 @@ class Pipeline:
                 now = self.clock()
                 grouped = by_partition_and_key(batch, summarizer.decode_predictions, "model")
                 for (partition, _), events in grouped.items():
-                    self.counters["late_events"] += summarizer.add_prediction_events(
-                        partition, events, now)
+                    late = summarizer.add_prediction_events(partition, events, now)
+                    if late:
+                        metrics.late_events.labels(kind="predictions").inc(late)
                 await emit(summarizer.close_due(now, check_idle=False))
 
         @app.agent(by_service, name="summarize_logs")
@@ -157,14 +173,21 @@ class Pipeline:
                 now = self.clock()
                 grouped = by_partition_and_key(batch, summarizer.decode_logs, "service")
                 for (partition, _), events in grouped.items():
-                    self.counters["late_events"] += summarizer.add_log_events(
-                        partition, events, now)
+                    late = summarizer.add_log_events(partition, events, now)
+                    if late:
+                        metrics.late_events.labels(kind="logs").inc(late)
                 await emit(summarizer.close_due(now, check_idle=False))
 
         # 3. close windows of quiet streams on the wall clock
         @app.timer(interval=s.idle_check_seconds, name="close_idle_windows")
         async def close_idle_windows() -> None:
             await emit(self.summarizer.close_due(self.clock()))
+
+        # 4. Prometheus exposition of this worker
+        @app.page("/metrics")
+        async def metrics_page(web: Any, request: Any) -> Any:
+            return web.bytes(generate_latest(self.registry),
+                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
         internal = {t.predictions_by_model, t.logs_by_service}
 
@@ -184,7 +207,6 @@ class Pipeline:
     async def _dead_letters(self, topic: Any, records: list[DeadLetter]) -> None:
         for record in records:
             await topic.send(key=None, value=encode_dead_letter(record))
-        self.counters["dead_letters"] += len(records)
 
 
 def create_app(settings: Settings) -> faust.App:

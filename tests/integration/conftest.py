@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.broker import EmbeddedBroker, free_port
 from app.config import Settings
@@ -65,13 +67,25 @@ class WorkerProcess:
         ARTIFACTS.mkdir(exist_ok=True)
         self.log_path = ARTIFACTS / f"{settings.group_id}-{name}.log"
         self.data_dir = ARTIFACTS / f"{settings.group_id}-{name}-data"
-        env = {**os.environ, **_env(settings), "MLPULSE_WEB_PORT": str(free_port()),
+        self.web_port = free_port()
+        env = {**os.environ, **_env(settings), "MLPULSE_WEB_PORT": str(self.web_port),
                "MLPULSE_DATA_DIR": str(self.data_dir)}
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app", "worker"], env=env,
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        """One sample of the worker's ``/metrics`` (None when absent)."""
+        url = f"http://127.0.0.1:{self.web_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == (labels or {}):
+                    return float(sample.value)
+        return None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

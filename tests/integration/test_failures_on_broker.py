@@ -52,6 +52,10 @@ async def test_fifty_malformed_messages_land_fifty_dead_letters(settings, topics
 
     windows = await consume(settings, topics.windows, lambda r: len(r) >= 1, settle_s=1.0)
     assert [w["count"] for w in windows] == [12]
+    labels = {"topic": topics.predictions, "outcome": "dead_lettered"}
+    assert worker.metric("mlpulse_events_total", labels) == 51
+    labels["outcome"] = "accepted"
+    assert worker.metric("mlpulse_events_total", labels) == 12
     assert worker.process.poll() is None, "the worker must survive bad input"
 
 
@@ -68,6 +72,8 @@ async def test_late_events_are_counted_in_the_next_summary(settings, topics, sta
     await send([ev(4, T0 + 0.7), ev(5, T0 + 1.9), ev(6, T0 + 4.6)])  # two late, one on time
     windows = await consume(settings, topics.windows, lambda r: len(r) >= 2, settle_s=1.0)
     assert [(w["count"], w["late_events"]) for w in windows] == [(2, 0), (2, 2)]
+    assert worker.metric("mlpulse_late_events_total", {"kind": "predictions"}) == 2
+    assert worker.metric("mlpulse_windows_closed_total", {"kind": "predictions"}) == 2
 
 
 async def test_log_windows_per_service(settings, topics, start_worker):

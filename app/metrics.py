@@ -1,0 +1,41 @@
+"""Prometheus metrics of a worker, on an injected registry; incremented once per batch.
+
+>>> from prometheus_client import CollectorRegistry
+>>> registry = CollectorRegistry()
+>>> metrics = Metrics(registry)
+>>> metrics.events.labels(topic="mlpulse.predictions", outcome="accepted").inc(3)
+>>> registry.get_sample_value(
+...     "mlpulse_events_total", {"topic": "mlpulse.predictions", "outcome": "accepted"})
+3.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    """The worker's own counters (per-model views come with the detectors)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.events = Counter(
+            "mlpulse_events", "Input events by topic and outcome (accepted, dead_lettered).",
+            ["topic", "outcome"], registry=registry)
+        self.messages = Counter(
+            "mlpulse_messages", "Input Kafka messages by topic.", ["topic"], registry=registry)
+        self.late_events = Counter(
+            "mlpulse_late_events", "Events whose window had already closed (not aggregated).",
+            ["kind"], registry=registry)
+        self.windows_closed = Counter(
+            "mlpulse_windows_closed", "Window summaries emitted.", ["kind"], registry=registry)
+        self.open_windows = Gauge(
+            "mlpulse_open_windows", "Windows currently open on this worker.", registry=registry)
+
+    def track_open_windows(self, count: Callable[[], int]) -> None:
+        """Read the open-window count at scrape time (no writes on the hot path)."""
+        self.open_windows.set_function(lambda: float(count()))
