@@ -145,38 +145,33 @@ class Pipeline:
                 await self._dead_letters(deadletter, routed.dead_letters)
 
         # 2. aggregate into event-time windows; emit the windows the watermark closed
-        def by_partition_and_key(batch: Any, decode: Any, key: str) -> dict[Any, list[Any]]:
-            grouped: dict[Any, list[Any]] = {}
+        async def summarize(batch: Any, decode: Any, key: str, add: Any, kind: str) -> None:
+            now = self.clock()
+            grouped: dict[tuple[int, str], list[Any]] = {}
             for event in batch:
                 events = decode(event.message.value)
-                if events:
-                    group_key = (event.message.partition, getattr(events[0], key))
-                    grouped.setdefault(group_key, []).extend(events)
-            return grouped
+                if events:   # all of one model (or service): the message key
+                    group = (event.message.partition, getattr(events[0], key))
+                    grouped.setdefault(group, []).extend(events)
+            for (partition, _), events in grouped.items():
+                late = add(partition, events, now)
+                if late:
+                    metrics.late_events.labels(kind=kind).inc(late)
+            await emit(self.summarizer.close_due(now, check_idle=False))
 
         @app.agent(by_model, name="summarize_predictions")
         async def summarize_predictions(stream: Any) -> None:
             summarizer = self.summarizer
             async for batch in stream.take_events(**take):
-                now = self.clock()
-                grouped = by_partition_and_key(batch, summarizer.decode_predictions, "model")
-                for (partition, _), events in grouped.items():
-                    late = summarizer.add_prediction_events(partition, events, now)
-                    if late:
-                        metrics.late_events.labels(kind="predictions").inc(late)
-                await emit(summarizer.close_due(now, check_idle=False))
+                await summarize(batch, summarizer.decode_predictions, "model",
+                                summarizer.add_prediction_events, "predictions")
 
         @app.agent(by_service, name="summarize_logs")
         async def summarize_logs(stream: Any) -> None:
             summarizer = self.summarizer
             async for batch in stream.take_events(**take):
-                now = self.clock()
-                grouped = by_partition_and_key(batch, summarizer.decode_logs, "service")
-                for (partition, _), events in grouped.items():
-                    late = summarizer.add_log_events(partition, events, now)
-                    if late:
-                        metrics.late_events.labels(kind="logs").inc(late)
-                await emit(summarizer.close_due(now, check_idle=False))
+                await summarize(batch, summarizer.decode_logs, "service",
+                                summarizer.add_log_events, "logs")
 
         # 3. close windows of quiet streams on the wall clock
         @app.timer(interval=s.idle_check_seconds, name="close_idle_windows")
