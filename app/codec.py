@@ -135,7 +135,8 @@ class Codec(Generic[E]):
 
     def _reject_future(self, decoded: Decoded[E], data: bytes, limit_s: float) -> None:
         """Move events stamped beyond ``limit_s`` from ``events`` to ``rejected``."""
-        if all(e.event_time_s <= limit_s for e in decoded.events):
+        newest: float = max([e.timestamp for e in decoded.events])  # type: ignore[type-var,assignment]
+        if newest <= limit_s:
             return
         envelope = data.lstrip(_WHITESPACE)[:1] == b"["
         rejected_at = {r.index for r in decoded.rejected}

@@ -74,6 +74,8 @@ class Pipeline:
             broker_rebalance_timeout=10,
             consumer_max_fetch_size=max(s.max_message_bytes, 4 * 1024 * 1024),
             producer_max_request_size=max(s.max_message_bytes, 1024 * 1024),
+            # internal messages carry whole batches: let each be one producer batch
+            producer_max_batch_size=max(s.max_message_bytes, 1024 * 1024),
             web_port=s.web_port,
             web_bind=s.web_host,
             web_host=s.web_host,
