@@ -12,7 +12,7 @@ Usage::
         telemetry.log_prediction(model="fraud", latency_ms=12.5, prediction=1,
                                  confidence=0.93, features={"amount": 120.0})
 
-    @monitor_prediction(telemetry, model="fraud", version="v3")
+    @monitor_prediction(model="fraud", version="v3", telemetry=telemetry)
     def predict(features): ...
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import threading
 import time
 import uuid
@@ -31,7 +32,9 @@ from typing import Any, ParamSpec, TypeVar
 import msgspec
 from aiokafka import AIOKafkaProducer
 
-__all__ = ["Telemetry", "monitor_prediction"]
+from app.errors import MlpulseError
+
+__all__ = ["Telemetry", "default_telemetry", "monitor_prediction"]
 
 log = logging.getLogger("mlpulse.sdk")
 
@@ -116,6 +119,31 @@ class Telemetry:
         if model is not None:
             event["model"] = model
         self._put("feedback", model or event_id, event)
+
+    def monitor_prediction(
+        self, *, model: str, version: str = "unknown",
+        confidence: Callable[[Any], float | None] | None = None,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """:func:`monitor_prediction` bound to this Telemetry."""
+        return monitor_prediction(model=model, version=version, telemetry=self,
+                                  confidence=confidence)
+
+    def set_default(self) -> Telemetry:
+        """Make this the Telemetry that ``@monitor_prediction`` uses when given none."""
+        global _default  # noqa: PLW0603
+        with _default_lock:
+            _default = self
+        return self
+
+    @classmethod
+    def disabled(cls) -> Telemetry:
+        """A Telemetry that sends nothing (counts everything as dropped): for tests and docs."""
+        telemetry = cls.__new__(cls)
+        telemetry.dropped = telemetry.sent_events = telemetry.sent_messages = 0
+        telemetry._closing = True
+        telemetry._lock = threading.Lock()
+        telemetry._buffer = deque()
+        return telemetry
 
     def send_raw(self, kind: str, value: bytes, key: str = "") -> None:
         """Send ``value`` as one message as it is (tests, replays, malformed input)."""
@@ -251,30 +279,57 @@ class Telemetry:
         )
 
 
+_default: Telemetry | None = None
+_default_lock = threading.Lock()
+
+
+def default_telemetry() -> Telemetry:
+    """The process-wide :class:`Telemetry`, made on first use from ``MLPULSE_KAFKA_BOOTSTRAP``
+    (and ``MLPULSE_TOPIC_PREFIX``) unless :meth:`Telemetry.set_default` chose one."""
+    global _default  # noqa: PLW0603 - one sender per process, by design
+    with _default_lock:
+        if _default is None:
+            bootstrap = os.environ.get("MLPULSE_KAFKA_BOOTSTRAP")
+            if not bootstrap:
+                raise MlpulseError(
+                    "monitor_prediction: no Telemetry given and MLPULSE_KAFKA_BOOTSTRAP not set")
+            _default = Telemetry(
+                bootstrap, topic_prefix=os.environ.get("MLPULSE_TOPIC_PREFIX", "mlpulse."))
+        return _default
+
+
 def monitor_prediction(
-    telemetry: Telemetry, *, model: str, version: str = "unknown",
+    *, model: str, version: str = "unknown", telemetry: Telemetry | None = None,
     confidence: Callable[[Any], float | None] | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Decorator: log latency, status and the returned prediction of each call.
+    """Decorator: log latency, status (error type on exceptions) and the returned prediction.
 
+    ``telemetry`` defaults to :func:`default_telemetry`, looked up at the first call.
     ``confidence`` extracts a confidence from the result if it has one.
+
+    >>> @monitor_prediction(model="fraud", version="v3", telemetry=Telemetry.disabled())
+    ... def predict(x: float) -> float:
+    ...     return x * 2
+    >>> predict(2.0)
+    4.0
     """
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            sink = telemetry or default_telemetry()
             started = time.perf_counter()
             try:
                 result = func(*args, **kwargs)
             except Exception as exc:
-                telemetry.log_prediction(
+                sink.log_prediction(
                     model=model, model_version=version, status="error",
                     error_type=type(exc).__name__,
                     latency_ms=(time.perf_counter() - started) * 1000,
                 )
                 raise
             prediction = result if isinstance(result, (int, float, str, bool)) else None
-            telemetry.log_prediction(
+            sink.log_prediction(
                 model=model, model_version=version,
                 latency_ms=(time.perf_counter() - started) * 1000,
                 prediction=prediction,

@@ -97,7 +97,7 @@ async def test_sdk_batches_into_envelopes_and_flushes_on_close(settings, topics,
     telemetry = Telemetry(settings.kafka_bootstrap, topic_prefix=settings.topic_prefix,
                           max_batch_events=50)
 
-    @monitor_prediction(telemetry, model="decorated", version="v2")
+    @monitor_prediction(model="decorated", version="v2", telemetry=telemetry)
     def predict(x: float) -> float:
         if x < 0:
             raise ValueError("negative")
