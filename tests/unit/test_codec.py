@@ -137,3 +137,31 @@ def test_dead_letter_keeps_text_or_base64():
     raw = dead_letter(Codec(PredictionEvent).decode(b"\xff", NOW).rejected[0], "t", 1, 2, NOW)
     assert raw.payload_encoding == "base64"
     assert msgspec.json.decode(msgspec.json.encode(raw))["payload"] == "/w=="
+
+
+SCHEMA_CASES = [
+    GOOD,
+    {**GOOD, "model": "bad name!"},
+    {**GOOD, "model": "ok-Model_1.2:x/y"},
+    {**GOOD, "trace_id": "4BF92F3577B34DA6A3CE929D0E0E4736"},
+    {**GOOD, "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736"},
+    {**GOOD, "trace_id": "4bf92f3577b34da6a3ce929d0e0e473"},
+    {**GOOD, "features": {"": 1}},
+    {**GOOD, "features": {"f" * 128: 1}},
+    {**GOOD, "features": {"f" * 129: 1}},
+    {**GOOD, "segment": {"r" * 129: "x"}},
+    {**GOOD, "segment": {"region": "x" * 129}},
+]
+
+
+@pytest.mark.parametrize("event", SCHEMA_CASES)
+def test_published_schema_and_decoder_agree(codec, event):
+    """Checks done in __post_init__ (for speed) match what the JSON Schema promises."""
+    import jsonschema
+
+    from app.events import schemas
+
+    schema = schemas()["prediction.schema.json"]
+    valid_by_schema = jsonschema.Draft202012Validator(schema).is_valid(event)
+    valid_by_codec = bool(codec.decode(enc(event), NOW).events)
+    assert valid_by_schema == valid_by_codec
