@@ -63,6 +63,8 @@ class Settings:
     """Distinct values counted per categorical feature per window; more go to ``__other__``."""
     top_values: int = 50
     """Values listed per categorical feature/prediction in a window summary."""
+    internal_message_bytes: int = 1_000_000
+    """Largest message the worker writes to its internal topics (under Kafka's 1 MB default)."""
     batch_messages: int = 500
     """Most Kafka messages a worker stage takes at once (batches are processed together)."""
     batch_wait_seconds: float = 0.005
@@ -109,7 +111,7 @@ class Settings:
     def _validate(self) -> None:
         positive = ("partitions", "window_seconds", "max_message_bytes",
                     "max_batch_events", "max_categories", "top_values", "idle_check_seconds",
-                    "batch_messages", "batch_wait_seconds")
+                    "batch_messages", "batch_wait_seconds", "internal_message_bytes")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_PREFIX}{name.upper()}: must be > 0")

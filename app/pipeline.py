@@ -32,7 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from app.config import Settings
 from app.deadletter import encode_dead_letter
 from app.events import DeadLetter, PredictionWindow, WindowSummary
-from app.ingest import Ingest, Routed
+from app.ingest import Ingest, Routed, chunked
 from app.metrics import Metrics
 from app.summarize import Summarizer, encode_summary, summary_key
 from app.topics import Topics
@@ -98,7 +98,8 @@ class Pipeline:
 
         async def publish(routed: Routed, internal: Any, encode: Any) -> None:
             for key, events in routed.by_key.items():
-                await internal.send(key=key.encode(), value=encode(events))
+                for payload in chunked(events, encode, s.internal_message_bytes):
+                    await internal.send(key=key.encode(), value=payload)
             await self._dead_letters(deadletter, routed.dead_letters)
 
         async def emit(summaries: list[WindowSummary]) -> None:

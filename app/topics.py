@@ -58,10 +58,14 @@ async def ensure_topics_async(settings: Settings, timeout_s: float = 30.0) -> li
                 ) from exc
             await asyncio.sleep(0.5)
     try:
-        names = Topics(settings).all()
-        response = await admin.create_topics(
-            [NewTopic(name, settings.partitions, 1) for name in names]
-        )
+        topics = Topics(settings)
+        # Dead letters carry whole input messages (base64 may add a third): allow them.
+        big = {"max.message.bytes": str(2 * settings.max_message_bytes + 65536)}
+        response = await admin.create_topics([
+            NewTopic(name, settings.partitions, 1,
+                     topic_configs=big if name == topics.deadletter else {})
+            for name in topics.all()
+        ])
         created = []
         for name, code, message in response.topic_errors:
             if code == 0:

@@ -101,7 +101,7 @@ async def test_unkeyed_mixed_envelopes_repartition_by_model(settings, topics, st
     across input partitions cannot make events late."""
     events = scenario()
     truth = expected(events)
-    worker = start_worker(lateness_seconds=6.0)
+    worker = start_worker(lateness_seconds=6.0, internal_message_bytes=20_000)  # forces chunks
     worker.wait_assigned()
     values = [msgspec.json.encode(events[i:i + 50]) for i in range(0, len(events), 50)]
     await produce(settings, topics.predictions, values)
