@@ -18,7 +18,7 @@ envelope in one msgspec call; only a failing envelope is split into elements.
 from __future__ import annotations
 
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin
@@ -267,3 +267,17 @@ class InternalCodec(Generic[E]):
 
     def decode(self, data: bytes) -> list[E]:
         return self._decoder.decode(data)  # type: ignore[no-any-return]
+
+
+def chunked(events: list[Any], encode: Callable[[list[Any]], bytes], max_bytes: int) -> list[bytes]:
+    """Encoded payloads of ``events``, split in halves until each is at most ``max_bytes``
+    (a single event is never split).
+
+    >>> [len(p) for p in chunked(list(range(10)), bytes, 4)]
+    [2, 3, 2, 3]
+    """
+    payload = encode(events)
+    if len(payload) <= max_bytes or len(events) <= 1:
+        return [payload]
+    half = len(events) // 2
+    return chunked(events[:half], encode, max_bytes) + chunked(events[half:], encode, max_bytes)

@@ -17,7 +17,6 @@ reaches the one partition, and so the one worker, that owns the model's windows.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +25,7 @@ from app.config import Settings
 from app.deadletter import dead_letter
 from app.events import DeadLetter, FeedbackEvent, LogEvent, PredictionEvent
 
-__all__ = ["Ingest", "Routed", "chunked"]
+__all__ = ["Ingest", "Routed"]
 
 
 @dataclass(slots=True)
@@ -116,16 +115,3 @@ def _rejections(
         accepted=len(decoded.events),
     )
 
-
-def chunked(events: list[Any], encode: Callable[[list[Any]], bytes], max_bytes: int) -> list[bytes]:
-    """Encoded payloads of ``events``, split in halves until each is at most ``max_bytes``
-    (a single event is never split).
-
-    >>> [len(p) for p in chunked(list(range(10)), bytes, 4)]
-    [2, 3, 2, 3]
-    """
-    payload = encode(events)
-    if len(payload) <= max_bytes or len(events) <= 1:
-        return [payload]
-    half = len(events) // 2
-    return chunked(events[:half], encode, max_bytes) + chunked(events[half:], encode, max_bytes)

@@ -29,10 +29,11 @@ import faust
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from app.codec import chunked
 from app.config import Settings
 from app.deadletter import encode_dead_letter
 from app.events import DeadLetter, PredictionWindow, WindowSummary
-from app.ingest import Ingest, Routed, chunked
+from app.ingest import Ingest, Routed
 from app.metrics import Metrics
 from app.summarize import Summarizer, encode_summary, summary_key
 from app.topics import Topics

@@ -257,11 +257,11 @@ class Telemetry:
             batch = batches.setdefault((kind, key), [])
             batch.append(event)
             if len(batch) >= self.max_batch_events:
-                futures.append(await self._send_batch(producer, kind, key, batch))
+                futures.extend(await self._send_batch(producer, kind, key, batch))
                 batches[(kind, key)] = []
         for (kind, key), batch in batches.items():
             if batch:
-                futures.append(await self._send_batch(producer, kind, key, batch))
+                futures.extend(await self._send_batch(producer, kind, key, batch))
         for count, future in futures:
             try:
                 await future
@@ -273,10 +273,13 @@ class Telemetry:
 
     async def _send_batch(
         self, producer: AIOKafkaProducer, kind: str, key: str, batch: list[dict[str, Any]]
-    ) -> tuple[int, Any]:
-        return len(batch), await producer.send(
-            self.topics[kind], _encoder.encode(batch), key=key.encode()
-        )
+    ) -> list[tuple[int, Any]]:
+        """Send ``batch`` as envelopes of at most ``max_message_bytes`` each."""
+        sent = []
+        for payload, count in chunked_with_counts(batch, self.max_message_bytes):
+            sent.append((count, await producer.send(self.topics[kind], payload,
+                                                   key=key.encode())))
+        return sent
 
 
 _default: Telemetry | None = None
@@ -296,6 +299,19 @@ def default_telemetry() -> Telemetry:
             _default = Telemetry(
                 bootstrap, topic_prefix=os.environ.get("MLPULSE_TOPIC_PREFIX", "mlpulse."))
         return _default
+
+
+def chunked_with_counts(
+    batch: list[dict[str, Any]], max_bytes: int
+) -> list[tuple[bytes, int]]:
+    """JSON envelopes of ``batch`` with their event counts, each at most ``max_bytes``
+    unless a single event is bigger (the broker then refuses it and it is counted dropped)."""
+    payload = _encoder.encode(batch)
+    if len(payload) <= max_bytes or len(batch) <= 1:
+        return [(payload, len(batch))]
+    half = len(batch) // 2
+    return (chunked_with_counts(batch[:half], max_bytes)
+            + chunked_with_counts(batch[half:], max_bytes))
 
 
 def monitor_prediction(
