@@ -1,0 +1,1 @@
+"""Drift, anomaly and data-quality detectors: pure logic, no Faust."""
