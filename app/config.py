@@ -71,6 +71,8 @@ class Settings:
     """Longest a stage waits to fill a batch of messages."""
     idle_check_seconds: float = 1.0
     """How often idle windows are checked for closing (wall clock)."""
+    event_loop: str = "uvloop"
+    """Event loop of the worker: ``uvloop`` or ``asyncio``."""
     log_level: str = "info"
     """Log level of the worker."""
     config_file: str | None = field(default=None, metadata={"env": "MLPULSE_CONFIG"})
@@ -118,6 +120,8 @@ class Settings:
         for name in ("lateness_seconds", "max_future_skew_seconds"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_PREFIX}{name.upper()}: must be >= 0")
+        if self.event_loop not in ("uvloop", "asyncio"):
+            raise ConfigError("MLPULSE_EVENT_LOOP: must be uvloop or asyncio")
         if not 0 <= self.web_port <= 65535:
             raise ConfigError("MLPULSE_WEB_PORT: must be a port number")
 
