@@ -73,9 +73,8 @@ class Telemetry:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closing = False
-        self._flushed = threading.Event()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
+        self.error: BaseException | None = None
+        """Why the sender thread stopped, if it did (events are then dropped and counted)."""
         self._thread = threading.Thread(target=self._run, name="mlpulse-sdk", daemon=True)
         self._thread.start()
 
@@ -143,6 +142,7 @@ class Telemetry:
         telemetry._closing = True
         telemetry._lock = threading.Lock()
         telemetry._buffer = deque()
+        telemetry._thread = threading.Thread(target=lambda: None)   # never started
         return telemetry
 
     def send_raw(self, kind: str, value: bytes, key: str = "") -> None:
@@ -156,6 +156,10 @@ class Telemetry:
             with self._lock:
                 if not self._buffer and not self._sending:
                     return True
+                if not self._thread.is_alive():   # the sender died: nothing will go out
+                    self.dropped += len(self._buffer)
+                    self._buffer.clear()
+                    return False
             self._wake.set()
             time.sleep(0.01)
         return False
@@ -200,7 +204,7 @@ class Telemetry:
         try:
             asyncio.run(self._loop())
         except BaseException as exc:
-            self._error = exc
+            self.error = exc
             log.exception("mlpulse SDK sender stopped")
 
     async def _loop(self) -> None:
@@ -236,7 +240,6 @@ class Telemetry:
             )
             try:
                 await producer.start()
-                self._ready.set()
                 return producer
             except Exception as exc:
                 await producer.stop()

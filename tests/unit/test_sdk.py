@@ -33,3 +33,10 @@ def test_disabled_telemetry_counts_drops_and_decorator_keeps_results_and_errors(
     else:
         raise AssertionError("the error must reach the caller")
     assert telemetry.dropped == 2
+
+
+def test_flush_on_a_disabled_telemetry_returns_at_once():
+    telemetry = Telemetry.disabled()
+    telemetry.log_prediction(model="m")
+    assert telemetry.flush(timeout_s=5) is True
+    assert telemetry.dropped == 1
