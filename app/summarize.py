@@ -46,7 +46,6 @@ class Summarizer:
         self._logs: dict[int, TumblingWindows[LogAggregate]] = {}
         self._prediction_codec = InternalCodec(PredictionEvent)
         self._log_codec = InternalCodec(LogEvent)
-        self.windows_closed = 0
 
     def _windows(
         self, table: dict[int, TumblingWindows[Any]], partition: int,
@@ -115,7 +114,6 @@ class Summarizer:
                     window_end=rfc3339(closed_log.end_s),
                     late_events=closed_log.late_events,
                 ))
-        self.windows_closed += len(out)
         return out
 
     def keep_only(self, predictions: set[int], logs: set[int]) -> None:
