@@ -252,7 +252,7 @@ def trusted_mirror(event_type: type[Any]) -> type[Any]:
 
 
 class InternalCodec(Generic[E]):
-    """MessagePack for validated events on internal (repartition) topics. No pickle.
+    """MessagePack for validated events on internal (repartition) topics: data, never objects.
 
     Decoding yields :func:`trusted_mirror` objects: same fields, no second validation.
     """

@@ -114,4 +114,3 @@ def _rejections(
         ],
         accepted=len(decoded.events),
     )
-
