@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 import numpy as np
 from ddsketch import DDSketch
@@ -34,6 +35,7 @@ from app.events import (
 __all__ = [
     "OTHER",
     "BoundedCounter",
+    "FeatureStats",
     "LogAggregate",
     "NumericStats",
     "PredictionAggregate",
@@ -224,14 +226,14 @@ class FeatureStats:
         self.categories: BoundedCounter | None = None
 
     def add(
-        self, numbers: list[float], categories: list[object], nulls: int, max_keys: int
+        self, numbers: np.ndarray, categories: list[object], nulls: int, max_keys: int
     ) -> None:
-        self.count += len(numbers) + len(categories) + nulls
+        self.count += numbers.size + len(categories) + nulls
         self.null_count += nulls
-        if numbers:
+        if numbers.size:
             if self.numeric is None:
                 self.numeric = NumericStats()
-            self.numeric.add_many(np.asarray(numbers, dtype=np.float64))
+            self.numeric.add_many(numbers)
         if categories:
             if self.categories is None:
                 self.categories = BoundedCounter(max_keys)
@@ -261,10 +263,21 @@ class FeatureStats:
         return out
 
 
-class PredictionAggregate:
-    """Everything a prediction window summary reports, kept incrementally."""
+class Profile(Protocol):
+    def add(self, signal: str, values: np.ndarray) -> None: ...
 
-    def __init__(self, max_categories: int = 1000, top_values: int = 50) -> None:
+
+class PredictionAggregate:
+    """Everything a prediction window summary reports, kept incrementally.
+
+    A ``profile`` (the detectors' view of the window) is handed each numeric
+    signal as an array: ``f:<feature>``, ``o:latency_ms``, ``o:confidence``,
+    ``o:prediction`` (numeric predictions) and ``o:error`` (1.0 per failed event).
+    """
+
+    def __init__(self, max_categories: int = 1000, top_values: int = 50,
+                 profile: Profile | None = None) -> None:
+        self.profile = profile
         self.max_categories = max_categories
         self.top_values = top_values
         self.count = 0
@@ -289,9 +302,19 @@ class PredictionAggregate:
         self.error_count += len(errors)
         if errors:
             self.error_types.add_many(errors)
-        self.latency.add_many(_array(e.latency_ms for e in events))
+        latency = _array(e.latency_ms for e in events)
+        self.latency.add_many(latency)
         confidence = _array(e.confidence for e in events)
         self.confidence.add_many(confidence)
+        profile = self.profile
+        if profile is not None:
+            profile.add("o:latency_ms", latency)
+            profile.add("o:confidence", confidence)
+            profile.add("o:error", np.fromiter((e.status == "error" for e in events),
+                                               dtype=np.float64, count=len(events)))
+            profile.add("o:prediction", np.fromiter(
+                (e.prediction for e in events if type(e.prediction) is float),
+                dtype=np.float64))
         self.low_confidence += int((confidence < 0.5).sum())
         self.predictions.add_values([e.prediction for e in events])
         self.tokens_in += sum(e.tokens_in for e in events if e.tokens_in is not None)
@@ -309,6 +332,7 @@ class PredictionAggregate:
     def _add_features(self, events: Sequence[PredictionEvent]) -> None:
         # column by column: one C-speed pass per feature instead of a Python loop per value
         rows = [e.features for e in events]
+        profile = self.profile
         for name in set().union(*rows):
             column = [row.get(name, _MISSING) for row in rows]
             numbers = [v for v in column if type(v) is float]
@@ -322,7 +346,10 @@ class PredictionAggregate:
             stats = self.features.get(name)
             if stats is None:
                 stats = self.features[name] = FeatureStats()
-            stats.add(numbers, categories, nulls, self.max_categories)  # type: ignore[arg-type]
+            values = np.asarray(numbers, dtype=np.float64)
+            stats.add(values, categories, nulls, self.max_categories)
+            if profile is not None and values.size:
+                profile.add("f:" + name, values)
 
     def merge(self, other: PredictionAggregate) -> None:
         """Add another aggregate of the same window (e.g. from another batch)."""

@@ -76,7 +76,9 @@ class Settings:
     log_level: str = "info"
     """Log level of the worker."""
     config_file: str | None = field(default=None, metadata={"env": "MLPULSE_CONFIG"})
-    """YAML file with any of these settings (lower-case names)."""
+    """YAML file with any of these settings (lower-case names) and a ``detectors:`` section."""
+    detectors: Any = field(default=None, compare=False, metadata={"env": None})
+    """The ``detectors:`` section of the YAML file (see README, Detection); YAML only."""
 
     def topic(self, name: str) -> str:
         """Full name of one of mlpulse's topics."""
@@ -102,10 +104,11 @@ class Settings:
             values["config_file"] = config_file
         for f in fields(cls):
             var = f.metadata.get("env", _PREFIX + f.name.upper())
-            if var in env and f.name != "config_file":
+            if var is not None and var in env and f.name != "config_file":
                 values[f.name] = _cast(var, env[var], f.type)
         for name, value in list(values.items()):
-            values[name] = _cast(name, value, _field_type(name))
+            if name != "detectors":
+                values[name] = _cast(name, value, _field_type(name))
         settings = cls(**values)
         settings._validate()
         return settings
@@ -124,6 +127,8 @@ class Settings:
             raise ConfigError("MLPULSE_EVENT_LOOP: must be uvloop or asyncio")
         if not 0 <= self.web_port <= 65535:
             raise ConfigError("MLPULSE_WEB_PORT: must be a port number")
+        from app.detectors.settings import DetectorSettings
+        DetectorSettings.from_mapping(self.detectors)   # raises ConfigError naming the field
 
 
 def _field_type(name: str) -> str:
@@ -171,8 +176,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     settings = data.get("settings", data) if isinstance(data.get("settings"), dict) else data
     out: dict[str, Any] = {}
     for key, value in settings.items():
-        if key in known:
+        if key in known and key != "detectors":
             out[key] = value
         elif key not in ("rules", "detectors", "settings"):
             raise ConfigError(f"MLPULSE_CONFIG: {path}: unknown setting {key!r}")
+    if data.get("detectors") is not None:
+        out["detectors"] = data["detectors"]
     return out

@@ -33,6 +33,9 @@ class Metrics:
             ["kind"], registry=registry)
         self.windows_closed = Counter(
             "mlpulse_windows_closed", "Window summaries emitted.", ["kind"], registry=registry)
+        self.alerts = Counter(
+            "mlpulse_alerts", "Alert events published, by rule and status (firing, resolved).",
+            ["rule", "status"], registry=registry)
         self.open_windows = Gauge(
             "mlpulse_open_windows", "Windows currently open on this worker.", registry=registry)
 

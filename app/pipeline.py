@@ -6,10 +6,14 @@ Data flow (one line per step, item shape on the right)::
         ├─▶ mlpulse.deadletter                  DeadLetter JSON, one per bad event
         └─▶ mlpulse.predictions.by-model        msgpack [PredictionEvent], key = model
     mlpulse.predictions.by-model ─ summarize_predictions
-        └─▶ mlpulse.windows                     PredictionWindow JSON, key = model
-    mlpulse.logs ─ ingest_logs ─▶ mlpulse.logs.by-service ─ summarize_logs ─▶ mlpulse.windows
+        ├─▶ mlpulse.windows                     PredictionWindow JSON, key = model
+        └─ detect (per closed window) ─▶ mlpulse.alerts   AlertEvent JSON, key = model
+             └─▶ table "detectors"              detector state per model version (changelog)
+    mlpulse.logs ─ ingest_logs ─▶ mlpulse.logs.by-service ─ summarize_logs
+        ├─▶ mlpulse.windows ; detect ─▶ mlpulse.alerts (log error spikes)
     mlpulse.feedback ─ ingest_feedback ─▶ (validated; bad ones to mlpulse.deadletter)
-    timer close_idle_windows (every idle_check_seconds) ─▶ mlpulse.windows
+    timer close_idle_windows (every idle_check_seconds) ─▶ mlpulse.windows, mlpulse.alerts
+        (idle windows, and no-data alerts of silent models)
 
 Repartitioning by model means producers may key (or not key) their messages as
 they like: each (model, version, window) still lives on one partition of the
@@ -27,17 +31,20 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import faust
+import msgspec
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from app.codec import chunked
 from app.config import Settings
 from app.deadletter import encode_dead_letter
-from app.events import DeadLetter, PredictionWindow, WindowSummary
+from app.detect import Detect
+from app.events import AlertEvent, DeadLetter, PredictionWindow
 from app.ingest import Ingest, Routed
 from app.metrics import Metrics
-from app.summarize import Summarizer, encode_summary, summary_key
-from app.topics import Topics
+from app.store import TableStore
+from app.summarize import Closed, Summarizer, encode_summary, summary_key
+from app.topics import Topics, detector_changelog
 
 __all__ = ["Pipeline", "create_app"]
 
@@ -55,10 +62,13 @@ class Pipeline:
         self.clock = clock
         self.topics = Topics(settings)
         self.ingest = Ingest(settings)
-        self.summarizer = Summarizer(settings)
+        self.store = TableStore(settings.partitions)
+        self.detect = Detect(settings, store=self.store)
+        self.summarizer = Summarizer(settings, profiles=self.detect.new_profile)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.metrics.track_open_windows(lambda: self.summarizer.open_windows)
+        self.owned_partitions: set[int] = set()
         self.app = self._build_app()
 
     def _build_app(self) -> faust.App:
@@ -92,7 +102,12 @@ class Pipeline:
 
         predictions, logs, feedback = topic(t.predictions), topic(t.logs), topic(t.feedback)
         by_model, by_service = topic(t.predictions_by_model), topic(t.logs_by_service)
-        windows, deadletter = topic(t.windows), topic(t.deadletter)
+        windows, deadletter, alerts = topic(t.windows), topic(t.deadletter), topic(t.alerts)
+        # detector state, snapshotted per model version at window close (raw msgpack values)
+        table = app.Table("detectors", partitions=s.partitions, key_type=bytes,
+                          value_type=bytes)   # the app's serialisers: raw
+        assert table.changelog_topic.get_topic_name() == detector_changelog(s)
+        self.store.attach(table)
 
         take = {"max_": s.batch_messages, "within": s.batch_wait_seconds}
 
@@ -104,14 +119,18 @@ class Pipeline:
                     await internal.send(key=key.encode(), value=payload)
             await self._dead_letters(deadletter, routed.dead_letters)
 
-        async def emit(summaries: list[WindowSummary]) -> None:
-            for summary in summaries:
-                await windows.send(key=summary_key(summary), value=encode_summary(summary))
+        async def emit(closed: list[Closed], raised: list[AlertEvent]) -> None:
+            for c in closed:
+                await windows.send(key=summary_key(c.summary), value=encode_summary(c.summary))
             kinds = collections.Counter(
-                "predictions" if isinstance(summary, PredictionWindow) else "logs"
-                for summary in summaries)
+                "predictions" if isinstance(c.summary, PredictionWindow) else "logs"
+                for c in closed)
             for kind, n in kinds.items():
                 metrics.windows_closed.labels(kind=kind).inc(n)
+            raised = raised + self.detect.on_closed(closed)
+            for alert in raised:
+                await alerts.send(key=alert_key(alert), value=encode_alert(alert))
+                metrics.alerts.labels(rule=alert.rule, status=alert.status).inc()
 
         def ingested(batch: Any, decode: Any, topic_name: str) -> Routed:
             """Decode a batch of messages; merge their valid events per routing key."""
@@ -158,11 +177,14 @@ class Pipeline:
                 if events:   # all of one model (or service): the message key
                     group = (event.message.partition, getattr(events[0], key))
                     grouped.setdefault(group, []).extend(events)
-            for (partition, _), events in grouped.items():
+            raised: list[AlertEvent] = []
+            for (partition, name), events in grouped.items():
                 late = add(partition, events, now)
                 if late:
                     metrics.late_events.labels(kind=kind).inc(late)
-            await emit(self.summarizer.close_due(now, check_idle=False))
+                if kind == "predictions":
+                    raised.extend(self.detect.seen(partition, name, now))
+            await emit(self.summarizer.close_due_windows(now, check_idle=False), raised)
 
         @app.agent(by_model, name="summarize_predictions")
         async def summarize_predictions(stream: Any) -> None:
@@ -181,7 +203,11 @@ class Pipeline:
         # 3. close windows of quiet streams on the wall clock
         @app.timer(interval=s.idle_check_seconds, name="close_idle_windows")
         async def close_idle_windows() -> None:
-            await emit(self.summarizer.close_due(self.clock()))
+            now = self.clock()
+            if not app.in_recovery:   # the table is complete: watch restored models too
+                for partition in self.owned_partitions:
+                    self.detect.restore_presence(partition, now)
+            await emit(self.summarizer.close_due_windows(now), self.detect.check_no_data(now))
 
         # 4. Prometheus exposition of this worker
         @app.page("/metrics")
@@ -195,10 +221,12 @@ class Pipeline:
             # Faust rebalances eagerly: everything is revoked, then the new assignment
             # arrives. Keep the state of partitions that stayed; drop the rest.
             owned = sorted((tp.topic, tp.partition) for tp in assigned if tp.topic in internal)
+            self.owned_partitions = {p for name, p in owned if name == t.predictions_by_model}
             self.summarizer.keep_only(
-                predictions={p for name, p in owned if name == t.predictions_by_model},
+                predictions=self.owned_partitions,
                 logs={p for name, p in owned if name == t.logs_by_service},
             )
+            self.detect.keep_only({p for _, p in owned})
             log.info("mlpulse assigned %s", owned)
 
         app.on_partitions_assigned.connect(cast(Any, on_assigned))
@@ -207,6 +235,18 @@ class Pipeline:
     async def _dead_letters(self, topic: Any, records: list[DeadLetter]) -> None:
         for record in records:
             await topic.send(key=None, value=encode_dead_letter(record))
+
+
+def alert_key(alert: AlertEvent) -> bytes:
+    """Message key of an alert: its model (or service), so one model's alerts stay in order."""
+    return alert.labels.get("model", alert.labels.get("service", "")).encode()
+
+
+def encode_alert(alert: AlertEvent) -> bytes:
+    return _encoder.encode(alert)
+
+
+_encoder = msgspec.json.Encoder()
 
 
 def create_app(settings: Settings) -> faust.App:

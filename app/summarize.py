@@ -21,6 +21,7 @@ a wall-clock timer, for the windows that closed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -32,16 +33,32 @@ from app.events import LogEvent, PredictionEvent, WindowSummary
 from app.timefmt import rfc3339
 from app.windows import TumblingWindows
 
-__all__ = ["Summarizer", "encode_summary", "summary_key"]
+__all__ = ["Closed", "Summarizer", "encode_summary", "summary_key"]
 
 _encoder = msgspec.json.Encoder()
+
+ProfileFactory = Callable[[int, tuple[str, ...]], Any]
+"""(partition, (model, version)) → the detectors' profile of a new window, or None."""
+
+
+@dataclass(slots=True)
+class Closed:
+    """A closed window: its summary, and what the detectors need of it."""
+
+    partition: int
+    key: tuple[str, ...]
+    start_s: float
+    end_s: float
+    aggregate: Any
+    summary: WindowSummary
 
 
 class Summarizer:
     """Windows of every owned partition, and their summaries when they close."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, profiles: ProfileFactory | None = None) -> None:
         self.settings = settings
+        self.profiles = profiles
         self._predictions: dict[int, TumblingWindows[PredictionAggregate]] = {}
         self._logs: dict[int, TumblingWindows[LogAggregate]] = {}
         self._prediction_codec = InternalCodec(PredictionEvent)
@@ -49,7 +66,7 @@ class Summarizer:
 
     def _windows(
         self, table: dict[int, TumblingWindows[Any]], partition: int,
-        factory: Callable[[], Any],
+        factory: Callable[[tuple[str, ...]], Any],
     ) -> TumblingWindows[Any]:
         windows = table.get(partition)
         if windows is None:
@@ -58,8 +75,14 @@ class Summarizer:
             )
         return windows
 
-    def _new_prediction_aggregate(self) -> PredictionAggregate:
-        return PredictionAggregate(self.settings.max_categories, self.settings.top_values)
+    def _prediction_factory(self, partition: int) -> Callable[[tuple[str, ...]], Any]:
+        profiles = self.profiles
+
+        def new(key: tuple[str, ...]) -> PredictionAggregate:
+            profile = profiles(partition, key) if profiles is not None else None
+            return PredictionAggregate(self.settings.max_categories, self.settings.top_values,
+                                       profile=profile)
+        return new
 
     def decode_predictions(self, payload: bytes) -> list[PredictionEvent]:
         return self._prediction_codec.decode(payload)
@@ -75,7 +98,8 @@ class Summarizer:
         self, partition: int, events: list[PredictionEvent], now_wall_s: float
     ) -> int:
         """Aggregate routed events (all of one model); return the number of late events."""
-        windows = self._windows(self._predictions, partition, self._new_prediction_aggregate)
+        windows = self._predictions.get(partition) or self._windows(
+            self._predictions, partition, self._prediction_factory(partition))
         late = 0
         model = events[0].model if events else ""
         for version, group in group_by(events, "model_version").items():
@@ -87,7 +111,7 @@ class Summarizer:
 
     def add_log_events(self, partition: int, events: list[LogEvent], now_wall_s: float) -> int:
         """Aggregate routed log events (all of one service)."""
-        windows = self._windows(self._logs, partition, LogAggregate)
+        windows = self._windows(self._logs, partition, lambda key: LogAggregate())
         service = events[0].service if events else ""
         return windows.add((service,), events, now_wall_s)
 
@@ -97,23 +121,31 @@ class Summarizer:
         ``check_idle=False`` only closes what the watermark passed (cheap: the
         pipeline asks after every batch; the idle timer asks with the default).
         """
-        out: list[WindowSummary] = []
-        for windows in self._predictions.values():
+        return [closed.summary for closed in self.close_due_windows(now_wall_s, check_idle)]
+
+    def close_due_windows(self, now_wall_s: float, check_idle: bool = True) -> list[Closed]:
+        """Like :meth:`close_due`, with each window's partition, key and aggregate."""
+        out: list[Closed] = []
+        for partition, windows in self._predictions.items():
             for closed in windows.close_due(now_wall_s, check_idle):
                 model, version = closed.key
-                out.append(closed.aggregate.result(
+                summary = closed.aggregate.result(
                     model=model, model_version=version,
                     window_start=rfc3339(closed.start_s), window_end=rfc3339(closed.end_s),
                     late_events=closed.late_events,
-                ))
-        for log_windows in self._logs.values():
+                )
+                out.append(Closed(partition, closed.key, closed.start_s, closed.end_s,
+                                  closed.aggregate, summary))
+        for partition, log_windows in self._logs.items():
             for closed_log in log_windows.close_due(now_wall_s, check_idle):
-                out.append(closed_log.aggregate.result(
+                log_summary = closed_log.aggregate.result(
                     service=closed_log.key[0],
                     window_start=rfc3339(closed_log.start_s),
                     window_end=rfc3339(closed_log.end_s),
                     late_events=closed_log.late_events,
-                ))
+                )
+                out.append(Closed(partition, closed_log.key, closed_log.start_s,
+                                  closed_log.end_s, closed_log.aggregate, log_summary))
         return out
 
     def keep_only(self, predictions: set[int], logs: set[int]) -> None:

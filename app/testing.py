@@ -14,16 +14,17 @@ without a broker.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from app.config import Settings
-from app.events import DeadLetter, WindowSummary
+from app.detect import Detect, MemoryStore
+from app.events import AlertEvent, DeadLetter, WindowSummary
 from app.ingest import Ingest
-from app.summarize import Summarizer
+from app.store import partition_for
+from app.summarize import Closed, Summarizer
 
 __all__ = ["FakeClock", "LocalPipeline"]
 
@@ -42,23 +43,31 @@ class FakeClock:
 
 
 class LocalPipeline:
-    """Ingest → repartition → windows → summaries, in memory."""
+    """Ingest → repartition → windows → summaries → detectors → alerts, in memory.
+
+    ``store`` keeps detector state; hand the same one to a new pipeline to play
+    a worker restart.
+    """
 
     def __init__(self, settings: Settings | None = None, clock: FakeClock | None = None,
-                 partitions: int = 4, **overrides: Any) -> None:
+                 partitions: int = 4, store: MemoryStore | None = None,
+                 **overrides: Any) -> None:
         base = settings or Settings(max_future_skew_seconds=1e12)
         self.settings = base.replace(**overrides) if overrides else base
         self.clock = clock or FakeClock()
         self.partitions = partitions
         self.ingest = Ingest(self.settings)
-        self.summarizer = Summarizer(self.settings)
+        self.store = store if store is not None else MemoryStore()
+        self.detect = Detect(self.settings, store=self.store)
+        self.summarizer = Summarizer(self.settings, profiles=self.detect.new_profile)
         self.windows: list[WindowSummary] = []
+        self.alerts: list[AlertEvent] = []
         self.dead_letters: list[DeadLetter] = []
         self.late_events = 0
         self._offset = 0
 
     def _partition(self, key: str) -> int:
-        return zlib.crc32(key.encode()) % self.partitions
+        return partition_for(key.encode(), self.partitions)
 
     def send(self, topic: str, value: bytes) -> None:
         """One message on input topic ``topic`` ("predictions", "logs" or "feedback")."""
@@ -73,10 +82,15 @@ class LocalPipeline:
                 payload = self.ingest.encode_predictions(events)
                 self.late_events += self.summarizer.add_predictions(
                     self._partition(key), payload, now)
+                self.alerts.extend(self.detect.seen(self._partition(key), key, now))
             else:
                 payload = self.ingest.encode_logs(events)
                 self.late_events += self.summarizer.add_logs(self._partition(key), payload, now)
-        self.windows.extend(self.summarizer.close_due(now, check_idle=False))
+        self._closed(self.summarizer.close_due_windows(now, check_idle=False))
+
+    def _closed(self, closed: list[Closed]) -> None:
+        self.windows.extend(c.summary for c in closed)
+        self.alerts.extend(self.detect.on_closed(closed))
 
     def send_predictions(self, events: Sequence[Any], envelope: bool = True) -> None:
         """Send events (dicts) as one envelope, or one message each."""
@@ -92,4 +106,5 @@ class LocalPipeline:
     def advance(self, seconds: float) -> None:
         """Move the clock and run the idle-close timer."""
         self.clock.advance(seconds)
-        self.windows.extend(self.summarizer.close_due(self.clock()))
+        self._closed(self.summarizer.close_due_windows(self.clock()))
+        self.alerts.extend(self.detect.check_no_data(self.clock()))

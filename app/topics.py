@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaError
 from app.config import Settings
 from app.errors import BrokerError
 
-__all__ = ["Topics", "ensure_topics"]
+__all__ = ["Topics", "detector_changelog", "ensure_topics"]
 
 _TOPIC_ALREADY_EXISTS = 36
 
@@ -40,6 +40,11 @@ class Topics:
         return list(vars(self).values())
 
 
+def detector_changelog(settings: Settings) -> str:
+    """The changelog topic of the workers' detector-state table (named by Faust's rule)."""
+    return f"{settings.group_id}-detectors-changelog"
+
+
 async def ensure_topics_async(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Create mlpulse's topics with ``settings.partitions``; return those created."""
     deadline = time.monotonic() + timeout_s
@@ -61,10 +66,12 @@ async def ensure_topics_async(settings: Settings, timeout_s: float = 30.0) -> li
         topics = Topics(settings)
         # Dead letters carry whole input messages (base64 may add a third): allow them.
         big = {"max.message.bytes": str(2 * settings.max_message_bytes + 65536)}
+        # one latest snapshot per key is all the changelog needs: compact it
+        compact = {"cleanup.policy": "compact", "max.message.bytes": str(16 * 1024 * 1024)}
+        configs = {topics.deadletter: big, detector_changelog(settings): compact}
         response = await admin.create_topics([
-            NewTopic(name, settings.partitions, 1,
-                     topic_configs=big if name == topics.deadletter else {})
-            for name in topics.all()
+            NewTopic(name, settings.partitions, 1, topic_configs=configs.get(name, {}))
+            for name in [*topics.all(), detector_changelog(settings)]
         ])
         created = []
         for name, code, message in response.topic_errors:

@@ -14,7 +14,7 @@ partition it owns and feeds it batches of events with the wall-clock time.
   and reported in the next summary of its key.
 
 >>> class Count:
-...     def __init__(self): self.n = 0
+...     def __init__(self, key): self.n = 0
 ...     def add_batch(self, events): self.n += len(events)
 >>> class Ev:
 ...     def __init__(self, t): self.event_time_s = t
@@ -80,9 +80,14 @@ class _Open(Generic[A]):
 
 
 class TumblingWindows(Generic[A]):
-    """Open windows of one partition, per key and window start."""
+    """Open windows of one partition, per key and window start.
 
-    def __init__(self, size_s: float, lateness_s: float, new_aggregate: Callable[[], A]) -> None:
+    ``new_aggregate(key)`` makes the aggregate of a window as it opens.
+    """
+
+    def __init__(
+        self, size_s: float, lateness_s: float, new_aggregate: Callable[[Key], A]
+    ) -> None:
         if size_s <= 0:
             raise ValueError("size_s must be > 0")
         self.size_s = size_s
@@ -141,7 +146,7 @@ class TumblingWindows(Generic[A]):
             for start, group in groups.items():
                 window = windows.get(start)
                 if window is None:
-                    window = windows[start] = _Open(self.new_aggregate(), now_wall_s)
+                    window = windows[start] = _Open(self.new_aggregate(key), now_wall_s)
                 window.aggregate.add_batch(group)
                 window.last_update_wall_s = now_wall_s
         if late:

@@ -3,11 +3,14 @@
 Cases (each on its own pre-filled topic, worker started after the fill):
 
 1. mlpulse worker, batch envelopes of ``--envelope-size`` events keyed by model
-   (``--events`` events, default 200,000);
-2. mlpulse worker, one event per message (``--single-events``, default 30,000);
-3. naive Faust agent (:mod:`bench.naive_agent`) on the topic of case 2.
+   (``--events`` events, default 200,000), every detector on;
+2. the same with detectors off (aggregation only), for the cost of detection;
+3. mlpulse worker, one event per message (``--single-events``, default 30,000);
+4. naive Faust agent (:mod:`bench.naive_agent`) on the topic of case 3.
 
-Prints a table and the ratios mlpulse / naive; writes ``bench/results/latest.json``.
+Prints a table and the ratios mlpulse / naive and detectors on / off; writes
+``bench/results/latest.json``. The detection-quality benchmark is
+``python -m bench.detection`` (``make bench`` runs both).
 ``--quick`` divides the sizes by 10; ``--repeat N`` reports the fastest of N runs per case
 (the machine is small and shared: single runs vary by ±30 %).
 """
@@ -37,6 +40,7 @@ from bench.workload import envelope_messages, generate, sentinels, single_messag
 DEFAULT_EVENTS = 200_000
 DEFAULT_SINGLE_EVENTS = 30_000
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+NO_DETECTORS = {"enabled": False, "logs": {"enabled": False}}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,6 +98,16 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
 
     results.append(await _best_of(args.repeat, case, envelope_run))
 
+    plain_case = "mlpulse, envelopes, no detectors"
+
+    async def plain_run() -> CaseResult:
+        return await run_mlpulse(
+            bootstrap, plain_case, messages=messages, expected_events=len(envelope_events),
+            cutoff_s=cutoff(envelope_events), workdir=workdir, timeout_s=args.timeout,
+            profile_dir=args.profile, broker_pid=broker_pid, detectors=NO_DETECTORS)
+
+    results.append(await _best_of(args.repeat, plain_case, plain_run))
+
     single_events = events[:n_single]
     singles = single_messages(single_events)
     single_case = "mlpulse, single events"
@@ -135,12 +149,13 @@ async def _best_of(repeat: int, case: str,
 
 
 def _table(results: Sequence[CaseResult]) -> str:
-    lines = [f"{'case':<30} {'events':>8} {'seconds':>9} {'events/s':>10}"]
+    lines = [f"{'case':<34} {'events':>8} {'seconds':>9} {'events/s':>10}"]
     for r in results:
-        lines.append(f"{r.case:<30} {r.events:>8} {r.seconds:>9.2f} {r.events_per_s:>10,.0f}")
-    envelope, single, naive = results
+        lines.append(f"{r.case:<34} {r.events:>8} {r.seconds:>9.2f} {r.events_per_s:>10,.0f}")
+    envelope, plain, single, naive = results
     lines.append(f"ratio envelopes/naive: {_ratio(envelope, naive)}   "
-                 f"ratio single/naive: {_ratio(single, naive)}")
+                 f"ratio single/naive: {_ratio(single, naive)}   "
+                 f"detectors on/off: {envelope.events_per_s / plain.events_per_s:.0%}")
     return "\n".join(lines)
 
 
@@ -181,7 +196,7 @@ def _git_commit() -> str | None:
 
 def _report(args: argparse.Namespace, results: Sequence[CaseResult],
             load_before: tuple[float, float, float]) -> dict[str, Any]:
-    envelope, single, naive = results
+    envelope, plain, single, naive = results
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_commit": _git_commit(),
@@ -205,6 +220,7 @@ def _report(args: argparse.Namespace, results: Sequence[CaseResult],
         "ratios": {
             "envelopes_over_naive": round(envelope.events_per_s / naive.events_per_s, 3),
             "single_over_naive": round(single.events_per_s / naive.events_per_s, 3),
+            "detectors_on_over_off": round(envelope.events_per_s / plain.events_per_s, 3),
         },
     }
 

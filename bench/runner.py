@@ -349,11 +349,13 @@ async def run_mlpulse(
     cutoff_s: float, workdir: Path, timeout_s: float = 300.0,
     window_seconds: float = 60.0, lateness_seconds: float = 10.0,
     profile_dir: Path | None = None, broker_pid: int | None = None,
+    detectors: dict[str, Any] | None = None,
 ) -> CaseResult:
     """Pre-fill a fresh input topic with ``messages``, then time a worker processing them.
 
     With ``profile_dir`` the worker runs under cProfile (slower: not a fair measurement)
-    and leaves ``<profile_dir>/mlpulse-<tag>.prof``.
+    and leaves ``<profile_dir>/mlpulse-<tag>.prof``. ``detectors`` is the worker's
+    ``detectors:`` configuration (default: all detectors on, at their defaults).
     """
     tag = uuid.uuid4().hex[:8]
     settings = Settings(
@@ -380,6 +382,10 @@ async def run_mlpulse(
         MLPULSE_DATA_DIR=str(workdir / f"mlpulse-{tag}-data"),
         MLPULSE_LOG_LEVEL="info",  # for the "mlpulse assigned" line
     )
+    if detectors is not None:
+        config = workdir / f"mlpulse-{tag}.yaml"
+        config.write_text(json.dumps({"detectors": detectors}))   # JSON is YAML
+        env["MLPULSE_CONFIG"] = str(config)
     command = [sys.executable, "-m", "app", "worker"]
     if profile_dir is not None:
         profile_dir.mkdir(parents=True, exist_ok=True)

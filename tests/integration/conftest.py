@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 import pytest
+import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -70,6 +71,10 @@ class WorkerProcess:
         self.web_port = free_port()
         env = {**os.environ, **_env(settings), "MLPULSE_WEB_PORT": str(self.web_port),
                "MLPULSE_DATA_DIR": str(self.data_dir)}
+        if settings.detectors is not None:
+            config = ARTIFACTS / f"{settings.group_id}-{name}.yaml"
+            config.write_text(yaml.safe_dump({"detectors": settings.detectors}))
+            env["MLPULSE_CONFIG"] = str(config)
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app", "worker"], env=env,
@@ -117,7 +122,7 @@ class WorkerProcess:
 def _env(settings: Settings) -> dict[str, str]:
     out = {}
     for name, value in vars(settings).items():
-        if value is not None and name != "config_file":
+        if value is not None and name not in ("config_file", "detectors"):
             out[f"MLPULSE_{name.upper()}"] = str(value)
     return out
 

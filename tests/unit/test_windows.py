@@ -15,7 +15,7 @@ class Ev:
 
 
 class Count:
-    def __init__(self) -> None:
+    def __init__(self, key: tuple[str, ...] = ()) -> None:
         self.n = 0
 
     def add_batch(self, events) -> None:

@@ -1,0 +1,310 @@
+"""Window-level anomalies: a model's health vector, and error spikes in a service's logs.
+
+:class:`WindowAnomaly` watches one model/version's per-window vector (throughput,
+error rate, latency p95/p99, confidence mean, low-confidence rate, null rate).
+Each value is compared with the recent windows (median and MAD of the last
+``history_windows``, after ``warmup_windows``) as a robust z-score; those
+z-scores, squashed into [0, 1], also feed river's HalfSpaceTrees, whose score
+comes with every verdict as a multivariate view. The alert fires when a metric
+deviates by ``z_threshold`` robust standard deviations *and* by a practical
+amount (``min_change``) — HST alone separated single-metric spikes poorly on
+a few dozen windows (see README, "Detection").
+
+:class:`LogErrorSpike` compares a service's error share in one window with its
+own decayed history: firing when the share exceeds the baseline by both
+``min_increase`` and ``z_threshold`` binomial standard deviations.
+
+>>> a = WindowAnomaly(warmup_windows=5)
+>>> normal = {"error_rate": 0.01, "latency_p99_ms": 100.0}
+>>> [a.observe({**normal, "latency_p99_ms": 100.0 + i}) for i in range(6)][-1].firing
+False
+>>> f = a.observe({**normal, "latency_p99_ms": 400.0})
+>>> f.firing, f.labels, f.evidence["metrics"][0]["metric"]
+(True, {}, 'latency_p99_ms')
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+import numpy as np
+from river import anomaly
+
+from app.detectors.finding import Finding
+
+__all__ = ["LatencyAnomaly", "LogErrorSpike", "WindowAnomaly", "window_vector"]
+
+MIN_CHANGE = {
+    "throughput_per_s": 0.0, "error_rate": 0.02, "latency_p95_ms": 0.0,
+    "latency_p99_ms": 0.0, "confidence_mean": 0.05, "low_confidence_rate": 0.05,
+    "null_rate": 0.05,
+}
+"""Smallest absolute change that counts, per metric (latency/throughput: 20% relative)."""
+RELATIVE_MIN_CHANGE = 0.2
+
+
+def window_vector(summary: Any, duration_s: float, null_rate: float) -> dict[str, float]:
+    """The health vector of a :class:`~app.events.PredictionWindow` lasting ``duration_s``."""
+    out = {"throughput_per_s": summary.count / duration_s,
+           "error_rate": summary.error_rate, "null_rate": null_rate}
+    if summary.latency_ms is not None:
+        out["latency_p95_ms"] = summary.latency_ms.p95
+        out["latency_p99_ms"] = summary.latency_ms.p99
+    if summary.confidence is not None:
+        out["confidence_mean"] = summary.confidence.mean
+        out["low_confidence_rate"] = summary.confidence.low_rate
+    return out
+
+
+class WindowAnomaly:
+    """Robust per-metric deviation plus a HalfSpaceTrees score, per window."""
+
+    def __init__(
+        self, warmup_windows: int = 10, history_windows: int = 50, z_threshold: float = 6.0,
+        hst_window: int = 20, seed: int = 0,
+    ) -> None:
+        self.warmup_windows = warmup_windows
+        self.z_threshold = z_threshold
+        self.history: deque[dict[str, float]] = deque(maxlen=history_windows)
+        self.hst_window = hst_window
+        self.seed = seed
+        self._hst = anomaly.HalfSpaceTrees(n_trees=25, height=8, window_size=hst_window,
+                                           seed=seed)
+        self._hst_inputs: deque[dict[str, float]] = deque(maxlen=2 * hst_window)
+        self._hst_seen = 0
+        self.last_score: float | None = None
+
+    def observe(self, vector: dict[str, float]) -> Finding | None:
+        """Judge one window's vector, then learn it (anomalous windows are not learnt)."""
+        if len(self.history) < self.warmup_windows:
+            self.history.append(vector)
+            return None
+        deviations: list[dict[str, Any]] = []
+        scaled: dict[str, float] = {}
+        for metric, value in sorted(vector.items()):
+            past = np.array([h[metric] for h in self.history if metric in h])
+            if past.size < self.warmup_windows:
+                continue
+            median = float(np.median(past))
+            mad = 1.4826 * float(np.median(np.abs(past - median)))
+            floor = max(MIN_CHANGE.get(metric, 0.0), RELATIVE_MIN_CHANGE * abs(median), 1e-9)
+            z = (value - median) / max(mad, floor / self.z_threshold)
+            scaled[metric] = min(1.0, max(0.0, 0.5 + z / (4 * self.z_threshold)))
+            if abs(z) >= self.z_threshold and abs(value - median) >= floor:
+                deviations.append({"metric": metric, "value": value, "median": median,
+                                   "z": round(z, 2)})
+        self.last_score = self._score_and_learn(scaled) if scaled else None
+        deviations.sort(key=lambda d: -abs(d["z"]))
+        firing = bool(deviations)
+        if not firing:
+            self.history.append(vector)
+        top = deviations[0] if deviations else None
+        summary = (f"{top['metric']} is {top['value']:.4g} (usual {top['median']:.4g}, "
+                   f"robust z {top['z']})" if top else "window metrics are usual")
+        return Finding(
+            "window_anomaly", "anomaly", firing, {}, "warning",
+            abs(top["z"]) if top else None, self.z_threshold, summary,
+            {"metrics": deviations, "hst_score": self.last_score, "vector": vector})
+
+    def _score_and_learn(self, x: dict[str, float]) -> float:
+        score = float(self._hst.score_one(x)) if self._hst_seen >= self.hst_window else 0.0
+        self._hst.learn_one(x)
+        self._hst_inputs.append(x)
+        self._hst_seen += 1
+        return score
+
+    def snapshot(self) -> dict[str, Any]:
+        # HST's state depends only on the inputs since its previous block started: keep those
+        keep = self._hst_seen % self.hst_window
+        if self._hst_seen >= self.hst_window:
+            keep += self.hst_window
+        return {
+            "warmup_windows": self.warmup_windows, "history_windows": self.history.maxlen,
+            "z_threshold": self.z_threshold, "hst_window": self.hst_window, "seed": self.seed,
+            "history": list(self.history), "hst_seen": self._hst_seen,
+            "hst_inputs": list(self._hst_inputs)[-keep:] if keep else [],
+        }
+
+    @classmethod
+    def restore(cls, data: dict[str, Any]) -> WindowAnomaly:
+        out = cls(data["warmup_windows"], data["history_windows"], data["z_threshold"],
+                  data["hst_window"], data["seed"])
+        out.history.extend(data["history"])
+        for x in data["hst_inputs"]:
+            out._hst.learn_one(x)
+            out._hst_inputs.append(x)
+        out._hst_seen = data["hst_seen"]
+        return out
+
+
+class LogErrorSpike:
+    """Error share of one service's log windows against its decayed history.
+
+    >>> spike = LogErrorSpike(warmup_windows=2)
+    >>> [spike.observe(1000, 10) for _ in range(2)]
+    [None, None]
+    >>> spike.observe(1000, 12).firing, spike.observe(1000, 150).firing
+    (False, True)
+    """
+
+    def __init__(self, warmup_windows: int = 3, z_threshold: float = 4.0,
+                 min_increase: float = 0.05, decay: float = 0.95, min_events: int = 20) -> None:
+        self.warmup_windows = warmup_windows
+        self.z_threshold = z_threshold
+        self.min_increase = min_increase
+        self.decay = decay
+        self.min_events = min_events
+        self.windows = 0
+        self.count = 0.0
+        self.errors = 0.0
+
+    def observe(self, count: int, errors: int) -> Finding | None:
+        if count < self.min_events:
+            return None
+        if self.windows < self.warmup_windows:
+            self._learn(count, errors)
+            return None
+        base = self.errors / self.count if self.count else 0.0
+        rate = errors / count
+        bound = base + max(self.min_increase,
+                           self.z_threshold * math.sqrt(max(base * (1 - base), 1e-4) / count))
+        firing = rate >= bound
+        if not firing:
+            self._learn(count, errors)
+        return Finding(
+            "log_error_spike", "anomaly", firing, {}, "warning", rate, bound,
+            f"{rate:.1%} of log records are errors (usual {base:.1%})",
+            {"error_rate": rate, "baseline_error_rate": base, "count": count, "errors": errors})
+
+    def _learn(self, count: int, errors: int) -> None:
+        self.windows += 1
+        self.count = self.count * self.decay + count
+        self.errors = self.errors * self.decay + errors
+
+    def snapshot(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    @classmethod
+    def restore(cls, data: dict[str, Any]) -> LogErrorSpike:
+        out = cls()
+        vars(out).update(data)
+        return out
+
+
+
+class LatencyAnomaly:
+    """HalfSpaceTrees on a sample of per-event latencies (every ``sample_every``-th event).
+
+    HST costs ~40 µs per scored value, so one event in ``sample_every`` (default 100:
+    ~0.4 µs per event) is scored. Warm-up, in sampled values: ``scale_samples`` fix the
+    scaling (log latency; the warm-up range maps to [0.25, 0.75], so spikes land in the
+    empty upper quarter), ``hst_window`` train the trees, ``calibration`` scores set the
+    score threshold (their ``quantile``). Then each window's share of sampled latencies
+    above the threshold fires ``latency_anomaly`` when it reaches ``min_share`` (with at
+    least ``min_samples`` samples; fewer: no verdict).
+
+    >>> rng = np.random.default_rng(0)
+    >>> a = LatencyAnomaly(sample_every=1)
+    >>> a.update(rng.lognormal(3, 0.4, 900))
+    >>> a.on_window().firing
+    False
+    >>> a.update(3 * rng.lognormal(3, 0.4, 100))
+    >>> a.on_window().firing
+    True
+    """
+
+    def __init__(
+        self, sample_every: int = 100, *, scale_samples: int = 128, hst_window: int = 256,
+        calibration: int = 256, quantile: float = 0.99, min_share: float = 0.1,
+        min_samples: int = 30, seed: int = 0,
+    ) -> None:
+        self.sample_every = sample_every
+        self.scale_samples = scale_samples
+        self.hst_window = hst_window
+        self.calibration = calibration
+        self.quantile = quantile
+        self.min_share = min_share
+        self.min_samples = min_samples
+        self.seed = seed
+        self._hst = anomaly.HalfSpaceTrees(n_trees=10, height=8, window_size=hst_window,
+                                           seed=seed)
+        self._skip = 0
+        self._warm: list[float] = []
+        self.low: float | None = None
+        self.high: float | None = None
+        self._inputs: deque[float] = deque(maxlen=2 * hst_window)
+        self._learnt = 0
+        self._scores: list[float] = []
+        self.threshold: float | None = None
+        self.samples = 0
+        self.hits = 0
+
+    def update(self, latencies_ms: np.ndarray) -> None:
+        start = self._skip
+        picked = latencies_ms[start::self.sample_every]
+        self._skip = (start - latencies_ms.size) % self.sample_every
+        for value in np.log(np.maximum(picked, 1e-3)).tolist():
+            self._observe(value)
+
+    def _observe(self, log_ms: float) -> None:
+        if self.low is None or self.high is None:
+            self._warm.append(log_ms)
+            if len(self._warm) >= self.scale_samples:
+                self.low, self.high = min(self._warm), max(self._warm)
+                self._warm = []
+            return
+        span = max(self.high - self.low, 1e-9)
+        x = {"latency": min(1.0, max(0.0, 0.25 + 0.5 * (log_ms - self.low) / span))}
+        if self._learnt >= self.hst_window:
+            score = float(self._hst.score_one(x))
+            if self.threshold is None:
+                self._scores.append(score)
+                if len(self._scores) >= self.calibration:
+                    self.threshold = float(np.quantile(self._scores, self.quantile))
+                    self._scores = []
+            else:
+                self.samples += 1
+                self.hits += score > self.threshold
+        self._hst.learn_one(x)
+        self._inputs.append(x["latency"])
+        self._learnt += 1
+
+    def on_window(self) -> Finding | None:
+        samples, hits = self.samples, self.hits
+        self.samples = self.hits = 0
+        if self.threshold is None or samples < self.min_samples:
+            return None
+        share = hits / samples
+        return Finding(
+            "latency_anomaly", "anomaly", share >= self.min_share, {"signal": "latency_ms"},
+            "warning", share, self.min_share,
+            f"{share:.0%} of sampled latencies are anomalous for HalfSpaceTrees "
+            f"(usual {1 - self.quantile:.0%})",
+            {"anomalous_share": share, "samples": samples, "score_threshold": self.threshold,
+             "method": "half_space_trees"})
+
+    def snapshot(self) -> dict[str, Any]:
+        keep = self._learnt % self.hst_window
+        if self._learnt >= self.hst_window:
+            keep += self.hst_window
+        data = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        data.update(skip=self._skip, warm=list(self._warm), learnt=self._learnt,
+                    scores=list(self._scores),
+                    inputs=list(self._inputs)[-keep:] if keep else [])
+        return data
+
+    @classmethod
+    def restore(cls, data: dict[str, Any]) -> LatencyAnomaly:
+        params = ("sample_every", "scale_samples", "hst_window", "calibration", "quantile",
+                  "min_share", "min_samples", "seed")
+        out = cls(**{k: data[k] for k in params})
+        for x in data["inputs"]:
+            out._hst.learn_one({"latency": x})
+            out._inputs.append(x)
+        out._learnt = data["learnt"]
+        out._skip, out._warm, out._scores = data["skip"], list(data["warm"]), list(data["scores"])
+        out.low, out.high, out.threshold = data["low"], data["high"], data["threshold"]
+        out.samples, out.hits = data["samples"], data["hits"]
+        return out

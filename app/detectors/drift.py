@@ -1,0 +1,166 @@
+"""Window-versus-reference drift tests for one signal.
+
+A signal drifts when the change is both *significant* and *large*:
+
+* significant: two-sample KS (numbers, on the reference's quantile bins) or
+  chi-square (categories) with ``p < p_value / tests`` (Bonferroni over the ``tests``
+  signals of the model judged in the same window); the p-value is computed with
+  both sample sizes capped at ``max_test_events``, so a 100k-event window does
+  not turn a harmless wiggle into p = 1e-30 (the well-known large-sample trap);
+* large: PSI beyond what sampling noise alone gives (``(bins - 1) / n_eff``, the mean
+  of PSI between two samples of one distribution) ≥ ``psi`` (0.1 "moderate shift" in
+  credit-risk practice; ``psi_critical``, default 0.25 "major", makes the alert
+  critical), or, when ``js`` is set, Jensen-Shannon distance ≥ ``js`` (Evidently's
+  0.1 for large data) instead.
+
+Windows with fewer than ``min_events`` values are not tested (too little evidence).
+
+>>> from app.detectors.reference import NumericRef
+>>> edges = np.array([-9.0, -1.0, 0.0, 1.0, 9.0])
+>>> ref = NumericRef(edges=edges, counts=np.array([0, 160, 340, 340, 160, 0]),
+...                  mean=0.0, std=1.0, min=-9.0, max=9.0)
+>>> numeric_drift(ref, np.array([0, 160, 340, 340, 160, 0]), DriftThresholds()).drifted
+False
+>>> result = numeric_drift(ref, np.array([0, 20, 160, 340, 480, 0]), DriftThresholds())
+>>> result.drifted, result.severity, round(result.psi, 2), result.p_value < 1e-6
+(True, 'critical', 0.78, True)
+>>> result.top_bins[0]["bin"]
+'[1, 9)'
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Annotated, Any
+
+import msgspec
+import numpy as np
+from scipy import stats
+
+from app.detectors.distance import EPSILON, js_distance, psi
+from app.detectors.reference import CategoricalRef, NumericRef
+
+__all__ = ["DriftResult", "DriftThresholds", "categorical_drift", "numeric_drift"]
+
+
+class DriftThresholds(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """When a signal counts as drifted (configurable per model and per feature)."""
+
+    p_value: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 0.01
+    psi: Annotated[float, msgspec.Meta(ge=0)] = 0.1
+    psi_critical: Annotated[float, msgspec.Meta(ge=0)] = 0.25
+    js: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+    min_events: Annotated[int, msgspec.Meta(ge=1)] = 100
+    max_test_events: Annotated[int, msgspec.Meta(ge=10)] = 1000
+
+
+@dataclass
+class DriftResult:
+    """The outcome of one test, with the evidence an alert carries."""
+
+    drifted: bool
+    severity: str
+    method: str
+    statistic: float
+    p_value: float
+    psi: float
+    js: float
+    psi_noise: float
+    effect: float
+    effect_threshold: float
+    n_current: int
+    n_reference: int
+    top_bins: list[dict[str, Any]] = field(default_factory=list)
+
+    def evidence(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def numeric_drift(
+    ref: NumericRef, counts: np.ndarray, t: DriftThresholds, tests: int = 1,
+) -> DriftResult | None:
+    """Test a window's counts on ``ref.edges`` (``B + 2`` bins) against the reference."""
+    current = _fold_ends(counts)
+    reference = _fold_ends(ref.counts)
+    n, m = int(current.sum()), int(reference.sum())
+    if n < t.min_events or m == 0:
+        return None
+    p, q = reference / m, current / n
+    gap = float(np.max(np.abs(np.cumsum(p) - np.cumsum(q))))
+    nc, mc = min(n, t.max_test_events), min(m, t.max_test_events)
+    p_value = float(stats.kstwo.sf(gap, max(1, round(nc * mc / (nc + mc)))))
+    labels = [f"[{_fmt(lo)}, {_fmt(hi)})" for lo, hi in zip(ref.edges[:-1], ref.edges[1:],
+                                                             strict=True)]
+    return _decide("ks", gap, p_value, reference=reference, current=current, labels=labels,
+                   t=t, tests=tests)
+
+
+def categorical_drift(
+    ref: CategoricalRef, counts: dict[str, int], t: DriftThresholds, tests: int = 1,
+) -> DriftResult | None:
+    """Chi-square / PSI / JS of a window's value counts against the reference's."""
+    values = sorted(set(ref.counts) | {k for k in counts if k != "__other__"})
+    reference = np.array([ref.counts.get(v, 0) for v in values] + [ref.other], dtype=np.float64)
+    current = np.array([counts.get(v, 0) for v in values] + [counts.get("__other__", 0)],
+                       dtype=np.float64)
+    n, m = int(current.sum()), int(reference.sum())
+    if n < t.min_events or m == 0:
+        return None
+    keep = (reference + current) > 0
+    reference, current = reference[keep], current[keep]
+    labels = [v for v, k in zip([*values, "__other__"], keep, strict=True) if k]
+    if reference.size < 2:
+        statistic, p_value = 0.0, 1.0
+    else:
+        scale_ref = min(1.0, t.max_test_events / m)
+        scale_cur = min(1.0, t.max_test_events / n)
+        table = np.vstack([reference * scale_ref, current * scale_cur])
+        result = stats.chi2_contingency(table, correction=False)
+        statistic, p_value = float(result.statistic), float(result.pvalue)
+    return _decide("chi2", statistic, p_value, reference=reference, current=current,
+                   labels=labels, t=t, tests=tests)
+
+
+def _decide(
+    method: str, statistic: float, p_value: float, *, reference: np.ndarray,
+    current: np.ndarray, labels: list[str], t: DriftThresholds, tests: int,
+) -> DriftResult:
+    psi_value = psi(reference, current)
+    js_value = js_distance(reference, current)
+    n, m = float(current.sum()), float(reference.sum())
+    bins = int(np.count_nonzero((reference + current) > 0))
+    noise = (bins - 1) * (n + m) / (n * m)
+    psi_excess = max(0.0, psi_value - noise)
+    effect, threshold = (js_value, t.js) if t.js is not None else (psi_excess, t.psi)
+    drifted = p_value < t.p_value / max(1, tests) and effect >= threshold
+    severity = "critical" if drifted and psi_excess >= t.psi_critical else "warning"
+    return DriftResult(
+        drifted=drifted, severity=severity, method=method, statistic=statistic,
+        p_value=p_value, psi=psi_value, js=js_value, psi_noise=noise, effect=effect,
+        effect_threshold=threshold,
+        n_current=int(current.sum()), n_reference=int(reference.sum()),
+        top_bins=_top_bins(reference, current, labels),
+    )
+
+
+def _top_bins(reference: np.ndarray, current: np.ndarray, labels: list[str],
+              k: int = 3) -> list[dict[str, Any]]:
+    p = np.clip(reference / reference.sum(), EPSILON, None)
+    q = np.clip(current / current.sum(), EPSILON, None)
+    contribution = (q - p) * np.log(q / p)
+    order = np.argsort(-contribution)[:k]
+    return [{"bin": labels[i], "reference_share": round(float(reference[i] / reference.sum()), 4),
+             "current_share": round(float(current[i] / current.sum()), 4)}
+            for i in order.tolist() if contribution[i] > 0]
+
+
+def _fold_ends(counts: np.ndarray) -> np.ndarray:
+    """``B + 2`` bins → ``B``: out-of-range values join the outermost bins."""
+    out = counts[1:-1].astype(np.float64)
+    out[0] += counts[0]
+    out[-1] += counts[-1]
+    return out
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"

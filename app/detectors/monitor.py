@@ -1,0 +1,333 @@
+"""Everything mlpulse watches for one model version, window after window.
+
+A :class:`ModelMonitor` owns the version's reference (built per its reference
+mode), its per-event detectors (ADWIN per signal, HalfSpaceTrees on sampled
+latencies), and its window-anomaly detector.
+For each window it hands out a :class:`~app.detectors.profile.WindowProfile`
+(``new_profile``) and, when the window closes, returns the window's
+:class:`~app.detectors.finding.Finding`\\ s (``on_window``): distribution drift of
+features and outputs, data quality, mean shifts seen by ADWIN, window anomalies.
+``snapshot``/``restore`` round-trip all of it as plain data (msgpack-able).
+
+>>> from app.aggregates import PredictionAggregate
+>>> from app.detectors.settings import DetectorSettings
+>>> from app.events import PredictionEvent
+>>> rng = np.random.default_rng(0)
+>>> cfg = DetectorSettings.from_mapping({"reference": {"windows": 2}}).for_model("m")
+>>> monitor = ModelMonitor("m", "v1", cfg, window_seconds=60)
+>>> def window(start_s, shift):
+...     profile = monitor.new_profile()
+...     aggregate = PredictionAggregate(profile=profile)
+...     values = rng.normal(shift, 1, 500)
+...     aggregate.add_batch([PredictionEvent(event_id=str(i), timestamp=start_s, model="m",
+...                          features={"x": float(v)}) for i, v in enumerate(values)])
+...     return monitor.on_window(aggregate, profile, start_s, start_s + 60)
+>>> window(0, 0.0), window(60, 0.0), monitor.reference is not None
+([], [], True)
+>>> sorted({(f.rule, f.labels.get("feature")) for f in window(120, 1.0) if f.firing})
+[('adwin_change', 'x'), ('feature_drift', 'x')]
+>>> restored = ModelMonitor.restore(monitor.snapshot(), cfg, window_seconds=60)
+>>> edges = restored.reference.numeric["f:x"].edges
+>>> bool((edges == monitor.reference.numeric["f:x"].edges).all())
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from app.aggregates import PredictionAggregate
+from app.detectors.adwin import ChangeDetectors
+from app.detectors.anomaly import LatencyAnomaly, WindowAnomaly, window_vector
+from app.detectors.drift import DriftResult, categorical_drift, numeric_drift
+from app.detectors.finding import Finding
+from app.detectors.profile import WindowProfile
+from app.detectors.quality import check_quality
+from app.detectors.reference import Contribution, Reference, build_reference, contribution
+from app.detectors.settings import ModelDetectors
+
+__all__ = ["ModelMonitor"]
+
+DRIFT_OUTPUTS = ("o:prediction", "o:confidence")
+"""Outputs whose distribution is tested against the reference (latency and errors are
+watched by ADWIN and the window-anomaly detector instead)."""
+
+
+class ModelMonitor:
+    """Reference, change detectors and anomaly detector of one model version."""
+
+    def __init__(
+        self, model: str, version: str, config: ModelDetectors, window_seconds: float, *,
+        seed: int = 0, reference: Reference | None = None,
+    ) -> None:
+        self.model = model
+        self.version = version
+        self.config = config
+        self.window_seconds = window_seconds
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.reference = reference
+        spec = config.reference
+        self.contributions: deque[Contribution] = deque(
+            maxlen=spec.windows + spec.lag_windows if spec.mode == "rolling" else None)
+        adwin = config.adwin
+        self.changes = (ChangeDetectors(adwin.delta, adwin.max_signals)
+                        if adwin.enabled else None)
+        self.adwin_active: set[str] = set()
+        self.adwin_pending: set[str] = set()
+        a = config.anomaly
+        self.anomaly = (WindowAnomaly(a.warmup_windows, a.history_windows, a.z_threshold,
+                                      a.hst_window, seed) if a.enabled else None)
+        self.latency = (LatencyAnomaly(a.latency_sample_every, seed=seed)
+                        if a.enabled and a.latency_sample_every else None)
+        self.windows_seen = 0
+
+    # ------------------------------------------------------------------ windows
+
+    def _collecting(self) -> bool:
+        mode = self.config.reference.mode
+        return mode == "rolling" or (self.reference is None and mode in ("first", "range"))
+
+    def new_profile(self) -> WindowProfile:
+        """What the next window of this version collects."""
+        return WindowProfile(
+            edges=self.reference.edges() if self.reference is not None else None,
+            sample_size=self.config.reference.sample_size if self._collecting() else 0,
+            changes=_PerEvent(self.changes, self.latency), rng=self.rng,
+        )
+
+    def on_window(
+        self, aggregate: PredictionAggregate, profile: WindowProfile, start_s: float,
+        end_s: float, summary: Any = None,
+    ) -> list[Finding]:
+        """Findings of one closed window; then the window joins the reference if due."""
+        self.windows_seen += 1
+        findings: list[Finding] = []
+        detections = self.changes.take_detections() if self.changes is not None else {}
+        ref = self.reference
+        if ref is not None and aggregate.count:
+            bins = {signal: counts for signal in ref.numeric
+                    if (counts := profile.counts(signal, ref.numeric[signal].edges)) is not None}
+            findings.extend(self._drift(ref, aggregate, bins))
+            findings.extend(check_quality(ref, aggregate, bins, self.config.quality))
+            findings.extend(self._mean_shifts(ref, detections))
+        if self.anomaly is not None and summary is not None and aggregate.count:
+            nulls = sum(s.null_count for s in aggregate.features.values())
+            values = sum(s.count for s in aggregate.features.values())
+            finding = self.anomaly.observe(
+                window_vector(summary, end_s - start_s, nulls / values if values else 0.0))
+            if finding is not None:
+                findings.append(finding)
+        if self.latency is not None:
+            latency = self.latency.on_window()
+            if latency is not None:
+                findings.append(latency)
+        self._update_reference(aggregate, profile, start_s, end_s)
+        for finding in findings:
+            finding.evidence.setdefault("trace_ids", list(aggregate.trace_ids))
+        return findings
+
+    def _drift(self, ref: Reference, aggregate: PredictionAggregate,
+               bins: dict[str, np.ndarray]) -> list[Finding]:
+        out = []
+        numeric = {signal: counts for signal, counts in bins.items()
+                   if signal.startswith("f:") or signal in DRIFT_OUTPUTS}
+        categorical = {signal: values for signal in ref.categorical
+                       if (values := _category_counts(aggregate, signal)) is not None}
+        tests = len(numeric) + len(categorical)    # one family per window: Bonferroni
+        for signal, counts in numeric.items():
+            result = numeric_drift(ref.numeric[signal], counts, self.config.drift_for(signal),
+                                   tests)
+            if result is not None:
+                current = _numeric_summary(aggregate, signal)
+                out.append(_drift_finding(signal, result, ref.numeric[signal].summary(),
+                                          current))
+        for signal, values in categorical.items():
+            categorical_ref = ref.categorical[signal]
+            result = categorical_drift(categorical_ref, values, self.config.drift_for(signal),
+                                       tests)
+            if result is not None:
+                top = dict(sorted(values.items(), key=lambda kv: -kv[1])[:10])
+                out.append(_drift_finding(signal, result, categorical_ref.summary(),
+                                          {"counts": top}))
+        return out
+
+    def _mean_shifts(self, ref: Reference, detections: dict[str, int]) -> list[Finding]:
+        """ADWIN: a change alerts while the new mean is far from the reference mean.
+
+        A signal is judged once ADWIN's window since the change holds ``min_width``
+        values; it resolves below half of ``min_effect`` (hysteresis against flapping).
+        """
+        if self.changes is None:
+            return []
+        out = []
+        spec = self.config.adwin
+        self.adwin_pending |= set(detections)
+        for signal in sorted(self.adwin_pending | self.adwin_active):
+            mean = self.changes.mean(signal)
+            if mean is None or self.changes.width(signal) < spec.min_width:
+                continue
+            if signal == "o:error":
+                ref_mean = ref.error_rate
+                ref_std = max(math.sqrt(ref_mean * (1 - ref_mean)), 0.01)
+            elif signal in ref.numeric:
+                ref_mean, ref_std = ref.numeric[signal].mean, ref.numeric[signal].std
+                ref_std = max(ref_std, 1e-9 + 1e-6 * abs(ref_mean))
+            else:
+                self.adwin_pending.discard(signal)
+                continue
+            effect = abs(mean - ref_mean) / ref_std
+            active = signal in self.adwin_active
+            firing = effect >= (spec.min_effect / 2 if active else spec.min_effect)
+            self.adwin_pending.discard(signal)
+            if firing:
+                self.adwin_active.add(signal)
+            else:
+                self.adwin_active.discard(signal)
+            out.append(Finding(
+                "adwin_change", "drift", firing, _signal_labels(signal), "warning",
+                effect, spec.min_effect,
+                f"{_signal_name(signal)}: mean {mean:.4g} since the change ADWIN found "
+                f"(reference {ref_mean:.4g}, {effect:.2f} reference std away)",
+                {"method": "adwin", "detections": detections.get(signal, 0),
+                 "current_mean": mean, "reference_mean": ref_mean, "reference_std": ref_std,
+                 "adwin_width": self.changes.width(signal), "effect": effect,
+                 "delta": spec.delta}))
+        return out
+
+    def _update_reference(self, aggregate: PredictionAggregate, profile: WindowProfile,
+                          start_s: float, end_s: float) -> None:
+        spec = self.config.reference
+        if spec.mode == "file" or not aggregate.count:
+            return
+        if spec.mode == "range":
+            assert spec.start is not None and spec.end is not None
+            if self.reference is None and spec.start <= start_s < spec.end:
+                self.contributions.append(contribution(aggregate, profile, start_s, end_s))
+            if self.reference is None and end_s >= spec.end and self.contributions:
+                self._build(list(self.contributions))
+                self.contributions.clear()
+            return
+        if spec.mode == "first" and self.reference is not None:
+            return
+        self.contributions.append(contribution(aggregate, profile, start_s, end_s))
+        if self.reference is None:
+            first = list(self.contributions)[: spec.windows]
+            if len(first) >= spec.windows and sum(c.events for c in first) >= spec.min_events:
+                self._build(first)
+                if spec.mode == "first":
+                    self.contributions.clear()
+        elif len(self.contributions) == self.contributions.maxlen:
+            self._build(list(self.contributions)[: spec.windows])
+
+    def _build(self, contributions: list[Contribution]) -> None:
+        spec = self.config.reference
+        self.reference = build_reference(contributions, spec.bins, spec.sample_size,
+                                         seed=int(self.rng.integers(2**31)))
+
+    # ------------------------------------------------------------------ state
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "version": self.version, "windows_seen": self.windows_seen,
+            "reference": self.reference.to_dict() if self.reference is not None else None,
+            "contributions": [c.to_dict() for c in self.contributions],
+            "changes": self.changes.snapshot() if self.changes is not None else None,
+            "adwin_active": sorted(self.adwin_active),
+            "adwin_pending": sorted(self.adwin_pending),
+            "anomaly": self.anomaly.snapshot() if self.anomaly is not None else None,
+            "latency": self.latency.snapshot() if self.latency is not None else None,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def restore(cls, data: dict[str, Any], config: ModelDetectors,
+                window_seconds: float) -> ModelMonitor:
+        out = cls(data["model"], data["version"], config, window_seconds, seed=data["seed"])
+        out.windows_seen = data["windows_seen"]
+        out.rng = np.random.default_rng([data["seed"], out.windows_seen])
+        if data["reference"] is not None and out.reference is None:
+            out.reference = Reference.from_dict(data["reference"])
+        out.contributions.extend(Contribution.from_dict(c) for c in data["contributions"])
+        if data["changes"] is not None and out.changes is not None:
+            out.changes = ChangeDetectors.restore(data["changes"])
+        out.adwin_active = set(data["adwin_active"])
+        out.adwin_pending = set(data["adwin_pending"])
+        if data["anomaly"] is not None and out.anomaly is not None:
+            out.anomaly = WindowAnomaly.restore(data["anomaly"])
+        if data["latency"] is not None and out.latency is not None:
+            out.latency = LatencyAnomaly.restore(data["latency"])
+        return out
+
+
+class _PerEvent:
+    """What sees every value of a window: ADWIN per signal, HST on sampled latencies."""
+
+    __slots__ = ("changes", "latency")
+
+    def __init__(self, changes: ChangeDetectors | None, latency: LatencyAnomaly | None) -> None:
+        self.changes = changes
+        self.latency = latency
+
+    def update(self, signal: str, values: np.ndarray) -> None:
+        if self.changes is not None:
+            self.changes.update(signal, values)
+        if self.latency is not None and signal == "o:latency_ms":
+            self.latency.update(values)
+
+
+def _signal_labels(signal: str) -> dict[str, str]:
+    return {"feature": signal[2:]} if signal.startswith("f:") else {"signal": signal[2:]}
+
+
+def _signal_name(signal: str) -> str:
+    return f"feature {signal[2:]}" if signal.startswith("f:") else signal[2:]
+
+
+def _drift_finding(signal: str, result: DriftResult, reference: dict[str, Any],
+                   current: dict[str, Any]) -> Finding:
+    rule = "feature_drift" if signal.startswith("f:") else "prediction_drift"
+    test = "KS" if result.method == "ks" else "chi-square"
+    by_js = result.effect == result.js and result.effect != result.psi - result.psi_noise
+    effect_name = "JS distance" if by_js else "PSI"
+    value = result.js if by_js else result.psi
+    return Finding(
+        rule, "drift", result.drifted, _signal_labels(signal),
+        "critical" if result.severity == "critical" else "warning",
+        result.effect, result.effect_threshold,
+        f"{_signal_name(signal)} drifted: {effect_name} {value:.3f} "
+        f"(threshold {result.effect_threshold:g} above noise), {test} p={result.p_value:.2g}"
+        if result.drifted else f"{_signal_name(signal)} matches the reference",
+        {**result.evidence(), "reference": reference, "current": current},
+    )
+
+
+def _numeric_summary(aggregate: PredictionAggregate, signal: str) -> dict[str, Any]:
+    if signal.startswith("f:"):
+        stats = aggregate.features.get(signal[2:])
+        if stats is not None and stats.numeric is not None and stats.numeric.count:
+            n = stats.numeric
+            return {"mean": n.mean, "std": n.std, "min": n.min, "max": n.max,
+                    "null_rate": stats.null_count / stats.count if stats.count else 0.0}
+        return {}
+    if signal == "o:confidence" and aggregate.confidence.count:
+        return {"mean": aggregate.confidence.mean, "p05": aggregate.confidence.quantile(0.05)}
+    return {}
+
+
+def _category_counts(aggregate: PredictionAggregate, signal: str) -> dict[str, int] | None:
+    if signal == "o:prediction":
+        counter = aggregate.predictions
+    else:
+        stats = aggregate.features.get(signal[2:])
+        if stats is None or stats.categories is None:
+            return None
+        counter = stats.categories
+    counts = {k: n for k, n in counter.counts.items() if k != "null"}
+    if counter.other:
+        counts["__other__"] = counter.other
+    return counts or None

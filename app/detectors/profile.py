@@ -1,0 +1,136 @@
+"""What one window collects for the detectors, fed batch by batch with numpy arrays.
+
+A :class:`WindowProfile` belongs to one open window of one model/version. For each
+numeric *signal* (a feature ``f:<name>``, or an output: ``o:latency_ms``,
+``o:confidence``, ``o:prediction``, ``o:error``) it keeps either
+
+* exact counts on the reference's bins, when the reference existed as the window
+  opened (``B`` quantile bins plus one bin below and one above the reference range),
+* and/or a bounded uniform sample (reservoir), while a reference is being built
+  from this window,
+
+and passes every value on to the model's per-event change detectors (ADWIN).
+State is bounded: ``B + 2`` integers or ``sample_size`` floats per signal.
+
+>>> profile = WindowProfile(edges={"f:x": np.array([0.0, 1.0, 2.0])}, sample_size=4)
+>>> profile.add("f:x", np.array([-5.0, 0.5, 1.5, 1.7, 9.0]))
+>>> profile.bins["f:x"].tolist()        # below, [0, 1), [1, 2), above
+[1, 1, 2, 1]
+>>> profile.add("f:y", np.arange(10.0))  # no bins yet: a 4-value sample of 10
+>>> profile.samples["f:y"].seen, profile.samples["f:y"].values.size
+(10, 4)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+import numpy as np
+
+__all__ = ["Reservoir", "WindowProfile", "bin_counts"]
+
+
+class ChangeDetectors(Protocol):
+    def update(self, signal: str, values: np.ndarray) -> None: ...
+
+
+def bin_counts(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Counts of ``values`` in the ``len(edges) + 1`` bins that ``edges`` bound.
+
+    Bin 0 holds values below ``edges[0]``, the last bin values at or above ``edges[-1]``.
+
+    >>> bin_counts(np.array([0.0, 1.0]), np.array([-1.0, 0.0, 0.5, 1.0])).tolist()
+    [1, 2, 1]
+    """
+    return np.bincount(np.searchsorted(edges, values, side="right"), minlength=edges.size + 1)
+
+
+class Reservoir:
+    """A uniform sample of at most ``size`` values of a stream (Algorithm R, vectorised).
+
+    >>> r = Reservoir(3, np.random.default_rng(0))
+    >>> r.add(np.arange(100.0))
+    >>> r.seen, r.values.size, bool(np.all(r.values < 100))
+    (100, 3, True)
+    """
+
+    __slots__ = ("_buffer", "_filled", "rng", "seen", "size")
+
+    def __init__(self, size: int, rng: np.random.Generator) -> None:
+        self.size = size
+        self.rng = rng
+        self.seen = 0
+        self._filled = 0
+        self._buffer = np.empty(min(size, 64), dtype=np.float64)
+
+    @property
+    def values(self) -> np.ndarray:
+        return self._buffer[: self._filled]
+
+    def add(self, values: np.ndarray) -> None:
+        free = self.size - self._filled
+        if free > 0:
+            head = values[:free]
+            end = self._filled + head.size
+            if end > self._buffer.size:
+                grown = np.empty(min(self.size, max(end, 2 * self._buffer.size)))
+                grown[: self._filled] = self._buffer[: self._filled]
+                self._buffer = grown
+            self._buffer[self._filled:end] = head
+            self._filled = end
+            self.seen += head.size
+            values = values[head.size:]
+        if values.size:
+            # item number i (0-based) replaces a random slot with probability size / (i + 1)
+            slots = self.rng.integers(0, self.seen + np.arange(1, values.size + 1))
+            keep = slots < self.size
+            self._buffer[slots[keep]] = values[keep]
+            self.seen += values.size
+
+
+class WindowProfile:
+    """Per-signal bins or samples of one window (see the module docs)."""
+
+    __slots__ = ("bins", "changes", "edges", "rng", "sample_size", "samples")
+
+    def __init__(
+        self, edges: Mapping[str, np.ndarray] | None = None, sample_size: int = 0,
+        changes: ChangeDetectors | None = None, rng: np.random.Generator | None = None,
+    ) -> None:
+        self.edges = edges or {}
+        self.sample_size = sample_size
+        self.changes = changes
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.bins: dict[str, np.ndarray] = {}
+        self.samples: dict[str, Reservoir] = {}
+
+    def add(self, signal: str, values: np.ndarray) -> None:
+        """Fold a batch of one signal's values (finite floats, event order)."""
+        if values.size == 0:
+            return
+        if self.changes is not None:
+            self.changes.update(signal, values)
+        edges = self.edges.get(signal)
+        if edges is not None:
+            counts = bin_counts(edges, values)
+            current = self.bins.get(signal)
+            if current is None:
+                self.bins[signal] = counts
+            else:
+                current += counts
+        if self.sample_size:
+            sample = self.samples.get(signal)
+            if sample is None:
+                sample = self.samples[signal] = Reservoir(self.sample_size, self.rng)
+            sample.add(values)
+
+    def counts(self, signal: str, edges: np.ndarray) -> np.ndarray | None:
+        """This window's counts on ``edges``: exact if binned, else from the sample."""
+        counts = self.bins.get(signal)
+        if counts is not None and self.edges.get(signal) is edges:
+            return counts
+        sample = self.samples.get(signal)
+        if sample is not None and sample.values.size:
+            return bin_counts(edges, sample.values)
+        return None

@@ -1,0 +1,151 @@
+"""Data-quality checks of one window against the reference.
+
+Per feature: null rate jump, values outside the reference range, categories the
+reference never saw, a change of type (numbers become strings or back), a
+feature gone missing or newly appearing. Each check returns a
+:class:`~app.detectors.finding.Finding`, firing or clear; too little data, no finding.
+
+>>> from app.aggregates import PredictionAggregate
+>>> from app.detectors.reference import CategoricalRef, Reference
+>>> ref = Reference(numeric={}, categorical={"f:c": CategoricalRef({"a": 90, "b": 10})},
+...                 events=100, windows=1, error_rate=0.0, start_s=0, end_s=60)
+>>> agg = PredictionAggregate()
+>>> agg.add_batch([_ev({"c": "z"})] * 60 + [_ev({"c": "a"})] * 40)
+>>> findings = check_quality(ref, agg, {}, QualityThresholds())
+>>> [(f.rule, f.labels["feature"]) for f in findings if f.firing]
+[('unseen_category', 'c')]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+import msgspec
+import numpy as np
+
+from app.aggregates import FeatureStats, PredictionAggregate
+from app.detectors.finding import Finding
+from app.detectors.reference import Reference
+
+__all__ = ["QualityThresholds", "check_quality"]
+
+Share = Annotated[float, msgspec.Meta(ge=0, le=1)]
+
+
+class QualityThresholds(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """When a data-quality check fires (shares are of the window's events or values)."""
+
+    null_rate_increase: Share = 0.1
+    out_of_range: Share = 0.05
+    unseen_category: Share = 0.05
+    type_change: Share = 0.05
+    missing_presence_ratio: Share = 0.1
+    new_feature_presence: Share = 0.05
+    min_events: Annotated[int, msgspec.Meta(ge=1)] = 50
+
+
+def check_quality(
+    ref: Reference, aggregate: PredictionAggregate, bins: Mapping[str, np.ndarray],
+    t: QualityThresholds,
+) -> list[Finding]:
+    """All data-quality findings of one window (``bins``: numeric counts on the ref edges)."""
+    events = aggregate.count
+    if events < t.min_events:
+        return []
+    out: list[Finding] = []
+    known = set(ref.numeric) | set(ref.categorical)
+    for signal in sorted(known):
+        if not signal.startswith("f:"):
+            continue
+        name = signal[2:]
+        stats = aggregate.features.get(name)
+        numeric_ref = ref.numeric.get(signal)
+        ref_presence = (numeric_ref or ref.categorical[signal]).presence
+        ref_null = (numeric_ref or ref.categorical[signal]).null_rate
+        labels = {"feature": name}
+        presence = (stats.count if stats else 0) / events
+        if ref_presence >= 0.5:
+            missing = presence <= t.missing_presence_ratio * ref_presence
+            out.append(Finding(
+                "feature_missing", "data_quality", missing, labels, "critical", presence,
+                t.missing_presence_ratio * ref_presence,
+                f"feature {name} is missing: present in {presence:.0%} of events "
+                f"(reference {ref_presence:.0%})",
+                {"presence": presence, "reference_presence": ref_presence}))
+        if stats is None or stats.count == 0:
+            continue
+        null_rate = stats.null_count / stats.count
+        out.append(Finding(
+            "null_rate", "data_quality", null_rate - ref_null >= t.null_rate_increase, labels,
+            "warning", null_rate, ref_null + t.null_rate_increase,
+            f"feature {name} is null in {null_rate:.1%} of events (reference {ref_null:.1%})",
+            {"null_rate": null_rate, "reference_null_rate": ref_null}))
+        out.extend(_type_and_range(name, signal, stats, ref, bins=bins, t=t))
+    for name, stats in sorted(aggregate.features.items()):
+        if "f:" + name in known:
+            continue
+        presence = stats.count / events
+        out.append(Finding(
+            "feature_new", "data_quality", presence >= t.new_feature_presence,
+            {"feature": name}, "info", presence, t.new_feature_presence,
+            f"feature {name} is new: in {presence:.0%} of events, not in the reference",
+            {"presence": presence}))
+    return out
+
+
+def _type_and_range(
+    name: str, signal: str, stats: FeatureStats, ref: Reference, *,
+    bins: Mapping[str, np.ndarray], t: QualityThresholds,
+) -> list[Finding]:
+    labels = {"feature": name}
+    numbers = stats.numeric.count if stats.numeric is not None else 0
+    categories = stats.categories
+    strings = (sum(categories.counts.values()) + categories.other) if categories else 0
+    values = numbers + strings
+    if values == 0:
+        return []
+    out = []
+    numeric_ref = ref.numeric.get(signal)
+    if numeric_ref is not None:
+        wrong = strings / values
+        out.append(Finding(
+            "type_change", "data_quality", wrong >= t.type_change, labels, "critical", wrong,
+            t.type_change, f"feature {name} was numeric; {wrong:.0%} of its values are not",
+            {"expected": "number", "other_share": wrong,
+             "examples": list(categories.top(3)) if categories else []}))
+        counts = bins.get(signal)
+        if counts is not None and counts.sum():
+            outside = float(counts[0] + counts[-1]) / float(counts.sum())
+            out.append(Finding(
+                "out_of_range", "data_quality", outside >= t.out_of_range, labels, "warning",
+                outside, t.out_of_range,
+                f"feature {name}: {outside:.1%} of values outside the reference range "
+                f"[{numeric_ref.min:.4g}, {numeric_ref.max:.4g}]",
+                {"outside_share": outside, "below": int(counts[0]), "above": int(counts[-1]),
+                 "reference_min": numeric_ref.min, "reference_max": numeric_ref.max,
+                 "current_min": stats.numeric.min if stats.numeric else None,
+                 "current_max": stats.numeric.max if stats.numeric else None}))
+        return out
+    categorical_ref = ref.categorical[signal]
+    wrong = numbers / values
+    out.append(Finding(
+        "type_change", "data_quality", wrong >= t.type_change, labels, "critical", wrong,
+        t.type_change, f"feature {name} was categorical; {wrong:.0%} of its values are numbers",
+        {"expected": "category", "other_share": wrong}))
+    if categories is not None and strings and not categorical_ref.other:
+        unseen = {k: n for k, n in categories.counts.items() if k not in categorical_ref.counts}
+        share = (sum(unseen.values()) + categories.other) / strings
+        top = dict(sorted(unseen.items(), key=lambda kv: -kv[1])[:5])
+        out.append(Finding(
+            "unseen_category", "data_quality", share >= t.unseen_category, labels, "warning",
+            share, t.unseen_category,
+            f"feature {name}: {share:.1%} of values are categories the reference never saw",
+            {"unseen_share": share, "unseen_examples": top}))
+    return out
+
+
+def _ev(features: dict[str, Any]) -> Any:
+    """A prediction event with ``features`` (for the examples)."""
+    from app.events import PredictionEvent
+    return PredictionEvent(event_id="e", timestamp=0.0, model="m", features=features)

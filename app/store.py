@@ -1,0 +1,54 @@
+"""Detector state in a Faust table: the worker's :class:`~app.detect.SnapshotStore`.
+
+Values are written straight into the table's store and its changelog partition
+(the partition of the model's internal topic), so snapshots can be taken from
+timers too, not only while a stream event is being processed. Faust restores
+the table from the changelog when partitions are assigned, before the agents
+resume: a worker that takes over a partition finds its models' state there.
+
+>>> partition_for(b"model-0", 4) == partition_for(b"model-0", 4) < 4
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka.partitioner import murmur2
+
+__all__ = ["TableStore", "partition_for"]
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``key`` (as for the internal topics)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def _routing_key(key: bytes) -> bytes:
+    """``p|model|version``, ``n|model`` and ``l|service`` are routed by model / service."""
+    return key[2:].split(b"|", 1)[0]
+
+
+class TableStore:
+    """A :class:`~app.detect.SnapshotStore` over a Faust table of raw bytes."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self.table: Any = None
+
+    def attach(self, table: Any) -> None:
+        self.table = table
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        value = self.table.data.get(key)
+        return value if isinstance(value, bytes) and value else None
+
+    def put(self, partition: int, key: bytes, value: bytes) -> None:
+        self.table.data[key] = value
+        self.table.send_changelog(partition, key, value)
+
+    def items(self, partition: int) -> Iterable[tuple[bytes, bytes]]:
+        return [(key, value) for key, value in list(self.table.data.items())
+                if isinstance(key, bytes) and isinstance(value, bytes)
+                and partition_for(_routing_key(key), self.partitions) == partition]

@@ -1,0 +1,100 @@
+"""Stage 3 in memory: findings become one firing and one resolved alert, across restarts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import msgspec
+
+from app.config import Settings
+from app.detect import MemoryStore
+from app.sdk.simulator import Injection, Simulator
+from app.testing import FakeClock, LocalPipeline
+
+T0 = 1_700_000_000.0
+WINDOW_S = 10.0
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "alert.schema.json")
+                    .read_text())
+DETECTORS = {"reference": {"windows": 2, "min_events": 100}}
+
+
+def pipeline(store: MemoryStore | None = None, clock: FakeClock | None = None) -> LocalPipeline:
+    settings = Settings(window_seconds=WINDOW_S, lateness_seconds=0,
+                        max_future_skew_seconds=1e12, detectors=DETECTORS)
+    return LocalPipeline(settings, clock=clock or FakeClock(T0), store=store)
+
+
+def feed(pipe: LocalPipeline, sim: Simulator, start_window: int, windows: int) -> None:
+    for w in range(start_window, start_window + windows):
+        start = T0 + w * WINDOW_S
+        pipe.clock.now_s = start + WINDOW_S
+        pipe.send_predictions(list(sim.events(start, WINDOW_S, rate_per_s=240)))
+
+
+def simulator(drift_windows: tuple[int, int]) -> Simulator:
+    start, end = drift_windows
+    return Simulator(n_models=3, seed=21, injections=[Injection(
+        "drift", "model-2", T0 + start * WINDOW_S, (end - start) * WINDOW_S,
+        feature="age", magnitude=1.5)])
+
+
+def incidents(alerts) -> list[tuple[str, str, str, str]]:
+    return [(a.status, a.rule, a.labels["model"], a.labels.get("feature", "")) for a in alerts]
+
+
+def test_one_firing_and_one_resolved_alert_per_incident():
+    pipe = pipeline()
+    feed(pipe, simulator((4, 8)), 0, 12)
+    pipe.advance(100)
+    drift = [a for a in pipe.alerts if a.rule == "feature_drift"]
+    assert incidents(drift) == [("firing", "feature_drift", "model-2", "age"),
+                                ("resolved", "feature_drift", "model-2", "age")]
+    fired, resolved = drift
+    assert fired.alert_id == resolved.alert_id and fired.fingerprint == resolved.fingerprint
+    assert fired.window_start == "2023-11-14T22:14:00Z"         # the first drifted window
+    assert resolved.ends_at == "2023-11-14T22:14:40Z"           # the first clean one
+    assert {a.labels["model"] for a in pipe.alerts if a.rule != "no_data"} == {"model-2"}
+    for alert in pipe.alerts:
+        jsonschema.validate(msgspec.json.decode(msgspec.json.encode(alert)), SCHEMA)
+
+
+def test_a_restart_mid_incident_neither_repeats_nor_forgets_the_alert():
+    store, clock = MemoryStore(), FakeClock(T0)
+    sim = simulator((4, 8))
+    first = pipeline(store, clock)
+    feed(first, sim, 0, 6)                       # drift fires at window 4
+    assert [a.status for a in first.alerts if a.rule == "feature_drift"] == ["firing"]
+    second = pipeline(store, clock)              # same state store: a restarted worker
+    feed(second, sim, 6, 6)
+    second.advance(100)
+    drift = [a for a in second.alerts if a.rule == "feature_drift"]
+    assert [a.status for a in drift] == ["resolved"]
+    assert drift[0].alert_id == next(a for a in first.alerts if a.rule == "feature_drift").alert_id
+
+
+def test_no_data_fires_for_a_silent_model_and_resolves_when_it_returns():
+    pipe = pipeline()
+    sim = Simulator(n_models=1, seed=3)
+    feed(pipe, sim, 0, 3)
+    pipe.advance(3 * WINDOW_S + 1)
+    assert incidents(a for a in pipe.alerts if a.rule == "no_data") == [
+        ("firing", "no_data", "model-0", "")]
+    feed(pipe, sim, 10, 1)
+    assert [a.status for a in pipe.alerts if a.rule == "no_data"] == ["firing", "resolved"]
+
+
+def test_log_error_spike_per_service():
+    pipe = pipeline()
+    for w in range(6):
+        start = T0 + w * WINDOW_S
+        pipe.clock.now_s = start + WINDOW_S
+        errors = 40 if w == 4 else 2
+        pipe.send_logs([{"timestamp": start + i * 0.05, "service": "api",
+                         "level": "ERROR" if i < errors else "INFO", "message": "m"}
+                        for i in range(200)])
+    pipe.advance(100)
+    assert [(a.status, a.rule, a.labels) for a in pipe.alerts] == [
+        ("firing", "log_error_spike", {"service": "api"}),
+        ("resolved", "log_error_spike", {"service": "api"})]
