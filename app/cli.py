@@ -191,8 +191,9 @@ async def _print_topics(settings: Settings) -> None:
 
 def _describe(topic: str, record: dict[str, Any]) -> str:
     if topic.endswith("alerts"):
-        return (f"ALERT {record['status']:8} {record['severity']:8} {record['rule']} "
-                f"{record['labels']} value={record.get('value')}")
+        labels = " ".join(f"{k}={v}" for k, v in record["labels"].items())
+        return (f"ALERT {record['status']:8} {record['severity']:8} {record['rule']:16} "
+                f"{labels}: {record['annotations']['summary']}")
     if topic.endswith("deadletter"):
         return f"DEAD-LETTER {record['error'][:100]}"
     if record.get("kind") == "logs":
