@@ -25,6 +25,7 @@ unit: venv
 
 bench: venv
 	$(PY) -m bench
+	$(PY) -m bench.detection
 
 check: lint typecheck test
 
