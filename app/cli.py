@@ -143,9 +143,10 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         stop = threading.Event()
         simulator = Simulator(
             n_models=args.models, seed=int(time.time()), malformed_rate=0.002,
-            injections=[Injection("latency", "model-0", start_s=3 * settings.window_seconds,
+            # after the references (first 3 windows) are built: a latency spike, then drift
+            injections=[Injection("latency", "model-0", start_s=6 * settings.window_seconds,
                                   duration_s=2 * settings.window_seconds, magnitude=4.0),
-                        Injection("drift", "model-1", start_s=5 * settings.window_seconds,
+                        Injection("drift", "model-1", start_s=9 * settings.window_seconds,
                                   feature="amount", magnitude=2.0)],
         )
 

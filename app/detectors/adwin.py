@@ -55,12 +55,24 @@ class ChangeDetectors:
             if len(self._detectors) >= self.max_signals:
                 return
             detector = self._detectors[signal] = drift.ADWIN(delta=self.delta)
-        update = detector.update
         found = 0
-        for value in values.tolist():
-            update(value)
+        helper = getattr(detector, "_helper", None)
+        if helper is None:   # not the river version we pin: the public API, 3x slower
+            for value in values.tolist():
+                detector.update(value)
+                found += detector.drift_detected
+        else:
+            # river's ADWIN.update is `if drift_detected: reset; detected = helper.update(x)`;
+            # calling its Rust helper directly does the same at a third of the cost
             if detector.drift_detected:
-                found += 1
+                detector._reset()
+                helper = detector._helper
+            update = helper.update
+            for value in values.tolist():
+                if update(value):
+                    found += 1
+                    detector._reset()
+                    update = detector._helper.update
         if found:
             self._detections[signal] = self._detections.get(signal, 0) + found
 

@@ -92,11 +92,18 @@ class ModelMonitor:
         mode = self.config.reference.mode
         return mode == "rolling" or (self.reference is None and mode in ("first", "range"))
 
+    def _window_sample_size(self) -> int:
+        """Each of the reference's windows samples its share of ``sample_size`` values
+        (``range`` mode does not know its window count: a quarter)."""
+        spec = self.config.reference
+        windows = 4 if spec.mode == "range" else spec.windows
+        return max(100, -(-spec.sample_size // windows))
+
     def new_profile(self) -> WindowProfile:
         """What the next window of this version collects."""
         return WindowProfile(
             edges=self.reference.edges() if self.reference is not None else None,
-            sample_size=self.config.reference.sample_size if self._collecting() else 0,
+            sample_size=self._window_sample_size() if self._collecting() else 0,
             changes=_PerEvent(self.changes, self.latency), rng=self.rng,
         )
 

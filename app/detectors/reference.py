@@ -139,6 +139,7 @@ class Contribution:
     """What one closed window adds to a reference: bounded samples and counts.
 
     ``samples`` maps a numeric signal to (sample values, how many values it stands for);
+    snapshots keep the samples as float32 (7 significant digits: plenty for bin edges);
     ``categories`` a categorical signal to its value counts; ``present`` and ``nulls``
     count the events that carried a signal and those that carried it as null.
     """
@@ -156,14 +157,14 @@ class Contribution:
         return {
             "start_s": self.start_s, "end_s": self.end_s, "events": self.events,
             "errors": self.errors,
-            "samples": {k: [v.astype(np.float64).tobytes(), n]
+            "samples": {k: [v.astype(np.float32).tobytes(), n]
                         for k, (v, n) in self.samples.items()},
             "categories": self.categories, "present": self.present, "nulls": self.nulls,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Contribution:
-        samples = {k: (np.frombuffer(v, dtype=np.float64).copy(), n)
+        samples = {k: (np.frombuffer(v, dtype=np.float32).astype(np.float64), n)
                    for k, (v, n) in data["samples"].items()}
         return cls(**{**data, "samples": samples})
 

@@ -78,3 +78,38 @@ def test_detector_state_survives_a_worker_restart(settings: Settings, start_work
     firing = drift_alerts(alerts)
     assert {(a["labels"]["model"], a["labels"].get("feature")) for a in firing} == {
         ("model-1", "amount")}, firing
+
+
+def test_detector_state_follows_partitions_to_a_joining_worker(settings: Settings,
+                                                               start_worker, topics):
+    settings = settings.replace(detectors=DETECTORS)
+    first = start_worker("first", detectors=DETECTORS)
+    first.wait_assigned()
+    asyncio.run(produce(settings, topics.predictions, traffic(T0, 3)))
+    asyncio.run(consume(settings, topics.windows,
+                        lambda r: sum(w["kind"] == "predictions" for w in r) >= 9,
+                        timeout_s=60))
+    # a second worker joins: the group rebalances and some partitions move to it
+    second = start_worker("second", detectors=DETECTORS)
+    second.wait_assigned()
+    first.wait_assigned(count=2)
+    moved = second.assignments()[-1]
+    assert "by-model" in moved, moved
+    # every model drifts now: each must be judged against its reference, wherever it lives
+    asyncio.run(produce(settings, topics.predictions, [
+        msgspec.json.encode([{**e, "features": {**e["features"],
+                                                "amount": e["features"]["amount"] * 3}}
+                             for e in msgspec.json.decode(m)])
+        for m in traffic(T0 + 3 * WINDOW_S, 3, seed=13)]))
+    alerts = asyncio.run(consume(
+        settings, topics.alerts,
+        lambda r: {a["labels"]["model"] for a in r if a["rule"] == "feature_drift"}
+        >= {"model-0", "model-1", "model-2"}, timeout_s=90, settle_s=3))
+    drift = [(a["labels"]["model"], a["labels"]["feature"]) for a in alerts
+             if a["rule"] == "feature_drift" and a["status"] == "firing"]
+    assert sorted(drift) == [("model-0", "amount"), ("model-1", "amount"),
+                             ("model-2", "amount")]   # each once, from its owner
+    # the joining worker raised some of them, against references the first worker built
+    # (models sit on partitions 0, 1 and 2: it owns at least one of them)
+    assert (second.metric("mlpulse_alerts_total",
+                          {"rule": "feature_drift", "status": "firing"}) or 0) >= 1
