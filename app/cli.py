@@ -1,4 +1,4 @@
-"""Command line: ``mlpulse worker | demo | simulate | broker | schemas``.
+"""Command line: ``mlpulse worker | demo | simulate | broker | schemas | check-config``.
 
 Settings come from ``MLPULSE_*`` variables and the ``MLPULSE_CONFIG`` YAML file
 (see :mod:`app.config`); flags exist only for what the simulator varies.
@@ -35,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "no_settings", False):
+            return int(args.func(args) or 0)
         settings = Settings.from_env()
         return int(args.func(args, settings) or 0)
     except MlpulseError as exc:
@@ -50,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run a worker (embedded broker if no bootstrap)")
     worker.set_defaults(func=cmd_worker)
+
+    check = sub.add_parser("check-config", help="validate a YAML config file (line and field)")
+    check.add_argument("file", type=Path)
+    check.set_defaults(func=cmd_check_config, no_settings=True)
 
     demo = sub.add_parser("demo", help="embedded broker + worker + simulator, printing output")
     demo.add_argument("--models", type=int, default=3)
@@ -123,6 +129,17 @@ def run_worker(settings: Settings, extra_tasks: Sequence[Any] = ()) -> int:
         worker.execute_from_commandline()
     except SystemExit as exc:
         return int(exc.code or 0)
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from app.checkconfig import check_config
+
+    problem = check_config(args.file)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
+    print(f"{args.file}: ok")
     return 0
 
 

@@ -29,6 +29,8 @@ from app.errors import ConfigError
 __all__ = ["Settings"]
 
 _PREFIX = "MLPULSE_"
+_SECTIONS = ("detectors", "rules", "inhibit")
+"""YAML-only sections: structured, validated by their own modules."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,10 @@ class Settings:
     """YAML file with any of these settings (lower-case names) and a ``detectors:`` section."""
     detectors: Any = field(default=None, compare=False, metadata={"env": None})
     """The ``detectors:`` section of the YAML file (see README, Detection); YAML only."""
+    rules: Any = field(default=None, compare=False, metadata={"env": None})
+    """The ``rules:`` section (see README, Alerts); YAML only; unset: built-in rules."""
+    inhibit: Any = field(default=None, compare=False, metadata={"env": None})
+    """The ``inhibit:`` section (see README, Alerts); YAML only; unset: built-in ones."""
 
     def topic(self, name: str) -> str:
         """Full name of one of mlpulse's topics."""
@@ -107,7 +113,7 @@ class Settings:
             if var is not None and var in env and f.name != "config_file":
                 values[f.name] = _cast(var, env[var], f.type)
         for name, value in list(values.items()):
-            if name != "detectors":
+            if name not in _SECTIONS:
                 values[name] = _cast(name, value, _field_type(name))
         settings = cls(**values)
         settings._validate()
@@ -128,7 +134,9 @@ class Settings:
         if not 0 <= self.web_port <= 65535:
             raise ConfigError("MLPULSE_WEB_PORT: must be a port number")
         from app.detectors.settings import DetectorSettings
+        from app.rules import Rules
         DetectorSettings.from_mapping(self.detectors)   # raises ConfigError naming the field
+        Rules.from_mapping({"rules": self.rules, "inhibit": self.inhibit})
 
 
 def _field_type(name: str) -> str:
@@ -176,10 +184,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     settings = data.get("settings", data) if isinstance(data.get("settings"), dict) else data
     out: dict[str, Any] = {}
     for key, value in settings.items():
-        if key in known and key != "detectors":
+        if key in known and key not in _SECTIONS:
             out[key] = value
-        elif key not in ("rules", "detectors", "settings"):
+        elif key not in (*_SECTIONS, "settings"):
             raise ConfigError(f"MLPULSE_CONFIG: {path}: unknown setting {key!r}")
-    if data.get("detectors") is not None:
-        out["detectors"] = data["detectors"]
+    for section in _SECTIONS:
+        if data.get(section) is not None:
+            out[section] = data[section]
     return out

@@ -1,14 +1,13 @@
-"""Stage 3: closed windows → detector findings → alert events (firing / resolved).
+"""Stage 3: closed windows → findings and metrics → rules → alert lifecycle → alert events.
 
 One :class:`Detect` per worker holds, per owned partition, a
 :class:`~app.detectors.monitor.ModelMonitor` per model version, an error-spike
-detector per log service, and the no-data watch per model. Its alert policy is
-the simple one: an alert fires once when a finding starts firing and resolves
-once when the same finding comes back clear; a check that could not run
-changes nothing. Alerts have a stable ``fingerprint`` (rule + labels) and an
-``alert_id`` (fingerprint + start), the same on every worker and after restarts.
+detector per log service, and the no-data watch per model. Each closed window's
+detector findings and metrics go through the :mod:`app.rules` (conditions) and
+the key's :class:`~app.alerts.Lifecycle` (pending → firing → resolved, with
+inhibition); a check that could not run changes nothing.
 
-After every window it touches, a key's whole state (monitor and firing alerts)
+After every window it touches, a key's whole state (monitor and alert states)
 is written to a :class:`SnapshotStore` — a changelog-backed Faust table in the
 worker — and read back when a key shows up on a worker without it in memory.
 
@@ -25,7 +24,6 @@ worker — and read back when a key shows up on a worker without it in memory.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -34,6 +32,7 @@ from typing import Any, Protocol
 import msgspec
 
 from app.aggregates import PredictionAggregate
+from app.alerts import Lifecycle
 from app.config import Settings
 from app.detectors.anomaly import LogErrorSpike
 from app.detectors.finding import Finding
@@ -41,11 +40,11 @@ from app.detectors.monitor import ModelMonitor
 from app.detectors.profile import WindowProfile
 from app.detectors.reference import Reference, build_reference, contribution
 from app.detectors.settings import DetectorSettings, ModelDetectors
-from app.events import AlertEvent, Annotations, LogWindow, PredictionEvent, PredictionWindow
+from app.events import AlertEvent, LogWindow, PredictionEvent, PredictionWindow
+from app.rules import Rules
 from app.summarize import Closed
-from app.timefmt import rfc3339
 
-__all__ = ["Detect", "MemoryStore", "SnapshotStore", "fingerprint", "load_reference_file"]
+__all__ = ["Detect", "MemoryStore", "SnapshotStore", "load_reference_file", "window_metrics"]
 
 log = logging.getLogger("mlpulse.detect")
 
@@ -74,67 +73,10 @@ class MemoryStore:
         return list(self.data.get(partition, {}).items())
 
 
-def fingerprint(rule: str, labels: dict[str, str]) -> str:
-    """Stable id of one alert's identity: its rule and labels.
-
-    >>> fingerprint("no_data", {"model": "fraud"})
-    '5d246223df8a0a41'
-    """
-    text = json.dumps([rule, sorted(labels.items())], separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-class _Alerts:
-    """Firing alerts of one key, and the policy that turns findings into alert events."""
-
-    def __init__(self, firing: dict[str, dict[str, Any]] | None = None) -> None:
-        self.firing = firing or {}
-
-    def apply(
-        self, findings: Iterable[Finding], base: dict[str, str], start_s: float, end_s: float,
-        window: bool = True,
-    ) -> list[AlertEvent]:
-        out = []
-        for f in findings:
-            labels = {**base, **f.labels}
-            fp = fingerprint(f.rule, labels)
-            active = self.firing.get(fp)
-            if f.firing and active is None:
-                starts_at = rfc3339(start_s)
-                self.firing[fp] = {"alert_id": f"{fp}-{int(start_s)}", "starts_at": starts_at}
-                out.append(_event(f, labels, fp, status="firing",
-                                  alert_id=self.firing[fp]["alert_id"], starts_at=starts_at,
-                                  ends_at=None, start_s=start_s, end_s=end_s, window=window))
-            elif not f.firing and active is not None:
-                del self.firing[fp]
-                out.append(_event(f, labels, fp, status="resolved", alert_id=active["alert_id"],
-                                  starts_at=active["starts_at"], ends_at=rfc3339(start_s),
-                                  start_s=start_s, end_s=end_s, window=window))
-        return out
-
-
-def _event(
-    f: Finding, labels: dict[str, str], fp: str, *, status: str, alert_id: str, starts_at: str,
-    ends_at: str | None, start_s: float, end_s: float, window: bool,
-) -> AlertEvent:
-    subject = " ".join(labels[k] for k in ("model", "model_version", "service") if k in labels)
-    evidence = dict(f.evidence)
-    trace_ids = evidence.pop("trace_ids", [])
-    return AlertEvent(
-        alert_id=alert_id, fingerprint=fp, status=status,  # type: ignore[arg-type]
-        severity=f.severity, rule=f.rule, kind=f.kind, labels=labels,
-        annotations=Annotations(summary=f.summary, description=f"{subject}: {f.summary}"),
-        value=f.value, threshold=f.threshold, starts_at=starts_at, ends_at=ends_at,
-        window_start=rfc3339(start_s) if window else None,
-        window_end=rfc3339(end_s) if window else None,
-        evidence=_plain(evidence), trace_ids=list(trace_ids),
-    )
-
-
 class _ModelState:
     __slots__ = ("alerts", "monitor")
 
-    def __init__(self, monitor: ModelMonitor, alerts: _Alerts) -> None:
+    def __init__(self, monitor: ModelMonitor, alerts: Lifecycle) -> None:
         self.monitor = monitor
         self.alerts = alerts
 
@@ -144,7 +86,7 @@ class _Presence:
 
     __slots__ = ("alerts", "last_seen_wall_s")
 
-    def __init__(self, last_seen_wall_s: float, alerts: _Alerts) -> None:
+    def __init__(self, last_seen_wall_s: float, alerts: Lifecycle) -> None:
         self.last_seen_wall_s = last_seen_wall_s
         self.alerts = alerts
 
@@ -153,13 +95,15 @@ class Detect:
     """Detector state of the partitions this worker owns, and its alert policy."""
 
     def __init__(self, settings: Settings, config: DetectorSettings | None = None,
-                 store: SnapshotStore | None = None) -> None:
+                 store: SnapshotStore | None = None, rules: Rules | None = None) -> None:
         self.settings = settings
         self.config = config if config is not None else DetectorSettings.from_mapping(
             settings.detectors)
+        self.rules = rules if rules is not None else Rules.from_mapping(
+            {"rules": settings.rules, "inhibit": settings.inhibit})
         self.store = store if store is not None else MemoryStore()
         self._models: dict[int, dict[tuple[str, ...], _ModelState]] = {}
-        self._services: dict[int, dict[str, tuple[LogErrorSpike, _Alerts]]] = {}
+        self._services: dict[int, dict[str, tuple[LogErrorSpike, Lifecycle]]] = {}
         self._presence: dict[int, dict[str, _Presence]] = {}
         self._file_references: dict[str, Reference] = {}
         self._restored: set[int] = set()
@@ -190,8 +134,13 @@ class Detect:
         state = self._model(c.partition, c.key)
         findings = state.monitor.on_window(aggregate, profile, c.start_s, c.end_s, c.summary)
         model, version = c.key
-        alerts = state.alerts.apply(findings, {"model": model, "model_version": version},
-                                    c.start_s, c.end_s)
+        labels = {"model": model, "model_version": version}
+        conditions = (self.rules.evaluate_findings(findings, labels)
+                      + self.rules.evaluate_metrics(window_metrics(c), labels))
+        presence = self._presence.get(c.partition, {}).get(model)
+        alerts = state.alerts.apply(
+            conditions, c.start_s, c.end_s, rules=self.rules,
+            also_firing=presence.alerts.firing() if presence is not None else ())
         self._save_model(c.partition, c.key, state)
         return alerts
 
@@ -206,19 +155,21 @@ class Detect:
             stored = self.store.get(c.partition, b"l|" + service.encode())
             if stored is not None:
                 data = msgspec.msgpack.decode(stored)
-                entry = (LogErrorSpike.restore(data["spike"]), _Alerts(data["firing"]))
+                entry = (LogErrorSpike.restore(data["spike"]), Lifecycle(data["alerts"]))
             else:
                 entry = (LogErrorSpike(spec.warmup_windows, spec.z_threshold, spec.min_increase,
-                                       min_events=spec.min_events), _Alerts())
+                                       min_events=spec.min_events), Lifecycle())
             services[service] = entry
         spike, alerts = entry
         summary = c.summary
         assert isinstance(summary, LogWindow)
         finding = spike.observe(summary.count, summary.error_count)
-        events = alerts.apply([finding] if finding else [], {"service": service},
-                              c.start_s, c.end_s)
+        labels = {"service": service}
+        conditions = (self.rules.evaluate_findings([finding] if finding else [], labels)
+                      + self.rules.evaluate_metrics(window_metrics(c), labels, source="logs"))
+        events = alerts.apply(conditions, c.start_s, c.end_s)
         self.store.put(c.partition, b"l|" + service.encode(), msgspec.msgpack.encode(
-            {"spike": spike.snapshot(), "firing": alerts.firing}))
+            {"spike": spike.snapshot(), "alerts": alerts.snapshot()}))
         return events
 
     # ------------------------------------------------------------ no data
@@ -230,10 +181,12 @@ class Detect:
         if presence is None:
             presence = models[model] = self._load_presence(partition, model, now_wall_s)
         presence.last_seen_wall_s = now_wall_s
-        if not presence.alerts.firing:
+        if not presence.alerts.states:
             return []
-        out = presence.alerts.apply([self._no_data_finding(model, False, 0.0)],
-                                    {"model": model}, now_wall_s, now_wall_s, window=False)
+        out = presence.alerts.apply(
+            self.rules.evaluate_findings([self._no_data_finding(model, False, 0.0)],
+                                         {"model": model}),
+            now_wall_s, now_wall_s, window=False)
         self._save_presence(partition, model, presence)
         return out
 
@@ -245,9 +198,10 @@ class Detect:
                 windows = self.config.for_model(model).no_data_windows
                 silent_s = now_wall_s - presence.last_seen_wall_s
                 due = silent_s >= windows * self.settings.window_seconds
-                if due and not presence.alerts.firing:
+                if due and not presence.alerts.states:
                     out.extend(presence.alerts.apply(
-                        [self._no_data_finding(model, True, silent_s)], {"model": model},
+                        self.rules.evaluate_findings(
+                            [self._no_data_finding(model, True, silent_s)], {"model": model}),
                         presence.last_seen_wall_s, now_wall_s, window=False))
                     self._save_presence(partition, model, presence)
         return out
@@ -279,28 +233,29 @@ class Detect:
                 data = msgspec.msgpack.decode(stored)
                 monitor = ModelMonitor.restore(data["monitor"], config,
                                                self.settings.window_seconds)
-                return _ModelState(monitor, _Alerts(data["firing"]))
+                return _ModelState(monitor, Lifecycle(data["alerts"]))
             except (KeyError, TypeError, ValueError, msgspec.DecodeError) as exc:
                 log.warning("mlpulse: dropping unreadable detector state of %s %s: %s",
                             model, version, exc)
         reference = self._file_reference(model, config)
         return _ModelState(ModelMonitor(model, version, config, self.settings.window_seconds,
-                                        seed=_seed(key), reference=reference), _Alerts())
+                                        seed=_seed(key), reference=reference), Lifecycle())
 
     def _save_model(self, partition: int, key: tuple[str, ...], state: _ModelState) -> None:
         self.store.put(partition, _model_key(key), msgspec.msgpack.encode(
-            {"monitor": state.monitor.snapshot(), "firing": state.alerts.firing}))
+            {"monitor": state.monitor.snapshot(), "alerts": state.alerts.snapshot()}))
 
     def _load_presence(self, partition: int, model: str, now_wall_s: float) -> _Presence:
         stored = self.store.get(partition, b"n|" + model.encode())
         if stored is None:
-            return _Presence(now_wall_s, _Alerts())
+            return _Presence(now_wall_s, Lifecycle())
         data = msgspec.msgpack.decode(stored)
-        return _Presence(data["last_seen_wall_s"], _Alerts(data["firing"]))
+        return _Presence(data["last_seen_wall_s"], Lifecycle(data["alerts"]))
 
     def _save_presence(self, partition: int, model: str, presence: _Presence) -> None:
         self.store.put(partition, b"n|" + model.encode(), msgspec.msgpack.encode(
-            {"last_seen_wall_s": presence.last_seen_wall_s, "firing": presence.alerts.firing}))
+            {"last_seen_wall_s": presence.last_seen_wall_s,
+             "alerts": presence.alerts.snapshot()}))
 
     def restore_presence(self, partition: int, now_wall_s: float) -> None:
         """Watch, for no data, every model this partition's state knows (after assignment).
@@ -318,7 +273,7 @@ class Detect:
                 if model not in models:
                     data = msgspec.msgpack.decode(value)
                     models[model] = _Presence(max(data["last_seen_wall_s"], now_wall_s),
-                                              _Alerts(data["firing"]))
+                                              Lifecycle(data["alerts"]))
 
     def save_presence_all(self) -> None:
         for partition, models in self._presence.items():
@@ -370,12 +325,8 @@ def _seed(key: tuple[str, ...]) -> int:
     return int.from_bytes(hashlib.sha256("|".join(key).encode()).digest()[:4], "big")
 
 
-def _plain(value: Any) -> Any:
-    """Evidence as JSON-ready data (numpy scalars and arrays become numbers and lists)."""
-    return msgspec.json.decode(msgspec.json.encode(value, enc_hook=_enc_hook))
-
-
-def _enc_hook(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise NotImplementedError(type(value))
+def window_metrics(closed: Closed) -> dict[str, Any]:
+    """A closed window's summary as the metrics rules read (plus ``throughput_per_s``)."""
+    metrics: dict[str, Any] = msgspec.to_builtins(closed.summary)
+    metrics["throughput_per_s"] = metrics["count"] / max(closed.end_s - closed.start_s, 1e-9)
+    return metrics

@@ -71,9 +71,11 @@ class WorkerProcess:
         self.web_port = free_port()
         env = {**os.environ, **_env(settings), "MLPULSE_WEB_PORT": str(self.web_port),
                "MLPULSE_DATA_DIR": str(self.data_dir)}
-        if settings.detectors is not None:
+        sections = {k: getattr(settings, k) for k in ("detectors", "rules", "inhibit")
+                     if getattr(settings, k) is not None}
+        if sections:
             config = ARTIFACTS / f"{settings.group_id}-{name}.yaml"
-            config.write_text(yaml.safe_dump({"detectors": settings.detectors}))
+            config.write_text(yaml.safe_dump(sections))
             env["MLPULSE_CONFIG"] = str(config)
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
@@ -122,7 +124,7 @@ class WorkerProcess:
 def _env(settings: Settings) -> dict[str, str]:
     out = {}
     for name, value in vars(settings).items():
-        if value is not None and name not in ("config_file", "detectors"):
+        if value is not None and name not in ("config_file", "detectors", "rules", "inhibit"):
             out[f"MLPULSE_{name.upper()}"] = str(value)
     return out
 

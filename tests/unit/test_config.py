@@ -40,3 +40,32 @@ def test_yaml_errors(tmp_path):
     unknown.write_text("windw_seconds: 3\n")
     with pytest.raises(ConfigError, match="unknown setting 'windw_seconds'"):
         Settings.from_env({"MLPULSE_CONFIG": str(unknown)})
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("window_seconds: 30\ndetectors:\n  models:\n    fraud:\n      drift:\n        psi: high\n",
+     ":6: detectors.models.fraud: Expected `float`, got `str` - at `$.drift.psi`"),
+    ("rules:\n  - name: a\n    expr: error_rate > 1\n  - name: slow\n    expr: p99 >> 5\n",
+     ":5: rules[1].expr: expected `<metric> <op> <number>`, got 'p99 >> 5'"),
+    ("partitions: 4\nwindow_secs: 30\n", ":2: unknown setting 'window_secs'"),
+    ("rules: [\n", ":2: not valid YAML"),
+    ("inhibit:\n  - source: [no_data]\n", ":2: inhibit: Object missing required field `target`"),
+])
+def test_check_config_names_line_and_field(tmp_path, capsys, text, expected):
+    from app.cli import main
+
+    path = tmp_path / "mlpulse.yaml"
+    path.write_text(text)
+    assert main(["check-config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(str(path)) and expected in err and "Traceback" not in err
+
+
+def test_check_config_accepts_a_good_file(tmp_path, capsys):
+    from app.cli import main
+
+    path = tmp_path / "mlpulse.yaml"
+    path.write_text("window_seconds: 30\nrules:\n  - detector: '*'\n"
+                    "  - {name: slow, expr: latency_ms.p99 > 500, for: 2}\n")
+    assert main(["check-config", str(path)]) == 0
+    assert "ok" in capsys.readouterr().out

@@ -1,0 +1,129 @@
+"""Rules and the alert lifecycle: pending, firing, keep-firing, resolved, inhibition, templates."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.alerts import Lifecycle, fingerprint
+from app.config import Settings
+from app.detectors.finding import Finding
+from app.errors import ConfigError
+from app.rules import Condition, Rules
+from app.testing import FakeClock, LocalPipeline
+
+LABELS = {"model": "fraud", "model_version": "v3"}
+
+
+def run(life: Lifecycle, actives: list[bool], for_windows: int = 1, keep: int = 0,
+        rule: str = "r") -> list[tuple[int, str]]:
+    out = []
+    for i, active in enumerate(actives):
+        c = Condition(rule, active, dict(LABELS), for_windows=for_windows, keep_firing_for=keep)
+        out.extend((i, e.status) for e in life.apply([c], 60.0 * i, 60.0 * (i + 1)))
+    return out
+
+
+@pytest.mark.parametrize(("actives", "for_windows", "keep", "expected"), [
+    ([True, False], 1, 0, [(0, "firing"), (1, "resolved")]),
+    ([True, False, True, True], 2, 0, [(3, "firing")]),            # pending reset by a gap
+    ([True] * 6, 1, 0, [(0, "firing")]),                           # a flood is one alert
+    ([True, False, True, False, False], 1, 1, [(0, "firing"), (4, "resolved")]),  # no flapping
+    ([False, False], 1, 0, []),
+])
+def test_lifecycle(actives, for_windows, keep, expected):
+    assert run(Lifecycle(), actives, for_windows, keep) == expected
+
+
+def test_resolved_alert_carries_the_incident_id_and_times():
+    life = Lifecycle()
+    fired = life.apply([Condition("r", True, dict(LABELS))], 120.0, 180.0)[0]
+    resolved = life.apply([Condition("r", False, dict(LABELS))], 300.0, 360.0)[0]
+    assert fired.alert_id == resolved.alert_id == f"{fingerprint('r', LABELS)}-120"
+    assert (fired.starts_at, fired.ends_at) == ("1970-01-01T00:02:00Z", None)
+    assert (resolved.starts_at, resolved.ends_at) == ("1970-01-01T00:02:00Z",
+                                                      "1970-01-01T00:05:00Z")
+
+
+def test_lifecycle_state_round_trips():
+    life = Lifecycle()
+    run(life, [True, True], for_windows=3)
+    again = Lifecycle(life.snapshot())
+    c = Condition("r", True, dict(LABELS), for_windows=3)
+    assert [e.status for e in again.apply([c], 180.0, 240.0)] == ["firing"]
+
+
+def test_inhibition_holds_targets_while_the_source_fires():
+    rules = Rules.from_mapping(None)
+    life = Lifecycle()
+
+    def window(i, schema, drift):
+        conditions = [Condition("type_change", schema, {**LABELS, "feature": "amount"}),
+                      Condition("feature_drift", drift, {**LABELS, "feature": "amount"})]
+        return [(e.rule, e.status) for e in life.apply(conditions, 60.0 * i, 60.0 * i + 60,
+                                                       rules=rules)]
+
+    assert window(0, True, True) == [("type_change", "firing")]    # drift held back
+    assert window(1, True, True) == []
+    assert window(2, False, True) == [("type_change", "resolved"), ("feature_drift", "firing")]
+    assert window(3, False, False) == [("feature_drift", "resolved")]
+    assert window(4, True, False) == [("type_change", "firing")]
+    assert window(5, False, False) == [("type_change", "resolved")]   # never published drift
+    other = Lifecycle()      # another key's source: the model's no-data alert
+    drift = Condition("feature_drift", True, {**LABELS, "feature": "amount"})
+    assert other.apply([drift], 0.0, 60.0, rules=rules,
+                       also_firing=[("no_data", {"model": "fraud"})]) == []
+
+
+def test_expression_rules_templates_and_matchers():
+    rules = Rules.from_mapping({"rules": [
+        {"name": "costly", "expr": "cost_usd > 100", "match": {"model": "llm-*"},
+         "labels": {"team": "genai"}, "summary": "{model} spent ${value:.0f}",
+         "runbook_url": "https://runbooks/cost"},
+        {"name": "cache", "expr": "cache_hit_rate < 0.5"},
+    ]})
+    llm = {"model": "llm-chat", "model_version": "v1"}
+    (costly, cache) = rules.evaluate_metrics({"cost_usd": 140.0, "cache_hit_rate": 0.7}, llm)
+    assert (costly.active, costly.summary) == (True, "llm-chat spent $140")
+    assert costly.labels["team"] == "genai"
+    assert not cache.active
+    assert [c.rule for c in rules.evaluate_metrics({"cost_usd": 140.0}, LABELS)] == []
+    # a metric a window does not have (no labels yet, say) gives no verdict
+    assert rules.evaluate_metrics({"count": 3}, llm) == []
+
+
+def test_detector_rules_pass_findings_through_with_their_own_words():
+    rules = Rules.from_mapping({"rules": [{"detector": "kind:drift", "severity": "critical",
+                                           "for": 2}]})
+    finding = Finding("feature_drift", "drift", True, {"feature": "amount"}, "warning", 0.3,
+                      0.1, "feature amount drifted")
+    (c,) = rules.evaluate_findings([finding], LABELS)
+    assert (c.rule, c.severity, c.for_windows, c.summary) == (
+        "feature_drift", "critical", 2, "feature amount drifted")
+    assert rules.evaluate_findings([Finding("no_data", "no_data", True)], LABELS) == []
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ({"rules": [{"name": "x"}]}, "exactly one of `expr` or `detector`"),
+    ({"rules": [{"expr": "error_rate > 1"}]}, "needs a `name`"),
+    ({"rules": [{"name": "x", "expr": "error_rate > 1", "for": 0}]}, r"\$\[0\]\.for"),
+    ({"rules": [{"name": "x", "expr": "error_rate > 1", "match": {"team": "a"}}]},
+     "`match` keys"),
+    ({"inhibit": [{"source": ["no_data"]}]}, "missing required field `target`"),
+])
+def test_rule_mistakes_are_named(config, message):
+    with pytest.raises(ConfigError, match=message):
+        Rules.from_mapping(config)
+
+
+def test_threshold_rule_end_to_end_in_memory():
+    settings = Settings(window_seconds=10, lateness_seconds=0, max_future_skew_seconds=1e12,
+                        rules=[{"name": "slow", "expr": "latency_ms.p99 > 100", "for": 2}])
+    pipe = LocalPipeline(settings, clock=FakeClock(0))
+    for w in range(8):
+        latency = 500.0 if 2 <= w < 5 else 20.0
+        pipe.clock.now_s = 10.0 * w + 10
+        pipe.send_predictions([{"event_id": str(i), "timestamp": 10.0 * w + i * 0.1,
+                                "model": "m", "latency_ms": latency} for i in range(50)])
+    pipe.advance(100)
+    slow = [(a.status, a.window_start) for a in pipe.alerts if a.rule == "slow"]
+    assert slow == [("firing", "1970-01-01T00:00:30Z"), ("resolved", "1970-01-01T00:00:50Z")]
