@@ -53,6 +53,14 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a worker (embedded broker if no bootstrap)")
     worker.set_defaults(func=cmd_worker)
 
+    bridge = sub.add_parser("alertmanager-bridge",
+                            help="forward mlpulse.alerts to Alertmanager's v2 API")
+    bridge.add_argument("--url", default=None,
+                        help="Alertmanager base URL (default MLPULSE_ALERTMANAGER_URL)")
+    bridge.add_argument("--resend-seconds", type=float, default=60.0,
+                        help="re-send firing alerts this often (Alertmanager expires them)")
+    bridge.set_defaults(func=cmd_bridge)
+
     check = sub.add_parser("check-config", help="validate a YAML config file (line and field)")
     check.add_argument("file", type=Path)
     check.set_defaults(func=cmd_check_config, no_settings=True)
@@ -129,6 +137,28 @@ def run_worker(settings: Settings, extra_tasks: Sequence[Any] = ()) -> int:
         worker.execute_from_commandline()
     except SystemExit as exc:
         return int(exc.code or 0)
+    return 0
+
+
+def cmd_bridge(args: argparse.Namespace, settings: Settings) -> int:
+    from app.bridge import AlertmanagerBridge
+    from app.errors import ConfigError
+
+    _setup_logging(settings.log_level)
+    url = args.url or settings.alertmanager_url
+    if not url:
+        raise ConfigError("alertmanager-bridge: set --url or MLPULSE_ALERTMANAGER_URL")
+    bridge = AlertmanagerBridge(settings, url, resend_seconds=args.resend_seconds)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await bridge.run(stop)
+
+    log.info("mlpulse bridge: %s → %s", bridge.topic, bridge.url)
+    asyncio.run(run())
     return 0
 
 

@@ -73,6 +73,8 @@ class Settings:
     """Longest a stage waits to fill a batch of messages."""
     idle_check_seconds: float = 1.0
     """How often idle windows are checked for closing (wall clock)."""
+    alertmanager_url: str | None = None
+    """Alertmanager for ``mlpulse alertmanager-bridge``, e.g. ``http://alertmanager:9093``."""
     event_loop: str = "uvloop"
     """Event loop of the worker: ``uvloop`` or ``asyncio``."""
     log_level: str = "info"
