@@ -113,3 +113,41 @@ def test_detector_state_follows_partitions_to_a_joining_worker(settings: Setting
     # (models sit on partitions 0, 1 and 2: it owns at least one of them)
     assert (second.metric("mlpulse_alerts_total",
                           {"rule": "feature_drift", "status": "firing"}) or 0) >= 1
+
+
+def latency_traffic(start_window: int, windows: int, spike: tuple[int, int]) -> list[bytes]:
+    simulator = Simulator(n_models=2, seed=5, injections=[Injection(
+        "latency", "model-0", T0 + spike[0] * WINDOW_S, (spike[1] - spike[0]) * WINDOW_S,
+        magnitude=10.0)])
+    events = list(simulator.events(start_s=T0 + start_window * WINDOW_S,
+                                   duration_s=WINDOW_S * windows, rate_per_s=200))
+    return [msgspec.json.encode(events[i:i + 100]) for i in range(0, len(events), 100)]
+
+
+def test_a_three_window_latency_spike_is_one_alert_across_a_restart(settings: Settings,
+                                                                    start_worker, topics):
+    rules = [{"name": "slow", "expr": "latency_ms.p99 > 300", "severity": "critical"}]
+    settings = settings.replace(rules=rules)
+    first = start_worker("first", rules=rules)
+    first.wait_assigned()
+    # windows 0-4, the spike covers windows 3, 4 and 5: the first worker sees it start
+    asyncio.run(produce(settings, topics.predictions, latency_traffic(0, 5, (3, 6))))
+    asyncio.run(consume(settings, topics.alerts,
+                        lambda r: any(a["rule"] == "slow" for a in r), timeout_s=60))
+    asyncio.run(consume(settings, topics.windows,
+                        lambda r: sum(w["kind"] == "predictions" for w in r) >= 10,
+                        timeout_s=60))
+    first.stop()
+    second = start_worker("second", rules=rules)      # restarted mid-incident
+    second.wait_assigned()
+    asyncio.run(produce(settings, topics.predictions, latency_traffic(5, 4, (3, 6))))
+    alerts = asyncio.run(consume(
+        settings, topics.alerts,
+        lambda r: any(a["rule"] == "slow" and a["status"] == "resolved" for a in r),
+        timeout_s=90, settle_s=3))
+    slow = [(a["status"], a["labels"]["model"], a["window_start"], a["alert_id"])
+            for a in alerts if a["rule"] == "slow"]
+    assert [s[:3] for s in slow] == [
+        ("firing", "model-0", "2023-11-14T22:13:26Z"),
+        ("resolved", "model-0", "2023-11-14T22:13:32Z")], slow
+    assert slow[0][3] == slow[1][3]      # one incident, one id, across the restart
