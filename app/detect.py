@@ -292,8 +292,14 @@ class Detect:
         if spec.mode != "file" or spec.path is None:
             return None
         if model not in self._file_references:
-            self._file_references[model] = load_reference_file(
-                Path(spec.path), model, config, self.settings)
+            try:
+                self._file_references[model] = load_reference_file(
+                    Path(spec.path), model, config, self.settings)
+            except (OSError, ValueError, msgspec.DecodeError) as exc:
+                # a broken reference file must not stop the worker: say so, detect without it
+                log.error("mlpulse: reference file %s of model %s unusable (%s); its drift "
+                          "and data-quality checks are off", spec.path, model, exc)
+                return None
         return self._file_references[model]
 
 

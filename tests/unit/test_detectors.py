@@ -328,3 +328,13 @@ def test_latency_anomaly_pinned_and_snapshot_exact():
             assert a.snapshot() == b.snapshot()
     assert verdicts[:6] == [None] * 6                  # warming up
     assert [w for w, v in enumerate(verdicts) if v] == [12, 13]
+
+
+def test_a_missing_reference_file_does_not_stop_the_worker(tmp_path):
+    from app.detect import Detect
+
+    settings = Settings(detectors={"reference": {"mode": "file",
+                                                 "path": str(tmp_path / "gone.json")}})
+    detect = Detect(settings)
+    profile = detect.new_profile(0, ("m", "v1"))
+    assert profile is not None and profile.edges == {}
