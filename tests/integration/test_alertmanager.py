@@ -33,6 +33,7 @@ receivers:
 
 class Process:
     def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        log.parent.mkdir(parents=True, exist_ok=True)
         self._log = log.open("wb")
         self.log_path = log
         self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
