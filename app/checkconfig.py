@@ -29,7 +29,7 @@ from app.errors import ConfigError
 
 __all__ = ["check_config"]
 
-_SECTION = re.compile(r"^(?:MLPULSE_CONFIG: \S+: )?([\w.\-\[\]/:]+?)(?:\[(\d+)\])?(?:\.(\w+))?: ")
+_SECTION = re.compile(r"^([\w.\-\[\]/:]+?)(?:\[(\d+)\])?(?:\.(\w+))?: ")
 _PATH = re.compile(r"at `\$([^`]*)`")
 _TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 
@@ -49,23 +49,22 @@ def check_config(path: Path) -> str:
     try:
         Settings.from_env({"MLPULSE_CONFIG": str(path)})
     except ConfigError as exc:
-        message = str(exc)
-        return f"{path}:{_line_of(root, message)}: {_short(message, path)}"
+        message = str(exc).replace(f"MLPULSE_CONFIG: {path}: ", "")
+        return f"{path}:{_line_of(root, message)}: {message}"
     except Exception as exc:
         return f"{path}: {type(exc).__name__}: {exc}"
     return ""
 
 
-def _short(message: str, path: Path) -> str:
-    return message.replace(f"MLPULSE_CONFIG: {path}: ", "")
-
-
 def _line_of(root: Any, message: str) -> int:
-    """The line of the YAML node a config error names (1 when nothing better is known)."""
+    """The line of the YAML node a config error names (1 when nothing better is known).
+
+    ``message`` is the error without its ``MLPULSE_CONFIG: FILE:`` prefix.
+    """
     if root is None:
         return 1
     tokens: list[str | int] = []
-    section = _SECTION.match(_short_prefix(message))
+    section = _SECTION.match(message)
     if section:
         tokens.extend(section[1].split("."))
         if section[2] is not None:
@@ -90,10 +89,6 @@ def _line_of(root: Any, message: str) -> int:
             break
         line = node.start_mark.line + 1
     return line
-
-
-def _short_prefix(message: str) -> str:
-    return re.sub(r"^MLPULSE_CONFIG: \S+: ", "", message)
 
 
 def _child(node: Any, token: str | int) -> Any:

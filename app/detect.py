@@ -275,11 +275,6 @@ class Detect:
                     models[model] = _Presence(max(data["last_seen_wall_s"], now_wall_s),
                                               Lifecycle(data["alerts"]))
 
-    def save_presence_all(self) -> None:
-        for partition, models in self._presence.items():
-            for model, presence in models.items():
-                self._save_presence(partition, model, presence)
-
     def keep_only(self, partitions: set[int]) -> None:
         """Forget partitions this worker no longer owns (their state stays in the store)."""
         for table in (self._models, self._services, self._presence):

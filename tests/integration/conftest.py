@@ -111,14 +111,19 @@ class WorkerProcess:
         raise AssertionError(f"worker got no partitions in {timeout_s} s:\n{self.log()[-3000:]}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
+        stop_process_group(self.process, grace_s=15)
         self._log.close()
+
+
+def stop_process_group(process: subprocess.Popen[bytes], grace_s: float = 10) -> None:
+    """SIGTERM a child started in its own session, SIGKILL it if it lingers."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
 
 
 def _env(settings: Settings) -> dict[str, str]:

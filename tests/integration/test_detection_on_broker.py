@@ -29,6 +29,17 @@ def traffic(start_s: float, windows: int, drift_from_s: float | None = None,
     return [msgspec.json.encode(events[i:i + 100]) for i in range(0, len(events), 100)]
 
 
+def worker_with_references(settings: Settings, start_worker, topics):
+    """A worker that has closed 3 clean windows of every model: their references exist."""
+    first = start_worker("first", detectors=DETECTORS)
+    first.wait_assigned()
+    asyncio.run(produce(settings, topics.predictions, traffic(T0, 3)))
+    asyncio.run(consume(settings, topics.windows,        # closed by the idle timer
+                        lambda r: sum(w["kind"] == "predictions" for w in r) >= 9,
+                        timeout_s=60))
+    return first
+
+
 def drift_alerts(records: list[dict]) -> list[dict]:
     return [a for a in records if a["kind"] == "drift" and a["status"] == "firing"]
 
@@ -58,15 +69,9 @@ def test_injected_drift_alerts_for_exactly_that_model_and_feature(settings, star
 
 def test_detector_state_survives_a_worker_restart(settings: Settings, start_worker, topics):
     settings = settings.replace(detectors=DETECTORS)
-    first = start_worker("first", detectors=DETECTORS)
-    first.wait_assigned()
-    asyncio.run(produce(settings, topics.predictions, traffic(T0, 3)))
-    # the three reference-and-clean windows of every model are closed (idle close) ...
-    asyncio.run(consume(settings, topics.windows,
-                        lambda r: sum(w["kind"] == "predictions" for w in r) >= 9,
-                        timeout_s=60))
+    first = worker_with_references(settings, start_worker, topics)
     first.stop()
-    # ... and a new worker, which never saw them, judges drifted traffic against them
+    # a new worker, which never saw those windows, judges drifted traffic against them
     second = start_worker("second", detectors=DETECTORS)
     second.wait_assigned()
     asyncio.run(produce(settings, topics.predictions,
@@ -83,12 +88,7 @@ def test_detector_state_survives_a_worker_restart(settings: Settings, start_work
 def test_detector_state_follows_partitions_to_a_joining_worker(settings: Settings,
                                                                start_worker, topics):
     settings = settings.replace(detectors=DETECTORS)
-    first = start_worker("first", detectors=DETECTORS)
-    first.wait_assigned()
-    asyncio.run(produce(settings, topics.predictions, traffic(T0, 3)))
-    asyncio.run(consume(settings, topics.windows,
-                        lambda r: sum(w["kind"] == "predictions" for w in r) >= 9,
-                        timeout_s=60))
+    first = worker_with_references(settings, start_worker, topics)
     # a second worker joins: the group rebalances and some partitions move to it
     second = start_worker("second", detectors=DETECTORS)
     second.wait_assigned()
