@@ -267,17 +267,23 @@ class Profile(Protocol):
     def add(self, signal: str, values: np.ndarray) -> None: ...
 
 
+class Labels(Protocol):
+    def remember(self, events: Sequence[PredictionEvent], /) -> None: ...
+
+
 class PredictionAggregate:
     """Everything a prediction window summary reports, kept incrementally.
 
     A ``profile`` (the detectors' view of the window) is handed each numeric
     signal as an array: ``f:<feature>``, ``o:latency_ms``, ``o:confidence``,
     ``o:prediction`` (numeric predictions) and ``o:error`` (1.0 per failed event).
+    ``labels`` (the label join's index of the window) is handed every batch.
     """
 
     def __init__(self, max_categories: int = 1000, top_values: int = 50,
-                 profile: Profile | None = None) -> None:
+                 profile: Profile | None = None, labels: Labels | None = None) -> None:
         self.profile = profile
+        self.labels = labels
         self.max_categories = max_categories
         self.top_values = top_values
         self.count = 0
@@ -298,6 +304,8 @@ class PredictionAggregate:
     def add_batch(self, events: Sequence[PredictionEvent]) -> None:
         """Fold a batch of events of this window into the aggregate."""
         self.count += len(events)
+        if self.labels is not None:
+            self.labels.remember(events)
         errors = [e.error_type or "unknown" for e in events if e.status == "error"]
         self.error_count += len(errors)
         if errors:

@@ -71,6 +71,15 @@ class Lifecycle:
         for c in conditions:
             fp = fingerprint(c.rule, c.labels)
             state = self.states.get(fp)
+            if state is not None and window and state.get("window_s") is not None:
+                # a window judged again (its late labels came in): newest verdict only
+                if start_s < state["window_s"]:
+                    continue
+                if start_s == state["window_s"]:
+                    if state["was_active"] == c.active:
+                        state["last"] = _remember(c)
+                        continue
+                    state["active" if state["was_active"] else "inactive"] -= 1
             if c.active:
                 if state is None:
                     state = self.states[fp] = {
@@ -93,6 +102,8 @@ class Lifecycle:
                     continue
             if state is not None:
                 state["last"] = _remember(c)
+                if window:
+                    state["window_s"], state["was_active"] = start_s, c.active
         # publish what fires and is not held back (now that this window's sources are known)
         firing = [*self.firing(), *also_firing]
         for fp, state in self.states.items():

@@ -73,6 +73,16 @@ class Settings:
     """Longest a stage waits to fill a batch of messages."""
     idle_check_seconds: float = 1.0
     """How often idle windows are checked for closing (wall clock)."""
+    feedback_horizon_seconds: float = 3600.0
+    """How long (event time after a window ends) labels are joined to its predictions;
+    0 turns the join off."""
+    feedback_max_predictions: int = 500_000
+    """Most predictions a worker keeps awaiting labels (~150 bytes each); oldest windows
+    go first."""
+    feedback_min_labels: int = 20
+    """Labels a window needs before ``performance.*`` rules judge it."""
+    revision_interval_seconds: float = 5.0
+    """Least wall-clock time between two revisions of one window's summary."""
     alertmanager_url: str | None = None
     """Alertmanager for ``mlpulse alertmanager-bridge``, e.g. ``http://alertmanager:9093``."""
     event_loop: str = "uvloop"

@@ -41,6 +41,7 @@ from app.detectors.profile import WindowProfile
 from app.detectors.reference import Reference, build_reference, contribution
 from app.detectors.settings import DetectorSettings, ModelDetectors
 from app.events import AlertEvent, LogWindow, PredictionEvent, PredictionWindow
+from app.join import Revised
 from app.rules import Rules
 from app.summarize import Closed
 
@@ -136,13 +137,39 @@ class Detect:
         model, version = c.key
         labels = {"model": model, "model_version": version}
         conditions = (self.rules.evaluate_findings(findings, labels)
-                      + self.rules.evaluate_metrics(window_metrics(c), labels))
+                      + self.rules.evaluate_metrics(
+                          window_metrics(c, self.settings.feedback_min_labels), labels))
         presence = self._presence.get(c.partition, {}).get(model)
         alerts = state.alerts.apply(
             conditions, c.start_s, c.end_s, rules=self.rules,
             also_firing=presence.alerts.firing() if presence is not None else ())
         self._save_model(c.partition, c.key, state)
         return alerts
+
+    def on_revised(self, revised: Iterable[Revised]) -> list[AlertEvent]:
+        """Alerts of the ``performance.*`` rules on windows that late labels changed.
+
+        Each window is judged again as its labels come in; a verdict on an older window
+        than the newest judged does not move an alert (the newest labelled window leads).
+        """
+        out: list[AlertEvent] = []
+        for r in revised:
+            model, version = r.key
+            if not self.config.for_model(model).enabled:
+                continue
+            labels = {"model": model, "model_version": version}
+            conditions = self.rules.evaluate_metrics(
+                window_metrics(r, self.settings.feedback_min_labels), labels,
+                prefix="performance.")
+            if not conditions:
+                continue
+            state = self._model(r.partition, r.key)
+            presence = self._presence.get(r.partition, {}).get(model)
+            out.extend(state.alerts.apply(
+                conditions, r.start_s, r.end_s, rules=self.rules,
+                also_firing=presence.alerts.firing() if presence is not None else ()))
+            self._save_model(r.partition, r.key, state)
+        return out
 
     def _on_log_window(self, c: Closed) -> list[AlertEvent]:
         service = c.key[0]
@@ -326,8 +353,14 @@ def _seed(key: tuple[str, ...]) -> int:
     return int.from_bytes(hashlib.sha256("|".join(key).encode()).digest()[:4], "big")
 
 
-def window_metrics(closed: Closed) -> dict[str, Any]:
-    """A closed window's summary as the metrics rules read (plus ``throughput_per_s``)."""
+def window_metrics(closed: Closed | Revised, min_labels: int = 0) -> dict[str, Any]:
+    """A closed window's summary as the metrics rules read (plus ``throughput_per_s``).
+
+    ``performance`` is left out until the window has ``min_labels`` labels (no verdict).
+    """
     metrics: dict[str, Any] = msgspec.to_builtins(closed.summary)
     metrics["throughput_per_s"] = metrics["count"] / max(closed.end_s - closed.start_s, 1e-9)
+    performance = metrics.get("performance")
+    if performance is not None and performance["labelled"] < min_labels:
+        del metrics["performance"]
     return metrics

@@ -36,6 +36,7 @@ __all__ = [
     "LatencySummary",
     "LogEvent",
     "LogWindow",
+    "PerformanceSummary",
     "PredictionEvent",
     "PredictionWindow",
     "WindowSummary",
@@ -175,17 +176,20 @@ class LogEvent(Struct, kw_only=True, gc=False):
 
 
 class FeedbackEvent(Struct, kw_only=True, gc=False):
-    """Delayed ground truth for one prediction (joined by ``event_id``)."""
+    """Delayed ground truth for one prediction of ``model`` (joined by ``event_id``).
+
+    ``timestamp`` is when the label became known; ``model`` routes the label to
+    the worker that holds the model's predictions, so it is required.
+    """
 
     event_id: ShortText
     timestamp: Timestamp
     label: FiniteFloat | Text | bool
-    model: ModelName | None = None
+    model: ModelName
 
     def __post_init__(self) -> None:
         self.timestamp = _epoch_seconds(self.timestamp)
-        if self.model is not None:
-            _check_name("model", self.model)
+        _check_name("model", self.model)
 
     @property
     def event_time_s(self) -> float:
@@ -230,8 +234,36 @@ class FeatureSummary(Struct, omit_defaults=True):
     top: dict[str, int] | None = None
 
 
+class PerformanceSummary(Struct, omit_defaults=True):
+    """Model quality of one window's predictions, from the labels joined so far.
+
+    Classification (labels and predictions that are strings, booleans or 0/1)
+    reports ``accuracy`` and ``precision``/``recall``/``f1`` — of the positive
+    class for binary problems, macro averages otherwise — and ``macro_f1``;
+    numeric predictions report ``mae`` and ``rmse``. ``label_coverage`` is the
+    labelled share of the window's predictions; delays are from prediction to label.
+    """
+
+    labelled: int
+    label_coverage: float
+    label_delay_mean_seconds: float | None = None
+    label_delay_max_seconds: float | None = None
+    accuracy: float | None = None
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+    macro_f1: float | None = None
+    mae: float | None = None
+    rmse: float | None = None
+
+
 class PredictionWindow(Struct, tag_field="kind", tag="predictions", kw_only=True):
-    """Closed event-time window of one (model, model_version)."""
+    """Closed event-time window of one (model, model_version).
+
+    ``revision`` is 0 when the window closes; each later re-emission (labels that
+    arrived after the close changed ``performance``) carries the next number and
+    replaces the earlier ones.
+    """
 
     model: str
     model_version: str
@@ -251,6 +283,8 @@ class PredictionWindow(Struct, tag_field="kind", tag="predictions", kw_only=True
     late_events: int
     error_types: dict[str, int] = {}
     trace_ids: list[str] = []
+    performance: PerformanceSummary | None = None
+    revision: int = 0
 
 
 class LogWindow(Struct, tag_field="kind", tag="logs", kw_only=True):

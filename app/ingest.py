@@ -1,8 +1,8 @@
 """Stage 1: message value → validated events routed by key, plus dead letters.
 
 Input topics may be keyed any way (or not at all). Ingest decodes and validates
-each message and groups its valid events by model (predictions) or service
-(logs), so the pipeline can repartition them: every event of one model then
+each message and groups its valid events by model (predictions and feedback) or
+service (logs), so the pipeline can repartition them: every event of one model then
 reaches the one partition, and so the one worker, that owns the model's windows.
 
 >>> from app.config import Settings
@@ -36,7 +36,6 @@ class Routed:
     """Valid events per routing key (model or service), in arrival order."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
     accepted: int = 0
-    feedback: list[FeedbackEvent] = field(default_factory=list)
 
     def merge(self, other: Routed) -> None:
         """Add another message's result (the pipeline batches messages)."""
@@ -48,7 +47,6 @@ class Routed:
                 mine.extend(events)
         self.dead_letters.extend(other.dead_letters)
         self.accepted += other.accepted
-        self.feedback.extend(other.feedback)
 
 
 class Ingest:
@@ -68,6 +66,7 @@ class Ingest:
         self.feedback_codec: Codec[FeedbackEvent] = codec(FeedbackEvent)
         self.prediction_internal = InternalCodec(PredictionEvent)
         self.log_internal = InternalCodec(LogEvent)
+        self.feedback_internal = InternalCodec(FeedbackEvent)
 
     def encode_predictions(self, events: list[PredictionEvent]) -> bytes:
         """Internal payload (msgpack) of routed prediction events."""
@@ -75,6 +74,9 @@ class Ingest:
 
     def encode_logs(self, events: list[LogEvent]) -> bytes:
         return self.log_internal.encode(events)
+
+    def encode_feedback(self, events: list[FeedbackEvent]) -> bytes:
+        return self.feedback_internal.encode(events)
 
     def predictions(
         self, value: bytes, *, topic: str, partition: int | None, offset: int | None,
@@ -100,7 +102,7 @@ class Ingest:
     ) -> Routed:
         decoded = self.feedback_codec.decode(value, now_s)
         routed = _rejections(decoded, topic, partition, offset, now_s)
-        routed.feedback = decoded.events
+        routed.by_key = group_by(decoded.events, "model")
         return routed
 
 

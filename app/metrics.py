@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 __all__ = ["Metrics"]
 
@@ -42,3 +44,35 @@ class Metrics:
     def track_open_windows(self, count: Callable[[], int]) -> None:
         """Read the open-window count at scrape time (no writes on the hot path)."""
         self.open_windows.set_function(lambda: float(count()))
+
+    def track_label_join(self, counts: Callable[[], Mapping[str, int]],
+                         size: Callable[[], int]) -> None:
+        """Report the label join's running totals, read at scrape time."""
+        self.registry.register(_LabelJoinCollector(counts, size))
+
+
+class _LabelJoinCollector(Collector):
+    def __init__(self, counts: Callable[[], Mapping[str, int]], size: Callable[[], int]):
+        self.counts = counts
+        self.size = size
+
+    def collect(self) -> Iterable[Metric]:
+        counts = self.counts()
+        labels = CounterMetricFamily(
+            "mlpulse_labels", "Labels (feedback) by outcome: joined to their prediction, or "
+            "unmatched (no prediction found in time).", labels=["outcome"])
+        for outcome in ("joined", "unmatched"):
+            labels.add_metric([outcome], counts.get(outcome, 0))
+        unlabelled = CounterMetricFamily(
+            "mlpulse_unlabelled_predictions", "Predictions that left the label index without "
+            "a label, by reason (horizon passed, evicted for memory).", labels=["reason"])
+        unlabelled.add_metric(["horizon"], counts.get("unlabelled", 0))
+        unlabelled.add_metric(["evicted"], counts.get("evicted", 0))
+        yield labels
+        yield unlabelled
+        yield CounterMetricFamily(
+            "mlpulse_window_revisions", "Window summaries re-emitted because late labels "
+            "changed them.", value=counts.get("revisions", 0))
+        yield GaugeMetricFamily(
+            "mlpulse_predictions_awaiting_labels", "Predictions kept in the label index.",
+            value=self.size())

@@ -10,9 +10,9 @@ the window's predictions) and label delay. Classes are bounded
 >>> p = Performance()
 >>> p.add([(1.0, 1.0, 30.0), (1.0, 0.0, 60.0), (0.0, 0.0, 90.0), (0.0, 0.0, 5.0)])
 >>> r = p.result(predictions=5)
->>> r["accuracy"], r["precision"], r["recall"], round(r["f1"], 3), r["label_coverage"]
+>>> r.accuracy, r.precision, r.recall, round(r.f1, 3), r.label_coverage
 (0.75, 0.5, 1.0, 0.667, 0.8)
->>> r["label_delay_seconds"]["mean"]
+>>> r.label_delay_mean_seconds
 46.25
 """
 
@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from app.aggregates import OTHER, value_key
+from app.events import PerformanceSummary
 
 __all__ = ["Performance"]
 
@@ -67,14 +68,14 @@ class Performance:
             return name
         return OTHER
 
-    def result(self, predictions: int) -> dict[str, Any]:
+    def result(self, predictions: int) -> PerformanceSummary:
         """The window's quality, given how many predictions it had."""
         out: dict[str, Any] = {
             "labelled": self.labelled,
-            "label_coverage": self.labelled / predictions if predictions else 0.0,
-            "label_delay_seconds": {
-                "mean": self.delay_sum_s / self.labelled if self.labelled else None,
-                "max": self.delay_max_s if self.labelled else None},
+            "label_coverage": min(self.labelled / predictions, 1.0) if predictions else 0.0,
+            "label_delay_mean_seconds": (self.delay_sum_s / self.labelled
+                                         if self.labelled else None),
+            "label_delay_max_seconds": self.delay_max_s if self.labelled else None,
         }
         if self.numeric:
             out["mae"] = self.abs_error / self.numeric
@@ -92,7 +93,7 @@ class Performance:
                 for i, name in enumerate(("precision", "recall", "f1")):
                     out[name] = sum(v[i] for v in per_class.values()) / len(per_class)
             out["macro_f1"] = sum(v[2] for v in per_class.values()) / len(per_class)
-        return out
+        return PerformanceSummary(**out)
 
 
 def _is_class(prediction: float, label: float) -> bool:

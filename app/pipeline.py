@@ -11,9 +11,12 @@ Data flow (one line per step, item shape on the right)::
              └─▶ table "detectors"              detector state per model version (changelog)
     mlpulse.logs ─ ingest_logs ─▶ mlpulse.logs.by-service ─ summarize_logs
         ├─▶ mlpulse.windows ; detect ─▶ mlpulse.alerts (log error spikes)
-    mlpulse.feedback ─ ingest_feedback ─▶ (validated; bad ones to mlpulse.deadletter)
+    mlpulse.feedback ─ ingest_feedback ─▶ mlpulse.feedback.by-model   key = model
+    mlpulse.feedback.by-model ─ join_feedback ─▶ labels scored into the windows of their
+        predictions (same partition as the model's predictions.by-model)
     timer close_idle_windows (every idle_check_seconds) ─▶ mlpulse.windows, mlpulse.alerts
-        (idle windows, and no-data alerts of silent models)
+        (idle windows, no-data alerts of silent models, revised summaries of windows
+        that late labels changed, and the performance alerts they raise)
 
 Repartitioning by model means producers may key (or not key) their messages as
 they like: each (model, version, window) still lives on one partition of the
@@ -27,7 +30,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import faust
@@ -41,6 +44,7 @@ from app.deadletter import encode_dead_letter
 from app.detect import Detect
 from app.events import AlertEvent, DeadLetter, PredictionWindow
 from app.ingest import Ingest, Routed
+from app.join import Revised
 from app.metrics import Metrics
 from app.store import TableStore
 from app.summarize import Closed, Summarizer, encode_summary, summary_key
@@ -68,6 +72,9 @@ class Pipeline:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.metrics.track_open_windows(lambda: self.summarizer.open_windows)
+        if self.summarizer.join is not None:
+            join = self.summarizer.join
+            self.metrics.track_label_join(lambda: join.counts, lambda: join.size)
         self.owned_partitions: set[int] = set()
         self.app = self._build_app()
 
@@ -102,6 +109,7 @@ class Pipeline:
 
         predictions, logs, feedback = topic(t.predictions), topic(t.logs), topic(t.feedback)
         by_model, by_service = topic(t.predictions_by_model), topic(t.logs_by_service)
+        feedback_by_model = topic(t.feedback_by_model)
         windows, deadletter, alerts = topic(t.windows), topic(t.deadletter), topic(t.alerts)
         # detector state, snapshotted per model version at window close (raw msgpack values)
         table = app.Table("detectors", partitions=s.partitions, key_type=bytes,
@@ -119,15 +127,16 @@ class Pipeline:
                     await internal.send(key=key.encode(), value=payload)
             await self._dead_letters(deadletter, routed.dead_letters)
 
-        async def emit(closed: list[Closed], raised: list[AlertEvent]) -> None:
-            for c in closed:
-                await windows.send(key=summary_key(c.summary), value=encode_summary(c.summary))
+        async def emit(closed: list[Closed], raised: list[AlertEvent],
+                       revised: Sequence[Revised] = ()) -> None:
+            for summary in [*(c.summary for c in closed), *(r.summary for r in revised)]:
+                await windows.send(key=summary_key(summary), value=encode_summary(summary))
             kinds = collections.Counter(
                 "predictions" if isinstance(c.summary, PredictionWindow) else "logs"
                 for c in closed)
             for kind, n in kinds.items():
                 metrics.windows_closed.labels(kind=kind).inc(n)
-            raised = raised + self.detect.on_closed(closed)
+            raised = raised + self.detect.on_closed(closed) + self.detect.on_revised(revised)
             for alert in raised:
                 await alerts.send(key=alert_key(alert), value=encode_alert(alert))
                 metrics.alerts.labels(rule=alert.rule, status=alert.status).inc()
@@ -166,7 +175,15 @@ class Pipeline:
         async def ingest_feedback(stream: Any) -> None:
             async for batch in stream.take_events(**take):
                 routed = ingested(batch, self.ingest.feedback, t.feedback)
-                await self._dead_letters(deadletter, routed.dead_letters)
+                await publish(routed, feedback_by_model, self.ingest.encode_feedback)
+
+        @app.agent(feedback_by_model, name="join_feedback")
+        async def join_feedback(stream: Any) -> None:
+            summarizer = self.summarizer
+            async for batch in stream.take_events(**take):
+                for event in batch:
+                    labels = summarizer.decode_feedback(event.message.value)
+                    summarizer.add_feedback(event.message.partition, labels)
 
         # 2. aggregate into event-time windows; emit the windows the watermark closed
         async def summarize(batch: Any, decode: Any, key: str, add: Any, kind: str) -> None:
@@ -207,7 +224,8 @@ class Pipeline:
             if not app.in_recovery:   # the table is complete: watch restored models too
                 for partition in self.owned_partitions:
                     self.detect.restore_presence(partition, now)
-            await emit(self.summarizer.close_due_windows(now), self.detect.check_no_data(now))
+            await emit(self.summarizer.close_due_windows(now), self.detect.check_no_data(now),
+                       self.summarizer.revisions(now))
 
         # 4. Prometheus exposition of this worker
         @app.page("/metrics")
@@ -215,7 +233,7 @@ class Pipeline:
             return web.bytes(generate_latest(self.registry),
                              headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-        internal = {t.predictions_by_model, t.logs_by_service}
+        internal = {t.predictions_by_model, t.logs_by_service, t.feedback_by_model}
 
         async def on_assigned(sender: Any, assigned: set[TP], **kwargs: Any) -> None:
             # Faust rebalances eagerly: everything is revoked, then the new assignment

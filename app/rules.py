@@ -164,13 +164,16 @@ class Rules:
     # ------------------------------------------------------------ evaluation
 
     def evaluate_metrics(self, metrics: Mapping[str, Any], labels: Mapping[str, str],
-                         source: str = "predictions") -> list[Condition]:
-        """Conditions of the ``expr`` rules on one window's metrics (a summary as a dict)."""
+                         source: str = "predictions", prefix: str = "") -> list[Condition]:
+        """Conditions of the ``expr`` rules on one window's metrics (a summary as a dict);
+        only rules whose metric starts with ``prefix``."""
         out = []
         for rule in self.rules:
             if rule.expr is None or rule.source != source or not rule.matches(labels):
                 continue
             path, op, threshold = self._parsed[id(rule)]
+            if not path.startswith(prefix):
+                continue
             value = _lookup(metrics, path)
             if value is None:
                 continue   # not measured in this window (e.g. no labels yet): no verdict

@@ -29,7 +29,8 @@ import msgspec
 from app.aggregates import LogAggregate, PredictionAggregate
 from app.codec import InternalCodec, group_by
 from app.config import Settings
-from app.events import LogEvent, PredictionEvent, WindowSummary
+from app.events import FeedbackEvent, LogEvent, PredictionEvent, WindowSummary
+from app.join import LabelJoin, Revised, WindowLabels
 from app.timefmt import rfc3339
 from app.windows import TumblingWindows
 
@@ -63,6 +64,15 @@ class Summarizer:
         self._logs: dict[int, TumblingWindows[LogAggregate]] = {}
         self._prediction_codec = InternalCodec(PredictionEvent)
         self._log_codec = InternalCodec(LogEvent)
+        self._feedback_codec = InternalCodec(FeedbackEvent)
+        self.join: LabelJoin | None = None
+        if settings.feedback_horizon_seconds > 0:
+            self.join = LabelJoin(
+                window_s=settings.window_seconds, horizon_s=settings.feedback_horizon_seconds,
+                lateness_s=settings.lateness_seconds,
+                max_predictions=settings.feedback_max_predictions,
+                revision_interval_s=settings.revision_interval_seconds,
+                max_classes=settings.top_values)
 
     def _windows(
         self, table: dict[int, TumblingWindows[Any]], partition: int,
@@ -77,11 +87,13 @@ class Summarizer:
 
     def _prediction_factory(self, partition: int) -> Callable[[tuple[str, ...]], Any]:
         profiles = self.profiles
+        join = self.join
 
         def new(key: tuple[str, ...]) -> PredictionAggregate:
             profile = profiles(partition, key) if profiles is not None else None
-            return PredictionAggregate(self.settings.max_categories, self.settings.top_values,
-                                       profile=profile)
+            return PredictionAggregate(
+                self.settings.max_categories, self.settings.top_values, profile=profile,
+                labels=join.open(partition, key) if join is not None else None)
         return new
 
     def decode_predictions(self, payload: bytes) -> list[PredictionEvent]:
@@ -105,6 +117,18 @@ class Summarizer:
         for version, group in group_by(events, "model_version").items():
             late += windows.add((model, version), group, now_wall_s)
         return late
+
+    def decode_feedback(self, payload: bytes) -> list[FeedbackEvent]:
+        return self._feedback_codec.decode(payload)
+
+    def add_feedback(self, partition: int, events: list[FeedbackEvent]) -> None:
+        """Join labels (all of one model) to the predictions of that model's windows."""
+        if self.join is not None:
+            self.join.label(partition, events)
+
+    def revisions(self, now_wall_s: float) -> list[Revised]:
+        """Summaries of closed windows that labels changed since they were emitted."""
+        return self.join.revisions(now_wall_s) if self.join is not None else []
 
     def add_logs(self, partition: int, payload: bytes, now_wall_s: float) -> int:
         return self.add_log_events(partition, self.decode_logs(payload), now_wall_s)
@@ -134,6 +158,9 @@ class Summarizer:
                     window_start=rfc3339(closed.start_s), window_end=rfc3339(closed.end_s),
                     late_events=closed.late_events,
                 )
+                labels = closed.aggregate.labels
+                if isinstance(labels, WindowLabels) and self.join is not None:
+                    self.join.closed(labels, summary)
                 out.append(Closed(partition, closed.key, closed.start_s, closed.end_s,
                                   closed.aggregate, summary))
         for partition, log_windows in self._logs.items():
@@ -152,6 +179,8 @@ class Summarizer:
         """Drop the state of partitions this worker no longer owns."""
         for partition in set(self._predictions) - predictions:
             del self._predictions[partition]
+        if self.join is not None:
+            self.join.keep_only(predictions)
         for partition in set(self._logs) - logs:
             del self._logs[partition]
 

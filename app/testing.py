@@ -78,7 +78,11 @@ class LocalPipeline:
         self._offset += 1
         self.dead_letters.extend(routed.dead_letters)
         for key, events in routed.by_key.items():
-            if topic == "predictions":
+            if topic == "feedback":
+                self.summarizer.add_feedback(
+                    self._partition(key), self.summarizer.decode_feedback(
+                        self.ingest.encode_feedback(events)))
+            elif topic == "predictions":
                 payload = self.ingest.encode_predictions(events)
                 self.late_events += self.summarizer.add_predictions(
                     self._partition(key), payload, now)
@@ -103,8 +107,14 @@ class LocalPipeline:
     def send_logs(self, events: Sequence[Any]) -> None:
         self.send("logs", msgspec.json.encode(list(events)))
 
+    def send_feedback(self, events: Sequence[Any]) -> None:
+        self.send("feedback", msgspec.json.encode(list(events)))
+
     def advance(self, seconds: float) -> None:
         """Move the clock and run the idle-close timer."""
         self.clock.advance(seconds)
         self._closed(self.summarizer.close_due_windows(self.clock()))
         self.alerts.extend(self.detect.check_no_data(self.clock()))
+        revised = self.summarizer.revisions(self.clock())
+        self.windows.extend(r.summary for r in revised)
+        self.alerts.extend(self.detect.on_revised(revised))

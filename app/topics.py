@@ -34,6 +34,7 @@ class Topics:
         self.deadletter = t("deadletter")
         # internal: valid events repartitioned by model / service
         self.predictions_by_model = t("predictions.by-model")
+        self.feedback_by_model = t("feedback.by-model")
         self.logs_by_service = t("logs.by-service")
 
     def all(self) -> list[str]:

@@ -106,18 +106,16 @@ class Telemetry:
         self._put("logs", service, event)
 
     def feedback(
-        self, *, event_id: str, label: Any, model: str | None = None,
-        timestamp: float | None = None,
+        self, *, model: str, event_id: str, label: Any, timestamp: float | None = None,
     ) -> None:
-        """Record the ground-truth ``label`` of prediction ``event_id``."""
+        """Record the ground-truth ``label`` of ``model``'s prediction ``event_id``."""
         event: dict[str, Any] = {
             "event_id": event_id,
             "timestamp": time.time() if timestamp is None else timestamp,
             "label": label,
+            "model": model,
         }
-        if model is not None:
-            event["model"] = model
-        self._put("feedback", model or event_id, event)
+        self._put("feedback", model, event)
 
     def monitor_prediction(
         self, *, model: str, version: str = "unknown",

@@ -121,12 +121,15 @@ def test_log_levels_any_case_and_aliases():
     assert "level must be one of" in bad.rejected[0].reason
 
 
-def test_feedback_requires_a_label():
+def test_feedback_requires_a_label_and_its_model():
     codec = Codec(FeedbackEvent)
-    ok = codec.decode(enc({"event_id": "e1", "timestamp": NOW, "label": True}), NOW)
+    ok = codec.decode(enc({"event_id": "e1", "timestamp": NOW, "label": True, "model": "m"}),
+                      NOW)
     assert ok.events[0].label is True
-    bad = codec.decode(enc({"event_id": "e1", "timestamp": NOW}), NOW)
+    bad = codec.decode(enc({"event_id": "e1", "timestamp": NOW, "model": "m"}), NOW)
     assert "missing required field `label`" in bad.rejected[0].reason
+    unrouted = codec.decode(enc({"event_id": "e1", "timestamp": NOW, "label": 1}), NOW)
+    assert "missing required field `model`" in unrouted.rejected[0].reason
 
 
 def test_dead_letter_keeps_text_or_base64():

@@ -104,7 +104,7 @@ def test_bad_messages_become_dead_letters_and_valid_ones_still_count():
     pipe.send("predictions", b"garbage")
     pipe.send("predictions", msgspec.json.encode([good, {"event_id": 5}, good]))
     pipe.send("logs", b'{"level": "INFO"}')
-    pipe.send("feedback", b'{"event_id": "1", "timestamp": 1}')
+    pipe.send("feedback", b'{"event_id": "1", "timestamp": 1, "label": 1}')
     pipe.advance(100)
     assert [(d.index, d.source_topic) for d in pipe.dead_letters] == [
         (None, "mlpulse.predictions"), (1, "mlpulse.predictions"), (None, "mlpulse.logs"),

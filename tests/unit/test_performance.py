@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from app.events import PerformanceSummary
 from app.performance import Performance
 
 
@@ -22,26 +23,25 @@ def test_multiclass_macro_scores():
         precision.append(p)
         recall.append(r)
         f1.append(2 * p * r / (p + r))
-    assert result["accuracy"] == pytest.approx(np.mean(pred == truth))
-    assert result["precision"] == pytest.approx(np.mean(precision))
-    assert result["recall"] == pytest.approx(np.mean(recall))
-    assert result["f1"] == pytest.approx(np.mean(f1)) == pytest.approx(result["macro_f1"])
-    assert result["label_coverage"] == 0.5
+    assert result.accuracy == pytest.approx(np.mean(pred == truth))
+    assert result.precision == pytest.approx(np.mean(precision))
+    assert result.recall == pytest.approx(np.mean(recall))
+    assert result.f1 == pytest.approx(np.mean(f1)) == pytest.approx(result.macro_f1)
+    assert result.label_coverage == 0.5
 
 
 def test_regression_errors_and_bounded_classes():
     perf = Performance()
     perf.add([(2.5, 3.0, 10.0), (4.0, 1.0, 20.0)])
     result = perf.result(predictions=2)
-    assert result["mae"] == pytest.approx(1.75)
-    assert result["rmse"] == pytest.approx(np.sqrt((0.25 + 9) / 2))
-    assert "accuracy" not in result and result["label_delay_seconds"]["max"] == 20.0
+    assert result.mae == pytest.approx(1.75)
+    assert result.rmse == pytest.approx(np.sqrt((0.25 + 9) / 2))
+    assert result.accuracy is None and result.label_delay_max_seconds == 20.0
     many = Performance(max_classes=3)
     many.add((f"c{i}", f"c{i}", 0.0) for i in range(10))
-    assert len(many.classes) == 3 and many.result(10)["accuracy"] == 1.0
+    assert len(many.classes) == 3 and many.result(10).accuracy == 1.0
 
 
 def test_no_labels_yet():
-    assert Performance().result(predictions=7) == {
-        "labelled": 0, "label_coverage": 0.0,
-        "label_delay_seconds": {"mean": None, "max": None}}
+    assert Performance().result(predictions=7) == PerformanceSummary(
+        labelled=0, label_coverage=0.0)

@@ -1,0 +1,284 @@
+"""Delayed labels joined to the windows of the predictions they judge.
+
+Each prediction window (of one model version) keeps the predictions that still
+await a label, ``event_id → (prediction, event time)``. A label
+(:class:`~app.events.FeedbackEvent`) is looked up among its model's windows,
+newest first, and scored into that window's :class:`~app.performance.Performance`;
+the entry goes, so a repeated label counts once. A label that arrives before its
+prediction has been consumed waits (bounded) until the model's predictions have
+moved a window and its lateness past the label's time.
+
+Memory is bounded: a window's entries are kept until the model's newest event
+time is ``horizon_s`` past the window's end, and a worker keeps at most
+``max_predictions`` entries (the oldest windows go first, counted as evicted).
+Nothing is written per event to Kafka: like the windows, the index is in memory.
+
+A *closed* window whose performance changed is due for a revision: its summary
+again, with ``performance`` updated and ``revision`` + 1, at most once per
+``revision_interval_s`` of wall clock (and once more when the window leaves the
+index with changes not yet sent).
+
+>>> from app.events import FeedbackEvent, PredictionEvent, PredictionWindow
+>>> join = LabelJoin(window_s=60, horizon_s=3600, revision_interval_s=0)
+>>> window = join.open(0, ("fraud", "v1"))
+>>> window.remember([PredictionEvent(event_id=str(i), timestamp=10.0 + i, model="fraud",
+...                                  prediction=float(i % 2)) for i in range(4)])
+>>> summary = PredictionWindow(
+...     model="fraud", model_version="v1", window_start="", window_end="", count=4,
+...     error_count=0, error_rate=0.0, latency_ms=None, confidence=None, predictions={},
+...     features={}, tokens_in=0, tokens_out=0, cost_usd=0.0, cache_hit_rate=None,
+...     late_events=0)
+>>> join.closed(window, summary)   # no labels yet: nothing to report
+>>> summary.performance is None
+True
+>>> join.label(0, [FeedbackEvent(event_id=str(i), timestamp=100.0, model="fraud", label=1.0)
+...                for i in range(3)])
+>>> [(r.summary.revision, r.summary.performance.accuracy) for r in join.revisions(now_wall_s=1)]
+[(1, 0.3333333333333333)]
+>>> join.counts["joined"], join.size
+(3, 1)
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import msgspec
+
+from app.events import FeedbackEvent, PredictionEvent, PredictionWindow
+from app.performance import Performance
+
+__all__ = ["LabelJoin", "Revised", "WindowLabels"]
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(PredictionWindow)
+
+
+@dataclass(slots=True)
+class Revised:
+    """A closed window's summary again, changed by labels that arrived after it closed."""
+
+    partition: int
+    key: tuple[str, ...]
+    start_s: float
+    end_s: float
+    summary: PredictionWindow
+
+
+class WindowLabels:
+    """One window's predictions awaiting labels, and the quality of the labelled ones."""
+
+    __slots__ = ("active", "count", "end_s", "join", "key", "last_revision_wall_s",
+                 "partition", "pending", "performance", "revision", "start_s", "summary")
+
+    def __init__(self, join: LabelJoin, partition: int, key: tuple[str, ...]) -> None:
+        self.join = join
+        self.partition = partition
+        self.key = key
+        self.start_s = math.nan
+        self.end_s = math.nan
+        self.count = 0
+        self.pending: dict[str, tuple[object, float]] = {}
+        self.performance = Performance(join.max_classes)
+        self.summary: bytes | None = None   # set when the window closes
+        self.revision = 0
+        self.last_revision_wall_s = -math.inf
+        self.active = True   # False once the window left the index
+
+    def remember(self, events: Sequence[PredictionEvent]) -> None:
+        """Note a batch of this window's predictions (those without a prediction cannot
+        be judged)."""
+        join = self.join
+        if not events:
+            return
+        if self.count == 0:
+            self.start_s = math.floor(events[0].event_time_s / join.window_s) * join.window_s
+            self.end_s = self.start_s + join.window_s
+        self.count += len(events)
+        join.saw(self.key[0], max(e.event_time_s for e in events), prediction=True)
+        if not self.active:
+            return
+        pending = self.pending
+        before = len(pending)
+        for e in events:
+            if e.prediction is not None:
+                pending[e.event_id] = (e.prediction, e.event_time_s)
+        join.size += len(pending) - before
+        waiting = join.early.get(self.key[0])
+        if waiting:
+            for event_id in [i for i in waiting if i in pending]:
+                label, label_time_s = waiting.pop(event_id)
+                join.early_size -= 1
+                self.score(event_id, label, label_time_s)
+        if join.size > join.max_predictions:
+            join.evict()
+
+    def score(self, event_id: str, label: object, label_time_s: float) -> bool:
+        """Judge prediction ``event_id`` of this window by ``label``; False if not here."""
+        entry = self.pending.pop(event_id, None)
+        if entry is None:
+            return False
+        prediction, time_s = entry
+        self.performance.add([(prediction, label, max(label_time_s - time_s, 0.0))])
+        self.join.size -= 1
+        self.join.counts["joined"] += 1
+        if self.summary is not None:
+            self.join.dirty.add(self)
+        return True
+
+    def result(self, summary: PredictionWindow) -> PredictionWindow:
+        """``summary`` with this window's performance (None before the first label)."""
+        if self.performance.labelled:
+            summary.performance = self.performance.result(max(self.count, summary.count))
+        return summary
+
+
+class LabelJoin:
+    """The label index of every window of the partitions this worker owns."""
+
+    def __init__(self, *, window_s: float, horizon_s: float, lateness_s: float = 0.0,
+                 max_predictions: int = 500_000, revision_interval_s: float = 5.0,
+                 max_classes: int = 100) -> None:
+        self.window_s = window_s
+        self.horizon_s = horizon_s
+        self.lateness_s = lateness_s
+        self.max_predictions = max_predictions
+        self.max_early = max(max_predictions // 10, 1)
+        self.revision_interval_s = revision_interval_s
+        self.max_classes = max_classes
+        self.windows: dict[str, list[WindowLabels]] = {}
+        """Per model, its windows that still await labels, oldest first."""
+        self.partition_of: dict[str, int] = {}
+        self.newest_s: dict[str, float] = {}
+        """Per model, the newest event time of its predictions and labels."""
+        self.newest_prediction_s: dict[str, float] = {}
+        self.early: dict[str, dict[str, tuple[object, float]]] = {}
+        """Per model, labels whose prediction has not been seen yet."""
+        self.size = 0
+        self.early_size = 0
+        self.dirty: set[WindowLabels] = set()
+        self._leaving: list[WindowLabels] = []
+        self.counts: collections.Counter[str] = collections.Counter()
+        """joined, unmatched (no prediction found in time), unlabelled (predictions that
+        left the index without a label), evicted (predictions dropped for memory)."""
+
+    def open(self, partition: int, key: tuple[str, ...]) -> WindowLabels:
+        """The label index of a new window of (model, version)."""
+        window = WindowLabels(self, partition, key)
+        self.windows.setdefault(key[0], []).append(window)
+        self.partition_of[key[0]] = partition
+        return window
+
+    def saw(self, model: str, time_s: float, *, prediction: bool) -> None:
+        """Event time moves on for ``model`` (windows expire, waiting labels give up)."""
+        if time_s > self.newest_s.get(model, -math.inf):
+            self.newest_s[model] = time_s
+        if prediction and time_s > self.newest_prediction_s.get(model, -math.inf):
+            self.newest_prediction_s[model] = time_s
+
+    def closed(self, window: WindowLabels, summary: PredictionWindow) -> None:
+        """The window closed with ``summary``: fill in its performance and keep it for
+        revisions while labels may still come."""
+        window.result(summary)
+        if window.pending and window in self.windows.get(window.key[0], ()):
+            window.summary = _encoder.encode(summary)
+        else:
+            self._forget(window)
+
+    def label(self, partition: int, events: Iterable[FeedbackEvent]) -> None:
+        """Score each label into the window of its prediction (or let it wait)."""
+        for fb in events:
+            self.saw(fb.model, fb.event_time_s, prediction=False)
+            windows = self.windows.get(fb.model, ())
+            if any(w.score(fb.event_id, fb.label, fb.event_time_s) for w in reversed(windows)):
+                continue
+            if self.early_size >= self.max_early:
+                self.counts["unmatched"] += 1
+                continue
+            waiting = self.early.setdefault(fb.model, {})
+            if fb.event_id not in waiting:
+                self.early_size += 1
+            waiting[fb.event_id] = (fb.label, fb.event_time_s)
+            self.partition_of.setdefault(fb.model, partition)
+
+    def revisions(self, now_wall_s: float) -> list[Revised]:
+        """Expire what is past the horizon; the summaries to re-emit now."""
+        self._expire()
+        out = [self._revise(w, now_wall_s) for w in self._leaving if w in self.dirty]
+        self.dirty.difference_update(self._leaving)
+        self._leaving.clear()
+        for window in [w for w in self.dirty
+                       if now_wall_s - w.last_revision_wall_s >= self.revision_interval_s]:
+            out.append(self._revise(window, now_wall_s))
+            self.dirty.discard(window)
+            if not window.pending:
+                self._forget(window)
+        return out
+
+    def _revise(self, window: WindowLabels, now_wall_s: float) -> Revised:
+        assert window.summary is not None
+        summary = window.result(_decoder.decode(window.summary))
+        window.revision += 1
+        summary.revision = window.revision
+        window.summary = _encoder.encode(summary)
+        window.last_revision_wall_s = now_wall_s
+        self.counts["revisions"] += 1
+        return Revised(window.partition, window.key, window.start_s, window.end_s, summary)
+
+    def _expire(self) -> None:
+        for model, windows in list(self.windows.items()):
+            cutoff = self.newest_s.get(model, -math.inf) - self.horizon_s
+            for window in [w for w in windows if w.end_s <= cutoff]:
+                self.counts["unlabelled"] += len(window.pending)
+                self._leave(window)
+        for model, waiting in list(self.early.items()):
+            cutoff = (self.newest_prediction_s.get(model, -math.inf)
+                      - self.window_s - self.lateness_s)
+            for event_id in [i for i, (_, t) in waiting.items() if t < cutoff]:
+                del waiting[event_id]
+                self.early_size -= 1
+                self.counts["unmatched"] += 1
+            if not waiting:
+                del self.early[model]
+
+    def evict(self) -> None:
+        """Drop the oldest windows until the index is at 90% of its bound."""
+        windows = sorted((w for ws in self.windows.values() for w in ws),
+                         key=lambda w: w.start_s)
+        for window in windows:
+            if self.size <= 0.9 * self.max_predictions:
+                break
+            self.counts["evicted"] += len(window.pending)
+            self._leave(window)
+
+    def _leave(self, window: WindowLabels) -> None:
+        """The window stops taking labels; a change not yet re-emitted still will be."""
+        if window in self.dirty:
+            self._leaving.append(window)
+        self._forget(window)
+
+    def _forget(self, window: WindowLabels) -> None:
+        self.size -= len(window.pending)
+        window.pending = {}
+        window.active = False
+        windows = self.windows.get(window.key[0])
+        if windows is not None and window in windows:
+            windows.remove(window)
+            if not windows:
+                del self.windows[window.key[0]]
+
+    def keep_only(self, partitions: set[int]) -> None:
+        """Drop the index of models on partitions this worker no longer owns."""
+        for model, partition in list(self.partition_of.items()):
+            if partition in partitions:
+                continue
+            for window in list(self.windows.get(model, ())):
+                self._forget(window)
+                self.dirty.discard(window)
+            self.early_size -= len(self.early.pop(model, {}))
+            self.newest_s.pop(model, None)
+            self.newest_prediction_s.pop(model, None)
+            del self.partition_of[model]

@@ -1,0 +1,157 @@
+"""Delayed labels: joined to the right window, bounded, revised, and judged by rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+
+from app.events import PredictionWindow
+from app.join import LabelJoin
+from app.testing import LocalPipeline
+
+T0 = 1_000_020.0   # window [1_000_020, 1_000_030) with 10 s windows
+RULES = [{"name": "accuracy_low", "expr": "performance.accuracy < 0.8", "for": 2,
+          "severity": "critical"}]
+
+
+def predictions(model: str, start: float, n: int, *, prefix: str = "",
+                prediction: Any = 1.0) -> list[dict[str, Any]]:
+    return [{"event_id": f"{prefix}{i}", "timestamp": start + i * 0.01, "model": model,
+             "model_version": "v1", "prediction": prediction} for i in range(n)]
+
+
+def labels(model: str, ids: list[str], label: Any, at: float) -> list[dict[str, Any]]:
+    return [{"event_id": i, "timestamp": at, "model": model, "label": label} for i in ids]
+
+
+def pipe(**overrides: Any) -> LocalPipeline:
+    settings = {"window_seconds": 10, "lateness_seconds": 0, "revision_interval_seconds": 0,
+                "feedback_min_labels": 5, **overrides}
+    return LocalPipeline(**settings)
+
+
+def windows_of(p: LocalPipeline, model: str) -> list[PredictionWindow]:
+    return [w for w in p.windows if isinstance(w, PredictionWindow) and w.model == model]
+
+
+def test_late_labels_revise_the_window_of_their_predictions():
+    p = pipe()
+    p.send_predictions(predictions("m", T0, 10, prefix="a"))        # window 1
+    p.send_predictions(predictions("m", T0 + 10, 10, prefix="b"))   # window 2
+    p.send_predictions(predictions("m", T0 + 20, 1, prefix="c"))    # closes both
+    first, _ = windows_of(p, "m")
+    assert (first.revision, first.performance) == (0, None)
+    # labels of window 1 only: 6 right, 2 wrong, 2 never come
+    p.send_feedback(labels("m", [f"a{i}" for i in range(6)], 1.0, at=T0 + 100)
+                    + labels("m", ["a6", "a7"], 0.0, at=T0 + 130))
+    p.advance(1)
+    revised = windows_of(p, "m")[2:]
+    assert [(w.window_start, w.revision) for w in revised] == [(first.window_start, 1)]
+    perf = revised[0].performance
+    assert perf is not None
+    assert (perf.labelled, perf.label_coverage, perf.accuracy) == (8, 0.8, 0.75)
+    assert perf.label_delay_max_seconds == pytest.approx(130 - 0.06)
+    assert revised[0].count == first.count and revised[0].features == first.features
+    assert p.summarizer.join is not None and p.summarizer.join.counts["joined"] == 8
+
+
+def test_labels_before_their_predictions_wait_and_repeated_labels_count_once():
+    p = pipe()
+    p.send_feedback(labels("m", ["a0", "a1"], 1.0, at=T0 + 1))    # predictions not seen yet
+    p.send_predictions(predictions("m", T0, 3, prefix="a"))
+    p.send_feedback(labels("m", ["a0", "a2"], 0.0, at=T0 + 2))    # a0 again: ignored
+    p.send_predictions(predictions("m", T0 + 10, 1, prefix="z"))  # closes window 1
+    perf = windows_of(p, "m")[0].performance
+    assert perf is not None and (perf.labelled, perf.accuracy) == (3, 2 / 3)
+
+
+def test_unmatched_labels_and_the_horizon():
+    p = pipe(feedback_horizon_seconds=30)
+    p.send_predictions(predictions("m", T0, 5, prefix="a"))
+    p.send_feedback(labels("m", ["nope"], 1.0, at=T0 + 1))
+    p.send_predictions(predictions("m", T0 + 70, 1, prefix="late"))   # 40 s past the horizon
+    p.advance(1)
+    p.send_feedback(labels("m", ["a0"], 1.0, at=T0 + 75))   # its window left the index
+    p.send_predictions(predictions("m", T0 + 90, 1, prefix="later"))
+    p.advance(1)
+    join = p.summarizer.join
+    assert join is not None
+    assert join.counts["unlabelled"] == 5 and join.counts["unmatched"] == 2
+    assert join.counts["joined"] == 0 and not join.early
+
+
+def test_the_index_is_bounded_oldest_windows_first():
+    join = LabelJoin(window_s=10, horizon_s=1e9, max_predictions=1000)
+    p = pipe()
+    for w in range(30):   # 30 windows of 100 predictions
+        window = join.open(0, ("m", "v1"))
+        events = p.ingest.predictions(
+            msgspec.json.encode(predictions("m", T0 + 10 * w, 100, prefix=f"{w}-")),
+            topic="t", partition=0, offset=0, now_s=0).by_key["m"]
+        window.remember(events)
+        assert join.size <= 1000
+    kept = [w.start_s for w in join.windows["m"]]
+    assert kept == sorted(kept) and kept[-1] == T0 + 290
+    assert join.counts["evicted"] == 3000 - join.size
+
+
+def test_revisions_are_throttled_per_window():
+    p = pipe(revision_interval_seconds=60)
+    p.send_predictions(predictions("m", T0, 20, prefix="a"))
+    p.send_predictions(predictions("m", T0 + 10, 1, prefix="z"))
+    for i in range(10):
+        p.send_feedback(labels("m", [f"a{i}"], 1.0, at=T0 + 20))
+        p.advance(1)
+    first = [w for w in windows_of(p, "m") if w.window_start == windows_of(p, "m")[0].window_start]
+    assert [w.revision for w in first] == [0, 1]   # one revision in 10 s
+    p.advance(60)
+    first = [w for w in windows_of(p, "m") if w.window_start == first[0].window_start]
+    assert [w.revision for w in first] == [0, 1, 2]
+    assert first[-1].performance is not None and first[-1].performance.labelled == 10
+
+
+def test_accuracy_rule_fires_on_late_labels_counting_windows_not_revisions():
+    p = pipe(rules=RULES)
+    ids = []
+    for w in range(4):
+        p.send_predictions(predictions("m", T0 + 10 * w, 10, prefix=f"{w}-"))
+        ids.append([f"{w}-{i}" for i in range(10)])
+    p.send_predictions(predictions("m", T0 + 40, 1, prefix="z"))   # windows 0-3 closed
+    assert not [a for a in p.alerts if a.rule == "accuracy_low"]
+    # window 0 gets bad labels twice (two revisions): one window, so still pending
+    p.send_feedback(labels("m", ids[0][:5], 0.0, at=T0 + 50))
+    p.advance(1)
+    p.send_feedback(labels("m", ids[0][5:], 0.0, at=T0 + 51))
+    p.advance(1)
+    assert not [a for a in p.alerts if a.rule == "accuracy_low"]
+    # 3 labels are below feedback_min_labels: no verdict on window 1
+    p.send_feedback(labels("m", ids[1][:3], 0.0, at=T0 + 52))
+    p.advance(1)
+    assert not [a for a in p.alerts if a.rule == "accuracy_low"]
+    p.send_feedback(labels("m", ids[1][3:], 0.0, at=T0 + 53))
+    p.advance(1)
+    fired = [a for a in p.alerts if a.rule == "accuracy_low"]
+    assert [(a.status, a.kind, a.severity, a.value) for a in fired] == [
+        ("firing", "threshold", "critical", 0.0)]
+    # good labels for windows 2 and 3: resolved
+    p.send_feedback(labels("m", ids[2] + ids[3], 1.0, at=T0 + 60))
+    p.advance(1)
+    fired = [a for a in p.alerts if a.rule == "accuracy_low"]
+    assert [a.status for a in fired] == ["firing", "resolved"]
+    assert fired[0].alert_id == fired[1].alert_id
+
+
+def test_the_join_can_be_turned_off_and_follows_partitions():
+    off = pipe(feedback_horizon_seconds=0)
+    off.send_predictions(predictions("m", T0, 3))
+    off.send_feedback(labels("m", ["0"], 1.0, at=T0))
+    off.advance(100)
+    assert off.summarizer.join is None and windows_of(off, "m")[0].performance is None
+    on = pipe()
+    on.send_predictions(predictions("m", T0, 3))
+    join = on.summarizer.join
+    assert join is not None and join.size == 3
+    on.summarizer.keep_only(predictions=set(), logs=set())
+    assert join.size == 0 and not join.windows
