@@ -85,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
                           metavar="MODEL:FACTOR@START+DURATION")
     simulate.add_argument("--error-burst", action="append", default=[],
                           metavar="MODEL:RATE@START+DURATION")
+    simulate.add_argument("--accuracy", action="append", default=[],
+                          metavar="MODEL:ACCURACY@START+DURATION",
+                          help="share of MODEL's labels that agree with its predictions")
+    simulate.add_argument("--label-rate", type=float, default=0.5,
+                          help="share of predictions that get a ground-truth label")
+    simulate.add_argument("--label-delay", type=float, default=5.0,
+                          help="seconds from a prediction to its label")
     simulate.add_argument("--malformed-rate", type=float, default=0.0,
                           help="share of extra malformed messages")
     simulate.set_defaults(func=cmd_simulate)
@@ -194,7 +201,10 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
             injections=[Injection("latency", "model-0", start_s=6 * settings.window_seconds,
                                   duration_s=2 * settings.window_seconds, magnitude=4.0),
                         Injection("drift", "model-1", start_s=9 * settings.window_seconds,
-                                  feature="amount", magnitude=2.0)],
+                                  feature="amount", magnitude=2.0),
+                        Injection("accuracy", "model-2", start_s=12 * settings.window_seconds,
+                                  magnitude=0.6)],
+            label_delay_s=settings.window_seconds * 1.5,
         )
 
         def simulate() -> None:
@@ -252,7 +262,19 @@ def _describe(topic: str, record: dict[str, Any]) -> str:
     return (f"window {record['window_start']} model {record['model']}/{record['model_version']} "
             f"n={record['count']:5} errors={record['error_count']:3} "
             f"p50={latency.get('p50', 0):7.1f}ms p99={latency.get('p99', 0):7.1f}ms "
-            f"amount.mean={amount.get('mean', 0):8.1f} late={record['late_events']}")
+            f"amount.mean={amount.get('mean', 0):8.1f} late={record['late_events']}"
+            + _describe_performance(record))
+
+
+def _describe_performance(record: dict[str, Any]) -> str:
+    performance = record.get("performance")
+    if not performance:
+        return ""
+    accuracy = performance.get("accuracy")
+    text = f" labelled={performance['labelled']}"
+    if accuracy is not None:
+        text += f" accuracy={accuracy:.3f}"
+    return text + (f" (revision {record['revision']})" if record.get("revision") else "")
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
@@ -262,9 +284,10 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     _setup_logging(settings.log_level)
     bootstrap = args.bootstrap or settings.bootstrap_or_error
     injections = [*map(_drift, args.drift), *map(_spike("latency"), args.latency_spike),
-                  *map(_spike("errors"), args.error_burst)]
+                  *map(_spike("errors"), args.error_burst), *map(_spike("accuracy"), args.accuracy)]
     simulator = Simulator(n_models=args.models, seed=args.seed, injections=injections,
-                          malformed_rate=args.malformed_rate)
+                          malformed_rate=args.malformed_rate, label_rate=args.label_rate,
+                          label_delay_s=args.label_delay)
     with Telemetry(bootstrap, topic_prefix=settings.topic_prefix) as telemetry:
         sent = simulator.run(telemetry, duration_s=args.duration, rate_per_s=args.rate)
     print(f"sent {sent} events ({telemetry.dropped} dropped)")

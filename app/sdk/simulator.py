@@ -5,7 +5,10 @@ Each model has numeric features (log-normal ``amount``, normal ``age``,
 log-normal latency, a small error rate and LLM-style token counts and cost.
 Injections change one model for a time span: ``drift`` shifts a numeric feature
 by ``magnitude`` standard deviations, ``latency`` multiplies latency,
-``errors`` sets the error rate; ``malformed_rate`` sends broken messages too.
+``errors`` sets the error rate, ``accuracy`` sets how often the ground truth
+agrees with the prediction (default 0.9); ``malformed_rate`` sends broken
+messages too. ``run`` also sends ground-truth labels (feedback) of
+``label_rate`` of the predictions, ``label_delay_s`` after them.
 
 >>> sim = Simulator(n_models=2, seed=1)
 >>> events = list(sim.events(start_s=0, duration_s=1, rate_per_s=4))
@@ -15,6 +18,7 @@ by ``magnitude`` standard deviations, ``latency`` multiplies latency,
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -47,7 +51,7 @@ MALFORMED_SAMPLES: tuple[bytes, ...] = (
 class Injection:
     """Trouble for ``model`` from ``start_s`` for ``duration_s`` seconds of event time."""
 
-    kind: Literal["drift", "latency", "errors"]
+    kind: Literal["drift", "latency", "errors", "accuracy"]
     model: str
     start_s: float
     duration_s: float = float("inf")
@@ -63,8 +67,11 @@ class Simulator:
 
     def __init__(
         self, n_models: int = 3, seed: int = 0, injections: Sequence[Injection] = (),
-        malformed_rate: float = 0.0, versions: Sequence[str] = ("v1",),
+        malformed_rate: float = 0.0, versions: Sequence[str] = ("v1",), *,
+        label_rate: float = 0.5, label_delay_s: float = 5.0,
     ) -> None:
+        self.label_rate = label_rate
+        self.label_delay_s = label_delay_s
         self.models = [f"model-{i}" for i in range(n_models)]
         self.versions = list(versions)
         self.rng = np.random.default_rng(seed)
@@ -124,6 +131,16 @@ class Simulator:
             event["prediction"] = None
         return event
 
+    def label(self, event: dict[str, Any]) -> int | None:
+        """The ground truth of ``event`` (None for a failed prediction)."""
+        if event["prediction"] is None:
+            return None
+        rel = event["timestamp"] - self.origin_s
+        accuracy = min([inj.magnitude for inj in self.injections
+                        if inj.kind == "accuracy" and inj.active(event["model"], rel)] or [0.9])
+        right = self.rng.random() < accuracy
+        return int(event["prediction"] if right else 1 - event["prediction"])
+
     def malformed(self) -> bytes:
         return MALFORMED_SAMPLES[int(self.rng.integers(len(MALFORMED_SAMPLES)))]
 
@@ -135,12 +152,21 @@ class Simulator:
         sent = 0
         started = self.origin_s = time.time()
         tick_s = 0.1
+        labels: collections.deque[tuple[float, str, str, int]] = collections.deque()
         while time.time() - started < duration_s and not (stop is not None and stop.is_set()):
             tick_started = time.time()
+            while labels and labels[0][0] <= tick_started:
+                due_s, model, event_id, label = labels.popleft()
+                telemetry.feedback(model=model, event_id=event_id, label=label,
+                                   timestamp=due_s)
             for i in range(max(1, int(rate_per_s * tick_s))):
                 model = self.models[(sent + i) % len(self.models)]
                 event = self.event(model, time.time())
                 telemetry.log_prediction(**event)
+                truth = self.label(event)
+                if truth is not None and self.rng.random() < self.label_rate:
+                    labels.append((event["timestamp"] + self.label_delay_s, model,
+                                   event["event_id"], truth))
                 if i % 20 == 0:
                     level = "ERROR" if event["status"] == "error" else "INFO"
                     telemetry.log(service=f"{model}-api", level=level,
