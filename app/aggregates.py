@@ -277,13 +277,18 @@ class PredictionAggregate:
     A ``profile`` (the detectors' view of the window) is handed each numeric
     signal as an array: ``f:<feature>``, ``o:latency_ms``, ``o:confidence``,
     ``o:prediction`` (numeric predictions) and ``o:error`` (1.0 per failed event).
-    ``labels`` (the label join's index of the window) is handed every batch.
+    ``labels`` (the label join's index of the window) is handed every batch. Features
+    beyond ``max_features`` names are folded into ``__other__`` (cardinality guard).
     """
 
     def __init__(self, max_categories: int = 1000, top_values: int = 50,
-                 profile: Profile | None = None, labels: Labels | None = None) -> None:
+                 profile: Profile | None = None, labels: Labels | None = None,
+                 max_features: int = 200) -> None:
         self.profile = profile
         self.labels = labels
+        self.max_features = max_features
+        self.folded_features = 0
+        """Feature values counted under ``__other__`` (beyond ``max_features`` names)."""
         self.max_categories = max_categories
         self.top_values = top_values
         self.count = 0
@@ -341,8 +346,8 @@ class PredictionAggregate:
         # column by column: one C-speed pass per feature instead of a Python loop per value
         rows = [e.features for e in events]
         profile = self.profile
-        for name in set().union(*rows):
-            column = [row.get(name, _MISSING) for row in rows]
+        for feature in set().union(*rows):
+            column = [row.get(feature, _MISSING) for row in rows]
             numbers = [v for v in column if type(v) is float]
             if len(numbers) == len(column):
                 categories: list[object] = []
@@ -351,9 +356,15 @@ class PredictionAggregate:
                 nulls = column.count(None)
                 categories = [v for v in column
                               if v is not None and v is not _MISSING and type(v) is not float]
+            name = feature
             stats = self.features.get(name)
             if stats is None:
-                stats = self.features[name] = FeatureStats()
+                if len(self.features) >= self.max_features and name != OTHER:
+                    self.folded_features += len(column) - column.count(_MISSING)
+                    name = OTHER
+                    stats = self.features.get(name)
+                if stats is None:
+                    stats = self.features[name] = FeatureStats()
             values = np.asarray(numbers, dtype=np.float64)
             stats.add(values, categories, nulls, self.max_categories)
             if profile is not None and values.size:

@@ -65,6 +65,16 @@ class Settings:
     """Distinct values counted per categorical feature per window; more go to ``__other__``."""
     top_values: int = 50
     """Values listed per categorical feature/prediction in a window summary."""
+    max_models: int = 1000
+    """Models tracked per worker; more are folded into ``__other__`` (cardinality guard)."""
+    max_versions: int = 20
+    """Versions tracked per model; more are folded into ``__other__``."""
+    max_services: int = 1000
+    """Log services tracked per worker; more are folded into ``__other__``."""
+    max_features: int = 200
+    """Feature names per model-version window; more are folded into ``__other__``."""
+    series_idle_seconds: float = 3600.0
+    """A model, version or service unseen this long (wall clock) gives up its slot."""
     internal_message_bytes: int = 1_000_000
     """Largest message the worker writes to its internal topics (under Kafka's 1 MB default)."""
     batch_messages: int = 500

@@ -1,7 +1,7 @@
 """Delayed labels joined to the windows of the predictions they judge.
 
 Each prediction window (of one model version) keeps the predictions that still
-await a label, ``event_id → (prediction, event time)``. A label
+await a label: ``event_id →`` its prediction and event time. A label
 (:class:`~app.events.FeedbackEvent`) is looked up among its model's windows,
 newest first, and scored into that window's :class:`~app.performance.Performance`;
 the entry goes, so a repeated label counts once. A label that arrives before its
@@ -41,6 +41,7 @@ True
 
 from __future__ import annotations
 
+import array
 import collections
 import math
 from collections.abc import Iterable, Sequence
@@ -72,7 +73,8 @@ class WindowLabels:
     """One window's predictions awaiting labels, and the quality of the labelled ones."""
 
     __slots__ = ("active", "count", "end_s", "join", "key", "last_revision_wall_s",
-                 "partition", "pending", "performance", "revision", "start_s", "summary")
+                 "partition", "pending", "performance", "predictions", "revision", "start_s",
+                 "summary", "times_s")
 
     def __init__(self, join: LabelJoin, partition: int, key: tuple[str, ...]) -> None:
         self.join = join
@@ -81,7 +83,10 @@ class WindowLabels:
         self.start_s = math.nan
         self.end_s = math.nan
         self.count = 0
-        self.pending: dict[str, tuple[object, float]] = {}
+        self.pending: dict[str, int] = {}
+        """event_id → index of its prediction and event time below."""
+        self.predictions: list[object] = []
+        self.times_s = array.array("d")
         self.performance = Performance(join.max_classes)
         self.summary: bytes | None = None   # set when the window closes
         self.revision = 0
@@ -98,14 +103,20 @@ class WindowLabels:
             self.start_s = math.floor(events[0].event_time_s / join.window_s) * join.window_s
             self.end_s = self.start_s + join.window_s
         self.count += len(events)
-        join.saw(self.key[0], max(e.event_time_s for e in events), prediction=True)
+        times_s = [e.event_time_s for e in events]
+        join.saw(self.key[0], max(times_s), prediction=True)
         if not self.active:
             return
+        judged = [e for e in events if e.prediction is not None]
+        if len(judged) < len(events):
+            times_s = [e.event_time_s for e in judged]
+        first = len(self.predictions)
+        self.predictions.extend([e.prediction for e in judged])
+        self.times_s.extend(times_s)
         pending = self.pending
         before = len(pending)
-        for e in events:
-            if e.prediction is not None:
-                pending[e.event_id] = (e.prediction, e.event_time_s)
+        ids = [e.event_id for e in judged]
+        pending.update(zip(ids, range(first, first + len(ids)), strict=True))
         join.size += len(pending) - before
         waiting = join.early.get(self.key[0])
         if waiting:
@@ -118,11 +129,11 @@ class WindowLabels:
 
     def score(self, event_id: str, label: object, label_time_s: float) -> bool:
         """Judge prediction ``event_id`` of this window by ``label``; False if not here."""
-        entry = self.pending.pop(event_id, None)
-        if entry is None:
+        index = self.pending.pop(event_id, None)
+        if index is None:
             return False
-        prediction, time_s = entry
-        self.performance.add([(prediction, label, max(label_time_s - time_s, 0.0))])
+        delay_s = max(label_time_s - self.times_s[index], 0.0)
+        self.performance.add([(self.predictions[index], label, delay_s)])
         self.join.size -= 1
         self.join.counts["joined"] += 1
         if self.summary is not None:
@@ -263,6 +274,8 @@ class LabelJoin:
     def _forget(self, window: WindowLabels) -> None:
         self.size -= len(window.pending)
         window.pending = {}
+        window.predictions = []
+        window.times_s = array.array("d")
         window.active = False
         windows = self.windows.get(window.key[0])
         if windows is not None and window in windows:

@@ -200,7 +200,8 @@ class Pipeline:
                 if late:
                     metrics.late_events.labels(kind=kind).inc(late)
                 if kind == "predictions":
-                    raised.extend(self.detect.seen(partition, name, now))
+                    model = self.summarizer.guard.known_model(name)
+                    raised.extend(self.detect.seen(partition, model, now))
             await emit(self.summarizer.close_due_windows(now, check_idle=False), raised)
 
         @app.agent(by_model, name="summarize_predictions")

@@ -30,6 +30,7 @@ from app.aggregates import LogAggregate, PredictionAggregate
 from app.codec import InternalCodec, group_by
 from app.config import Settings
 from app.events import FeedbackEvent, LogEvent, PredictionEvent, WindowSummary
+from app.guard import CardinalityGuard
 from app.join import LabelJoin, Revised, WindowLabels
 from app.timefmt import rfc3339
 from app.windows import TumblingWindows
@@ -65,6 +66,9 @@ class Summarizer:
         self._prediction_codec = InternalCodec(PredictionEvent)
         self._log_codec = InternalCodec(LogEvent)
         self._feedback_codec = InternalCodec(FeedbackEvent)
+        self.guard = CardinalityGuard(
+            max_models=settings.max_models, max_versions=settings.max_versions,
+            max_services=settings.max_services, idle_s=settings.series_idle_seconds)
         self.join: LabelJoin | None = None
         if settings.feedback_horizon_seconds > 0:
             self.join = LabelJoin(
@@ -93,7 +97,8 @@ class Summarizer:
             profile = profiles(partition, key) if profiles is not None else None
             return PredictionAggregate(
                 self.settings.max_categories, self.settings.top_values, profile=profile,
-                labels=join.open(partition, key) if join is not None else None)
+                labels=join.open(partition, key) if join is not None else None,
+                max_features=self.settings.max_features)
         return new
 
     def decode_predictions(self, payload: bytes) -> list[PredictionEvent]:
@@ -112,9 +117,13 @@ class Summarizer:
         """Aggregate routed events (all of one model); return the number of late events."""
         windows = self._predictions.get(partition) or self._windows(
             self._predictions, partition, self._prediction_factory(partition))
+        if not events:
+            return 0
         late = 0
-        model = events[0].model if events else ""
-        for version, group in group_by(events, "model_version").items():
+        guard = self.guard
+        model = guard.model(events[0].model, now_wall_s, len(events))
+        for name, group in group_by(events, "model_version").items():
+            version = guard.version(model, name, now_wall_s, len(group))
             late += windows.add((model, version), group, now_wall_s)
         return late
 
@@ -135,8 +144,10 @@ class Summarizer:
 
     def add_log_events(self, partition: int, events: list[LogEvent], now_wall_s: float) -> int:
         """Aggregate routed log events (all of one service)."""
+        if not events:
+            return 0
         windows = self._windows(self._logs, partition, lambda key: LogAggregate())
-        service = events[0].service if events else ""
+        service = self.guard.service(events[0].service, now_wall_s, len(events))
         return windows.add((service,), events, now_wall_s)
 
     def close_due(self, now_wall_s: float, check_idle: bool = True) -> list[WindowSummary]:
@@ -158,6 +169,8 @@ class Summarizer:
                     window_start=rfc3339(closed.start_s), window_end=rfc3339(closed.end_s),
                     late_events=closed.late_events,
                 )
+                if closed.aggregate.folded_features:
+                    self.guard.folded["feature"] += closed.aggregate.folded_features
                 labels = closed.aggregate.labels
                 if isinstance(labels, WindowLabels) and self.join is not None:
                     self.join.closed(labels, summary)

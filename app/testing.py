@@ -86,7 +86,8 @@ class LocalPipeline:
                 payload = self.ingest.encode_predictions(events)
                 self.late_events += self.summarizer.add_predictions(
                     self._partition(key), payload, now)
-                self.alerts.extend(self.detect.seen(self._partition(key), key, now))
+                model = self.summarizer.guard.known_model(key)
+                self.alerts.extend(self.detect.seen(self._partition(key), model, now))
             else:
                 payload = self.ingest.encode_logs(events)
                 self.late_events += self.summarizer.add_logs(self._partition(key), payload, now)

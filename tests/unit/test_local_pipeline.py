@@ -110,3 +110,26 @@ def test_bad_messages_become_dead_letters_and_valid_ones_still_count():
         (None, "mlpulse.predictions"), (1, "mlpulse.predictions"), (None, "mlpulse.logs"),
         (None, "mlpulse.feedback")]
     assert [w.count for w in pipe.windows] == [2]
+
+
+def test_cardinality_guard_folds_a_flood_of_model_names_and_features():
+    pipe = LocalPipeline(window_seconds=10, lateness_seconds=0, max_models=3,
+                         max_versions=2, max_features=2)
+    flood = [{"event_id": str(i), "timestamp": T0, "model": f"m{i}", "model_version": "v1",
+              "features": {"a": 1.0, f"x{i}": 3.0}} for i in range(500)]
+    pipe.send_predictions(flood, envelope=False)
+    pipe.send_predictions([{"event_id": "v", "timestamp": T0, "model": "m0",
+                            "model_version": f"v{i}"} for i in range(5)])
+    pipe.advance(100)
+    windows = {(w.model, w.model_version): w for w in pipe.windows}
+    assert set(windows) == {("m0", "v1"), ("m1", "v1"), ("m2", "v1"), ("__other__", "v1"),
+                            ("m0", "v0"), ("m0", "__other__")}
+    assert sum(w.count for w in pipe.windows) == 505         # nothing lost, only folded
+    other = [w for w in pipe.windows if w.model == "__other__"]   # one per partition
+    assert sum(w.count for w in other) == 497
+    # each window keeps "a" and its first x; every later x is folded
+    assert all(len(w.features) == 3 and "__other__" in w.features for w in other)
+    folded = pipe.summarizer.guard.folded
+    assert (folded["model"], folded["version"], folded["feature"]) == (497, 3, 497 - len(other))
+    presence = pipe.detect._presence   # the state a flood must not grow
+    assert sum(len(models) for models in presence.values()) <= 3 + 4   # models + __other__s
