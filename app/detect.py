@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -108,6 +108,8 @@ class Detect:
         self._presence: dict[int, dict[str, _Presence]] = {}
         self._file_references: dict[str, Reference] = {}
         self._restored: set[int] = set()
+        self.on_findings: Callable[[int, tuple[str, ...], list[Finding]], None] | None = None
+        """Called with every prediction window's findings (the status view listens)."""
 
     # ------------------------------------------------------------ per window
 
@@ -134,6 +136,8 @@ class Detect:
             return []
         state = self._model(c.partition, c.key)
         findings = state.monitor.on_window(aggregate, profile, c.start_s, c.end_s, c.summary)
+        if self.on_findings is not None:
+            self.on_findings(c.partition, c.key, findings)
         model, version = c.key
         labels = {"model": model, "model_version": version}
         conditions = (self.rules.evaluate_findings(findings, labels)

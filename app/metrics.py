@@ -12,8 +12,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -38,6 +39,14 @@ class Metrics:
         self.alerts = Counter(
             "mlpulse_alerts", "Alert events published, by rule and status (firing, resolved).",
             ["rule", "status"], registry=registry)
+        self.batch_messages = Histogram(
+            "mlpulse_batch_messages", "Kafka messages per batch a stage processed (the count "
+            "is the number of batches).", ["stage"], registry=registry,
+            buckets=(1, 5, 10, 50, 100, 250, 500, 1000))
+        self.batch_duration = Histogram(
+            "mlpulse_batch_duration_seconds", "Time a stage spent on one batch.", ["stage"],
+            registry=registry,
+            buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
         self.open_windows = Gauge(
             "mlpulse_open_windows", "Windows currently open on this worker.", registry=registry)
 
@@ -45,10 +54,33 @@ class Metrics:
         """Read the open-window count at scrape time (no writes on the hot path)."""
         self.open_windows.set_function(lambda: float(count()))
 
+    def track_lag(self, positions: Mapping[Any, int],
+                  highwater: Callable[[Any], int | None]) -> None:
+        """Consumer lag per input partition (high watermark − next offset to process),
+        read at scrape time; ``positions`` maps Faust TPs to the next offset."""
+        self.registry.register(_LagCollector(positions, highwater))
+
     def track_label_join(self, counts: Callable[[], Mapping[str, int]],
                          size: Callable[[], int]) -> None:
         """Report the label join's running totals, read at scrape time."""
         self.registry.register(_LabelJoinCollector(counts, size))
+
+
+class _LagCollector(Collector):
+    def __init__(self, positions: Mapping[Any, int],
+                 highwater: Callable[[Any], int | None]) -> None:
+        self.positions = positions
+        self.highwater = highwater
+
+    def collect(self) -> Iterable[Metric]:
+        lag = GaugeMetricFamily(
+            "mlpulse_consumer_lag_messages", "Messages of an input partition not processed "
+            "yet by this worker (high watermark - position).", labels=["topic", "partition"])
+        for tp, position in sorted(self.positions.items()):
+            high = self.highwater(tp)
+            if high is not None:
+                lag.add_metric([tp.topic, str(tp.partition)], max(high - position, 0))
+        yield lag
 
 
 class _LabelJoinCollector(Collector):

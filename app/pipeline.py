@@ -42,10 +42,11 @@ from app.codec import chunked
 from app.config import Settings
 from app.deadletter import encode_dead_letter
 from app.detect import Detect
-from app.events import AlertEvent, DeadLetter, PredictionWindow
+from app.events import AlertEvent, DeadLetter, PredictionWindow, WindowSummary
 from app.ingest import Ingest, Routed
 from app.join import Revised
 from app.metrics import Metrics
+from app.status import Status, StatusCollector
 from app.store import TableStore
 from app.summarize import Closed, Summarizer, encode_summary, summary_key
 from app.topics import Topics, detector_changelog
@@ -75,8 +76,21 @@ class Pipeline:
         if self.summarizer.join is not None:
             join = self.summarizer.join
             self.metrics.track_label_join(lambda: join.counts, lambda: join.size)
+        self.status = Status()
+        self.detect.on_findings = self.status.on_findings
+        self.registry.register(StatusCollector(self.status, lambda: self.summarizer.guard.folded))
         self.owned_partitions: set[int] = set()
+        self.positions: dict[TP, int] = {}
+        """Next offset to process per input partition (for consumer lag)."""
         self.app = self._build_app()
+        self.metrics.track_lag(self.positions, self._highwater)
+
+    def _highwater(self, tp: TP) -> int | None:
+        try:   # aiokafka asserts the partition is assigned; None before its first fetch
+            high = self.app.consumer.highwater(tp)
+        except Exception:   # a scrape must never fail on a rebalance
+            return None
+        return int(high) if high is not None else None
 
     def _build_app(self) -> faust.App:
         s = self.settings
@@ -129,8 +143,13 @@ class Pipeline:
 
         async def emit(closed: list[Closed], raised: list[AlertEvent],
                        revised: Sequence[Revised] = ()) -> None:
-            for summary in [*(c.summary for c in closed), *(r.summary for r in revised)]:
+            status = self.status
+            done: list[tuple[int, WindowSummary]] = [
+                *((c.partition, c.summary) for c in closed),
+                *((r.partition, r.summary) for r in revised)]
+            for partition, summary in done:
                 await windows.send(key=summary_key(summary), value=encode_summary(summary))
+                status.on_window(partition, summary)
             kinds = collections.Counter(
                 "predictions" if isinstance(c.summary, PredictionWindow) else "logs"
                 for c in closed)
@@ -140,6 +159,21 @@ class Pipeline:
             for alert in raised:
                 await alerts.send(key=alert_key(alert), value=encode_alert(alert))
                 metrics.alerts.labels(rule=alert.rule, status=alert.status).inc()
+            status.on_alerts(raised)
+
+        positions = self.positions
+
+        async def batches(stream: Any, stage: str) -> Any:
+            """Batches of messages of ``stream``, timed and counted per stage."""
+            size = metrics.batch_messages.labels(stage=stage)
+            duration = metrics.batch_duration.labels(stage=stage)
+            async for batch in stream.take_events(**take):
+                started = time.perf_counter()
+                yield batch
+                duration.observe(time.perf_counter() - started)
+                size.observe(len(batch))
+                for event in batch:
+                    positions[event.message.tp] = event.message.offset + 1
 
         def ingested(batch: Any, decode: Any, topic_name: str) -> Routed:
             """Decode a batch of messages; merge their valid events per routing key."""
@@ -161,26 +195,26 @@ class Pipeline:
         #    onwards as one internal message per model.
         @app.agent(predictions, name="ingest_predictions")
         async def ingest_predictions(stream: Any) -> None:
-            async for batch in stream.take_events(**take):
+            async for batch in batches(stream, "ingest_predictions"):
                 routed = ingested(batch, self.ingest.predictions, t.predictions)
                 await publish(routed, by_model, self.ingest.encode_predictions)
 
         @app.agent(logs, name="ingest_logs")
         async def ingest_logs(stream: Any) -> None:
-            async for batch in stream.take_events(**take):
+            async for batch in batches(stream, "ingest_logs"):
                 await publish(ingested(batch, self.ingest.logs, t.logs), by_service,
                               self.ingest.encode_logs)
 
         @app.agent(feedback, name="ingest_feedback")
         async def ingest_feedback(stream: Any) -> None:
-            async for batch in stream.take_events(**take):
+            async for batch in batches(stream, "ingest_feedback"):
                 routed = ingested(batch, self.ingest.feedback, t.feedback)
                 await publish(routed, feedback_by_model, self.ingest.encode_feedback)
 
         @app.agent(feedback_by_model, name="join_feedback")
         async def join_feedback(stream: Any) -> None:
             summarizer = self.summarizer
-            async for batch in stream.take_events(**take):
+            async for batch in batches(stream, "join_feedback"):
                 for event in batch:
                     labels = summarizer.decode_feedback(event.message.value)
                     summarizer.add_feedback(event.message.partition, labels)
@@ -207,14 +241,14 @@ class Pipeline:
         @app.agent(by_model, name="summarize_predictions")
         async def summarize_predictions(stream: Any) -> None:
             summarizer = self.summarizer
-            async for batch in stream.take_events(**take):
+            async for batch in batches(stream, "summarize_predictions"):
                 await summarize(batch, summarizer.decode_predictions, "model",
                                 summarizer.add_prediction_events, "predictions")
 
         @app.agent(by_service, name="summarize_logs")
         async def summarize_logs(stream: Any) -> None:
             summarizer = self.summarizer
-            async for batch in stream.take_events(**take):
+            async for batch in batches(stream, "summarize_logs"):
                 await summarize(batch, summarizer.decode_logs, "service",
                                 summarizer.add_log_events, "logs")
 
@@ -228,11 +262,16 @@ class Pipeline:
             await emit(self.summarizer.close_due_windows(now), self.detect.check_no_data(now),
                        self.summarizer.revisions(now))
 
-        # 4. Prometheus exposition of this worker
+        # 4. Prometheus exposition of this worker; its status as JSON
         @app.page("/metrics")
         async def metrics_page(web: Any, request: Any) -> Any:
             return web.bytes(generate_latest(self.registry),
                              headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        @app.page("/api/status")
+        async def status_json(web: Any, request: Any) -> Any:
+            return web.bytes(_encoder.encode(self.status.to_json()),
+                             content_type="application/json")
 
         internal = {t.predictions_by_model, t.logs_by_service, t.feedback_by_model}
 
@@ -246,6 +285,10 @@ class Pipeline:
                 logs={p for name, p in owned if name == t.logs_by_service},
             )
             self.detect.keep_only({p for _, p in owned})
+            self.status.keep_only(self.owned_partitions | {
+                p for name, p in owned if name == t.logs_by_service})
+            for tp in [tp for tp in self.positions if tp not in assigned]:
+                del self.positions[tp]
             log.info("mlpulse assigned %s", owned)
 
         app.on_partitions_assigned.connect(cast(Any, on_assigned))

@@ -23,6 +23,7 @@ from app.config import Settings
 from app.detect import Detect, MemoryStore
 from app.events import AlertEvent, DeadLetter, WindowSummary
 from app.ingest import Ingest
+from app.status import Status
 from app.store import partition_for
 from app.summarize import Closed, Summarizer
 
@@ -60,6 +61,8 @@ class LocalPipeline:
         self.store = store if store is not None else MemoryStore()
         self.detect = Detect(self.settings, store=self.store)
         self.summarizer = Summarizer(self.settings, profiles=self.detect.new_profile)
+        self.status = Status()
+        self.detect.on_findings = self.status.on_findings
         self.windows: list[WindowSummary] = []
         self.alerts: list[AlertEvent] = []
         self.dead_letters: list[DeadLetter] = []
@@ -87,7 +90,7 @@ class LocalPipeline:
                 self.late_events += self.summarizer.add_predictions(
                     self._partition(key), payload, now)
                 model = self.summarizer.guard.known_model(key)
-                self.alerts.extend(self.detect.seen(self._partition(key), model, now))
+                self._alerts(self.detect.seen(self._partition(key), model, now))
             else:
                 payload = self.ingest.encode_logs(events)
                 self.late_events += self.summarizer.add_logs(self._partition(key), payload, now)
@@ -95,7 +98,13 @@ class LocalPipeline:
 
     def _closed(self, closed: list[Closed]) -> None:
         self.windows.extend(c.summary for c in closed)
-        self.alerts.extend(self.detect.on_closed(closed))
+        for c in closed:
+            self.status.on_window(c.partition, c.summary)
+        self._alerts(self.detect.on_closed(closed))
+
+    def _alerts(self, alerts: list[AlertEvent]) -> None:
+        self.alerts.extend(alerts)
+        self.status.on_alerts(alerts)
 
     def send_predictions(self, events: Sequence[Any], envelope: bool = True) -> None:
         """Send events (dicts) as one envelope, or one message each."""
@@ -115,7 +124,9 @@ class LocalPipeline:
         """Move the clock and run the idle-close timer."""
         self.clock.advance(seconds)
         self._closed(self.summarizer.close_due_windows(self.clock()))
-        self.alerts.extend(self.detect.check_no_data(self.clock()))
+        self._alerts(self.detect.check_no_data(self.clock()))
         revised = self.summarizer.revisions(self.clock())
         self.windows.extend(r.summary for r in revised)
-        self.alerts.extend(self.detect.on_revised(revised))
+        for r in revised:
+            self.status.on_window(r.partition, r.summary)
+        self._alerts(self.detect.on_revised(revised))

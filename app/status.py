@@ -1,0 +1,270 @@
+"""What a worker knows now: each series' latest window, detector scores and open alerts.
+
+The pipeline tells a :class:`Status` about every window it emits, the detector
+findings of every prediction window and every alert event; Prometheus reads it
+through :class:`StatusCollector` at scrape time (no per-event gauge writes) and
+the status page through :meth:`Status.to_json`. Bounded: series exist only for
+names the cardinality guard admitted, each keeps ``history`` points, and the
+series of partitions that moved to another worker are dropped.
+
+>>> from app.events import LogWindow
+>>> status = Status(history=3)
+>>> status.on_window(0, LogWindow(service="api", window_start="2026-01-01T00:00:00Z",
+...     window_end="2026-01-01T00:01:00Z", count=10, error_count=1, error_rate=0.1,
+...     counts={"INFO": 9, "ERROR": 1}, late_events=0))
+>>> status.to_json()["services"][0]["latest"]["error_rate"]
+0.1
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from app.detectors.finding import Finding
+from app.events import AlertEvent, LogWindow, PredictionWindow, WindowSummary
+
+__all__ = ["Status", "StatusCollector"]
+
+_DRIFT_RULES = ("feature_drift", "prediction_drift")
+
+
+def _epoch_s(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+class _Series:
+    __slots__ = ("anomaly", "drift", "history", "latest", "partition", "performance",
+                 "performance_window")
+
+    def __init__(self, partition: int, history: int) -> None:
+        self.partition = partition
+        self.latest: Any = None
+        self.history: collections.deque[dict[str, Any]] = collections.deque(maxlen=history)
+        self.drift: dict[tuple[str, str], dict[str, float]] = {}
+        """(signal, signal kind) → psi, js, p_value, drifted of the latest window."""
+        self.anomaly: dict[str, float] = {}
+        self.performance: dict[str, float] = {}
+        """Quality of the newest window with labels (windows close before labels come)."""
+        self.performance_window = ""
+
+
+class Status:
+    """Latest windows, scores and firing alerts of the series this worker owns."""
+
+    def __init__(self, history: int = 60) -> None:
+        self.history = history
+        self.models: dict[tuple[str, str], _Series] = {}
+        self.services: dict[str, _Series] = {}
+        self.alerts: dict[str, AlertEvent] = {}
+        """Firing alerts by fingerprint."""
+
+    # ------------------------------------------------------------ fed by the pipeline
+
+    def on_window(self, partition: int, summary: WindowSummary) -> None:
+        if isinstance(summary, PredictionWindow):
+            key = (summary.model, summary.model_version)
+            series = self.models.get(key)
+            if series is None:
+                series = self.models[key] = _Series(partition, self.history)
+            if summary.performance is not None and (
+                    summary.window_start >= series.performance_window):
+                series.performance_window = summary.window_start
+                series.performance = {
+                    k: v for k, v in msgspec.structs.asdict(summary.performance).items()
+                    if isinstance(v, float) and not k.startswith("label_delay")}
+            if summary.revision and series.latest is not None and (
+                    series.latest.window_start != summary.window_start):
+                self._revise_history(series, summary)
+                return
+            series.latest = summary
+            self._append(series, summary, _prediction_point(summary))
+        else:
+            service = self.services.get(summary.service)
+            if service is None:
+                service = self.services[summary.service] = _Series(partition, self.history)
+            service.latest = summary
+            self._append(service, summary, {"count": summary.count,
+                                            "error_rate": summary.error_rate})
+
+    def _append(self, series: _Series, summary: WindowSummary, point: dict[str, Any]) -> None:
+        point["window_start"] = summary.window_start
+        if series.history and series.history[-1]["window_start"] == summary.window_start:
+            series.history[-1].update(point)    # a revision of the newest window
+        else:
+            series.history.append(point)
+
+    def _revise_history(self, series: _Series, summary: PredictionWindow) -> None:
+        for point in series.history:
+            if point["window_start"] == summary.window_start:
+                point.update(_prediction_point(summary))
+
+    def on_findings(self, partition: int, key: tuple[str, ...],
+                    findings: Iterable[Finding]) -> None:
+        """Detector findings of a prediction window of (model, version)."""
+        series = self.models.get((key[0], key[1]))
+        if series is None:
+            series = self.models[(key[0], key[1])] = _Series(partition, self.history)
+        for f in findings:
+            if f.rule in _DRIFT_RULES:
+                signal, kind = ((f.labels["feature"], "feature") if "feature" in f.labels
+                                else (f.labels.get("signal", "prediction"), "output"))
+                series.drift[(signal, kind)] = {
+                    "psi": float(f.evidence.get("psi", 0.0)),
+                    "js": float(f.evidence.get("js", 0.0)),
+                    "p_value": float(f.evidence.get("p_value", 1.0)),
+                    "drifted": float(f.firing)}
+            elif f.rule == "window_anomaly":
+                series.anomaly["robust_z"] = float(f.value or 0.0)
+                series.anomaly["hst"] = float(f.evidence.get("hst_score") or 0.0)
+        if series.history and series.drift:
+            series.history[-1]["drift_psi_max"] = max(d["psi"] for d in series.drift.values())
+
+    def on_alerts(self, alerts: Iterable[AlertEvent]) -> None:
+        for alert in alerts:
+            if alert.status == "firing":
+                self.alerts[alert.fingerprint] = alert
+            else:
+                self.alerts.pop(alert.fingerprint, None)
+
+    def keep_only(self, partitions: set[int]) -> None:
+        """Forget the series of partitions this worker no longer owns."""
+        for key in [k for k, s in self.models.items() if s.partition not in partitions]:
+            del self.models[key]
+        for name in [k for k, s in self.services.items() if s.partition not in partitions]:
+            del self.services[name]
+        models = {m for m, _ in self.models} | set(self.services)
+        for fp in [fp for fp, a in self.alerts.items()
+                   if a.labels.get("model", a.labels.get("service")) not in models]:
+            del self.alerts[fp]
+
+    # ------------------------------------------------------------ read by operators
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything the status page shows (JSON-ready)."""
+        return {
+            "models": [
+                {"model": model, "model_version": version,
+                 "latest": msgspec.to_builtins(s.latest) if s.latest is not None else None,
+                 "history": list(s.history),
+                 "drift": [{"signal": signal, "kind": kind, **scores}
+                           for (signal, kind), scores in sorted(s.drift.items())],
+                 "anomaly": s.anomaly, "performance": s.performance}
+                for (model, version), s in sorted(self.models.items())],
+            "services": [
+                {"service": name, "latest": msgspec.to_builtins(s.latest),
+                 "history": list(s.history)}
+                for name, s in sorted(self.services.items()) if s.latest is not None],
+            "alerts": [msgspec.to_builtins(a) for a in
+                       sorted(self.alerts.values(), key=lambda a: a.starts_at, reverse=True)],
+        }
+
+
+def _prediction_point(w: PredictionWindow) -> dict[str, Any]:
+    latency = w.latency_ms
+    return {
+        "count": w.count, "error_rate": w.error_rate,
+        "p50_ms": latency.p50 if latency else None, "p95_ms": latency.p95 if latency else None,
+        "p99_ms": latency.p99 if latency else None,
+        "confidence": w.confidence.mean if w.confidence else None,
+        "accuracy": w.performance.accuracy if w.performance else None,
+    }
+
+
+class StatusCollector(Collector):
+    """Per model/version and per service gauges of the latest closed window, read from a
+    :class:`Status` at scrape time; plus what the cardinality guard folded."""
+
+    def __init__(self, status: Status, folded: Callable[[], Mapping[str, int]]) -> None:
+        self.status = status
+        self.folded = folded
+
+    def collect(self) -> Iterable[Metric]:
+        s = self.status
+        mv = ["model", "model_version"]
+
+        def gauge(name: str, doc: str, extra: Iterable[str] = ()) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, labels=[*mv, *extra])
+
+        events = gauge("mlpulse_model_window_events", "Events in the latest closed window.")
+        rate = gauge("mlpulse_model_throughput_events_per_second",
+                     "Events per second of event time in the latest closed window.")
+        errors = gauge("mlpulse_model_error_ratio", "Failed share of the latest window.")
+        latency = gauge("mlpulse_model_latency_seconds",
+                        "Latency quantiles of the latest window.", ["quantile"])
+        confidence = gauge("mlpulse_model_confidence_mean",
+                           "Mean confidence of the latest window.")
+        cost = gauge("mlpulse_model_window_cost_usd", "LLM cost in the latest window (USD).")
+        end = gauge("mlpulse_model_window_end_timestamp_seconds",
+                    "End of the latest closed window (Unix time).")
+        quality = gauge("mlpulse_model_performance",
+                        "Model quality of the newest window with labels (accuracy, f1, ..., "
+                        "label_coverage; mae and rmse in prediction units).", ["metric"])
+        drift = gauge("mlpulse_model_drift_score",
+                      "Drift of a signal in the latest window against its reference.",
+                      ["signal", "signal_kind", "statistic"])
+        p_value = gauge("mlpulse_model_drift_p_value",
+                        "p-value of the latest window's drift test.", ["signal", "signal_kind"])
+        anomaly = gauge("mlpulse_model_anomaly_score",
+                        "Anomaly scores of the latest window's metrics.", ["detector"])
+        for (model, version), series in sorted(s.models.items()):
+            labels = [model, version]
+            w = series.latest
+            if isinstance(w, PredictionWindow):
+                start_s, end_s = _epoch_s(w.window_start), _epoch_s(w.window_end)
+                events.add_metric(labels, w.count)
+                rate.add_metric(labels, w.count / max(end_s - start_s, 1e-9))
+                errors.add_metric(labels, w.error_rate)
+                end.add_metric(labels, end_s)
+                cost.add_metric(labels, w.cost_usd)
+                if w.latency_ms is not None:
+                    for q, ms in (("0.5", w.latency_ms.p50), ("0.95", w.latency_ms.p95),
+                                  ("0.99", w.latency_ms.p99)):
+                        latency.add_metric([*labels, q], ms / 1000.0)
+                if w.confidence is not None:
+                    confidence.add_metric(labels, w.confidence.mean)
+            for metric, value in sorted(series.performance.items()):
+                quality.add_metric([*labels, metric], value)
+            for (signal, kind), scores in sorted(series.drift.items()):
+                for statistic in ("psi", "js"):
+                    drift.add_metric([*labels, signal, kind, statistic], scores[statistic])
+                p_value.add_metric([*labels, signal, kind], scores["p_value"])
+            for detector, score in sorted(series.anomaly.items()):
+                anomaly.add_metric([*labels, detector], score)
+        yield from (events, rate, errors, latency, confidence, cost, end, quality, drift,
+                    p_value, anomaly)
+
+        log_events = GaugeMetricFamily("mlpulse_service_window_log_events",
+                                       "Log events in the latest closed window.",
+                                       labels=["service"])
+        log_errors = GaugeMetricFamily("mlpulse_service_log_error_ratio",
+                                       "ERROR/FATAL share of the latest log window.",
+                                       labels=["service"])
+        for name, series in sorted(s.services.items()):
+            if isinstance(series.latest, LogWindow):
+                log_events.add_metric([name], series.latest.count)
+                log_errors.add_metric([name], series.latest.error_rate)
+        yield log_events
+        yield log_errors
+
+        firing = GaugeMetricFamily("mlpulse_alerts_firing", "Alerts firing now.",
+                                   labels=["rule", "severity"])
+        counts = collections.Counter((a.rule, a.severity) for a in s.alerts.values())
+        for (rule, severity), n in sorted(counts.items()):
+            firing.add_metric([rule, severity], n)
+        yield firing
+
+        folded = CounterMetricFamily(
+            "mlpulse_series_folded", "Events counted under __other__ by the cardinality "
+            "guard, by what was folded (model, version, service, feature).", labels=["kind"])
+        totals = self.folded()
+        for kind in ("model", "version", "service", "feature"):
+            folded.add_metric([kind], totals.get(kind, 0))
+        yield folded
+

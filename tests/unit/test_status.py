@@ -1,0 +1,69 @@
+"""The status view and its Prometheus collector report what the windows and detectors said."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from app.events import PredictionWindow
+from app.sdk.simulator import Injection, Simulator
+from app.status import StatusCollector
+from app.testing import LocalPipeline
+
+T0 = 1_700_000_000.0
+RULES = [{"name": "slow", "expr": "latency_ms.p99 > 300", "severity": "critical"},
+         {"detector": "*"}]
+
+
+def run() -> LocalPipeline:
+    pipe = LocalPipeline(window_seconds=10, lateness_seconds=0, rules=RULES,
+                         detectors={"reference": {"windows": 2, "min_events": 100},
+                                    "drift": {"min_events": 50}})
+    sim = Simulator(n_models=2, seed=4, injections=[
+        Injection("latency", "model-0", T0 + 40, magnitude=20.0),
+        Injection("drift", "model-1", T0 + 40, feature="amount", magnitude=2.0)])
+    for w in range(6):
+        pipe.send_predictions(list(sim.events(T0 + 10 * w, 10, rate_per_s=60)))
+    pipe.advance(100)
+    return pipe
+
+
+def test_collector_exposes_the_latest_window_scores_and_firing_alerts():
+    pipe = run()
+    registry = CollectorRegistry()
+    registry.register(StatusCollector(pipe.status, lambda: pipe.summarizer.guard.folded))
+    latest = {}
+    for w in pipe.windows:
+        if isinstance(w, PredictionWindow):
+            latest[w.model] = w
+
+    def sample(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"model_version": "v1", **labels})
+
+    w0 = latest["model-0"]
+    assert sample("mlpulse_model_window_events", model="model-0") == w0.count
+    assert w0.latency_ms is not None
+    assert sample("mlpulse_model_latency_seconds", model="model-0",
+                  quantile="0.99") == pytest.approx(w0.latency_ms.p99 / 1000)
+    assert sample("mlpulse_model_throughput_events_per_second",
+                  model="model-0") == pytest.approx(w0.count / 10)
+    assert sample("mlpulse_model_drift_score", model="model-1", signal="amount",
+                  signal_kind="feature", statistic="psi") > 0.5
+    assert sample("mlpulse_model_drift_score", model="model-0", signal="amount",
+                  signal_kind="feature", statistic="psi") < 0.1
+    assert registry.get_sample_value("mlpulse_alerts_firing",
+                                     {"rule": "slow", "severity": "critical"}) == 1.0
+    assert registry.get_sample_value("mlpulse_series_folded_total", {"kind": "model"}) == 0
+    assert b"mlpulse_model_anomaly_score" in generate_latest(registry)
+
+
+def test_status_json_has_history_drift_and_open_alerts():
+    pipe = run()
+    doc = pipe.status.to_json()
+    models = {m["model"]: m for m in doc["models"]}
+    assert len(models["model-0"]["history"]) == 6
+    assert models["model-0"]["history"][-1]["p99_ms"] > 300
+    assert any(d["signal"] == "amount" and d["drifted"] for d in models["model-1"]["drift"])
+    assert {a["rule"] for a in doc["alerts"]} >= {"slow", "feature_drift"}
+    pipe.status.keep_only(set())
+    assert pipe.status.to_json() == {"models": [], "services": [], "alerts": []}
