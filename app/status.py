@@ -197,7 +197,8 @@ class StatusCollector(Collector):
                      "Events per second of event time in the latest closed window.")
         errors = gauge("mlpulse_model_error_ratio", "Failed share of the latest window.")
         latency = gauge("mlpulse_model_latency_seconds",
-                        "Latency quantiles of the latest window.", ["quantile"])
+                        "Latency percentiles of the latest window (a gauge per percentile: "
+                        "`quantile` is reserved for summaries).", ["percentile"])
         confidence = gauge("mlpulse_model_confidence_mean",
                            "Mean confidence of the latest window.")
         cost = gauge("mlpulse_model_window_cost_usd", "LLM cost in the latest window (USD).")
@@ -224,8 +225,8 @@ class StatusCollector(Collector):
                 end.add_metric(labels, end_s)
                 cost.add_metric(labels, w.cost_usd)
                 if w.latency_ms is not None:
-                    for q, ms in (("0.5", w.latency_ms.p50), ("0.95", w.latency_ms.p95),
-                                  ("0.99", w.latency_ms.p99)):
+                    for q, ms in (("50", w.latency_ms.p50), ("95", w.latency_ms.p95),
+                                  ("99", w.latency_ms.p99)):
                         latency.add_metric([*labels, q], ms / 1000.0)
                 if w.confidence is not None:
                     confidence.add_metric(labels, w.confidence.mean)

@@ -44,7 +44,7 @@ def test_collector_exposes_the_latest_window_scores_and_firing_alerts():
     assert sample("mlpulse_model_window_events", model="model-0") == w0.count
     assert w0.latency_ms is not None
     assert sample("mlpulse_model_latency_seconds", model="model-0",
-                  quantile="0.99") == pytest.approx(w0.latency_ms.p99 / 1000)
+                  percentile="99") == pytest.approx(w0.latency_ms.p99 / 1000)
     assert sample("mlpulse_model_throughput_events_per_second",
                   model="model-0") == pytest.approx(w0.count / 10)
     assert sample("mlpulse_model_drift_score", model="model-1", signal="amount",
