@@ -112,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from app.broker import EmbeddedBroker
 
-    _setup_logging(settings.log_level)
+    _setup_logging(settings.log_level, settings.log_format)
     if settings.kafka_bootstrap:
         return run_worker(settings)
     with EmbeddedBroker() as broker:
@@ -138,8 +138,11 @@ def run_worker(settings: Settings, extra_tasks: Sequence[Any] = ()) -> int:
     gc.set_threshold(50_000, 50, 1000)
     for task in extra_tasks:
         pipeline.app.task(task)
+    from app.logs import logging_config
+
     worker = Worker(pipeline.app, loglevel=settings.log_level.upper(), quiet=True,
-                    redirect_stdouts=False)
+                    redirect_stdouts=False,
+                    logging_config=logging_config(settings.log_level, settings.log_format))
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
@@ -151,7 +154,7 @@ def cmd_bridge(args: argparse.Namespace, settings: Settings) -> int:
     from app.bridge import AlertmanagerBridge
     from app.errors import ConfigError
 
-    _setup_logging(settings.log_level)
+    _setup_logging(settings.log_level, settings.log_format)
     url = args.url or settings.alertmanager_url
     if not url:
         raise ConfigError("alertmanager-bridge: set --url or MLPULSE_ALERTMANAGER_URL")
@@ -187,7 +190,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     if "MLPULSE_LOG_LEVEL" not in os.environ:
         settings = settings.replace(log_level="warning")
-    _setup_logging(settings.log_level)
+    _setup_logging(settings.log_level, settings.log_format)
     if "MLPULSE_WINDOW_SECONDS" not in os.environ:
         settings = settings.replace(window_seconds=args.window_seconds, lateness_seconds=2.0)
     with EmbeddedBroker() as broker:
@@ -281,7 +284,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from app.sdk.producer import Telemetry
     from app.sdk.simulator import Simulator
 
-    _setup_logging(settings.log_level)
+    _setup_logging(settings.log_level, settings.log_format)
     bootstrap = args.bootstrap or settings.bootstrap_or_error
     injections = [*map(_drift, args.drift), *map(_spike("latency"), args.latency_spike),
                   *map(_spike("errors"), args.error_burst), *map(_spike("accuracy"), args.accuracy)]
@@ -343,8 +346,9 @@ def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _setup_logging(level: str, log_format: str = "auto") -> None:
+    import logging.config
+
+    from app.logs import logging_config
+
+    logging.config.dictConfig(logging_config(level, log_format))

@@ -99,6 +99,9 @@ class Settings:
     """Event loop of the worker: ``uvloop`` or ``asyncio``."""
     log_level: str = "info"
     """Log level of the worker."""
+    log_format: str = "auto"
+    """Worker logs: ``json`` (one object per line), ``text``, or ``auto`` (text on a
+    terminal, else JSON)."""
     config_file: str | None = field(default=None, metadata={"env": "MLPULSE_CONFIG"})
     """YAML file with any of these settings (lower-case names) and a ``detectors:`` section."""
     detectors: Any = field(default=None, compare=False, metadata={"env": None})
@@ -144,15 +147,23 @@ class Settings:
     def _validate(self) -> None:
         positive = ("partitions", "window_seconds", "max_message_bytes",
                     "max_batch_events", "max_categories", "top_values", "idle_check_seconds",
-                    "batch_messages", "batch_wait_seconds", "internal_message_bytes")
+                    "batch_messages", "batch_wait_seconds", "internal_message_bytes",
+                    "feedback_max_predictions", "max_models", "max_versions", "max_services",
+                    "max_features", "series_idle_seconds")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_PREFIX}{name.upper()}: must be > 0")
-        for name in ("lateness_seconds", "max_future_skew_seconds"):
+        for name in ("lateness_seconds", "max_future_skew_seconds", "feedback_horizon_seconds",
+                     "feedback_min_labels", "revision_interval_seconds"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_PREFIX}{name.upper()}: must be >= 0")
         if self.event_loop not in ("uvloop", "asyncio"):
             raise ConfigError("MLPULSE_EVENT_LOOP: must be uvloop or asyncio")
+        if self.log_format not in ("auto", "json", "text"):
+            raise ConfigError("MLPULSE_LOG_FORMAT: must be auto, json or text")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "WARN", "ERROR",
+                                          "CRITICAL"):
+            raise ConfigError("MLPULSE_LOG_LEVEL: must be debug, info, warning or error")
         if not 0 <= self.web_port <= 65535:
             raise ConfigError("MLPULSE_WEB_PORT: must be a port number")
         from app.detectors.settings import DetectorSettings

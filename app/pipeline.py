@@ -159,6 +159,13 @@ class Pipeline:
             for alert in raised:
                 await alerts.send(key=alert_key(alert), value=encode_alert(alert))
                 metrics.alerts.labels(rule=alert.rule, status=alert.status).inc()
+                log.info("alert %s %s: %s", alert.rule, alert.status, alert.annotations.summary,
+                         extra={"rule": alert.rule, "status": alert.status,
+                                "alert_id": alert.alert_id,
+                                "model": alert.labels.get("model"),
+                                "model_version": alert.labels.get("model_version"),
+                                "service": alert.labels.get("service"),
+                                "trace_id": alert.trace_ids[0] if alert.trace_ids else None})
             status.on_alerts(raised)
 
         positions = self.positions
@@ -297,6 +304,11 @@ class Pipeline:
     async def _dead_letters(self, topic: Any, records: list[DeadLetter]) -> None:
         for record in records:
             await topic.send(key=None, value=encode_dead_letter(record))
+        if records:
+            first = records[0]
+            log.warning("dead-lettered %d input(s), first: %s", len(records), first.error,
+                        extra={"topic": first.source_topic, "partition": first.partition,
+                               "offset": first.offset, "count": len(records)})
 
 
 def alert_key(alert: AlertEvent) -> bytes:

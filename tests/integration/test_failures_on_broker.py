@@ -57,6 +57,14 @@ async def test_fifty_malformed_messages_land_fifty_dead_letters(settings, topics
     labels["outcome"] = "accepted"
     assert worker.metric("mlpulse_events_total", labels) == 12
     assert worker.process.poll() is None, "the worker must survive bad input"
+    # the worker logs JSON lines (its stderr is not a terminal), with the input's position
+    records = [msgspec.json.decode(line) for line in worker.log().splitlines()
+               if line.startswith("{")]
+    assert len(records) > 5 and all({"time", "level", "logger", "message"} <= set(r)
+                                    for r in records)
+    logged = [r for r in records if r["message"].startswith("dead-lettered")]
+    assert sum(r["count"] for r in logged) == 51
+    assert all(r["topic"] == topics.predictions and r["offset"] >= 0 for r in logged)
 
 
 async def test_late_events_are_counted_in_the_next_summary(settings, topics, start_worker):
