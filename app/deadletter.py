@@ -23,9 +23,10 @@ _encoder = msgspec.json.Encoder()
 
 def dead_letter(
     rejected: Rejected, source_topic: str, partition: int | None, offset: int | None,
-    received_at_s: float,
+    received_at_s: float, *, trace_id: str | None = None,
 ) -> DeadLetter:
-    """The dead-letter record of one rejected input."""
+    """The dead-letter record of one rejected input (``trace_id``: of its message's
+    ``traceparent`` header)."""
     try:
         payload = rejected.payload.decode("utf-8")
         encoding = "utf-8"
@@ -41,6 +42,7 @@ def dead_letter(
         received_at=rfc3339(received_at_s),
         payload=payload,
         payload_encoding=encoding,  # type: ignore[arg-type]
+        trace_id=trace_id,
     )
 
 

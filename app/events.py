@@ -341,6 +341,7 @@ class DeadLetter(Struct, kw_only=True, omit_defaults=True):
     received_at: str
     payload: str
     payload_encoding: Literal["utf-8", "base64"] = "utf-8"
+    trace_id: str | None = None
 
 
 def schemas() -> dict[str, dict[str, Any]]:

@@ -80,39 +80,53 @@ class Ingest:
 
     def predictions(
         self, value: bytes, *, topic: str, partition: int | None, offset: int | None,
-        now_s: float,
+        now_s: float, trace_id: str | None = None,
     ) -> Routed:
+        """``trace_id`` (of the message's ``traceparent`` header) goes to its events that
+        have none, and to its dead letters."""
         decoded = self.prediction_codec.decode(value, now_s)
-        routed = _rejections(decoded, topic, partition, offset, now_s)
+        if trace_id is not None:
+            _inherit_trace(decoded.events, trace_id)
+        routed = _rejections(decoded, topic, partition, offset, now_s, trace_id=trace_id)
         routed.by_key = group_by(decoded.events, "model")
         return routed
 
     def logs(
         self, value: bytes, *, topic: str, partition: int | None, offset: int | None,
-        now_s: float,
+        now_s: float, trace_id: str | None = None,
     ) -> Routed:
         decoded = self.log_codec.decode(value, now_s)
-        routed = _rejections(decoded, topic, partition, offset, now_s)
+        if trace_id is not None:
+            _inherit_trace(decoded.events, trace_id)
+        routed = _rejections(decoded, topic, partition, offset, now_s, trace_id=trace_id)
         routed.by_key = group_by(decoded.events, "service")
         return routed
 
     def feedback(
         self, value: bytes, *, topic: str, partition: int | None, offset: int | None,
-        now_s: float,
+        now_s: float, trace_id: str | None = None,
     ) -> Routed:
         decoded = self.feedback_codec.decode(value, now_s)
-        routed = _rejections(decoded, topic, partition, offset, now_s)
+        routed = _rejections(decoded, topic, partition, offset, now_s, trace_id=trace_id)
         routed.by_key = group_by(decoded.events, "model")
         return routed
 
 
+def _inherit_trace(events: list[PredictionEvent] | list[LogEvent], trace_id: str) -> None:
+    for event in events:
+        if event.trace_id is None:
+            event.trace_id = trace_id
+
+
 def _rejections(
     decoded: Decoded[PredictionEvent] | Decoded[LogEvent] | Decoded[FeedbackEvent],
-    topic: str, partition: int | None, offset: int | None, now_s: float,
+    topic: str, partition: int | None, offset: int | None, now_s: float, *,
+    trace_id: str | None = None,
 ) -> Routed:
     return Routed(
         dead_letters=[
-            dead_letter(rejected, topic, partition, offset, now_s) for rejected in decoded.rejected
+            dead_letter(rejected, topic, partition, offset, now_s, trace_id=trace_id)
+            for rejected in decoded.rejected
         ],
         accepted=len(decoded.events),
     )

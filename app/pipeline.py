@@ -50,6 +50,7 @@ from app.status import Status, StatusCollector
 from app.store import TableStore
 from app.summarize import Closed, Summarizer, encode_summary, summary_key
 from app.topics import Topics, detector_changelog
+from app.tracing import trace_from_headers
 
 __all__ = ["Pipeline", "create_app"]
 
@@ -189,7 +190,8 @@ class Pipeline:
             for event in batch:
                 m = event.message
                 routed.merge(decode(m.value, topic=m.topic, partition=m.partition,
-                                    offset=m.offset, now_s=now))
+                                    offset=m.offset, now_s=now,
+                                    trace_id=trace_from_headers(m.headers)))
             metrics.messages.labels(topic=topic_name).inc(len(batch))
             metrics.events.labels(topic=topic_name, outcome="accepted").inc(routed.accepted)
             if routed.dead_letters:

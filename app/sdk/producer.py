@@ -33,6 +33,7 @@ import msgspec
 from aiokafka import AIOKafkaProducer
 
 from app.errors import MlpulseError
+from app.tracing import current_trace_id
 
 __all__ = ["Telemetry", "default_telemetry", "monitor_prediction"]
 
@@ -84,25 +85,37 @@ class Telemetry:
         self, *, model: str, timestamp: float | None = None, event_id: str | None = None,
         **fields: Any,
     ) -> None:
-        """Record one prediction (fields as in ``schemas/prediction.schema.json``)."""
+        """Record one prediction (fields as in ``schemas/prediction.schema.json``).
+
+        Without a ``trace_id``, the current OpenTelemetry span's is used (when
+        opentelemetry-api is installed).
+        """
         event = {
             "event_id": event_id or uuid.uuid4().hex,
             "timestamp": time.time() if timestamp is None else timestamp,
             "model": model,
             **{k: v for k, v in fields.items() if v is not None},
         }
+        if "trace_id" not in event:
+            trace_id = current_trace_id()
+            if trace_id is not None:
+                event["trace_id"] = trace_id
         self._put("predictions", model, event)
 
     def log(
         self, *, service: str, level: str, message: str, timestamp: float | None = None,
         **fields: Any,
     ) -> None:
-        """Record one log event of ``service``."""
+        """Record one log event of ``service`` (trace id as in :meth:`log_prediction`)."""
         event = {
             "timestamp": time.time() if timestamp is None else timestamp,
             "level": level, "service": service, "message": message,
             **{k: v for k, v in fields.items() if v is not None},
         }
+        if "trace_id" not in event:
+            trace_id = current_trace_id()
+            if trace_id is not None:
+                event["trace_id"] = trace_id
         self._put("logs", service, event)
 
     def feedback(

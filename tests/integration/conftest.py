@@ -149,13 +149,15 @@ def start_worker(settings: Settings) -> Iterator[Callable[..., WorkerProcess]]:
 
 
 async def produce(settings: Settings, topic: str, values: list[bytes],
-                  keys: list[bytes | None] | None = None) -> None:
+                  keys: list[bytes | None] | None = None,
+                  headers: list[tuple[str, bytes]] | None = None) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
                                 max_request_size=16 * 1024 * 1024)
     await producer.start()
     try:
         futures = [
-            await producer.send(topic, value, key=(keys[i] if keys else None))
+            await producer.send(topic, value, key=(keys[i] if keys else None),
+                                headers=headers)
             for i, value in enumerate(values)
         ]
         await asyncio.gather(*futures)

@@ -67,6 +67,22 @@ async def test_fifty_malformed_messages_land_fifty_dead_letters(settings, topics
     assert all(r["topic"] == topics.predictions and r["offset"] >= 0 for r in logged)
 
 
+async def test_traceparent_header_reaches_window_exemplars_and_dead_letters(
+        settings, topics, start_worker):
+    worker = start_worker()
+    worker.wait_assigned()
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    parent = [("traceparent", f"00-{trace}-00f067aa0ba902b7-01".encode())]
+    await produce(settings, topics.predictions,
+                  [msgspec.json.encode(ev(1, T0 + 0.5)), b'{"event_id": "broken"'],
+                  headers=parent)
+    await produce(settings, topics.predictions, [msgspec.json.encode(ev(2, T0 + 0.6))])
+    windows = await consume(settings, topics.windows, lambda r: len(r) >= 1)
+    assert windows[0]["count"] == 2 and windows[0]["trace_ids"] == [trace]
+    dead = await consume(settings, topics.deadletter, lambda r: len(r) >= 1)
+    assert dead[0]["trace_id"] == trace
+
+
 async def test_late_events_are_counted_in_the_next_summary(settings, topics, start_worker):
     worker = start_worker()
     worker.wait_assigned()
