@@ -15,6 +15,7 @@ ids, so an alert leads to the traces (Jaeger, Zipkin, Tempo) behind it.
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -50,10 +51,10 @@ def current_trace_id() -> str | None:
     global _otel_trace, _otel_checked
     if not _otel_checked:
         try:
-            from opentelemetry import trace
+            _otel_trace = importlib.import_module("opentelemetry.trace")
         except ImportError:
-            trace = None
-        _otel_trace, _otel_checked = trace, True
+            _otel_trace = None
+        _otel_checked = True
     if _otel_trace is None:
         return None
     context = _otel_trace.get_current_span().get_span_context()
