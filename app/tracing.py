@@ -15,6 +15,7 @@ ids, so an alert leads to the traces (Jaeger, Zipkin, Tempo) behind it.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 from collections.abc import Iterable, Mapping
@@ -41,23 +42,22 @@ def trace_from_headers(headers: Mapping[str, Any] | Iterable[tuple[str, Any]] | 
     return None
 
 
-_otel_trace: Any = None
-_otel_checked = False
+@functools.cache
+def _otel_trace() -> Any:
+    """opentelemetry.trace, or None when opentelemetry-api is not installed (tried once)."""
+    try:
+        return importlib.import_module("opentelemetry.trace")
+    except ImportError:
+        return None
 
 
 def current_trace_id() -> str | None:
     """The trace id of the current OpenTelemetry span, when opentelemetry-api is installed
-    and a span is recording; else None (the import is tried once)."""
-    global _otel_trace, _otel_checked
-    if not _otel_checked:
-        try:
-            _otel_trace = importlib.import_module("opentelemetry.trace")
-        except ImportError:
-            _otel_trace = None
-        _otel_checked = True
-    if _otel_trace is None:
+    and a span is recording; else None."""
+    trace = _otel_trace()
+    if trace is None:
         return None
-    context = _otel_trace.get_current_span().get_span_context()
+    context = trace.get_current_span().get_span_context()
     if not context.is_valid:
         return None
     return f"{context.trace_id:032x}"
