@@ -14,6 +14,7 @@ Data flow (one line per step, item shape on the right)::
     mlpulse.feedback ─ ingest_feedback ─▶ mlpulse.feedback.by-model   key = model
     mlpulse.feedback.by-model ─ join_feedback ─▶ labels scored into the windows of their
         predictions (same partition as the model's predictions.by-model)
+    web: /metrics (Prometheus), /status (live page), /api/status (its JSON)
     timer close_idle_windows (every idle_check_seconds) ─▶ mlpulse.windows, mlpulse.alerts
         (idle windows, no-data alerts of silent models, revised summaries of windows
         that late labels changed, and the performance alerts they raise)
@@ -28,6 +29,7 @@ serialisers are never used (a test checks every topic is raw).
 from __future__ import annotations
 
 import collections
+import importlib.resources
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -276,6 +278,12 @@ class Pipeline:
         async def metrics_page(web: Any, request: Any) -> Any:
             return web.bytes(generate_latest(self.registry),
                              headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        page = importlib.resources.files("app.web").joinpath("status.html").read_bytes()
+
+        @app.page("/status")
+        async def status_page(web: Any, request: Any) -> Any:
+            return web.bytes(page, headers={"Content-Type": "text/html; charset=utf-8"})
 
         @app.page("/api/status")
         async def status_json(web: Any, request: Any) -> Any:

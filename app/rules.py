@@ -166,7 +166,9 @@ class Rules:
     def evaluate_metrics(self, metrics: Mapping[str, Any], labels: Mapping[str, str],
                          source: str = "predictions", prefix: str = "") -> list[Condition]:
         """Conditions of the ``expr`` rules on one window's metrics (a summary as a dict);
-        only rules whose metric starts with ``prefix``."""
+        only rules whose metric starts with ``prefix``. The window's ``trace_ids``
+        (exemplars) go into each condition's evidence."""
+        trace_ids = metrics.get("trace_ids") or []
         out = []
         for rule in self.rules:
             if rule.expr is None or rule.source != source or not rule.matches(labels):
@@ -180,7 +182,8 @@ class Rules:
             assert rule.name is not None
             out.append(self._condition(rule, rule.name, _OPS[op](value, threshold), labels,
                                        "threshold", value=value, threshold=threshold,
-                                       detail=f"{path} {op} {threshold:g}"))
+                                       detail=f"{path} {op} {threshold:g}",
+                                       evidence={"trace_ids": list(trace_ids)}))
         return out
 
     def evaluate_findings(self, findings: Iterable[Finding],

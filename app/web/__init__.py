@@ -1,0 +1,1 @@
+"""Static pages the worker serves (no build step)."""
