@@ -131,6 +131,24 @@ def test_prometheus_scrapes_the_model_view_and_loads_the_shipped_rules(
         assert all(r["health"] != "err" for r in rules.values()), rules
         assert rules["MlpulseWorkerDown"]["state"] == "inactive"
 
+        # every query of the shipped Grafana dashboard is valid PromQL; the model panels
+        # have data from this worker
+        dashboard = json.loads((DEPLOY / "grafana/dashboards/mlpulse.json").read_text())
+
+        def empty_panels() -> list[str]:
+            empty = []
+            for panel in dashboard["panels"]:
+                for target in panel.get("targets", []):
+                    expr = (target["expr"].replace("$model", ".*").replace("$version", ".*")
+                            .replace("$__rate_interval", "1m"))
+                    if not query(port, expr):   # asserts the query is valid
+                        empty.append(panel["title"])
+            return empty
+
+        wanted = {"Throughput", "Error ratio", "Latency p50 / p95 / p99", "Alerts firing",
+                  "Input events by outcome", "Batch duration p99 by stage"}
+        assert wait_for(lambda: not wanted & set(empty_panels()) or None)
+
         # promtool lints the exposition itself
         with urllib.request.urlopen(f"http://127.0.0.1:{worker.web_port}/metrics") as r:
             exposition = r.read()
