@@ -16,7 +16,7 @@ from app.codec import Rejected
 from app.events import DeadLetter
 from app.timefmt import rfc3339
 
-__all__ = ["dead_letter", "encode_dead_letter"]
+__all__ = ["dead_letter", "encode_dead_letter", "reason_category"]
 
 _encoder = msgspec.json.Encoder()
 
@@ -48,3 +48,28 @@ def dead_letter(
 
 def encode_dead_letter(record: DeadLetter) -> bytes:
     return _encoder.encode(record)
+
+
+_CATEGORIES = (
+    ("ahead of the wall clock", "future_timestamp"),
+    ("JSON is malformed", "malformed_json"),
+    ("invalid ", "invalid_event"),
+    ("message is empty", "empty"),
+    ("message is ", "too_large"),
+    ("batch envelope holds", "envelope_too_long"),
+    ("not a JSON object or array", "not_json_object"),
+)
+
+
+def reason_category(error: str) -> str:
+    """A dead letter's reason as one of a few metric label values.
+
+    >>> reason_category("invalid prediction event: Expected `float` - at `$.latency_ms`")
+    'invalid_event'
+    >>> reason_category("JSON is malformed: truncated"), reason_category("?")
+    ('malformed_json', 'other')
+    """
+    for text, category in _CATEGORIES:
+        if text in error if category == "future_timestamp" else error.startswith(text):
+            return category
+    return "other"

@@ -29,6 +29,10 @@ class Metrics:
         self.events = Counter(
             "mlpulse_events", "Input events by topic and outcome (accepted, dead_lettered).",
             ["topic", "outcome"], registry=registry)
+        self.dead_letters = Counter(
+            "mlpulse_dead_letters", "Dead-lettered inputs by topic and reason (invalid_event, "
+            "malformed_json, future_timestamp, too_large, empty, ...).", ["topic", "reason"],
+            registry=registry)
         self.messages = Counter(
             "mlpulse_messages", "Input Kafka messages by topic.", ["topic"], registry=registry)
         self.late_events = Counter(

@@ -42,7 +42,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from app.codec import chunked
 from app.config import Settings
-from app.deadletter import encode_dead_letter
+from app.deadletter import encode_dead_letter, reason_category
 from app.detect import Detect
 from app.events import AlertEvent, DeadLetter, PredictionWindow, WindowSummary
 from app.ingest import Ingest, Routed
@@ -199,6 +199,10 @@ class Pipeline:
             if routed.dead_letters:
                 metrics.events.labels(topic=topic_name, outcome="dead_lettered").inc(
                     len(routed.dead_letters))
+                reasons = collections.Counter(reason_category(d.error)
+                                              for d in routed.dead_letters)
+                for reason, n in reasons.items():
+                    metrics.dead_letters.labels(topic=topic_name, reason=reason).inc(n)
             return routed
 
         # 1. decode, validate, dead-letter, repartition by model / service.

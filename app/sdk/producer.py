@@ -26,11 +26,13 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 
 import msgspec
 from aiokafka import AIOKafkaProducer
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from app.errors import MlpulseError
 from app.tracing import current_trace_id
@@ -155,6 +157,20 @@ class Telemetry:
         telemetry._buffer = deque()
         telemetry._thread = threading.Thread(target=lambda: None)   # never started
         return telemetry
+
+    def collector(self) -> Collector:
+        """A Prometheus collector of this Telemetry's counters, for the serving process's
+        registry: ``prometheus_client.REGISTRY.register(telemetry.collector())``.
+
+        >>> from prometheus_client import CollectorRegistry
+        >>> registry = CollectorRegistry()
+        >>> telemetry = Telemetry.disabled()
+        >>> registry.register(telemetry.collector())
+        >>> telemetry.log_prediction(model="m")
+        >>> registry.get_sample_value("mlpulse_sdk_events_dropped_total")
+        1
+        """
+        return _TelemetryCollector(self)
 
     def send_raw(self, kind: str, value: bytes, key: str = "") -> None:
         """Send ``value`` as one message as it is (tests, replays, malformed input)."""
@@ -298,6 +314,24 @@ class Telemetry:
 
 _default: Telemetry | None = None
 _default_lock = threading.Lock()
+
+
+class _TelemetryCollector(Collector):
+    def __init__(self, telemetry: Telemetry) -> None:
+        self.telemetry = telemetry
+
+    def collect(self) -> Iterable[Metric]:
+        t = self.telemetry
+        yield CounterMetricFamily("mlpulse_sdk_events_sent", "Events the SDK delivered.",
+                                  value=t.sent_events)
+        yield CounterMetricFamily("mlpulse_sdk_messages_sent",
+                                  "Kafka messages (envelopes) the SDK delivered.",
+                                  value=t.sent_messages)
+        yield CounterMetricFamily(
+            "mlpulse_sdk_events_dropped", "Events the SDK dropped (buffer full, broker "
+            "refused, closed).", value=t.dropped)
+        yield GaugeMetricFamily("mlpulse_sdk_buffered_events", "Events waiting to be sent.",
+                                value=len(t._buffer))
 
 
 def default_telemetry() -> Telemetry:

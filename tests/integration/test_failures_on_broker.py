@@ -56,6 +56,10 @@ async def test_fifty_malformed_messages_land_fifty_dead_letters(settings, topics
     assert worker.metric("mlpulse_events_total", labels) == 51
     labels["outcome"] = "accepted"
     assert worker.metric("mlpulse_events_total", labels) == 12
+    reasons = {r: worker.metric("mlpulse_dead_letters_total",
+                                {"topic": topics.predictions, "reason": r})
+               for r in ("malformed_json", "invalid_event", "empty")}
+    assert all(reasons.values()), reasons
     assert worker.process.poll() is None, "the worker must survive bad input"
     # the worker logs JSON lines (its stderr is not a terminal), with the input's position
     records = [msgspec.json.decode(line) for line in worker.log().splitlines()
