@@ -199,3 +199,17 @@ async def test_two_workers_split_partitions_and_emit_each_window_once(
     assert sum(r["count"] for r in records) == 600
     both = "mlpulse assigned" in first.log() and "mlpulse assigned" in second.log()
     assert both
+
+
+async def test_a_flood_of_model_names_is_folded_not_tracked(settings, topics, start_worker):
+    worker = start_worker(max_models=3)
+    worker.wait_assigned()
+    flood = [ev(i, T0 + 0.5, model=f"flood-{i}") for i in range(200)]
+    await produce(settings, topics.predictions, [msgspec.json.encode(flood)])
+    windows = await consume(settings, topics.windows,
+                            lambda r: sum(w["count"] for w in r) >= 200, settle_s=1.0)
+    assert sum(w["count"] for w in windows) == 200           # every event counted
+    named = {w["model"] for w in windows} - {"__other__"}
+    assert len(named) == 3                                   # the worker's bound
+    folded = worker.metric("mlpulse_series_folded_total", {"kind": "model"})
+    assert folded == 197 == sum(w["count"] for w in windows if w["model"] == "__other__")
