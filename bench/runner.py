@@ -286,12 +286,21 @@ class WindowCounter:
 def _assigned_at(log: str) -> float | None:
     """Wall-clock time of the worker's first non-empty ``mlpulse assigned`` line.
 
-    Read from the line's log timestamp (local time, millisecond resolution) when it
-    has one, else the time the line is first seen here (polled every 50 ms).
+    Read from the line's log timestamp (JSON lines: UTC; text lines: local time;
+    millisecond resolution) when it has one, else the time the line is first seen here
+    (polled every 50 ms).
     """
     for match in _ASSIGNED.finditer(log):
-        if not match.group(2).strip():
+        if not match.group(2).strip() or match.group(2).strip() == "]":
             continue
+        if match.group(1).startswith("{"):
+            end = log.find("\n", match.start())
+            line = log[match.start():end if end >= 0 else None]
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if record.get("message", "").endswith("[]"):
+                    continue
+                return datetime.fromisoformat(record["time"].replace("Z", "+00:00")).timestamp()
         stamp = _LOG_TIME.search(match.group(1))
         if stamp is None:
             return time.time()
