@@ -79,6 +79,10 @@ class Settings:
     """Largest message the worker writes to its internal topics (under Kafka's 1 MB default)."""
     batch_messages: int = 500
     """Most Kafka messages a worker stage takes at once (batches are processed together)."""
+    ingest_max_records: int = 5000
+    """Most input messages the ingest stage takes from one fetch."""
+    commit_interval_seconds: float = 1.0
+    """How often the ingest stage commits its input offsets (after flushing its output)."""
     batch_wait_seconds: float = 0.005
     """Longest a stage waits to fill a batch of messages."""
     idle_check_seconds: float = 1.0
@@ -149,7 +153,8 @@ class Settings:
                     "max_batch_events", "max_categories", "top_values", "idle_check_seconds",
                     "batch_messages", "batch_wait_seconds", "internal_message_bytes",
                     "feedback_max_predictions", "max_models", "max_versions", "max_services",
-                    "max_features", "series_idle_seconds")
+                    "max_features", "series_idle_seconds", "ingest_max_records",
+                    "commit_interval_seconds")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_PREFIX}{name.upper()}: must be > 0")
