@@ -86,6 +86,39 @@ class Codec(Generic[E]):
         except Exception as exc:
             return self._reject_all(f"cannot decode {self.kind}: {type(exc).__name__}: {exc}", data)
 
+    def decode_joined(self, values: Sequence[bytes], now_s: float) -> list[E] | None:
+        """Events of single-event messages ``values``, decoded as one array (one call
+        instead of one per message), or None when any of them is not one valid event
+        on its own — then decode each with :meth:`decode` for its exact rejection.
+
+        >>> codec = Codec(PredictionEvent, max_future_skew_seconds=None)
+        >>> one = b'{"event_id": "1", "timestamp": 1, "model": "m"}'
+        >>> [e.event_id for e in codec.decode_joined([one, one], now_s=0)]
+        ['1', '1']
+        >>> codec.decode_joined([one, one[:-1] + b"},{" + one[1:]], now_s=0) is None
+        True
+        """
+        if not values or len(values) > self.max_batch_events:
+            return None
+        joined = b"[" + b",".join(values) + b"]"
+        try:
+            # message boundaries must be item boundaries: no message may hold two
+            # events, or half of one (each message alone must be one object)
+            items = self._raw_items.decode(joined)
+            if len(items) != len(values) or any(
+                    len(item) != len(value) for item, value in zip(items, values, strict=True)):
+                return None
+            decoded = self._decode_envelope(joined)
+        except _DECODE_ERRORS:
+            return None
+        if decoded.rejected or len(decoded.events) != len(values):
+            return None
+        if self.max_future_skew_seconds is not None:
+            self._reject_future(decoded, joined, now_s + self.max_future_skew_seconds)
+            if decoded.rejected:
+                return None
+        return decoded.events
+
     def _decode(self, data: bytes, now_s: float) -> Decoded[E]:
         if len(data) > self.max_message_bytes:
             return self._reject_all(

@@ -17,15 +17,20 @@ reaches the one partition, and so the one worker, that owns the model's windows.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from app.codec import Codec, Decoded, InternalCodec, group_by
 from app.config import Settings
 from app.deadletter import dead_letter
 from app.events import DeadLetter, FeedbackEvent, LogEvent, PredictionEvent
+from app.tracing import trace_from_headers
 
-__all__ = ["Ingest", "Routed"]
+__all__ = ["Ingest", "Record", "Routed"]
+
+_CODEC_OF = {"predictions": "prediction", "logs": "log", "feedback": "feedback"}
+_KEY_OF = {"predictions": "model", "logs": "service", "feedback": "model"}
 
 
 @dataclass(slots=True)
@@ -49,6 +54,16 @@ class Routed:
         self.accepted += other.accepted
 
 
+class Record(Protocol):
+    """An input message as aiokafka (or Faust) hands it over."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+    headers: Any
+
+
 class Ingest:
     """Decoders and router for the three input topics."""
 
@@ -67,6 +82,48 @@ class Ingest:
         self.prediction_internal = InternalCodec(PredictionEvent)
         self.log_internal = InternalCodec(LogEvent)
         self.feedback_internal = InternalCodec(FeedbackEvent)
+
+    def fetch(self, kind: str, records: Sequence[Record], now_s: float) -> Routed:
+        """Decode and route a fetch of messages of input topic ``kind`` ("predictions",
+        "logs" or "feedback").
+
+        Single-event messages (the common case for producers other than the SDK) are
+        decoded together as one array — one decoder call, not one per message; if any
+        of them is invalid, each is decoded on its own so that its dead letter names
+        its own offset. Envelopes and messages with a ``traceparent`` header are
+        decoded one by one.
+        """
+        decode = getattr(self, kind)
+        codec: Codec[Any] = getattr(self, f"{_CODEC_OF[kind]}_codec")
+        routed = Routed()
+        single: list[Record] = []
+        for r in records:
+            value = r.value
+            if (value is not None and value[:1] == b"{"
+                    and len(value) <= codec.max_message_bytes
+                    and trace_from_headers(r.headers) is None):
+                single.append(r)
+            else:
+                routed.merge(decode(value or b"", topic=r.topic, partition=r.partition,
+                                    offset=r.offset, now_s=now_s,
+                                    trace_id=trace_from_headers(r.headers)))
+        step = codec.max_batch_events
+        for start in range(0, len(single), step):
+            chunk = single[start:start + step]
+            events = codec.decode_joined([r.value for r in chunk], now_s)
+            if events is not None:
+                routed.accepted += len(events)
+                for key, group in group_by(events, _KEY_OF[kind]).items():
+                    mine = routed.by_key.get(key)
+                    if mine is None:
+                        routed.by_key[key] = group
+                    else:
+                        mine.extend(group)
+                continue
+            for r in chunk:
+                routed.merge(decode(r.value, topic=r.topic, partition=r.partition,
+                                    offset=r.offset, now_s=now_s))
+        return routed
 
     def encode_predictions(self, events: list[PredictionEvent]) -> bytes:
         """Internal payload (msgpack) of routed prediction events."""

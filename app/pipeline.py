@@ -54,7 +54,6 @@ from app.status import Status, StatusCollector
 from app.store import TableStore
 from app.summarize import Closed, Summarizer, encode_summary, summary_key
 from app.topics import Topics, detector_changelog
-from app.tracing import trace_from_headers
 
 __all__ = ["Pipeline", "create_app"]
 
@@ -190,14 +189,9 @@ class Pipeline:
                 for event in batch:
                     positions[event.message.tp] = event.message.offset + 1
 
-        def ingested(records: Sequence[Any], decode: Any, topic_name: str) -> Routed:
+        def ingested(records: Sequence[Any], kind: str, topic_name: str) -> Routed:
             """Decode a batch of records of one topic; merge their events per routing key."""
-            routed = Routed()
-            now = self.clock()
-            for r in records:
-                routed.merge(decode(r.value, topic=r.topic, partition=r.partition,
-                                    offset=r.offset, now_s=now,
-                                    trace_id=trace_from_headers(r.headers)))
+            routed = self.ingest.fetch(kind, records, self.clock())
             metrics.messages.labels(topic=topic_name).inc(len(records))
             metrics.events.labels(topic=topic_name, outcome="accepted").inc(routed.accepted)
             if routed.dead_letters:
@@ -214,11 +208,9 @@ class Pipeline:
         #    fetches, so a single-event message costs microseconds, not Faust's ~85 µs;
         #    each fetch leaves as one internal message per model (or service).
         routes = {
-            t.predictions: ("ingest_predictions", self.ingest.predictions, by_model,
-                            self.ingest.encode_predictions),
-            t.logs: ("ingest_logs", self.ingest.logs, by_service, self.ingest.encode_logs),
-            t.feedback: ("ingest_feedback", self.ingest.feedback, feedback_by_model,
-                         self.ingest.encode_feedback),
+            t.predictions: ("predictions", by_model, self.ingest.encode_predictions),
+            t.logs: ("logs", by_service, self.ingest.encode_logs),
+            t.feedback: ("feedback", feedback_by_model, self.ingest.encode_feedback),
         }
 
         async def ingest_fetch(records: Sequence[Any]) -> None:
@@ -226,9 +218,10 @@ class Pipeline:
             for r in records:
                 by_topic.setdefault(r.topic, []).append(r)
             for topic_name, batch in by_topic.items():
-                stage, decode, internal, encode = routes[topic_name]
+                kind, internal, encode = routes[topic_name]
+                stage = f"ingest_{kind}"
                 started = time.perf_counter()
-                await publish(ingested(batch, decode, topic_name), internal, encode)
+                await publish(ingested(batch, kind, topic_name), internal, encode)
                 metrics.batch_duration.labels(stage=stage).observe(
                     time.perf_counter() - started)
                 metrics.batch_messages.labels(stage=stage).observe(len(batch))
