@@ -23,7 +23,8 @@ test: venv  ## the whole suite: unit, doctests, integration on a real broker
 unit: venv
 	$(PY) -m pytest -m "not integration"
 
-bench: venv
+bench: venv  ## installs the bench extra (Quix Streams, the peer) first
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	$(PY) -m bench
 	$(PY) -m bench.detection
 

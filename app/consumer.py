@@ -1,14 +1,17 @@
-"""Input topics read in whole fetches by a plain aiokafka consumer group.
+"""Input topics read in whole fetches by a plain aiokafka consumer.
 
 Faust hands a stream one message at a time and spends ~85 µs on each (measured:
 the per-message task and future juggling in its consumer loop, events, acks,
-sensors). The ingest stage is stateless — decode, validate, route — so it does
-not need Faust's streams: a :class:`BatchConsumer` takes everything a
-``getmany`` returns, hands it to ``handle`` as one batch, and commits offsets
-only after ``flush`` returned (everything ``handle`` produced is then on the
-broker: at-least-once, as before). It is still a Kafka consumer group
-(``<group>-ingest``): partitions of the input topics split among workers, and
-move on a crash or a new worker, committed offsets first.
+sensors). The ingest stage does not need Faust's streams: a
+:class:`BatchConsumer` takes everything a ``getmany`` returns, hands it to
+``handle`` as one batch, and commits offsets only after ``flush`` returned
+(everything ``handle`` produced is then on the broker: at-least-once).
+
+Which input partitions a worker reads is decided by Faust's consumer group: the
+pipeline assigns it (:meth:`~BatchConsumer.assign`) the input partitions that match the
+internal partitions Faust gave the worker, so a model's events mostly arrive on
+the worker that owns its windows. Offsets are committed under ``<group>-ingest``
+and a new owner resumes from them; on every rebalance the consumer commits first.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 __all__ = ["BatchConsumer"]
@@ -30,8 +33,8 @@ log = logging.getLogger("mlpulse.consumer")
 Handler = Callable[[Sequence[Any]], Awaitable[None]]
 
 
-class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
-    """``handle`` every fetch of ``topics``; commit after ``flush``."""
+class BatchConsumer:
+    """``handle`` every fetch of the assigned partitions; commit after ``flush``."""
 
     def __init__(
         self, *, bootstrap: str, group_id: str, topics: Sequence[str], handle: Handler,
@@ -56,20 +59,28 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         self.positions: dict[TopicPartition, int] = {}
         """Next offset to process per owned partition."""
         self._uncommitted: dict[TopicPartition, int] = {}
+        self._assigned: list[TopicPartition] = []
+        self._starting = asyncio.Lock()
         self._last_commit_s = time.monotonic()
         self.started = asyncio.Event()
 
     async def run(self) -> None:
-        """Consume until cancelled; commit what was processed on the way out."""
+        """Consume what is assigned until cancelled; commit what was processed on the way
+        out."""
         consumer = await self._start()
         try:
             while True:
+                if not self._assigned:
+                    await asyncio.sleep(0.05)
+                    continue
                 batches = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
                 records = [r for rs in batches.values() for r in rs]
                 if records:
                     await self.handle(records)
-                    for tp, rs in batches.items():
-                        self._uncommitted[tp] = self.positions[tp] = rs[-1].offset + 1
+                    for tp, rs in batches.items():   # (commits even if revoked meanwhile:
+                        self._uncommitted[tp] = rs[-1].offset + 1   # it was processed)
+                        if tp in self._assigned:
+                            self.positions[tp] = rs[-1].offset + 1
                 if self._uncommitted and (
                         time.monotonic() - self._last_commit_s >= self.commit_interval_s):
                     await self._commit()
@@ -78,6 +89,12 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                 await asyncio.shield(self._close())
 
     async def _start(self) -> AIOKafkaConsumer:
+        async with self._starting:
+            if self.consumer is not None:
+                return self.consumer
+            return await self._connect()
+
+    async def _connect(self) -> AIOKafkaConsumer:
         while True:
             consumer = AIOKafkaConsumer(**self._options)
             try:
@@ -87,7 +104,6 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                 await consumer.stop()
                 log.warning("ingest consumer cannot start (%s); retrying", exc)
                 await asyncio.sleep(1.0)
-        consumer.subscribe(self.topics, listener=self)
         self.consumer = consumer
         self.started.set()
         return consumer
@@ -109,17 +125,32 @@ class BatchConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._commit()
         await self.consumer.stop()
 
-    # ------------------------------------------------------------ rebalance listener
+    # ------------------------------------------------------------ assignment
 
-    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+    async def partitions(self, topic: str) -> int | None:
+        """Number of partitions of ``topic`` (None if unknown)."""
+        consumer = await self._start()
+        known = consumer.partitions_for_topic(topic)
+        if not known:
+            await consumer.topics()   # refresh metadata
+            known = consumer.partitions_for_topic(topic)
+        return len(known) if known else None
+
+    async def assign(self, partitions: Sequence[TopicPartition]) -> None:
+        """Read exactly ``partitions`` from now on (committing what was processed)."""
+        if self.consumer is None and not partitions:
+            return
+        consumer = await self._start()
         if self._uncommitted:
             await self._commit()
-        for tp in revoked:
-            self.positions.pop(tp, None)
-
-    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        log.info("mlpulse ingest assigned %s", sorted((tp.topic, tp.partition)
-                                                       for tp in assigned))
+        self._assigned = list(partitions)
+        self.positions = {tp: n for tp, n in self.positions.items() if tp in self._assigned}
+        if self._assigned:
+            consumer.assign(self._assigned)
+        else:
+            consumer.unsubscribe()
+        log.info("mlpulse ingest reads %s", sorted((tp.topic, tp.partition)
+                                                   for tp in self._assigned))
 
     def highwater(self, tp: Any) -> int | None:
         """High watermark of an owned partition (None before its first fetch)."""

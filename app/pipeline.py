@@ -38,6 +38,7 @@ from typing import Any, cast
 
 import faust
 import msgspec
+from aiokafka import TopicPartition
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -51,7 +52,7 @@ from app.ingest import Ingest, Routed
 from app.join import Revised
 from app.metrics import Metrics
 from app.status import Status, StatusCollector
-from app.store import TableStore
+from app.store import TableStore, partition_for
 from app.summarize import Closed, Summarizer, encode_summary, summary_key
 from app.topics import Topics, detector_changelog
 
@@ -84,6 +85,8 @@ class Pipeline:
         self.detect.on_findings = self.status.on_findings
         self.registry.register(StatusCollector(self.status, lambda: self.summarizer.guard.folded))
         self.owned_partitions: set[int] = set()
+        self.owned_log_partitions: set[int] = set()
+        self.owned_feedback_partitions: set[int] = set()
         self.positions: dict[TP, int] = {}
         """Next offset to process per input partition (for consumer lag)."""
         self.app = self._build_app()
@@ -203,28 +206,58 @@ class Pipeline:
                     metrics.dead_letters.labels(topic=topic_name, reason=reason).inc(n)
             return routed
 
-        # 1. decode, validate, dead-letter, repartition by model / service: a plain
-        #    aiokafka consumer group (<group>-ingest, app/consumer.py) hands over whole
-        #    fetches, so a single-event message costs microseconds, not Faust's ~85 µs;
-        #    each fetch leaves as one internal message per model (or service).
+        # 2. aggregate into event-time windows (events of partitions this worker owns)
+        def apply(kind: str, partition: int, name: str, events: list[Any], *, now: float,
+                  raised: list[AlertEvent]) -> None:
+            summarizer = self.summarizer
+            if kind == "feedback":
+                summarizer.add_feedback(partition, events)
+                return
+            add = (summarizer.add_prediction_events if kind == "predictions"
+                   else summarizer.add_log_events)
+            late = add(partition, events, now)
+            if late:
+                metrics.late_events.labels(kind=kind).inc(late)
+            if kind == "predictions":
+                model = summarizer.guard.known_model(name)
+                raised.extend(self.detect.seen(partition, model, now))
+
+        # 1. decode, validate, dead-letter; apply the events of models (services) whose
+        #    windows this worker owns, repartition the others by model / service.
+        #    A plain aiokafka consumer (app/consumer.py) hands over whole fetches of the
+        #    input partitions matching the internal ones Faust assigned: a single-event
+        #    message costs microseconds, not Faust's ~85 µs, and events keyed by model
+        #    (the SDK's) skip the repartition hop.
         routes = {
             t.predictions: ("predictions", by_model, self.ingest.encode_predictions),
             t.logs: ("logs", by_service, self.ingest.encode_logs),
             t.feedback: ("feedback", feedback_by_model, self.ingest.encode_feedback),
         }
+        owners = {"predictions": lambda: self.owned_partitions,
+                  "logs": lambda: self.owned_log_partitions,
+                  "feedback": lambda: self.owned_feedback_partitions}
 
         async def ingest_fetch(records: Sequence[Any]) -> None:
             by_topic: dict[str, list[Any]] = {}
             for r in records:
                 by_topic.setdefault(r.topic, []).append(r)
+            now = self.clock()
+            raised: list[AlertEvent] = []
             for topic_name, batch in by_topic.items():
                 kind, internal, encode = routes[topic_name]
                 stage = f"ingest_{kind}"
                 started = time.perf_counter()
-                await publish(ingested(batch, kind, topic_name), internal, encode)
+                routed = ingested(batch, kind, topic_name)
+                owned = owners[kind]()
+                for key in list(routed.by_key):
+                    partition = partition_for(key.encode(), s.partitions)
+                    if partition in owned:
+                        apply(kind, partition, key, routed.by_key.pop(key), now=now, raised=raised)
+                await publish(routed, internal, encode)
                 metrics.batch_duration.labels(stage=stage).observe(
                     time.perf_counter() - started)
                 metrics.batch_messages.labels(stage=stage).observe(len(batch))
+            await emit(self.summarizer.close_due_windows(now, check_idle=False), raised)
 
         async def flush() -> None:
             await app.producer.flush()
@@ -247,10 +280,10 @@ class Pipeline:
             async for batch in batches(stream, "join_feedback"):
                 for event in batch:
                     labels = summarizer.decode_feedback(event.message.value)
-                    summarizer.add_feedback(event.message.partition, labels)
+                    apply("feedback", event.message.partition, "", labels, now=0.0, raised=[])
 
-        # 2. aggregate into event-time windows; emit the windows the watermark closed
-        async def summarize(batch: Any, decode: Any, key: str, add: Any, kind: str) -> None:
+        # ... and those other workers repartitioned to it; emit what the watermark closed
+        async def summarize(batch: Any, decode: Any, key: str, kind: str) -> None:
             now = self.clock()
             grouped: dict[tuple[int, str], list[Any]] = {}
             for event in batch:
@@ -260,27 +293,20 @@ class Pipeline:
                     grouped.setdefault(group, []).extend(events)
             raised: list[AlertEvent] = []
             for (partition, name), events in grouped.items():
-                late = add(partition, events, now)
-                if late:
-                    metrics.late_events.labels(kind=kind).inc(late)
-                if kind == "predictions":
-                    model = self.summarizer.guard.known_model(name)
-                    raised.extend(self.detect.seen(partition, model, now))
+                apply(kind, partition, name, events, now=now, raised=raised)
             await emit(self.summarizer.close_due_windows(now, check_idle=False), raised)
 
         @app.agent(by_model, name="summarize_predictions")
         async def summarize_predictions(stream: Any) -> None:
             summarizer = self.summarizer
             async for batch in batches(stream, "summarize_predictions"):
-                await summarize(batch, summarizer.decode_predictions, "model",
-                                summarizer.add_prediction_events, "predictions")
+                await summarize(batch, summarizer.decode_predictions, "model", "predictions")
 
         @app.agent(by_service, name="summarize_logs")
         async def summarize_logs(stream: Any) -> None:
             summarizer = self.summarizer
             async for batch in batches(stream, "summarize_logs"):
-                await summarize(batch, summarizer.decode_logs, "service",
-                                summarizer.add_log_events, "logs")
+                await summarize(batch, summarizer.decode_logs, "service", "logs")
 
         # 3. close windows of quiet streams on the wall clock
         @app.timer(interval=s.idle_check_seconds, name="close_idle_windows")
@@ -316,18 +342,33 @@ class Pipeline:
             # arrives. Keep the state of partitions that stayed; drop the rest.
             owned = sorted((tp.topic, tp.partition) for tp in assigned if tp.topic in internal)
             self.owned_partitions = {p for name, p in owned if name == t.predictions_by_model}
-            self.summarizer.keep_only(
-                predictions=self.owned_partitions,
-                logs={p for name, p in owned if name == t.logs_by_service},
-            )
+            self.owned_log_partitions = {p for name, p in owned if name == t.logs_by_service}
+            self.owned_feedback_partitions = {
+                p for name, p in owned if name == t.feedback_by_model}
+            self.summarizer.keep_only(predictions=self.owned_partitions,
+                                      logs=self.owned_log_partitions)
             self.detect.keep_only({p for _, p in owned})
             self.status.keep_only(self.owned_partitions | {
                 p for name, p in owned if name == t.logs_by_service})
             for tp in [tp for tp in self.positions if tp not in assigned]:
                 del self.positions[tp]
             log.info("mlpulse assigned %s", owned)
+            # the ingest stage reads the input partitions that match the owned ones
+            # (input partition i goes with internal partition i mod N)
+            reads = []
+            for name, kind in routes.items():
+                count = await self.ingest_consumer.partitions(name) or s.partitions
+                mine = owners[kind[0]]()
+                reads += [TopicPartition(name, i) for i in range(count)
+                          if i % s.partitions in mine]
+            await self.ingest_consumer.assign(reads)
+
+        async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+            # stop reading input and commit what was processed before anyone else reads it
+            await self.ingest_consumer.assign([])
 
         app.on_partitions_assigned.connect(cast(Any, on_assigned))
+        app.on_partitions_revoked.connect(cast(Any, on_revoked))
         return app
 
     async def _dead_letters(self, topic: Any, records: list[DeadLetter]) -> None:

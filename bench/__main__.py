@@ -1,30 +1,41 @@
-"""``python -m bench``: mlpulse worker throughput vs a naive Faust agent, in one run.
+"""``python -m bench``: mlpulse worker throughput vs its peers, in one run, on one broker.
 
-Cases (each on its own pre-filled topic, worker started after the fill):
+Cases (each a subprocess on a pre-filled topic, started after the fill; all on the same
+embedded broker and the same generated events):
 
 1. mlpulse worker, batch envelopes of ``--envelope-size`` events keyed by model
    (``--events`` events, default 200,000), every detector on;
 2. the same with detectors off (aggregation only), for the cost of detection;
 3. mlpulse worker, one event per message (``--single-events``, default 30,000);
-4. naive Faust agent (:mod:`bench.naive_agent`) on the topic of case 3.
+4. naive Faust agent (:mod:`bench.naive_agent`) on the topic of case 3;
+5. the ceiling (:mod:`bench.ceiling`): raw aiokafka ``getmany`` + msgspec decode of the
+   topic of case 1, no processing; and the same on the topic of case 3;
+6. Quix Streams (:mod:`bench.quix_app`, the ``bench`` extra): the same per-model 60 s
+   event-time windows (count, errors, latency sum/min/max) over the messages of case 3,
+   then over the envelopes of case 1 (expanded), each on a topic of its own.
 
-Prints a table and the ratios mlpulse / naive and detectors on / off; writes
-``bench/results/latest.json``. The detection-quality benchmark is
-``python -m bench.detection`` (``make bench`` runs both).
-``--quick`` divides the sizes by 10; ``--repeat N`` reports the fastest of N runs per case
-(the machine is small and shared: single runs vary by ±30 %).
+Prints a table (best, median and range of the ``--repeat`` runs) and the ratios of mlpulse
+to the ceiling, the naive agent and Quix, and detectors on / off; writes
+``bench/results/latest.json``. A peer case that fails (or Quix Streams not installed:
+``pip install -c constraints.txt -e '.[bench]'``) is reported and skipped; the mlpulse
+cases still count. The detection-quality benchmark is ``python -m bench.detection``
+(``make bench`` runs both). ``--quick`` divides the sizes by 10; ``--repeat N`` runs
+every case N times and reports the fastest (the machine is small and shared: single runs
+vary by ±30 %).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +45,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
+from bench.peers import quix_available, run_ceiling, run_quix
 from bench.runner import ROOT, CaseFailed, CaseResult, run_mlpulse, run_naive
 from bench.workload import envelope_messages, generate, sentinels, single_messages
 
@@ -41,6 +55,14 @@ DEFAULT_EVENTS = 200_000
 DEFAULT_SINGLE_EVENTS = 30_000
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 NO_DETECTORS = {"enabled": False, "logs": {"enabled": False}}
+METHOD = (
+    "topics pre-filled before each case's process starts; every case a subprocess; timed "
+    "from partition assignment to done. mlpulse: broker timestamp of the window summary "
+    "completing the event count; naive Faust: last message counted; ceiling: manual "
+    "assignment (before offset reset and first fetch) to the last event decoded; Quix "
+    "Streams: first partition assignment (after its stores opened) to the closed window "
+    "completing the event count. Rates count the benchmark events (sentinels excluded)."
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,7 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep-logs", type=Path, default=None, metavar="DIR",
                         help="copy the workers' logs to DIR")
     parser.add_argument("--repeat", type=int, default=1,
-                        help="run each case N times and report the fastest run")
+                        help="run each case N times; report the fastest, the median and all")
+    parser.add_argument("--no-quix", action="store_true", help="skip the Quix Streams cases")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="run the mlpulse workers under cProfile, writing DIR/*.prof "
                              "(slows them down: numbers are not comparable)")
@@ -73,12 +96,13 @@ def _log(message: str) -> None:
 
 
 async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
-               workdir: Path) -> list[CaseResult]:
+               workdir: Path, failures: dict[str, str]) -> dict[str, CaseResult]:
     n_envelope, n_single = args.events, args.single_events
     started = time.perf_counter()
     events = generate(max(n_envelope, n_single), n_models=args.models, rate_per_s=args.rate)
     _log(f"generated {len(events)} events in {time.perf_counter() - started:.1f} s")
-    results: list[CaseResult] = []
+    results: dict[str, CaseResult] = {}
+    labels = _labels(args)
 
     def cutoff(subset: Sequence[dict[str, Any]]) -> float:
         first_sentinel = min(s["timestamp"] for s in sentinels(subset))
@@ -86,7 +110,8 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
 
     envelope_events = events[:n_envelope]
     messages = envelope_messages(envelope_events, args.envelope_size)
-    case = f"mlpulse, envelopes of {args.envelope_size}"
+    envelope_total = len(envelope_events) + len(sentinels(envelope_events))
+    case = labels["envelopes"]
     _log(f"{case}: {len(envelope_events)} events in {len(messages)} messages "
          f"({sum(len(v) for _, v in messages) / 1e6:.1f} MB)")
 
@@ -96,9 +121,10 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
             cutoff_s=cutoff(envelope_events), workdir=workdir, timeout_s=args.timeout,
             profile_dir=args.profile, broker_pid=broker_pid)
 
-    results.append(await _best_of(args.repeat, case, envelope_run))
+    results["envelopes"] = await _best_of(args.repeat, case, envelope_run)
+    envelope_topic = str(results["envelopes"].details["input_topic"])
 
-    plain_case = "mlpulse, envelopes, no detectors"
+    plain_case = labels["no_detectors"]
 
     async def plain_run() -> CaseResult:
         return await run_mlpulse(
@@ -106,11 +132,11 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
             cutoff_s=cutoff(envelope_events), workdir=workdir, timeout_s=args.timeout,
             profile_dir=args.profile, broker_pid=broker_pid, detectors=NO_DETECTORS)
 
-    results.append(await _best_of(args.repeat, plain_case, plain_run))
+    results["no_detectors"] = await _best_of(args.repeat, plain_case, plain_run)
 
     single_events = events[:n_single]
     singles = single_messages(single_events)
-    single_case = "mlpulse, single events"
+    single_case = labels["single"]
     _log(f"{single_case}: {len(single_events)} events in {len(singles)} messages")
 
     async def single_run() -> CaseResult:
@@ -119,19 +145,98 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
             cutoff_s=cutoff(single_events), workdir=workdir, timeout_s=args.timeout,
             profile_dir=args.profile, broker_pid=broker_pid)
 
-    single = await _best_of(args.repeat, single_case, single_run)
-    results.append(single)
+    results["single"] = await _best_of(args.repeat, single_case, single_run)
+    single_topic = str(results["single"].details["input_topic"])
 
-    naive_case = "naive Faust agent, single"
-    topic = str(single.details["input_topic"])
-    _log(f"{naive_case}: counting the {len(singles)} messages of {topic}")
+    naive_case = labels["naive"]
+    _log(f"{naive_case}: counting the {len(singles)} messages of {single_topic}")
 
     async def naive_run() -> CaseResult:
-        return await run_naive(bootstrap, naive_case, topic=topic, messages=len(singles),
-                               workdir=workdir, timeout_s=args.timeout, broker_pid=broker_pid)
+        return await run_naive(bootstrap, naive_case, topic=single_topic,
+                               messages=len(singles), workdir=workdir,
+                               timeout_s=args.timeout, broker_pid=broker_pid)
 
-    results.append(await _best_of(args.repeat, naive_case, naive_run))
+    results["naive"] = await _best_of(args.repeat, naive_case, naive_run)
+
+    # ------------------------------------------------ peers (a failure skips the case)
+    peer: dict[str, Any] = {"labels": labels, "repeat": args.repeat, "results": results,
+                            "failures": failures}
+
+    async def ceiling_run() -> CaseResult:
+        return await run_ceiling(
+            bootstrap, labels["ceiling"], topic=envelope_topic, mode="envelopes",
+            messages=len(messages), events=len(envelope_events), total_events=envelope_total,
+            workdir=workdir, timeout_s=args.timeout, broker_pid=broker_pid)
+
+    _log(f"{labels['ceiling']}: decoding the {len(messages)} messages of {envelope_topic}")
+    await _peer("ceiling", ceiling_run, **peer)
+
+    single_total = len(single_events) + len(sentinels(single_events))
+
+    async def ceiling_single_run() -> CaseResult:
+        return await run_ceiling(
+            bootstrap, labels["ceiling_single"], topic=single_topic, mode="single",
+            messages=len(singles), events=len(single_events), total_events=single_total,
+            workdir=workdir, timeout_s=args.timeout, broker_pid=broker_pid)
+
+    _log(f"{labels['ceiling_single']}: decoding the {len(singles)} messages of {single_topic}")
+    await _peer("ceiling_single", ceiling_single_run, **peer)
+
+    if args.no_quix:
+        for key in ("quix_single", "quix_envelopes"):
+            failures[key] = "skipped (--no-quix)"
+    elif not quix_available():
+        for key in ("quix_single", "quix_envelopes"):
+            failures[key] = ("skipped: quixstreams is not installed "
+                             "(pip install -c constraints.txt -e '.[bench]')")
+        _log("Quix Streams cases skipped: quixstreams is not installed")
+    else:
+        async def quix_single_run() -> CaseResult:
+            return await run_quix(
+                bootstrap, labels["quix_single"], mode="single", messages=singles,
+                expected_events=len(single_events), total_events=single_total,
+                cutoff_s=cutoff(single_events), workdir=workdir, like_topic=single_topic,
+                timeout_s=args.timeout, broker_pid=broker_pid)
+
+        _log(f"{labels['quix_single']}: {len(single_events)} events in {len(singles)} "
+             f"messages on a topic of its own")
+        await _peer("quix_single", quix_single_run, **peer)
+
+        async def quix_envelope_run() -> CaseResult:
+            return await run_quix(
+                bootstrap, labels["quix_envelopes"], mode="envelopes", messages=messages,
+                expected_events=len(envelope_events), total_events=envelope_total,
+                cutoff_s=cutoff(envelope_events), workdir=workdir, like_topic=envelope_topic,
+                timeout_s=args.timeout, broker_pid=broker_pid)
+
+        _log(f"{labels['quix_envelopes']}: {len(envelope_events)} events in {len(messages)} "
+             f"messages on a topic of its own")
+        await _peer("quix_envelopes", quix_envelope_run, **peer)
     return results
+
+
+def _labels(args: argparse.Namespace) -> dict[str, str]:
+    """Case key → the name shown in the table and the JSON, in the table's order."""
+    return {
+        "envelopes": f"mlpulse, envelopes of {args.envelope_size}",
+        "no_detectors": "mlpulse, envelopes, no detectors",
+        "single": "mlpulse, single events",
+        "naive": "naive Faust agent, single",
+        "ceiling": "ceiling (aiokafka+msgspec), envelopes",
+        "ceiling_single": "ceiling (aiokafka+msgspec), single",
+        "quix_single": "Quix Streams, single events",
+        "quix_envelopes": f"Quix Streams, envelopes of {args.envelope_size}",
+    }
+
+
+async def _peer(key: str, run: Callable[[], Awaitable[CaseResult]], *, labels: dict[str, str],
+                repeat: int, results: dict[str, CaseResult], failures: dict[str, str]) -> None:
+    """Run a peer case; its failure is recorded in ``failures`` and does not stop the bench."""
+    try:
+        results[key] = await _best_of(repeat, labels[key], run)
+    except (CaseFailed, KafkaError) as exc:
+        failures[key] = f"failed: {exc}"
+        _log(f"{labels[key]}: FAILED: {exc}")
 
 
 async def _best_of(repeat: int, case: str,
@@ -139,42 +244,117 @@ async def _best_of(repeat: int, case: str,
     """Run a case ``repeat`` times; the fastest run, with every run's rate in its details."""
     runs: list[CaseResult] = []
     for index in range(repeat):
-        runs.append(await run())
         of = f" (run {index + 1} of {repeat})" if repeat > 1 else ""
+        with _status(f"{case}{of}"):
+            runs.append(await run())
         _log(f"{case}: {runs[-1].events_per_s:,.0f} events/s{of}")
     best = max(runs, key=lambda r: r.events_per_s)
-    if repeat > 1:
-        best.details["runs_events_per_s"] = [round(r.events_per_s, 1) for r in runs]
+    rates = [r.events_per_s for r in runs]
+    median = statistics.median(rates)
+    best.details["runs_events_per_s"] = [round(rate, 1) for rate in rates]
+    best.details["median_events_per_s"] = round(median, 1)
+    best.details["spread"] = round((max(rates) - min(rates)) / median, 3) if median else None
     return best
 
 
-def _table(results: Sequence[CaseResult]) -> str:
-    lines = [f"{'case':<34} {'events':>8} {'seconds':>9} {'events/s':>10}"]
-    for r in results:
-        lines.append(f"{r.case:<34} {r.events:>8} {r.seconds:>9.2f} {r.events_per_s:>10,.0f}")
-    envelope, plain, single, naive = results
-    lines.append(f"ratio envelopes/naive: {_ratio(envelope, naive)}   "
-                 f"ratio single/naive: {_ratio(single, naive)}   "
-                 f"detectors on/off: {envelope.events_per_s / plain.events_per_s:.0%}")
+def _status(message: str) -> contextlib.AbstractContextManager[Any]:
+    """A spinner on stderr while a run goes (rich, on a terminal), else nothing."""
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    try:
+        from rich.console import Console
+    except ImportError:
+        return contextlib.nullcontext()
+    return Console(stderr=True).status(message)
+
+
+RATIOS: tuple[tuple[str, str, str, str], ...] = (
+    # key in the JSON, numerator case, denominator case, label
+    ("envelopes_over_ceiling", "envelopes", "ceiling", "mlpulse envelopes / ceiling"),
+    ("envelopes_over_naive", "envelopes", "naive", "mlpulse envelopes / naive Faust"),
+    ("single_over_naive", "single", "naive", "mlpulse single / naive Faust"),
+    ("single_over_ceiling_single", "single", "ceiling_single", "mlpulse single / ceiling single"),
+    ("single_over_quix_single", "single", "quix_single", "mlpulse single / Quix single"),
+    ("envelopes_over_quix_envelopes", "envelopes", "quix_envelopes",
+     "mlpulse envelopes / Quix envelopes"),
+    ("detectors_on_over_off", "envelopes", "no_detectors", "detectors on / off"),
+)
+
+
+def _ratios(results: dict[str, CaseResult], median: bool = False) -> dict[str, float | None]:
+    """Every ratio of ``RATIOS`` of the best (or median) rates; None where a case is missing."""
+    def rate(key: str) -> float | None:
+        result = results.get(key)
+        if result is None:
+            return None
+        return float(result.details["median_events_per_s"]) if median else result.events_per_s
+
+    out: dict[str, float | None] = {}
+    for name, top, bottom, _ in RATIOS:
+        a, b = rate(top), rate(bottom)
+        out[name] = round(a / b, 3) if a is not None and b else None
+    return out
+
+
+def _table(results: dict[str, CaseResult], failures: dict[str, str],
+           labels: dict[str, str], repeat: int) -> str:
+    width = max(len(label) for label in labels.values()) + 1
+    lines = [f"{'case':<{width}} {'events':>8} {'seconds':>8} {'events/s':>10} "
+             f"{'median':>10} {'runs (min-max)':>16} {'spread':>7}"]
+    for key, label in labels.items():
+        r = results.get(key)
+        if r is None:
+            reason = failures.get(key, "not run")
+            lines.append(f"{label:<{width}} {reason.splitlines()[0][:80]}")
+            continue
+        rates = r.details["runs_events_per_s"]
+        spread = r.details.get("spread")
+        lines.append(
+            f"{label:<{width}} {r.events:>8} {r.seconds:>8.2f} {r.events_per_s:>10,.0f} "
+            f"{r.details['median_events_per_s']:>10,.0f} "
+            f"{_k(min(rates)) + '-' + _k(max(rates)):>16} "
+            f"{f'{spread:.0%}' if spread is not None and repeat > 1 else '-':>7}")
+    best, median = _ratios(results), _ratios(results, median=True)
+    lines.append("ratios of the best runs" + (" (of the medians)" if repeat > 1 else "") + ":")
+    for name, _, _, label in RATIOS:
+        if best[name] is None:
+            continue
+        text = f"  {label:<36} {_times(best[name])}"
+        if repeat > 1 and median[name] is not None:
+            text += f"  ({_times(median[name])})"
+        lines.append(text)
     return "\n".join(lines)
 
 
-def _ratio(a: CaseResult, b: CaseResult) -> str:
-    ratio = a.events_per_s / b.events_per_s
+def _k(rate: float) -> str:
+    return f"{rate / 1000:.1f}k" if rate >= 1000 else f"{rate:.0f}"
+
+
+def _times(ratio: float | None) -> str:
+    if ratio is None:
+        return "-"
     return f"{ratio:.1f}x" if ratio >= 10 else f"{ratio:.2f}x"
 
 
-def _details(results: Sequence[CaseResult]) -> str:
+def _details(results: dict[str, CaseResult], failures: dict[str, str]) -> str:
     lines = []
-    for r in results:
+    for r in results.values():
         d = r.details
         parts = [f"startup {r.startup_seconds:.1f} s (not timed)"]
+        if d.get("process"):
+            parts.append(str(d["process"]))
+        if d.get("ingest_assigned_after_seconds") is not None:
+            parts.append(f"ingest consumer assigned {d['ingest_assigned_after_seconds']:.2f} s "
+                         f"after the Faust group (timed from the later)")
         if "windows" in d:
-            parts.append(f"{d['windows']} windows, {d['late_events']} late")
+            late = f", {d['late_events']} late" if "late_events" in d else ""
+            parts.append(f"{d['windows']} windows{late}")
         if d.get("seconds_from_first_output") is not None:
             parts.append(f"{d['seconds_from_first_output']:.2f} s from first repartitioned message")
         if d.get("ingest_done_seconds") is not None:
             parts.append(f"ingest stage done after {d['ingest_done_seconds']:.2f} s")
+        if d.get("all_events_windowed_seconds") is not None:
+            parts.append(f"all events windowed after {d['all_events_windowed_seconds']:.2f} s")
         if d.get("seconds_from_first_message") is not None:
             parts.append(f"{d['seconds_from_first_message']:.2f} s from first message")
         shares = {k: v for k, v in (d.get("cpu_share") or {}).items() if v is not None}
@@ -182,6 +362,9 @@ def _details(results: Sequence[CaseResult]) -> str:
             parts.append("CPU (1.0 = one core) " + ", ".join(
                 f"{name} {share:.2f}" for name, share in shares.items()))
         lines.append(f"  {r.case}: " + "; ".join(parts))
+    for key, reason in failures.items():
+        if reason.startswith("failed"):
+            lines.append(f"  {key}: {reason}")
     return "\n".join(lines)
 
 
@@ -194,9 +377,8 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def _report(args: argparse.Namespace, results: Sequence[CaseResult],
+def _report(args: argparse.Namespace, results: dict[str, CaseResult], failures: dict[str, str],
             load_before: tuple[float, float, float]) -> dict[str, Any]:
-    envelope, plain, single, naive = results
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_commit": _git_commit(),
@@ -213,16 +395,25 @@ def _report(args: argparse.Namespace, results: Sequence[CaseResult],
             "event_rate_per_s": args.rate, "window_seconds": 60.0, "lateness_seconds": 10.0,
             "quick": args.quick, "repeat": args.repeat,
         },
-        "method": ("topics pre-filled before the worker starts; timed from partition "
-                   "assignment to done (mlpulse: broker timestamp of the window summary "
-                   "completing the event count; naive: last message counted)"),
-        "cases": [r.as_dict() for r in results],
-        "ratios": {
-            "envelopes_over_naive": round(envelope.events_per_s / naive.events_per_s, 3),
-            "single_over_naive": round(single.events_per_s / naive.events_per_s, 3),
-            "detectors_on_over_off": round(envelope.events_per_s / plain.events_per_s, 3),
-        },
+        "versions": _versions(),
+        "method": METHOD,
+        "cases": [{"id": key, **r.as_dict()} for key, r in results.items()],
+        "skipped": failures,
+        "ratios": _ratios(results),
+        "ratios_of_medians": _ratios(results, median=True),
     }
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for package in ("faust-streaming", "aiokafka", "msgspec", "quixstreams", "confluent-kafka"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = None
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -239,13 +430,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # stop workers and broker on SIGTERM too
     load_before = os.getloadavg()
     started = time.perf_counter()
+    failures: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="mlpulse-bench-") as tmp:
         workdir = Path(tmp)
         try:
             with EmbeddedBroker() as broker:
                 _log(f"embedded broker on {broker.bootstrap}")
                 broker_pid = broker.process.pid if broker.process is not None else None
-                results = asyncio.run(_run(args, broker.bootstrap, broker_pid, workdir))
+                results = asyncio.run(_run(args, broker.bootstrap, broker_pid, workdir,
+                                           failures))
         except CaseFailed as exc:
             print(f"bench: failed: {exc}", file=sys.stderr)
             return 1
@@ -257,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.keep_logs.mkdir(parents=True, exist_ok=True)
                 for log in workdir.glob("*.log"):
                     shutil.copy(log, args.keep_logs / log.name)
-    report = _report(args, results, load_before)
+    report = _report(args, results, failures, load_before)
     for case in report["cases"]:
         case.pop("log", None)  # temporary files, gone now
     write = args.profile is None or args.output != RESULTS  # profiled numbers are not results
@@ -265,8 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(report, indent=2) + "\n")
     print()
-    print(_table(results))
-    print(_details(results))
+    print(_table(results, failures, _labels(args), args.repeat))
+    print(_details(results, failures))
     where = f"results in {_display(args.output)}" if write else "profiled: results not saved"
     print(f"(total {time.perf_counter() - started:.0f} s; load average before "
           f"{load_before[0]:.2f}, {os.cpu_count()} CPUs; {where})")
