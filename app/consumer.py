@@ -40,8 +40,9 @@ class BatchConsumer:
         self, *, bootstrap: str, group_id: str, topics: Sequence[str], handle: Handler,
         flush: Callable[[], Awaitable[None]], max_records: int = 2000,
         max_fetch_bytes: int = 16 * 1024 * 1024, commit_interval_s: float = 1.0,
-        session_timeout_ms: int = 10_000,
+        session_timeout_ms: int = 10_000, close_timeout_s: float = 5.0,
     ) -> None:
+        self.close_timeout_s = close_timeout_s
         self.topics = list(topics)
         self.handle = handle
         self.flush = flush
@@ -85,8 +86,10 @@ class BatchConsumer:
                         time.monotonic() - self._last_commit_s >= self.commit_interval_s):
                     await self._commit()
         finally:
+            # a last commit, but never hang a shutdown on a broker that is gone: what was
+            # not committed is read again (at-least-once)
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._close())
+                await asyncio.wait_for(asyncio.shield(self._close()), self.close_timeout_s)
 
     async def _start(self) -> AIOKafkaConsumer:
         async with self._starting:
