@@ -17,6 +17,7 @@ envelope in one msgspec call; only a failing envelope is split into elements.
 
 from __future__ import annotations
 
+import operator
 import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -227,9 +228,11 @@ def group_by(events: Sequence[E], key: str) -> dict[str, list[E]]:
     >>> {k: len(v) for k, v in group_by([X("a"), X("b"), X("a")], "model").items()}
     {'a': 2, 'b': 1}
     """
+    values = list(map(operator.attrgetter(key), events))
+    if values and values.count(values[0]) == len(values):   # the usual: one model per batch
+        return {values[0]: list(events)}
     groups: dict[str, list[E]] = {}
-    for event in events:
-        value = getattr(event, key)
+    for value, event in zip(values, events, strict=True):
         group = groups.get(value)
         if group is None:
             groups[value] = [event]
