@@ -255,22 +255,30 @@ class Detect:
             state = models[key] = self._load_model(partition, key)
         return state
 
+    def _hst_allowed(self, config: ModelDetectors) -> bool:
+        """HalfSpaceTrees for one more model version? (bounded: they are big)"""
+        with_hst = sum(1 for models in self._models.values() for state in models.values()
+                       if state.monitor.hst)
+        return with_hst < config.anomaly.hst_max_series
+
     def _load_model(self, partition: int, key: tuple[str, ...]) -> _ModelState:
         model, version = key
         config = self.config.for_model(model)
+        hst = self._hst_allowed(config)
         stored = self.store.get(partition, _model_key(key))
         if stored is not None:
             try:
                 data = msgspec.msgpack.decode(stored)
                 monitor = ModelMonitor.restore(data["monitor"], config,
-                                               self.settings.window_seconds)
+                                               self.settings.window_seconds, hst=hst)
                 return _ModelState(monitor, Lifecycle(data["alerts"]))
             except (KeyError, TypeError, ValueError, msgspec.DecodeError) as exc:
                 log.warning("mlpulse: dropping unreadable detector state of %s %s: %s",
                             model, version, exc)
         reference = self._file_reference(model, config)
         return _ModelState(ModelMonitor(model, version, config, self.settings.window_seconds,
-                                        seed=_seed(key), reference=reference), Lifecycle())
+                                        seed=_seed(key), reference=reference, hst=hst),
+                           Lifecycle())
 
     def _save_model(self, partition: int, key: tuple[str, ...], state: _ModelState) -> None:
         self.store.put(partition, _model_key(key), msgspec.msgpack.encode(

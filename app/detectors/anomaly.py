@@ -63,15 +63,17 @@ class WindowAnomaly:
 
     def __init__(
         self, warmup_windows: int = 10, history_windows: int = 50, z_threshold: float = 6.0,
-        hst_window: int = 20, seed: int = 0,
+        hst_window: int = 20, seed: int = 0, *, use_hst: bool = True,
     ) -> None:
         self.warmup_windows = warmup_windows
         self.z_threshold = z_threshold
         self.history: deque[dict[str, float]] = deque(maxlen=history_windows)
         self.hst_window = hst_window
         self.seed = seed
-        self._hst = anomaly.HalfSpaceTrees(n_trees=25, height=8, window_size=hst_window,
-                                           seed=seed)
+        # 10 trees of height 6: ~0.3 MB once built (25 of height 8 took 2.9 MB per model
+        # version, for a score that is evidence only)
+        self._hst = (anomaly.HalfSpaceTrees(n_trees=10, height=6, window_size=hst_window,
+                                            seed=seed) if use_hst else None)
         self._hst_inputs: deque[dict[str, float]] = deque(maxlen=2 * hst_window)
         self._hst_seen = 0
         self.last_score: float | None = None
@@ -95,7 +97,8 @@ class WindowAnomaly:
             if abs(z) >= self.z_threshold and abs(value - median) >= floor:
                 deviations.append({"metric": metric, "value": value, "median": median,
                                    "z": round(z, 2)})
-        self.last_score = self._score_and_learn(scaled) if scaled else None
+        self.last_score = (self._score_and_learn(scaled)
+                           if scaled and self._hst is not None else None)
         deviations.sort(key=lambda d: -abs(d["z"]))
         firing = bool(deviations)
         if not firing:
@@ -109,6 +112,7 @@ class WindowAnomaly:
             {"metrics": deviations, "hst_score": self.last_score, "vector": vector})
 
     def _score_and_learn(self, x: dict[str, float]) -> float:
+        assert self._hst is not None
         score = float(self._hst.score_one(x)) if self._hst_seen >= self.hst_window else 0.0
         self._hst.learn_one(x)
         self._hst_inputs.append(x)
@@ -128,12 +132,13 @@ class WindowAnomaly:
         }
 
     @classmethod
-    def restore(cls, data: dict[str, Any]) -> WindowAnomaly:
+    def restore(cls, data: dict[str, Any], *, use_hst: bool = True) -> WindowAnomaly:
         out = cls(data["warmup_windows"], data["history_windows"], data["z_threshold"],
-                  data["hst_window"], data["seed"])
+                  data["hst_window"], data["seed"], use_hst=use_hst)
         out.history.extend(data["history"])
         for x in data["hst_inputs"]:
-            out._hst.learn_one(x)
+            if out._hst is not None:
+                out._hst.learn_one(x)
             out._hst_inputs.append(x)
         out._hst_seen = data["hst_seen"]
         return out

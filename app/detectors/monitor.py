@@ -62,9 +62,12 @@ class ModelMonitor:
 
     def __init__(
         self, model: str, version: str, config: ModelDetectors, window_seconds: float, *,
-        seed: int = 0, reference: Reference | None = None,
+        seed: int = 0, reference: Reference | None = None, hst: bool = True,
     ) -> None:
         self.model = model
+        self.hst = hst
+        """Whether this model version gets HalfSpaceTrees (~1 MB once trained; bounded per
+        worker by ``anomaly.hst_max_series``)."""
         self.version = version
         self.config = config
         self.window_seconds = window_seconds
@@ -81,9 +84,9 @@ class ModelMonitor:
         self.adwin_pending: set[str] = set()
         a = config.anomaly
         self.anomaly = (WindowAnomaly(a.warmup_windows, a.history_windows, a.z_threshold,
-                                      a.hst_window, seed) if a.enabled else None)
+                                      a.hst_window, seed, use_hst=hst) if a.enabled else None)
         self.latency = (LatencyAnomaly(a.latency_sample_every, seed=seed)
-                        if a.enabled and a.latency_sample_every else None)
+                        if a.enabled and a.latency_sample_every and hst else None)
         self.windows_seen = 0
 
     # ------------------------------------------------------------------ windows
@@ -253,8 +256,9 @@ class ModelMonitor:
 
     @classmethod
     def restore(cls, data: dict[str, Any], config: ModelDetectors,
-                window_seconds: float) -> ModelMonitor:
-        out = cls(data["model"], data["version"], config, window_seconds, seed=data["seed"])
+                window_seconds: float, *, hst: bool = True) -> ModelMonitor:
+        out = cls(data["model"], data["version"], config, window_seconds, seed=data["seed"],
+                  hst=hst)
         out.windows_seen = data["windows_seen"]
         out.rng = np.random.default_rng([data["seed"], out.windows_seen])
         if data["reference"] is not None and out.reference is None:
@@ -265,7 +269,7 @@ class ModelMonitor:
         out.adwin_active = set(data["adwin_active"])
         out.adwin_pending = set(data["adwin_pending"])
         if data["anomaly"] is not None and out.anomaly is not None:
-            out.anomaly = WindowAnomaly.restore(data["anomaly"])
+            out.anomaly = WindowAnomaly.restore(data["anomaly"], use_hst=hst)
         if data["latency"] is not None and out.latency is not None:
             out.latency = LatencyAnomaly.restore(data["latency"])
         return out

@@ -98,3 +98,15 @@ def test_log_error_spike_per_service():
     assert [(a.status, a.rule, a.labels) for a in pipe.alerts] == [
         ("firing", "log_error_spike", {"service": "api"}),
         ("resolved", "log_error_spike", {"service": "api"})]
+
+
+def test_half_space_trees_are_bounded_per_worker():
+    settings = Settings(window_seconds=WINDOW_S, lateness_seconds=0, max_future_skew_seconds=1e12,
+                        detectors={**DETECTORS, "anomaly": {"hst_max_series": 2}})
+    pipe = LocalPipeline(settings, clock=FakeClock(T0))
+    feed(pipe, Simulator(n_models=5, seed=3), 0, 2)
+    monitors = [state.monitor for models in pipe.detect._models.values()
+                for state in models.values()]
+    assert len(monitors) == 5
+    assert sum(m.hst for m in monitors) == 2
+    assert all((m.latency is None) == (not m.hst) for m in monitors)
