@@ -90,7 +90,7 @@ class Settings:
     feedback_horizon_seconds: float = 3600.0
     """How long (event time after a window ends) labels are joined to its predictions;
     0 turns the join off."""
-    feedback_max_predictions: int = 500_000
+    feedback_max_predictions: int = 250_000
     """Most predictions a worker keeps awaiting labels (~150 bytes each); oldest windows
     go first."""
     feedback_min_labels: int = 20

@@ -76,7 +76,8 @@ class ModelMonitor:
         self.reference = reference
         spec = config.reference
         self.contributions: deque[Contribution] = deque(
-            maxlen=spec.windows + spec.lag_windows if spec.mode == "rolling" else None)
+            maxlen={"rolling": spec.windows + spec.lag_windows,
+                    "first": 4 * spec.windows}.get(spec.mode))
         adwin = config.adwin
         self.changes = (ChangeDetectors(adwin.delta, adwin.max_signals)
                         if adwin.enabled else None)
@@ -226,7 +227,11 @@ class ModelMonitor:
             return
         self.contributions.append(contribution(aggregate, profile, start_s, end_s))
         if self.reference is None:
-            first = list(self.contributions)[: spec.windows]
+            # the first `windows` windows, or more of them (up to 4x, the latest) until
+            # they hold `min_events` events: a quiet model still gets a reference, and
+            # what waits for it stays bounded
+            first = (list(self.contributions) if spec.mode == "first"
+                     else list(self.contributions)[: spec.windows])
             if len(first) >= spec.windows and sum(c.events for c in first) >= spec.min_events:
                 self._build(first)
                 if spec.mode == "first":

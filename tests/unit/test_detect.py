@@ -110,3 +110,21 @@ def test_half_space_trees_are_bounded_per_worker():
     assert len(monitors) == 5
     assert sum(m.hst for m in monitors) == 2
     assert all((m.latency is None) == (not m.hst) for m in monitors)
+
+
+def test_a_quiet_model_gets_a_reference_and_waiting_for_it_is_bounded():
+    settings = Settings(window_seconds=WINDOW_S, lateness_seconds=0, max_future_skew_seconds=1e12,
+                        detectors={"reference": {"windows": 3, "min_events": 300}})
+    pipe = LocalPipeline(settings, clock=FakeClock(T0))
+    sim = Simulator(n_models=1, seed=5)
+    lengths = []
+    for w in range(20):
+        start = T0 + w * WINDOW_S
+        pipe.clock.now_s = start + WINDOW_S
+        pipe.send_predictions(list(sim.events(start, WINDOW_S, rate_per_s=2 if w < 14 else 6)))
+        monitor = next(iter(next(iter(pipe.detect._models.values())).values())).monitor
+        lengths.append(len(monitor.contributions))
+    # 20 events a window: 300 are never in 3 windows, nor in the latest 12 (240); 60 a
+    # window from window 14 on: the latest 12 reach 300 and the reference is built
+    assert max(lengths) == 12
+    assert monitor.reference is not None and not monitor.contributions
