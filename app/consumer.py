@@ -147,7 +147,8 @@ class BatchConsumer:
         if self._uncommitted:
             await self._commit()
         self._assigned = list(partitions)
-        self.positions = {tp: n for tp, n in self.positions.items() if tp in self._assigned}
+        for tp in [tp for tp in self.positions if tp not in self._assigned]:
+            del self.positions[tp]   # in place: the lag metric holds this dict
         if self._assigned:
             consumer.assign(self._assigned)
         else:
