@@ -27,6 +27,10 @@ bench: venv  ## installs the bench extra (Quix Streams, the peer) first
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	$(PY) -m bench
 	$(PY) -m bench.detection
+	$(PY) -m bench.memory
+	$(PY) -m bench.latency
+	$(PY) -m bench.scaleout
+	$(PY) -m bench.sdk
 
 check: lint typecheck test
 
