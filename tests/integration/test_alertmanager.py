@@ -42,24 +42,28 @@ class Process:
         stop_process_group(self.process)
         self._log.close()
 
+    def ready(self, port: int, timeout_s: float = 30.0) -> Process:
+        """Wait for ``/-/ready`` on ``port`` (Prometheus and Alertmanager both serve it)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2):
+                    return self
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"{self.log_path.name} did not start:\n"
+                             f"{self.log_path.read_text()[-2000:]}")
+
 
 def start_alertmanager(port: int, workdir: Path) -> Process:
     assert BINARY is not None
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "alertmanager.yml").write_text(CONFIG)
-    am = Process([BINARY, f"--config.file={workdir / 'alertmanager.yml'}",
-                  f"--storage.path={workdir / 'data'}",
-                  f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-                 workdir / "alertmanager.log")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2):
-                return am
-        except OSError:
-            time.sleep(0.2)
-    am.stop()
-    raise AssertionError(f"alertmanager did not start:\n{am.log_path.read_text()[-2000:]}")
+    return Process([BINARY, f"--config.file={workdir / 'alertmanager.yml'}",
+                    f"--storage.path={workdir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+                   workdir / "alertmanager.log").ready(port)
 
 
 def active_alerts(port: int) -> list[dict]:

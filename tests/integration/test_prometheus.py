@@ -42,18 +42,10 @@ def start_prometheus(port: int, target: str, workdir: Path) -> Process:
         "rule_files: [rules.yml]\n"
         "scrape_configs:\n  - job_name: mlpulse\n"
         f"    static_configs: [{{targets: ['{target}']}}]\n")
-    prometheus = Process([PROMETHEUS, f"--config.file={workdir / 'prometheus.yml'}",
-                          f"--storage.tsdb.path={workdir / 'data'}",
-                          f"--web.listen-address=127.0.0.1:{port}"], workdir / "prometheus.log")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2):
-                return prometheus
-        except OSError:
-            time.sleep(0.2)
-    prometheus.stop()
-    raise AssertionError(f"prometheus did not start:\n{prometheus.log_path.read_text()[-2000:]}")
+    return Process([PROMETHEUS, f"--config.file={workdir / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={workdir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}"], workdir / "prometheus.log"
+                   ).ready(port)
 
 
 def query(port: int, expr: str) -> dict[tuple[tuple[str, str], ...], float]:
