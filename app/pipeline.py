@@ -248,7 +248,9 @@ class Pipeline:
                 stage = f"ingest_{kind}"
                 started = time.perf_counter()
                 routed = ingested(batch, kind, topic_name)
-                owned = owners[kind]()
+                # while Faust restores the detector table, events take the hop (the
+                # summarize agents wait for the restore), so no state is built afresh
+                owned = owners[kind]() if not app.in_recovery else set()
                 for key in list(routed.by_key):
                     partition = partition_for(key.encode(), s.partitions)
                     if partition in owned:
