@@ -37,13 +37,12 @@ class BatchConsumer:
     """``handle`` every fetch of the assigned partitions; commit after ``flush``."""
 
     def __init__(
-        self, *, bootstrap: str, group_id: str, topics: Sequence[str], handle: Handler,
+        self, *, bootstrap: str, group_id: str, handle: Handler,
         flush: Callable[[], Awaitable[None]], max_records: int = 2000,
         max_fetch_bytes: int = 16 * 1024 * 1024, commit_interval_s: float = 1.0,
-        session_timeout_ms: int = 10_000, close_timeout_s: float = 5.0,
+        close_timeout_s: float = 5.0,
     ) -> None:
         self.close_timeout_s = close_timeout_s
-        self.topics = list(topics)
         self.handle = handle
         self.flush = flush
         self.max_records = max_records
@@ -52,9 +51,6 @@ class BatchConsumer:
             "bootstrap_servers": bootstrap, "group_id": group_id, "enable_auto_commit": False,
             "auto_offset_reset": "earliest", "max_partition_fetch_bytes": max_fetch_bytes,
             "fetch_max_bytes": max(max_fetch_bytes, 52_428_800),
-            "session_timeout_ms": session_timeout_ms,
-            "heartbeat_interval_ms": max(session_timeout_ms // 5, 500),
-            "max_poll_interval_ms": 300_000,
         }
         self.consumer: AIOKafkaConsumer | None = None
         self.positions: dict[TopicPartition, int] = {}

@@ -266,7 +266,7 @@ class Pipeline:
 
         self.ingest_consumer = BatchConsumer(
             bootstrap=s.bootstrap_or_error, group_id=f"{s.group_id}-ingest",
-            topics=list(routes), handle=ingest_fetch, flush=flush,
+            handle=ingest_fetch, flush=flush,
             max_records=s.ingest_max_records, max_fetch_bytes=max(s.max_message_bytes,
                                                                   4 * 1024 * 1024),
             commit_interval_s=s.commit_interval_seconds)
