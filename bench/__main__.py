@@ -36,7 +36,6 @@ import platform
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,8 +46,9 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
+from bench.common import display, git_commit
 from bench.peers import quix_available, run_ceiling, run_quix
-from bench.runner import ROOT, CaseFailed, CaseResult, run_mlpulse, run_naive
+from bench.runner import CaseFailed, CaseResult, run_mlpulse, run_naive
 from bench.workload import envelope_messages, generate, sentinels, single_messages
 
 DEFAULT_EVENTS = 200_000
@@ -368,20 +368,11 @@ def _details(results: dict[str, CaseResult], failures: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                             capture_output=True, text=True, timeout=10, check=False)
-    except OSError:
-        return None
-    return out.stdout.strip() or None
-
-
 def _report(args: argparse.Namespace, results: dict[str, CaseResult], failures: dict[str, str],
             load_before: tuple[float, float, float]) -> dict[str, Any]:
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "host": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -460,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(_table(results, failures, _labels(args), args.repeat))
     print(_details(results, failures))
-    where = f"results in {_display(args.output)}" if write else "profiled: results not saved"
+    where = f"results in {display(args.output)}" if write else "profiled: results not saved"
     print(f"(total {time.perf_counter() - started:.0f} s; load average before "
           f"{load_before[0]:.2f}, {os.cpu_count()} CPUs; {where})")
     if args.profile is not None:
@@ -471,13 +462,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
-
-
-def _display(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 if __name__ == "__main__":

@@ -87,7 +87,8 @@ def display(path: Path) -> str:
         return str(path)
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
+    """Short hash of the checked-out commit (None outside git)."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                              capture_output=True, text=True, timeout=10, check=False)
@@ -122,7 +123,7 @@ def write_results(name: str, report: dict[str, Any], output: Path | None = None)
     path.parent.mkdir(parents=True, exist_ok=True)
     full = {"benchmark": f"bench.{name}",
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "git_commit": _git_commit(), "app_dirty": _app_dirty(), "host": host_info(),
+            "git_commit": git_commit(), "app_dirty": _app_dirty(), "host": host_info(),
             **report}
     path.write_text(json.dumps(full, indent=2) + "\n")
     return path
