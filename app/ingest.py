@@ -112,13 +112,8 @@ class Ingest:
             chunk = single[start:start + step]
             events = codec.decode_joined([r.value for r in chunk], now_s)
             if events is not None:
-                routed.accepted += len(events)
-                for key, group in group_by(events, _KEY_OF[kind]).items():
-                    mine = routed.by_key.get(key)
-                    if mine is None:
-                        routed.by_key[key] = group
-                    else:
-                        mine.extend(group)
+                routed.merge(Routed(by_key=group_by(events, _KEY_OF[kind]),
+                                    accepted=len(events)))
                 continue
             for r in chunk:
                 routed.merge(decode(r.value, topic=r.topic, partition=r.partition,
