@@ -13,6 +13,7 @@ and DDSketch quantile sketches, and two aggregates of the same window merge.
 from __future__ import annotations
 
 import math
+import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Protocol
@@ -179,7 +180,7 @@ class BoundedCounter:
             if value in counts:
                 counts[value] += n
             elif len(counts) < self.max_keys:
-                counts[value] = n
+                counts[sys.intern(value)] = n   # one string per value, not one per window
             else:
                 self.other += n
 
@@ -364,7 +365,7 @@ class PredictionAggregate:
                     name = OTHER
                     stats = self.features.get(name)
                 if stats is None:
-                    stats = self.features[name] = FeatureStats()
+                    stats = self.features[sys.intern(name)] = FeatureStats()
             values = np.asarray(numbers, dtype=np.float64)
             stats.add(values, categories, nulls, self.max_categories)
             if profile is not None and values.size:

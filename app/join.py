@@ -48,6 +48,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import msgspec
+import numpy as np
 
 from app.events import FeedbackEvent, PredictionEvent, PredictionWindow
 from app.performance import Performance
@@ -70,11 +71,20 @@ class Revised:
 
 
 class WindowLabels:
-    """One window's predictions awaiting labels, and the quality of the labelled ones."""
+    """One window's predictions awaiting labels, and the quality of the labelled ones.
 
-    __slots__ = ("active", "count", "end_s", "join", "key", "last_revision_wall_s",
-                 "partition", "pending", "performance", "predictions", "revision", "start_s",
-                 "summary", "times_s")
+    Compact columns, ~25 bytes per prediction: the 64-bit hash of its event id, its event
+    time, its prediction and whether it was scored. No per-prediction Python object is
+    kept (an event id string and a dict entry cost ~150 bytes and pin the allocator's
+    pages of the batch that decoded them). Lookups sort the columns by hash (once per
+    window in the usual case: labels arrive after it closed) and binary-search them.
+    Two event ids with the same 64-bit hash in one model's windows would be confused:
+    ~10⁻⁹ for 250k predictions.
+    """
+
+    __slots__ = ("active", "count", "end_s", "hashes", "join", "key", "last_revision_wall_s",
+                 "partition", "pending", "performance", "predictions", "revision", "scored",
+                 "sorted", "start_s", "summary", "times_s")
 
     def __init__(self, join: LabelJoin, partition: int, key: tuple[str, ...]) -> None:
         self.join = join
@@ -83,10 +93,13 @@ class WindowLabels:
         self.start_s = math.nan
         self.end_s = math.nan
         self.count = 0
-        self.pending: dict[str, int] = {}
-        """event_id → index of its prediction and event time below."""
-        self.predictions: list[object] = []
+        self.pending = 0
+        """Predictions of this window still awaiting their label."""
+        self.hashes = array.array("q")
         self.times_s = array.array("d")
+        self.predictions: list[object] = []
+        self.scored = bytearray()
+        self.sorted = True
         self.performance = Performance(join.max_classes)
         self.summary: bytes | None = None   # set when the window closes
         self.revision = 0
@@ -110,28 +123,61 @@ class WindowLabels:
         judged = [e for e in events if e.prediction is not None]
         if len(judged) < len(events):
             times_s = [e.event_time_s for e in judged]
-        first = len(self.predictions)
-        self.predictions.extend([e.prediction for e in judged])
+        if not judged:
+            return
+        self.predictions.extend([join.value(e.prediction) for e in judged])
         self.times_s.extend(times_s)
-        pending = self.pending
-        before = len(pending)
-        ids = [e.event_id for e in judged]
-        pending.update(zip(ids, range(first, first + len(ids)), strict=True))
-        join.size += len(pending) - before
+        hashes = [hash(e.event_id) for e in judged]
+        self.hashes.extend(hashes)
+        self.scored.extend(bytes(len(judged)))
+        self.sorted = False
+        self.pending += len(judged)
+        join.size += len(judged)
         waiting = join.early.get(self.key[0])
         if waiting:
-            for event_id in [i for i in waiting if i in pending]:
-                label, label_time_s = waiting.pop(event_id)
-                join.early_size -= 1
-                self.score(event_id, label, label_time_s)
+            new = set(hashes)
+            for event_id in [i for i in waiting if hash(i) in new]:
+                label, label_time_s = waiting[event_id]
+                if self.score(event_id, label, label_time_s):
+                    del waiting[event_id]
+                    join.early_size -= 1
         if join.size > join.max_predictions:
             join.evict()
 
+    def _find(self, event_id: str) -> int:
+        """The index of prediction ``event_id`` awaiting its label, or -1."""
+        if not self.pending:
+            return -1
+        if not self.sorted:
+            self._sort()
+        hashes = np.frombuffer(self.hashes, dtype=np.int64)
+        key = hash(event_id)
+        index = int(np.searchsorted(hashes, key))
+        while index < hashes.size and hashes[index] == key:   # a repeated prediction id
+            if not self.scored[index]:
+                return index
+            index += 1
+        return -1
+
+    def _sort(self) -> None:
+        hashes = np.frombuffer(self.hashes, dtype=np.int64)
+        order = np.argsort(hashes, kind="stable")
+        self.hashes = array.array("q", hashes[order].tobytes())
+        times_s = np.frombuffer(self.times_s, dtype=np.float64)
+        self.times_s = array.array("d", times_s[order].tobytes())
+        scored = np.frombuffer(self.scored, dtype=np.uint8)
+        self.scored = bytearray(scored[order].tobytes())
+        predictions = self.predictions
+        self.predictions = [predictions[i] for i in order.tolist()]
+        self.sorted = True
+
     def score(self, event_id: str, label: object, label_time_s: float) -> bool:
         """Judge prediction ``event_id`` of this window by ``label``; False if not here."""
-        index = self.pending.pop(event_id, None)
-        if index is None:
+        index = self._find(event_id)
+        if index < 0:
             return False
+        self.scored[index] = 1
+        self.pending -= 1
         delay_s = max(label_time_s - self.times_s[index], 0.0)
         self.performance.add([(self.predictions[index], label, delay_s)])
         self.join.size -= 1
@@ -169,6 +215,7 @@ class LabelJoin:
         self.early: dict[str, dict[str, tuple[object, float]]] = {}
         """Per model, labels whose prediction has not been seen yet."""
         self.size = 0
+        self._values: dict[object, object] = {}
         self.early_size = 0
         self.dirty: set[WindowLabels] = set()
         self._leaving: list[WindowLabels] = []
@@ -182,6 +229,19 @@ class LabelJoin:
         self.windows.setdefault(key[0], []).append(window)
         self.partition_of[key[0]] = partition
         return window
+
+    def value(self, prediction: object) -> object:
+        """``prediction`` itself, or an equal string or float already held (classes
+        repeat: one object per class rather than one per prediction; at most
+        4 × ``max_classes`` distinct values are kept for sharing)."""
+        if type(prediction) is not str and type(prediction) is not float:
+            return prediction
+        held = self._values.get(prediction)
+        if held is not None:
+            return held
+        if len(self._values) < 4 * self.max_classes:
+            self._values[prediction] = prediction
+        return prediction
 
     def saw(self, model: str, time_s: float, *, prediction: bool) -> None:
         """Event time moves on for ``model`` (windows expire, waiting labels give up)."""
@@ -243,7 +303,7 @@ class LabelJoin:
         for model, windows in list(self.windows.items()):
             cutoff = self.newest_s.get(model, -math.inf) - self.horizon_s
             for window in [w for w in windows if w.end_s <= cutoff]:
-                self.counts["unlabelled"] += len(window.pending)
+                self.counts["unlabelled"] += window.pending
                 self._leave(window)
         for model, waiting in list(self.early.items()):
             cutoff = (self.newest_prediction_s.get(model, -math.inf)
@@ -262,7 +322,7 @@ class LabelJoin:
         for window in windows:
             if self.size <= 0.9 * self.max_predictions:
                 break
-            self.counts["evicted"] += len(window.pending)
+            self.counts["evicted"] += window.pending
             self._leave(window)
 
     def _leave(self, window: WindowLabels) -> None:
@@ -272,10 +332,12 @@ class LabelJoin:
         self._forget(window)
 
     def _forget(self, window: WindowLabels) -> None:
-        self.size -= len(window.pending)
-        window.pending = {}
+        self.size -= window.pending
+        window.pending = 0
         window.predictions = []
         window.times_s = array.array("d")
+        window.hashes = array.array("q")
+        window.scored = bytearray()
         window.active = False
         windows = self.windows.get(window.key[0])
         if windows is not None and window in windows:

@@ -42,6 +42,7 @@ from aiokafka import TopicPartition
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from app.allocator import Trimmer
 from app.codec import chunked
 from app.config import Settings
 from app.consumer import BatchConsumer
@@ -75,6 +76,7 @@ class Pipeline:
         self.store = TableStore(settings.partitions)
         self.detect = Detect(settings, store=self.store)
         self.summarizer = Summarizer(settings, profiles=self.detect.new_profile)
+        self.trimmer = Trimmer(settings.malloc_trim_seconds)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.metrics.track_open_windows(lambda: self.summarizer.open_windows)
@@ -319,6 +321,7 @@ class Pipeline:
                     self.detect.restore_presence(partition, now)
             await emit(self.summarizer.close_due_windows(now), self.detect.check_no_data(now),
                        self.summarizer.revisions(now))
+            self.trimmer.maybe_trim(time.monotonic())
 
         # 4. Prometheus exposition of this worker; its status as JSON
         @app.page("/metrics")

@@ -24,6 +24,7 @@ a model version, a past time range, a rolling span, or events in a file.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -234,7 +235,7 @@ def build_reference(
                 if value in counts:
                     counts[value] += n
                 elif value != "__other__" and len(counts) < max_categories:
-                    counts[value] = n
+                    counts[sys.intern(value)] = n
                 else:
                     other += n
         total = sum(counts.values()) + other

@@ -155,3 +155,41 @@ def test_the_join_can_be_turned_off_and_follows_partitions():
     assert join is not None and join.size == 3
     on.summarizer.keep_only(predictions=set(), logs=set())
     assert join.size == 0 and not join.windows
+
+
+def test_labels_between_batches_of_an_open_window_and_repeated_prediction_ids():
+    """The index is columns sorted by id hash on lookup: labels that arrive while the window
+    still grows find predictions of earlier and later batches; a prediction id sent twice
+    (a replay) takes one label per copy and no more."""
+    from app.events import FeedbackEvent, PredictionEvent
+
+    join = LabelJoin(window_s=60, horizon_s=3600, revision_interval_s=0)
+    window = join.open(0, ("m", "v1"))
+
+    def batch(ids: list[str], prediction: Any) -> list[PredictionEvent]:
+        # a fresh string object per event, as the decoder makes them
+        return [PredictionEvent(event_id=i, timestamp=10.0, model="m",
+                                prediction=(prediction + "!")[:-1]) for i in ids]
+
+    def label(ids: list[str], value: Any) -> None:
+        join.label(0, [FeedbackEvent(event_id=i, timestamp=20.0, model="m", label=value)
+                       for i in ids])
+
+    window.remember(batch([f"a{i}" for i in range(50)], "cat"))
+    label(["a3", "a7"], "cat")
+    window.remember(batch([f"b{i}" for i in range(50)], "dog"))
+    label(["b1", "a9"], "cat")          # one wrong (dog ≠ cat), one right
+    window.remember(batch(["a3"], "cat"))  # a replayed prediction id
+    label(["a3", "a3", "a3"], "cat")    # the replayed copy takes one, the rest wait
+    assert join.counts["joined"] == 5
+    assert window.performance.labelled == 5
+    assert window.pending == 101 - 5 and join.size == 96
+    assert sum(len(w) for w in join.early.values()) == 1   # the third a3 waits
+    summary = window.result(PredictionWindow(
+        model="m", model_version="v1", window_start="", window_end="", count=101,
+        error_count=0, error_rate=0.0, latency_ms=None, confidence=None, predictions={},
+        features={}, tokens_in=0, tokens_out=0, cost_usd=0.0, cache_hit_rate=None,
+        late_events=0))
+    assert summary.performance is not None and summary.performance.accuracy == 0.8
+    # class names are shared, not one string object per prediction
+    assert len({id(p) for p in window.predictions}) == 2
