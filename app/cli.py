@@ -234,12 +234,14 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 async def _print_topics(settings: Settings) -> None:
     from aiokafka import AIOKafkaConsumer
 
+    from app.security import kafka_options
     from app.topics import Topics
 
     topics = Topics(settings)
     consumer = AIOKafkaConsumer(topics.windows, topics.alerts, topics.deadletter,
                                 bootstrap_servers=settings.kafka_bootstrap,
-                                auto_offset_reset="earliest", group_id=None)
+                                auto_offset_reset="earliest", group_id=None,
+                                **kafka_options(settings))
     await consumer.start()
     try:
         async for message in consumer:
@@ -283,6 +285,7 @@ def _describe_performance(record: dict[str, Any]) -> str:
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from app.sdk.producer import Telemetry
     from app.sdk.simulator import Simulator
+    from app.security import kafka_options
 
     _setup_logging(settings.log_level, settings.log_format)
     bootstrap = args.bootstrap or settings.bootstrap_or_error
@@ -291,7 +294,8 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     simulator = Simulator(n_models=args.models, seed=args.seed, injections=injections,
                           malformed_rate=args.malformed_rate, label_rate=args.label_rate,
                           label_delay_s=args.label_delay)
-    with Telemetry(bootstrap, topic_prefix=settings.topic_prefix) as telemetry:
+    with Telemetry(bootstrap, topic_prefix=settings.topic_prefix,
+                   kafka_options=kafka_options(settings)) as telemetry:
         sent = simulator.run(telemetry, duration_s=args.duration, rate_per_s=args.rate)
     print(f"sent {sent} events ({telemetry.dropped} dropped)")
     return 0

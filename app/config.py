@@ -39,6 +39,22 @@ class Settings:
 
     kafka_bootstrap: str | None = None
     """Kafka bootstrap servers; unset: ``worker`` and ``demo`` start the embedded broker."""
+    kafka_security_protocol: str = "PLAINTEXT"
+    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, for every Kafka client of mlpulse."""
+    kafka_sasl_mechanism: str = "PLAIN"
+    """PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL_* protocols)."""
+    kafka_sasl_username: str | None = None
+    """SASL user name."""
+    kafka_sasl_password: str | None = field(default=None, repr=False)
+    """SASL password (never logged)."""
+    kafka_ssl_cafile: str | None = None
+    """CA bundle to verify the brokers (SSL/SASL_SSL); unset: the system's CAs."""
+    kafka_ssl_certfile: str | None = None
+    """Client certificate (PEM) for mutual TLS."""
+    kafka_ssl_keyfile: str | None = None
+    """Private key of the client certificate."""
+    kafka_ssl_key_password: str | None = field(default=None, repr=False)
+    """Password of the private key (never logged)."""
     topic_prefix: str = "mlpulse."
     """Prefix of every topic name."""
     partitions: int = 4
@@ -55,6 +71,10 @@ class Settings:
     """Address of the worker's HTTP server."""
     web_port: int = 6066
     """Port of the worker's HTTP server."""
+    web_auth_username: str | None = None
+    """With ``web_auth_password``: HTTP basic auth on ``/metrics`` and the status pages."""
+    web_auth_password: str | None = field(default=None, repr=False)
+    """Basic-auth password of the worker's pages (never logged)."""
     data_dir: str = ".mlpulse"
     """Directory for worker state."""
     max_message_bytes: int = 16 * 1024 * 1024
@@ -94,7 +114,7 @@ class Settings:
     """How long (event time after a window ends) labels are joined to its predictions;
     0 turns the join off."""
     feedback_max_predictions: int = 250_000
-    """Most predictions a worker keeps awaiting labels (~150 bytes each); oldest windows
+    """Most predictions a worker keeps awaiting labels (~25 bytes each); oldest windows
     go first."""
     feedback_min_labels: int = 20
     """Labels a window needs before ``performance.*`` rules judge it."""
@@ -174,10 +194,34 @@ class Settings:
             raise ConfigError("MLPULSE_LOG_LEVEL: must be debug, info, warning or error")
         if not 0 <= self.web_port <= 65535:
             raise ConfigError("MLPULSE_WEB_PORT: must be a port number")
+        self._validate_security()
         from app.detectors.settings import DetectorSettings
         from app.rules import Rules
         DetectorSettings.from_mapping(self.detectors)   # raises ConfigError naming the field
         Rules.from_mapping({"rules": self.rules, "inhibit": self.inhibit})
+
+
+    def _validate_security(self) -> None:
+        from app.security import PROTOCOLS, SASL_MECHANISMS
+
+        protocol = self.kafka_security_protocol
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"MLPULSE_KAFKA_SECURITY_PROTOCOL: must be one of "
+                              f"{', '.join(PROTOCOLS)}, got {protocol!r}")
+        if self.kafka_sasl_mechanism not in SASL_MECHANISMS:
+            raise ConfigError(f"MLPULSE_KAFKA_SASL_MECHANISM: must be one of "
+                              f"{', '.join(SASL_MECHANISMS)}")
+        if protocol.startswith("SASL_") and not (self.kafka_sasl_username
+                                                 and self.kafka_sasl_password):
+            raise ConfigError(f"{protocol} needs MLPULSE_KAFKA_SASL_USERNAME and "
+                              "MLPULSE_KAFKA_SASL_PASSWORD")
+        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise ConfigError(f"{_PREFIX}{name.upper()}: no such file {path!r}")
+        if bool(self.web_auth_username) != bool(self.web_auth_password):
+            raise ConfigError("MLPULSE_WEB_AUTH_USERNAME and MLPULSE_WEB_AUTH_PASSWORD go "
+                              "together")
 
 
 def _field_type(name: str) -> str:

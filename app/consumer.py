@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -40,7 +40,7 @@ class BatchConsumer:
         self, *, bootstrap: str, group_id: str, handle: Handler,
         flush: Callable[[], Awaitable[None]], max_records: int = 2000,
         max_fetch_bytes: int = 16 * 1024 * 1024, commit_interval_s: float = 1.0,
-        close_timeout_s: float = 5.0,
+        close_timeout_s: float = 5.0, kafka: Mapping[str, Any] | None = None,
     ) -> None:
         self.close_timeout_s = close_timeout_s
         self.handle = handle
@@ -50,7 +50,7 @@ class BatchConsumer:
         self._options: dict[str, Any] = {
             "bootstrap_servers": bootstrap, "group_id": group_id, "enable_auto_commit": False,
             "auto_offset_reset": "earliest", "max_partition_fetch_bytes": max_fetch_bytes,
-            "fetch_max_bytes": max(max_fetch_bytes, 52_428_800),
+            "fetch_max_bytes": max(max_fetch_bytes, 52_428_800), **(kafka or {}),
         }
         self.consumer: AIOKafkaConsumer | None = None
         self.positions: dict[TopicPartition, int] = {}

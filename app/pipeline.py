@@ -52,6 +52,7 @@ from app.events import AlertEvent, DeadLetter, PredictionWindow, WindowSummary
 from app.ingest import Ingest, Routed
 from app.join import Revised
 from app.metrics import Metrics
+from app.security import BasicAuth, auth_middleware, faust_credentials, kafka_options
 from app.status import Status, StatusCollector
 from app.store import TableStore, partition_for
 from app.summarize import Closed, Summarizer, encode_summary, summary_key
@@ -107,6 +108,10 @@ class Pipeline:
 
     def _build_app(self) -> faust.App:
         s = self.settings
+        web_options: dict[str, Any] = {}
+        if s.web_auth_username and s.web_auth_password:
+            auth = BasicAuth(s.web_auth_username, s.web_auth_password)
+            web_options["middlewares"] = [auth_middleware(auth)]
         app = faust.App(
             s.group_id,
             broker=[f"kafka://{host}" for host in s.bootstrap_or_error.split(",")],
@@ -122,6 +127,8 @@ class Pipeline:
             producer_max_request_size=max(s.max_message_bytes, 1024 * 1024),
             # internal messages carry whole batches: let each be one producer batch
             producer_max_batch_size=max(s.max_message_bytes, 1024 * 1024),
+            broker_credentials=faust_credentials(s),
+            web_application_options=web_options,
             web_port=s.web_port,
             web_bind=s.web_host,
             web_host=s.web_host,
@@ -268,7 +275,7 @@ class Pipeline:
 
         self.ingest_consumer = BatchConsumer(
             bootstrap=s.bootstrap_or_error, group_id=f"{s.group_id}-ingest",
-            handle=ingest_fetch, flush=flush,
+            handle=ingest_fetch, flush=flush, kafka=kafka_options(s),
             max_records=s.ingest_max_records, max_fetch_bytes=max(s.max_message_bytes,
                                                                   4 * 1024 * 1024),
             commit_interval_s=s.commit_interval_seconds)

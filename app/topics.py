@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaError
 
 from app.config import Settings
 from app.errors import BrokerError
+from app.security import kafka_options
 
 __all__ = ["Topics", "detector_changelog", "ensure_topics"]
 
@@ -51,7 +52,8 @@ async def ensure_topics_async(settings: Settings, timeout_s: float = 30.0) -> li
     deadline = time.monotonic() + timeout_s
     while True:
         admin = AIOKafkaAdminClient(
-            bootstrap_servers=settings.bootstrap_or_error, request_timeout_ms=10_000
+            bootstrap_servers=settings.bootstrap_or_error, request_timeout_ms=10_000,
+            **kafka_options(settings),
         )
         try:
             await admin.start()

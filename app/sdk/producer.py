@@ -26,7 +26,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
 import msgspec
@@ -59,8 +59,12 @@ class Telemetry:
         max_batch_events: int = 1_000,
         linger_s: float = 0.05,
         max_message_bytes: int = 1_000_000,
+        kafka_options: Mapping[str, Any] | None = None,
     ) -> None:
+        """``kafka_options``: more keyword arguments for the ``AIOKafkaProducer`` (TLS,
+        SASL: :func:`app.security.kafka_options` makes them from settings)."""
         self.bootstrap = bootstrap
+        self.kafka_options = dict(kafka_options or {})
         self.topics = {
             kind: f"{topic_prefix}{kind}" for kind in ("predictions", "logs", "feedback")
         }
@@ -270,6 +274,7 @@ class Telemetry:
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap, linger_ms=5,
                 max_request_size=max(self.max_message_bytes * 2, 1_048_576),
+                **self.kafka_options,
             )
             try:
                 await producer.start()
@@ -341,17 +346,21 @@ class _TelemetryCollector(Collector):
 
 
 def default_telemetry() -> Telemetry:
-    """The process-wide :class:`Telemetry`, made on first use from ``MLPULSE_KAFKA_BOOTSTRAP``
-    (and ``MLPULSE_TOPIC_PREFIX``) unless :meth:`Telemetry.set_default` chose one."""
+    """The process-wide :class:`Telemetry`, made on first use from the ``MLPULSE_*``
+    environment (``MLPULSE_KAFKA_BOOTSTRAP``, ``MLPULSE_TOPIC_PREFIX`` and the Kafka
+    TLS/SASL settings) unless :meth:`Telemetry.set_default` chose one."""
     global _default  # noqa: PLW0603 - one sender per process, by design
     with _default_lock:
         if _default is None:
-            bootstrap = os.environ.get("MLPULSE_KAFKA_BOOTSTRAP")
-            if not bootstrap:
+            from app.config import Settings
+            from app.security import kafka_options
+
+            settings = Settings.from_env()
+            if not settings.kafka_bootstrap:
                 raise MlpulseError(
                     "monitor_prediction: no Telemetry given and MLPULSE_KAFKA_BOOTSTRAP not set")
-            _default = Telemetry(
-                bootstrap, topic_prefix=os.environ.get("MLPULSE_TOPIC_PREFIX", "mlpulse."))
+            _default = Telemetry(settings.kafka_bootstrap, topic_prefix=settings.topic_prefix,
+                                 kafka_options=kafka_options(settings))
         return _default
 
 
