@@ -46,6 +46,10 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
+fuzz: venv  ## the fuzz tests at nightly volume: 2M generated inputs, 50x the hypothesis examples
+	MLPULSE_FUZZ_INPUTS=2000000 MLPULSE_FUZZ_SCALE=50 $(PY) -m pytest -p no:cacheprovider --timeout 0 \
+		tests/unit/test_fuzz_volume.py tests/unit/test_codec_fuzz.py
+
 schemas: venv
 	$(VENV)/bin/mlpulse schemas --out schemas
 

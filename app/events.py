@@ -18,7 +18,6 @@ out as the same ``msgspec.ValidationError`` with the field path.
 
 from __future__ import annotations
 
-import sys
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -45,7 +44,9 @@ __all__ = [
 MAX_FEATURES = 1000
 """Most features one prediction event may carry."""
 
-_FLOAT_MAX = sys.float_info.max
+_FLOAT_MAX = 1e150
+"""Largest magnitude of a number in an event: beyond it, squares (variances) would overflow
+to infinity; non-finite literals (NaN, Infinity, 1e999) are rejected by the parser."""
 
 FiniteFloat = Annotated[float, Meta(ge=-_FLOAT_MAX, le=_FLOAT_MAX)]
 NonNegative = Annotated[float, Meta(ge=0, le=_FLOAT_MAX)]

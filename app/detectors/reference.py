@@ -44,6 +44,8 @@ __all__ = [
     "contribution",
 ]
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
 
 @dataclass
 class NumericRef:
@@ -140,7 +142,8 @@ class Contribution:
     """What one closed window adds to a reference: bounded samples and counts.
 
     ``samples`` maps a numeric signal to (sample values, how many values it stands for);
-    snapshots keep the samples as float32 (7 significant digits: plenty for bin edges);
+    snapshots keep the samples as float32 (7 significant digits: plenty for bin edges;
+    magnitudes beyond ±3.4e38 are saved as that bound);
     ``categories`` a categorical signal to its value counts; ``present`` and ``nulls``
     count the events that carried a signal and those that carried it as null.
     """
@@ -158,7 +161,8 @@ class Contribution:
         return {
             "start_s": self.start_s, "end_s": self.end_s, "events": self.events,
             "errors": self.errors,
-            "samples": {k: [v.astype(np.float32).tobytes(), n]
+            # beyond float32's range (±3.4e38) a value is saved as that bound, not as inf
+            "samples": {k: [np.clip(v, -_F32_MAX, _F32_MAX).astype(np.float32).tobytes(), n]
                         for k, (v, n) in self.samples.items()},
             "categories": self.categories, "present": self.present, "nulls": self.nulls,
         }

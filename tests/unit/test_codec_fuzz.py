@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import msgspec
 from hypothesis import HealthCheck, given, settings
@@ -12,6 +13,8 @@ from app.codec import Codec
 from app.events import LogEvent, PredictionEvent
 
 NOW = 1_700_000_000.0
+SCALE = int(os.environ.get("MLPULSE_FUZZ_SCALE", "1"))
+"""``make fuzz`` multiplies the examples (50×)."""
 codec = Codec(PredictionEvent, max_message_bytes=100_000, max_batch_events=50)
 log_codec = Codec(LogEvent, max_message_bytes=100_000, max_batch_events=50)
 
@@ -48,7 +51,7 @@ field_values = {
 events = st.fixed_dictionaries({}, optional=field_values)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(events, max_size=8), st.booleans())
 def test_every_event_is_either_accepted_or_rejected_once(items, as_envelope):
     data = msgspec.json.encode(items if as_envelope else (items[0] if items else {}))
@@ -68,7 +71,7 @@ def test_every_event_is_either_accepted_or_rejected_once(items, as_envelope):
         assert event.event_time_s <= NOW + 300
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400 * SCALE, deadline=None)
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_never_raise(data):
     for c in (codec, log_codec):
@@ -76,7 +79,7 @@ def test_arbitrary_bytes_never_raise(data):
         assert decoded.events or decoded.rejected or data.strip() == b"[]"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300 * SCALE, deadline=None)
 @given(json_values)
 def test_arbitrary_json_never_raises(value):
     decoded = codec.decode(json.dumps(value).encode(), NOW)
