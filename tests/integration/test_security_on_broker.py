@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -30,50 +29,14 @@ from app.sdk.producer import Telemetry
 from app.security import kafka_options
 from app.topics import Topics, ensure_topics
 from tests.integration.conftest import WorkerProcess
+from tests.integration.proxy import Proxy
 
 WEB_PASSWORD = "w3b-" + uuid.uuid4().hex      # secrets that must never be printed
 KEY_PASSWORD = "k3y-" + uuid.uuid4().hex
 
 
-class TlsProxy:
-    """TLS on ``port`` → plaintext to the broker; counts the TLS connections it served."""
-
-    def __init__(self, port: int, target_port: int, context) -> None:
-        self.port, self.target_port, self.context = port, target_port, context
-        self.connections = 0
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
-
-    def __enter__(self) -> TlsProxy:
-        self.thread.start()
-        start = asyncio.start_server(self._serve, "127.0.0.1", self.port, ssl=self.context)
-        self.server = asyncio.run_coroutine_threadsafe(start, self.loop).result(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-
 @pytest.fixture
-def tls_broker(tmp_path: Path) -> Iterator[tuple[str, Path, TlsProxy, Path]]:
+def tls_broker(tmp_path: Path) -> Iterator[tuple[str, Path, Proxy, Path]]:
     ca = trustme.CA()
     cafile = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(cafile))
@@ -94,7 +57,7 @@ def tls_broker(tmp_path: Path) -> Iterator[tuple[str, Path, TlsProxy, Path]]:
     context.verify_mode = ssl.CERT_REQUIRED   # mutual TLS: clients must show a certificate
     proxy_port = free_port()
     with EmbeddedBroker(advertised_port=proxy_port) as broker, \
-            TlsProxy(proxy_port, broker.port, context) as proxy:
+            Proxy(proxy_port, broker.port, context) as proxy:
         yield f"127.0.0.1:{proxy_port}", cafile, proxy, tmp_path
 
 
