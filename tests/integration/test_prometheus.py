@@ -92,7 +92,8 @@ def test_prometheus_scrapes_the_model_view_and_loads_the_shipped_rules(
                              for i in range(0, len(events), 200)]))
         windows = asyncio.run(consume(settings, topics.windows,
                                       lambda r: sum(w["kind"] == "predictions"
-                                                    for w in r) >= 6, timeout_s=60))
+                                                    for w in r) >= 6, timeout_s=60,
+                                      settle_s=4.0))   # and any idle-closed last one
         latest = {w["model"]: w for w in windows if w["kind"] == "predictions"}
 
         up = wait_for(lambda: query(port, 'up{job="mlpulse"}'))
@@ -101,13 +102,14 @@ def test_prometheus_scrapes_the_model_view_and_loads_the_shipped_rules(
             port, 'sum(mlpulse_events_total{outcome="accepted", topic=~".*predictions"})')
             .get((), 0) == len(events) or None)
         assert accepted
-        count = wait_for(lambda: query(port, "mlpulse_model_window_events"))
-        assert count == {(("model", m), ("model_version", "v1")): float(w["count"])
-                         for m, w in latest.items()}
-        p99 = query(port, 'mlpulse_model_latency_seconds{percentile="99"}')
-        for m, w in latest.items():
-            assert p99[(("model", m), ("model_version", "v1"), ("percentile", "99"))] == \
-                pytest.approx(w["latency_ms"]["p99"] / 1000)
+        # the scrape shows the latest window once Prometheus scraped after it closed
+        expected_count = {(("model", m), ("model_version", "v1")): float(w["count"])
+                          for m, w in latest.items()}
+        expected_p99 = {(("model", m), ("model_version", "v1"), ("percentile", "99")):
+                        pytest.approx(w["latency_ms"]["p99"] / 1000) for m, w in latest.items()}
+        assert wait_for(lambda: query(port, "mlpulse_model_window_events") == expected_count)
+        assert wait_for(lambda: query(
+            port, 'mlpulse_model_latency_seconds{percentile="99"}') == expected_p99)
         firing = wait_for(lambda: query(port, "mlpulse_alerts_firing"))
         assert firing == {(("rule", "slow"), ("severity", "critical")): 1.0}
         assert query(port, "mlpulse_consumer_lag_messages")   # per input partition
