@@ -31,6 +31,12 @@ bench: venv  ## installs the bench extra (Quix Streams, the peer) first
 	$(PY) -m bench.latency
 	$(PY) -m bench.scaleout
 	$(PY) -m bench.sdk
+	$(PY) -m bench.crash
+	$(PY) -m bench.crash --workers 3
+
+SOAK_SECONDS ?= 600
+soak: venv  ## a worker at a steady 20k events/s for SOAK_SECONDS (3600: the hour-long run)
+	$(PY) -m bench.soak --duration-seconds $(SOAK_SECONDS)
 
 check: lint typecheck audit test
 

@@ -1,0 +1,251 @@
+"""``python -m bench.crash``: what a ``kill -9`` does to the window counts, measured.
+
+The stream: ``--events`` (default 200,000) prediction events of ``--models`` (10) models,
+event time advancing steadily (``--events-per-second`` of event time, default 2,000) over
+5 s windows, sent as SDK-style envelopes of 100 events keyed by model at ``--rate``
+(default 20,000 events/s, so ~10 s) on the embedded broker once the worker(s) have their
+partitions. At random points of the stream (at least 2 s apart) one worker is killed with
+SIGKILL and restarted at once, ``--kills`` times (default 3).
+``--workers 3`` runs a consumer group of three and kills one of them each time (the
+rebalance case).
+
+Afterwards every window summary on the windows topic is compared with the truth computed
+from the generated events: per (model, window) emitted exactly once with the exact count,
+missing, emitted with a wrong count (fewer: events lost with the in-memory state of the
+killed worker; more: events replayed since the last offset commit counted twice), or
+emitted more than once. A run without kills (``--kills 0``) is the control: every window
+exact. Writes ``bench/results/crash.json`` (``crash-workers3.json`` for ``--workers 3``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import math
+import random
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from bench.common import log, table, write_results
+
+NAME = "crash"
+WINDOW_S = 5.0
+T0 = 1_700_000_000.0   # a multiple of 5 s
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.crash", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--models", type=int, default=10)
+    parser.add_argument("--events-per-second", type=float, default=2000.0,
+                        help="event-time rate of the stream")
+    parser.add_argument("--rate", type=float, default=20_000.0,
+                        help="events per second (wall clock) the stream is produced at")
+    parser.add_argument("--kills", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the worker logs here (default: a temporary directory)")
+    return parser
+
+
+Truth = dict[tuple[str, float], int]
+
+
+def stream(args: argparse.Namespace) -> tuple[list[tuple[str, bytes]], Truth]:
+    """(model, envelope) messages in event-time order, and the true count per window."""
+    rng = random.Random(args.seed)
+    models = [f"model-{i}" for i in range(args.models)]
+    truth: collections.Counter[tuple[str, float]] = collections.Counter()
+    pending: dict[str, list[dict[str, Any]]] = {m: [] for m in models}
+    out: list[tuple[str, bytes]] = []
+    for k in range(args.events):
+        model = models[k % len(models)]
+        t = T0 + k / args.events_per_second
+        pending[model].append({"event_id": f"{model}-{k}", "timestamp": round(t, 6),
+                               "model": model, "model_version": "v1",
+                               "latency_ms": round(rng.lognormvariate(3, 0.4), 3),
+                               "prediction": k % 2, "confidence": round(rng.random(), 4)})
+        truth[(model, math.floor(t / WINDOW_S) * WINDOW_S)] += 1
+        if len(pending[model]) == 100:
+            out.append((model, msgspec.json.encode(pending[model])))
+            pending[model] = []
+    out += [(m, msgspec.json.encode(ev)) for m, ev in pending.items() if ev]
+    return out, dict(truth)
+
+
+async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from app.broker import EmbeddedBroker, free_port
+    from app.config import Settings
+    from app.topics import Topics, ensure_topics_async
+    from bench.runner import Subprocess, _clean_env, _signal_group, _wait_for
+    from bench.runner import _assigned_at as assigned_at
+
+    messages, truth = stream(args)
+    rng = random.Random(args.seed + 1)
+    tag = uuid.uuid4().hex[:8]
+    with EmbeddedBroker() as broker:
+        settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix=f"crash-{tag}.",
+                            group_id=f"crash-{tag}")
+        topics = Topics(settings)
+        await ensure_topics_async(settings)
+        def start(name: str) -> Subprocess:
+            env = _clean_env(
+                MLPULSE_KAFKA_BOOTSTRAP=broker.bootstrap,
+                MLPULSE_TOPIC_PREFIX=settings.topic_prefix, MLPULSE_GROUP_ID=settings.group_id,
+                MLPULSE_MAX_FUTURE_SKEW_SECONDS="1e12", MLPULSE_WINDOW_SECONDS=str(WINDOW_S),
+                MLPULSE_LATENESS_SECONDS="1", MLPULSE_IDLE_CHECK_SECONDS="0.25",
+                MLPULSE_WEB_PORT=str(free_port()), MLPULSE_DATA_DIR=str(workdir / name),
+                MLPULSE_LOG_FORMAT="json", MLPULSE_LOG_LEVEL="info")
+            return Subprocess([sys.executable, "-m", "app", "worker"], env,
+                              workdir / f"{name}.log")
+
+        consumer = AIOKafkaConsumer(topics.windows, bootstrap_servers=broker.bootstrap,
+                                    group_id=None, auto_offset_reset="earliest")
+        await consumer.start()
+        summaries: list[dict[str, Any]] = []
+        last_new = [time.monotonic()]
+
+        async def collect() -> None:   # every summary, as it comes
+            while True:
+                batch = await consumer.getmany(timeout_ms=500)
+                got = [json.loads(m.value) for ms in batch.values() for m in ms]
+                summaries.extend(s for s in got if s.get("kind") == "predictions")
+                if got:
+                    last_new[0] = time.monotonic()
+
+        collector = asyncio.create_task(collect())
+        workers = [start(f"w{i}-0") for i in range(args.workers)]
+        kills: list[dict[str, Any]] = []
+        try:
+            for w in workers:
+                await _wait_for("partition assignment", lambda w=w: assigned_at(w.log_text()),
+                                w, timeout_s=90)
+            # the stream, paced; kills at random points of it, at least 2 s apart
+            producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5,
+                                        max_request_size=4 * 1024 * 1024)
+            await producer.start()
+            duration_s = args.events / args.rate
+            per_message = 100 / args.rate
+
+            async def produce() -> None:
+                started = time.monotonic()
+                for n, (model, value) in enumerate(messages):
+                    delay = started + n * per_message - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    await producer.send(topics.predictions, value, key=model.encode())
+                await producer.flush()
+
+            sending = asyncio.create_task(produce())
+            moments = sorted(rng.uniform(1.0, max(duration_s - 1.0, 1.0))
+                             for _ in range(args.kills))
+            for k in range(1, len(moments)):
+                moments[k] = max(moments[k], moments[k - 1] + 2.0)
+            began = time.monotonic()
+            for k, at_s in enumerate(moments):
+                await asyncio.sleep(max(0.0, began + at_s - time.monotonic()))
+                victim = rng.randrange(len(workers))
+                _signal_group(workers[victim].process.pid, signal.SIGKILL)
+                workers[victim].process.wait(10)
+                kills.append({"at_s": round(time.monotonic() - began, 2), "worker": victim,
+                              "summaries_before": len(summaries)})
+                log(NAME, f"kill -9 worker {victim} at {time.monotonic() - began:.1f} s of "
+                          f"{duration_s:.0f} s ({k + 1}/{args.kills})")
+                workers[victim].stop()
+                workers[victim] = start(f"w{victim}-{k + 1}")
+            await sending
+            await producer.stop()
+            # until the stream's last windows closed (idle close) and nothing new came
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and (
+                    time.monotonic() - last_new[0] < 30
+                    or (sum(int(s["count"]) for s in summaries) < sum(truth.values())
+                    and time.monotonic() - last_new[0] < 60)):
+                await asyncio.sleep(0.5)
+        finally:
+            collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collector
+            await consumer.stop()
+            for w in workers:
+                w.stop()
+    crashed = sum(path.read_text(errors="replace").count("Crashed reason")
+                  for path in workdir.glob("*.log"))   # a worker service that gave up
+    return {"kills": kills, "worker_crash_logs": crashed, **compare(truth, summaries)}
+
+
+def compare(truth: Truth, summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each true window: exact once, missing, wrong count, or emitted more than once."""
+    from datetime import datetime
+
+    emitted: dict[tuple[str, float], list[int]] = collections.defaultdict(list)
+    late = 0
+    for s in summaries:
+        start = datetime.fromisoformat(s["window_start"].replace("Z", "+00:00")).timestamp()
+        emitted[(s["model"], start)].append(int(s["count"]))
+        late += int(s.get("late_events", 0))
+    exact = missing = under = over = repeated = 0
+    lost = doubled = 0
+    for key, count in truth.items():
+        got = emitted.get(key, [])
+        if not got:
+            missing += 1
+            lost += count
+            continue
+        if len(got) > 1:
+            repeated += 1
+        total = sum(got)
+        if len(got) == 1 and total == count:
+            exact += 1
+        elif total < count:
+            under += 1
+            lost += count - total
+        elif total > count:
+            over += 1
+            doubled += total - count
+    extra = sorted(k for k in emitted if k not in truth)
+    counted = sum(sum(v) for v in emitted.values())
+    return {
+        "windows_true": len(truth), "windows_exact_once": exact, "windows_missing": missing,
+        "windows_undercounted": under, "windows_overcounted": over,
+        "windows_emitted_more_than_once": repeated, "windows_not_in_truth": len(extra),
+        "events_true": sum(truth.values()), "events_counted": counted,
+        "late_events_reported": late, "events_lost": lost, "events_counted_twice": doubled,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        result = asyncio.run(run(args, args.workdir))
+    else:
+        with tempfile.TemporaryDirectory(prefix="mlpulse-crash-") as tmp:
+            result = asyncio.run(run(args, Path(tmp)))
+    report = {"config": {k: v for k, v in vars(args).items() if k not in ("output", "workdir")},
+              "window_seconds": WINDOW_S, **result}
+    name = NAME if args.workers == 1 else f"{NAME}-workers{args.workers}"
+    path = write_results(name, report, args.output)
+    rows = [[k, v] for k, v in result.items() if k != "kills"]
+    print(table(["measure", "value"], rows))
+    print(f"(results in {path})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
