@@ -16,7 +16,7 @@ import math
 import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from ddsketch import DDSketch
@@ -106,6 +106,23 @@ class QuantileSketch:
     def max(self) -> float:
         return float(self._sketch._max)
 
+    def state(self) -> list[Any]:
+        """Plain data (msgpack-ready): the non-empty buckets of both stores and the totals."""
+        sk = self._sketch
+        return [_buckets(sk._store), _buckets(sk._negative_store), sk._zero_count, sk._count,
+                sk._sum, sk._min, sk._max]
+
+    @classmethod
+    def from_state(cls, state: list[Any]) -> QuantileSketch:
+        out = cls()
+        sk = out._sketch
+        positive, negative, sk._zero_count, sk._count, sk._sum, sk._min, sk._max = state
+        for key, weight in positive:
+            sk._store.add(key, weight)
+        for key, weight in negative:
+            sk._negative_store.add(key, weight)
+        return out
+
 
 class NumericStats:
     """Count, mean, variance (Chan et al. merge), min and max."""
@@ -126,6 +143,16 @@ class NumericStats:
         mean = float(values.mean())
         m2 = float(((values - mean) ** 2).sum())
         self._merge(n, mean, m2, float(values.min()), float(values.max()))
+
+    def state(self) -> list[float]:
+        return [self.count, self.mean, self._m2, self.min, self.max]
+
+    @classmethod
+    def from_state(cls, state: list[float]) -> NumericStats:
+        out = cls()
+        count, out.mean, out._m2, out.min, out.max = state
+        out.count = int(count)
+        return out
 
     def merge(self, other: NumericStats) -> None:
         if other.count:
@@ -187,6 +214,17 @@ class BoundedCounter:
     def merge(self, other: BoundedCounter) -> None:
         self.add_counts(other.counts)
         self.other += other.other
+
+    def state(self) -> list[Any]:
+        return [self.counts, self.other, self.max_keys]
+
+    @classmethod
+    def from_state(cls, state: list[Any]) -> BoundedCounter:
+        counts, other, max_keys = state
+        out = cls(max_keys)
+        out.counts = {sys.intern(k): n for k, n in counts.items()}
+        out.other = other
+        return out
 
     def top(self, k: int) -> dict[str, int]:
         """The ``k`` most frequent values, then ``__other__`` for the rest (if any)."""
@@ -251,6 +289,19 @@ class FeatureStats:
             if self.categories is None:
                 self.categories = BoundedCounter(other.categories.max_keys)
             self.categories.merge(other.categories)
+
+    def state(self) -> list[Any]:
+        return [self.count, self.null_count,
+                None if self.numeric is None else self.numeric.state(),
+                None if self.categories is None else self.categories.state()]
+
+    @classmethod
+    def from_state(cls, state: list[Any]) -> FeatureStats:
+        out = cls()
+        out.count, out.null_count, numeric, categories = state
+        out.numeric = None if numeric is None else NumericStats.from_state(numeric)
+        out.categories = None if categories is None else BoundedCounter.from_state(categories)
+        return out
 
     def summary(self, top_values: int) -> FeatureSummary:
         out = FeatureSummary(count=self.count, null_count=self.null_count)
@@ -389,6 +440,49 @@ class PredictionAggregate:
         self.cache_known += other.cache_known
         self.trace_ids = (self.trace_ids + other.trace_ids)[:TRACE_SAMPLE]
 
+    def state(self) -> dict[str, Any]:
+        """This aggregate as plain data (msgpack-ready), without its ``profile`` and
+        ``labels``: their owners keep their own state."""
+        return {
+            "count": self.count, "error_count": self.error_count,
+            "latency": self.latency.state(), "confidence": self.confidence.state(),
+            "low_confidence": self.low_confidence, "predictions": self.predictions.state(),
+            "error_types": self.error_types.state(),
+            "features": {name: f.state() for name, f in self.features.items()},
+            "folded_features": self.folded_features, "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out, "cost_usd": self.cost_usd,
+            "cache_hits": self.cache_hits, "cache_known": self.cache_known,
+            "trace_ids": list(self.trace_ids),
+        }
+
+    def restore(self, state: dict[str, Any]) -> PredictionAggregate:
+        """Take the counts of ``state`` (from :meth:`state`); keep this aggregate's
+        settings, profile and labels. Returns self.
+
+        >>> a = PredictionAggregate()
+        >>> a.add_batch([PredictionEvent(event_id="1", timestamp=1, model="m", latency_ms=5.0,
+        ...                              features={"x": 1.0, "c": "a"})])
+        >>> b = PredictionAggregate().restore(a.state())
+        >>> keys = dict(model="m", model_version="v1", window_start="", window_end="",
+        ...             late_events=0)
+        >>> b.result(**keys) == a.result(**keys)
+        True
+        """
+        self.count, self.error_count = state["count"], state["error_count"]
+        self.latency = QuantileSketch.from_state(state["latency"])
+        self.confidence = QuantileSketch.from_state(state["confidence"])
+        self.low_confidence = state["low_confidence"]
+        self.predictions = BoundedCounter.from_state(state["predictions"])
+        self.error_types = BoundedCounter.from_state(state["error_types"])
+        self.features = {sys.intern(name): FeatureStats.from_state(f)
+                         for name, f in state["features"].items()}
+        self.folded_features = state["folded_features"]
+        self.tokens_in, self.tokens_out = state["tokens_in"], state["tokens_out"]
+        self.cost_usd = state["cost_usd"]
+        self.cache_hits, self.cache_known = state["cache_hits"], state["cache_known"]
+        self.trace_ids = list(state["trace_ids"])
+        return self
+
     def result(
         self, *, model: str, model_version: str, window_start: str, window_end: str,
         late_events: int,
@@ -453,6 +547,13 @@ class LogAggregate:
         for level, n in other.counts.items():
             self.counts[level] += n
 
+    def state(self) -> dict[str, int]:
+        return dict(self.counts)
+
+    def restore(self, state: dict[str, int]) -> LogAggregate:
+        self.counts = {**dict.fromkeys(LOG_LEVELS, 0), **state}
+        return self
+
     def result(
         self, *, service: str, window_start: str, window_end: str, late_events: int
     ) -> LogWindow:
@@ -468,6 +569,13 @@ class LogAggregate:
             counts=dict(self.counts),
             late_events=late_events,
         )
+
+
+def _buckets(store: Any) -> list[list[float]]:
+    """(key, count) of the non-empty buckets of a DDSketch store."""
+    if not store.count:
+        return []
+    return [[store.offset + i, c] for i, c in enumerate(store.bins) if c]
 
 
 def _array(values: Iterable[float | None]) -> np.ndarray:
