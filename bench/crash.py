@@ -177,6 +177,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     or (sum(int(s["count"]) for s in summaries) < sum(truth.values())
                     and time.monotonic() - last_new[0] < 60)):
                 await asyncio.sleep(0.5)
+            alive = sum(w.alive for w in workers)
         finally:
             collector.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -186,7 +187,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 w.stop()
     crashed = sum(path.read_text(errors="replace").count("Crashed reason")
                   for path in workdir.glob("*.log"))   # a worker service that gave up
-    return {"kills": kills, "worker_crash_logs": crashed, **compare(truth, summaries)}
+    return {"kills": kills, "worker_crash_logs": crashed, "workers_alive_at_end": alive,
+            **compare(truth, summaries)}
 
 
 def compare(truth: Truth, summaries: list[dict[str, Any]]) -> dict[str, Any]:
