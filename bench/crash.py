@@ -89,10 +89,10 @@ def stream(args: argparse.Namespace) -> tuple[list[tuple[str, bytes]], Truth]:
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from app.broker import EmbeddedBroker, free_port
+    from app.broker import EmbeddedBroker
     from app.config import Settings
     from app.topics import Topics, ensure_topics_async
-    from bench.runner import Subprocess, _clean_env, _signal_group, _wait_for
+    from bench.runner import Subprocess, _signal_group, _wait_for, worker_env
     from bench.runner import _assigned_at as assigned_at
 
     messages, truth = stream(args)
@@ -104,13 +104,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         topics = Topics(settings)
         await ensure_topics_async(settings)
         def start(name: str) -> Subprocess:
-            env = _clean_env(
-                MLPULSE_KAFKA_BOOTSTRAP=broker.bootstrap,
-                MLPULSE_TOPIC_PREFIX=settings.topic_prefix, MLPULSE_GROUP_ID=settings.group_id,
-                MLPULSE_MAX_FUTURE_SKEW_SECONDS="1e12", MLPULSE_WINDOW_SECONDS=str(WINDOW_S),
-                MLPULSE_LATENESS_SECONDS="1", MLPULSE_IDLE_CHECK_SECONDS="0.25",
-                MLPULSE_WEB_PORT=str(free_port()), MLPULSE_DATA_DIR=str(workdir / name),
-                MLPULSE_LOG_FORMAT="json", MLPULSE_LOG_LEVEL="info")
+            env = worker_env(settings, workdir / name, MLPULSE_WINDOW_SECONDS=str(WINDOW_S),
+                             MLPULSE_LATENESS_SECONDS="1", MLPULSE_IDLE_CHECK_SECONDS="0.25")
             return Subprocess([sys.executable, "-m", "app", "worker"], env,
                               workdir / f"{name}.log")
 

@@ -254,10 +254,10 @@ async def _run_worker(args: argparse.Namespace, workdir: Path) -> dict[str, Any]
     """The same traffic through a real worker on the embedded broker; its RSS."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from app.broker import EmbeddedBroker, free_port
+    from app.broker import EmbeddedBroker
     from app.config import Settings
     from app.topics import Topics, ensure_topics_async
-    from bench.runner import Subprocess, _clean_env, _wait_for
+    from bench.runner import Subprocess, _wait_for, worker_env
     from bench.runner import _assigned_at as assigned_at
 
     traffic = Traffic(args.models, args.versions, args.events_per_window, args.later_events)
@@ -268,11 +268,7 @@ async def _run_worker(args: argparse.Namespace, workdir: Path) -> dict[str, Any]
                             group_id=f"mem-{tag}")
         topics = Topics(settings)
         await ensure_topics_async(settings)
-        env = _clean_env(
-            MLPULSE_KAFKA_BOOTSTRAP=broker.bootstrap, MLPULSE_TOPIC_PREFIX=settings.topic_prefix,
-            MLPULSE_GROUP_ID=settings.group_id, MLPULSE_MAX_FUTURE_SKEW_SECONDS="1e12",
-            MLPULSE_WEB_PORT=str(free_port()), MLPULSE_DATA_DIR=str(workdir / "worker-data"),
-            MLPULSE_LOG_LEVEL="info", MLPULSE_LOG_FORMAT="json")
+        env = worker_env(settings, workdir / "worker-data")
         worker = Subprocess([sys.executable, "-m", "app", "worker"], env,
                             workdir / "memory-worker.log")
         consumer = AIOKafkaConsumer(topics.windows, bootstrap_servers=broker.bootstrap,

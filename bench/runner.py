@@ -185,6 +185,18 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def worker_env(settings: Settings, data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a ``python -m app worker`` of ``settings`` (broker, topic prefix,
+    group) on a free web port, logging JSON at info level, accepting any event time;
+    ``extra`` adds or overrides ``MLPULSE_*`` variables."""
+    return _clean_env(**{
+        "MLPULSE_KAFKA_BOOTSTRAP": settings.bootstrap_or_error,
+        "MLPULSE_TOPIC_PREFIX": settings.topic_prefix, "MLPULSE_GROUP_ID": settings.group_id,
+        "MLPULSE_MAX_FUTURE_SKEW_SECONDS": "1e12", "MLPULSE_WEB_PORT": str(free_port()),
+        "MLPULSE_DATA_DIR": str(data_dir), "MLPULSE_LOG_LEVEL": "info",
+        "MLPULSE_LOG_FORMAT": "json", **extra})
+
+
 async def _wait_for(what: str | Callable[[], str], check: Callable[[], Any], proc: Subprocess,
                     timeout_s: float, interval_s: float = 0.02) -> Any:
     """Poll ``check()`` until it returns something truthy; fail on timeout or a dead process.
