@@ -107,3 +107,38 @@ def test_cheap_check_only_looks_at_keys_that_advanced():
     w.add(("a",), [Ev(1)], 0)
     assert closed(w, now=1e9, idle=False) == []     # idle close needs the timer call
     assert closed(w, now=1e9) == [("a", 0, 10, 1, 0)]
+
+
+def test_windows_restored_from_their_state_close_exactly_as_if_never_stopped():
+    """TumblingWindows.state() with PredictionAggregate states, through msgpack, then more
+    events (on time, late and for a new window): the same summaries as without the stop."""
+    import msgspec
+
+    from app.aggregates import PredictionAggregate
+    from app.events import PredictionEvent
+
+    def event(i: int, t: float) -> PredictionEvent:
+        return PredictionEvent(event_id=str(i), timestamp=t, model="m", latency_ms=float(i),
+                               features={"x": float(i % 7), "c": "abc"[i % 3]})
+
+    def windows() -> TumblingWindows:
+        return TumblingWindows(size_s=10, lateness_s=2, new_aggregate=lambda key:
+                               PredictionAggregate())
+
+    straight = windows()
+    for key in (("m", "v1"), ("m", "v2")):
+        straight.add(key, [event(i, 1.0 + i * 0.5) for i in range(30)], now_wall_s=0)
+    data = msgspec.msgpack.encode(straight.state(lambda a: a.state()))
+    restored = windows()
+    restored.restore(msgspec.msgpack.decode(data),
+                     lambda key, state: PredictionAggregate().restore(state))
+    more = [event(100 + i, t) for i, t in enumerate((3.0, 14.0, 15.5, 27.0, 29.0))]
+    results = []
+    for w in (straight, restored):
+        w.add(("m", "v1"), more, now_wall_s=5)
+        closed = w.close_due(now_wall_s=5) + w.close_due(now_wall_s=1000)
+        results.append([(c.key, c.start_s, c.late_events,
+                         c.aggregate.result(model="m", model_version=c.key[1], window_start="",
+                                            window_end="", late_events=c.late_events))
+                        for c in closed])
+    assert results[0] == results[1] and len(results[0]) == 5   # v1: 3 windows, v2: 2
