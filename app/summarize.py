@@ -188,6 +188,43 @@ class Summarizer:
                                   closed_log.end_s, closed_log.aggregate, log_summary))
         return out
 
+    def partition_state(self, partition: int) -> bytes:
+        """The open windows of ``partition`` (predictions and logs) with their watermarks,
+        as msgpack: what a checkpoint of the partition holds. The detectors' per-window
+        profiles and the label index are not in it (a restored window's drift tests see
+        the events after the restore; labels of earlier predictions are not matched).
+        """
+        predictions = self._predictions.get(partition)
+        logs = self._logs.get(partition)
+        return msgspec.msgpack.encode({
+            "predictions": predictions.state(PredictionAggregate.state) if predictions else [],
+            "logs": logs.state(LogAggregate.state) if logs else [],
+        })
+
+    def restore_partition(self, partition: int, data: bytes) -> None:
+        """Replace the windows of ``partition`` by those of a :meth:`partition_state`.
+
+        >>> from app.config import Settings
+        >>> from app.events import PredictionEvent
+        >>> one, two = Summarizer(Settings()), Summarizer(Settings())
+        >>> one.add_prediction_events(2, [PredictionEvent(event_id="1", timestamp=5.0,
+        ...                                               model="m")], now_wall_s=0)
+        0
+        >>> two.restore_partition(2, one.partition_state(2))
+        >>> [(w.model, w.count) for w in two.close_due(now_wall_s=1000)]
+        [('m', 1)]
+        """
+        state = msgspec.msgpack.decode(data)
+        self._predictions.pop(partition, None)
+        self._logs.pop(partition, None)
+        if state["predictions"]:
+            factory = self._prediction_factory(partition)
+            self._windows(self._predictions, partition, factory).restore(
+                state["predictions"], lambda key, data: factory(key).restore(data))
+        if state["logs"]:
+            self._windows(self._logs, partition, lambda key: LogAggregate()).restore(
+                state["logs"], lambda key, data: LogAggregate().restore(data))
+
     def keep_only(self, predictions: set[int], logs: set[int]) -> None:
         """Drop the state of partitions this worker no longer owns."""
         for partition in set(self._predictions) - predictions:
