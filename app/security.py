@@ -28,6 +28,8 @@ import hmac
 import ssl
 from typing import TYPE_CHECKING, Any
 
+from app.errors import ConfigError
+
 if TYPE_CHECKING:
     from app.config import Settings
 
@@ -43,10 +45,14 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     system's trusted CAs, or ``kafka_ssl_cafile``; a client certificate if one is set."""
     if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
         return None
-    context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
-    if settings.kafka_ssl_certfile:
-        context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile,
-                                password=settings.kafka_ssl_key_password)
+    try:
+        context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+        if settings.kafka_ssl_certfile:
+            context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile,
+                                    password=settings.kafka_ssl_key_password)
+    except (ssl.SSLError, OSError) as exc:   # (the message never holds the password)
+        raise ConfigError(f"Kafka TLS settings: cannot load the CA file or the client "
+                          f"certificate and key: {exc}") from None
     return context
 
 

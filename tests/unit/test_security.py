@@ -67,3 +67,23 @@ def test_basic_auth_checks_credentials_in_constant_time_and_rejects_garbage():
     assert auth.allows(header("ops:s3cret"))
     for bad in (header("ops:wrong"), header("ops"), "Basic !!!notbase64", "Bearer x", "", None):
         assert not auth.allows(bad)
+
+
+def test_a_wrong_key_password_is_a_clear_error_without_the_password(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("client")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "c.pem"))
+    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), password=None)
+    (tmp_path / "k.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"right-one")))
+    settings = Settings(kafka_security_protocol="SSL", kafka_ssl_certfile=str(tmp_path / "c.pem"),
+                        kafka_ssl_keyfile=str(tmp_path / "k.pem"),
+                        kafka_ssl_key_password="wrong-one")
+    with pytest.raises(ConfigError, match="cannot load the CA file or the client") as caught:
+        kafka_options(settings)
+    assert "wrong-one" not in str(caught.value)
+    ok = settings.replace(kafka_ssl_key_password="right-one")
+    assert kafka_options(ok)["ssl_context"] is not None
