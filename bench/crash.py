@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import contextlib
-import json
 import math
 import random
 import signal
@@ -37,6 +35,7 @@ from typing import Any
 import msgspec
 
 from bench.common import log, table, write_results
+from bench.runner import SummaryReader
 
 NAME = "crash"
 WINDOW_S = 5.0
@@ -87,7 +86,7 @@ def stream(args: argparse.Namespace) -> tuple[list[tuple[str, bytes]], Truth]:
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka import AIOKafkaProducer
 
     from app.broker import EmbeddedBroker
     from app.config import Settings
@@ -109,21 +108,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             return Subprocess([sys.executable, "-m", "app", "worker"], env,
                               workdir / f"{name}.log")
 
-        consumer = AIOKafkaConsumer(topics.windows, bootstrap_servers=broker.bootstrap,
-                                    group_id=None, auto_offset_reset="earliest")
-        await consumer.start()
-        summaries: list[dict[str, Any]] = []
-        last_new = [time.monotonic()]
-
-        async def collect() -> None:   # every summary, as it comes
-            while True:
-                batch = await consumer.getmany(timeout_ms=500)
-                got = [json.loads(m.value) for ms in batch.values() for m in ms]
-                summaries.extend(s for s in got if s.get("kind") == "predictions")
-                if got:
-                    last_new[0] = time.monotonic()
-
-        collector = asyncio.create_task(collect())
+        reader = Records(broker.bootstrap, topics.windows)
+        await reader.start()
+        summaries = reader.records
         workers = [start(f"w{i}-0") for i in range(args.workers)]
         kills: list[dict[str, Any]] = []
         try:
@@ -168,22 +155,36 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             # until the stream's last windows closed (idle close) and nothing new came
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline and (
-                    time.monotonic() - last_new[0] < 30
-                    or (sum(int(s["count"]) for s in summaries) < sum(truth.values())
-                    and time.monotonic() - last_new[0] < 60)):
+                    time.monotonic() - reader.last_new_s < 30
+                    or (reader.counted < sum(truth.values())
+                    and time.monotonic() - reader.last_new_s < 60)):
                 await asyncio.sleep(0.5)
             alive = sum(w.alive for w in workers)
         finally:
-            collector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await collector
-            await consumer.stop()
+            await reader.stop()
             for w in workers:
                 w.stop()
     crashed = sum(path.read_text(errors="replace").count("Crashed reason")
                   for path in workdir.glob("*.log"))   # a worker service that gave up
     return {"kills": kills, "worker_crash_logs": crashed, "workers_alive_at_end": alive,
             **compare(truth, summaries)}
+
+
+class Records(SummaryReader):
+    """Every prediction window summary, as it comes; when the last record of any kind
+    was read (monotonic clock)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(bootstrap, topic, poll_ms=500)
+        self.records: list[dict[str, Any]] = []
+        self.counted = 0
+        self.last_new_s = time.monotonic()
+
+    def _add(self, record: dict[str, Any], timestamp_ms: int, seen_s: float) -> None:
+        self.last_new_s = time.monotonic()
+        if record.get("kind") == "predictions":
+            self.records.append(record)
+            self.counted += int(record["count"])
 
 
 def compare(truth: Truth, summaries: list[dict[str, Any]]) -> dict[str, Any]:

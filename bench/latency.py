@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
-import json
 import math
 import sys
 import tempfile
@@ -42,9 +40,10 @@ from typing import Any
 
 import msgspec
 import numpy as np
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from bench.common import display, log, log_assignments, percentile, table, write_results
+from bench.runner import SummaryReader
 
 NAME = "latency"
 Key = tuple[str, float]   # (model, window start)
@@ -67,48 +66,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Summaries:
+class Summaries(SummaryReader):
     """Reads the windows topic in the background: receive and create time per window."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self.consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                         auto_offset_reset="earliest", fetch_max_wait_ms=20)
+        super().__init__(bootstrap, topic, poll_ms=50, fetch_max_wait_ms=20)
         self.seen: dict[Key, dict[str, Any]] = {}
         self.duplicates = 0
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        await self.consumer.start()
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            batch = await self.consumer.getmany(timeout_ms=50)
-            received = time.time()
-            for messages in batch.values():
-                for message in messages:
-                    record = json.loads(message.value)
-                    if record.get("kind") != "predictions":
-                        continue
-                    start = datetime.fromisoformat(
-                        record["window_start"].replace("Z", "+00:00")).timestamp()
-                    key = (str(record["model"]), start)
-                    if key in self.seen:
-                        self.duplicates += 1
-                        continue
-                    self.seen[key] = {"received": received, "created": message.timestamp / 1000,
-                                      "count": int(record["count"]),
-                                      "late_events": int(record.get("late_events") or 0)}
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        try:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        finally:
-            await self.consumer.stop()
+    def _add(self, record: dict[str, Any], timestamp_ms: int, seen_s: float) -> None:
+        if record.get("kind") != "predictions":
+            return
+        start = datetime.fromisoformat(record["window_start"].replace("Z", "+00:00")).timestamp()
+        key = (str(record["model"]), start)
+        if key in self.seen:
+            self.duplicates += 1
+            return
+        self.seen[key] = {"received": seen_s, "created": timestamp_ms / 1000,
+                          "count": int(record["count"]),
+                          "late_events": int(record.get("late_events") or 0)}
 
 
 class Traffic:

@@ -235,15 +235,58 @@ def _sampler(worker: Subprocess, broker_pid: int | None) -> CpuSampler:
 # ---------------------------------------------------------------- mlpulse
 
 
-class WindowCounter:
-    """Reads window summaries of the windows topic in the background and adds up counts.
+class SummaryReader:
+    """Reads the window summaries of ``topic`` from its start in the background; each
+    record goes to :meth:`_add` with its broker timestamp and the time it was read."""
+
+    def __init__(self, bootstrap: str, topic: str, poll_ms: int = 100,
+                 **consumer_options: Any) -> None:
+        self.consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                         auto_offset_reset="earliest", **consumer_options)
+        self.poll_ms = poll_ms
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=self.poll_ms)
+            seen = time.time()
+            for messages in batch.values():
+                for message in messages:
+                    self._add(json.loads(message.value), message.timestamp, seen)
+
+    def _add(self, record: dict[str, Any], timestamp_ms: int, seen_s: float) -> None:
+        raise NotImplementedError
+
+    def failure(self) -> BaseException | None:
+        """Why reading stopped, if it failed."""
+        task = self._task
+        if task is not None and task.done() and not task.cancelled():
+            return task.exception()
+        return None
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        try:
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        finally:
+            await self.consumer.stop()
+
+
+class WindowCounter(SummaryReader):
+    """Adds up the counts of the window summaries.
 
     Windows starting at or after ``cutoff_s`` belong to the sentinels: not counted.
     """
 
     def __init__(self, bootstrap: str, topic: str, cutoff_s: float) -> None:
-        self.consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                         auto_offset_reset="earliest")
+        super().__init__(bootstrap, topic)
         self.cutoff_s = cutoff_s
         self.events = 0
         self.windows = 0
@@ -253,19 +296,6 @@ class WindowCounter:
         """Broker (create) timestamp of the newest counted summary."""
         self.last_seen_s = 0.0
         """When this process read the newest counted summary."""
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        await self.consumer.start()
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            batch = await self.consumer.getmany(timeout_ms=100)
-            seen = time.time()
-            for messages in batch.values():
-                for message in messages:
-                    self._add(json.loads(message.value), message.timestamp, seen)
 
     def _add(self, record: dict[str, Any], timestamp_ms: int, seen_s: float) -> None:
         if record.get("kind") != "predictions":
@@ -283,20 +313,10 @@ class WindowCounter:
 
     def reached(self, events: int) -> bool:
         """Whether ``events`` events were counted; raises if reading failed."""
-        task = self._task
-        if task is not None and task.done() and not task.cancelled() and task.exception():
-            raise CaseFailed(f"reading window summaries failed: {task.exception()!r}")
+        failure = self.failure()
+        if failure is not None:
+            raise CaseFailed(f"reading window summaries failed: {failure!r}")
         return self.events >= events
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        try:
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        finally:
-            await self.consumer.stop()
 
 
 def _assigned_at(log: str, pattern: re.Pattern[str] = _ASSIGNED) -> float | None:
