@@ -312,8 +312,19 @@ def chunked(events: list[Any], encode: Callable[[list[Any]], bytes], max_bytes: 
     >>> [len(p) for p in chunked(list(range(10)), bytes, 4)]
     [2, 3, 2, 3]
     """
+    return [payload for _, payload in chunk_spans(events, encode, max_bytes)]
+
+
+def chunk_spans(events: list[Any], encode: Callable[[list[Any]], bytes], max_bytes: int,
+                start: int = 0) -> list[tuple[slice, bytes]]:
+    """Like :func:`chunked`, with the slice of ``events`` each payload holds.
+
+    >>> [(s.start, s.stop) for s, _ in chunk_spans(list(range(10)), bytes, 4)]
+    [(0, 2), (2, 5), (5, 7), (7, 10)]
+    """
     payload = encode(events)
     if len(payload) <= max_bytes or len(events) <= 1:
-        return [payload]
+        return [(slice(start, start + len(events)), payload)]
     half = len(events) // 2
-    return chunked(events[:half], encode, max_bytes) + chunked(events[half:], encode, max_bytes)
+    return (chunk_spans(events[:half], encode, max_bytes, start)
+            + chunk_spans(events[half:], encode, max_bytes, start + half))

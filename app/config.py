@@ -102,7 +102,8 @@ class Settings:
     ingest_max_records: int = 5000
     """Most input messages the ingest stage takes from one fetch."""
     commit_interval_seconds: float = 1.0
-    """How often the ingest stage commits its input offsets (after flushing its output)."""
+    """How often a worker checkpoints its windows with the input offsets they hold (what a
+    crash replays at most), then commits those offsets."""
     batch_wait_seconds: float = 0.005
     """Longest a stage waits to fill a batch of messages."""
     idle_check_seconds: float = 1.0
@@ -185,6 +186,8 @@ class Settings:
                      "feedback_min_labels", "revision_interval_seconds"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_PREFIX}{name.upper()}: must be >= 0")
+        if self.max_batch_events >= 1 << 20:   # an event's index is 20 bits of its origin
+            raise ConfigError("MLPULSE_MAX_BATCH_EVENTS: must be < 1048576")
         if self.event_loop not in ("uvloop", "asyncio"):
             raise ConfigError("MLPULSE_EVENT_LOOP: must be uvloop or asyncio")
         if self.log_format not in ("auto", "json", "text"):

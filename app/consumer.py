@@ -4,14 +4,16 @@ Faust hands a stream one message at a time and spends ~85 µs on each (measured:
 the per-message task and future juggling in its consumer loop, events, acks,
 sensors). The ingest stage does not need Faust's streams: a
 :class:`BatchConsumer` takes everything a ``getmany`` returns, hands it to
-``handle`` as one batch, and commits offsets only after ``flush`` returned
-(everything ``handle`` produced is then on the broker: at-least-once).
+``handle`` as one batch and, every ``commit_interval_s``, hands the positions it reached
+to ``checkpoint`` (which makes what ``handle`` produced and the state it built durable
+with them) before it commits those offsets.
 
 Which input partitions a worker reads is decided by Faust's consumer group: the
 pipeline assigns it (:meth:`~BatchConsumer.assign`) the input partitions that match the
 internal partitions Faust gave the worker, so a model's events mostly arrive on
-the worker that owns its windows. Offsets are committed under ``<group>-ingest``
-and a new owner resumes from them; on every rebalance the consumer commits first.
+the worker that owns its windows. Offsets are committed under ``<group>-ingest``; a new
+owner resumes from the offsets it is told (a checkpoint's) or else from the committed
+ones. On every rebalance the consumer checkpoints and commits first.
 """
 
 from __future__ import annotations
@@ -31,20 +33,21 @@ __all__ = ["BatchConsumer"]
 log = logging.getLogger("mlpulse.consumer")
 
 Handler = Callable[[Sequence[Any]], Awaitable[None]]
+Checkpoint = Callable[[Mapping[TopicPartition, int]], Awaitable[None]]
 
 
 class BatchConsumer:
-    """``handle`` every fetch of the assigned partitions; commit after ``flush``."""
+    """``handle`` every fetch of the assigned partitions; commit after ``checkpoint``."""
 
     def __init__(
         self, *, bootstrap: str, group_id: str, handle: Handler,
-        flush: Callable[[], Awaitable[None]], max_records: int = 2000,
+        checkpoint: Checkpoint, max_records: int = 2000,
         max_fetch_bytes: int = 16 * 1024 * 1024, commit_interval_s: float = 1.0,
         close_timeout_s: float = 5.0, kafka: Mapping[str, Any] | None = None,
     ) -> None:
         self.close_timeout_s = close_timeout_s
         self.handle = handle
-        self.flush = flush
+        self.checkpoint = checkpoint
         self.max_records = max_records
         self.commit_interval_s = commit_interval_s
         self._options: dict[str, Any] = {
@@ -58,6 +61,10 @@ class BatchConsumer:
         self._uncommitted: dict[TopicPartition, int] = {}
         self._assigned: list[TopicPartition] = []
         self._starting = asyncio.Lock()
+        self._handling = asyncio.Lock()
+        self._generation = 0
+        """Held while a fetch is handled and while a checkpoint is taken: a rebalance
+        checkpoints between fetches, never in the middle of one."""
         self._last_commit_s = time.monotonic()
         self.started = asyncio.Event()
 
@@ -69,18 +76,24 @@ class BatchConsumer:
             while True:
                 if not self._assigned:
                     await asyncio.sleep(0.05)
-                    continue
-                batches = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
-                records = [r for rs in batches.values() for r in rs]
-                if records:
-                    await self.handle(records)
-                    for tp, rs in batches.items():   # (commits even if revoked meanwhile:
-                        self._uncommitted[tp] = rs[-1].offset + 1   # it was processed)
-                        if tp in self._assigned:
-                            self.positions[tp] = rs[-1].offset + 1
-                if self._uncommitted and (
-                        time.monotonic() - self._last_commit_s >= self.commit_interval_s):
-                    await self._commit()
+                else:
+                    generation = self._generation
+                    batches = await consumer.getmany(timeout_ms=200,
+                                                     max_records=self.max_records)
+                    async with self._handling:
+                        if generation != self._generation:
+                            batches = {}   # reassigned meanwhile: read from the new positions
+                        records = [r for rs in batches.values() for r in rs]
+                        if records:
+                            await self.handle(records)
+                            for tp, rs in batches.items():
+                                self._uncommitted[tp] = rs[-1].offset + 1
+                                self.positions[tp] = rs[-1].offset + 1
+                # a checkpoint even with no input of its own: state also comes from the
+                # repartitioned topics
+                if time.monotonic() - self._last_commit_s >= self.commit_interval_s:
+                    async with self._handling:
+                        await self._commit()
         finally:
             # a last commit, but never hang a shutdown on a broker that is gone: what was
             # not committed is read again (at-least-once)
@@ -108,9 +121,12 @@ class BatchConsumer:
         return consumer
 
     async def _commit(self) -> None:
-        await self.flush()   # what the handled records produced is on the broker first
+        # the state and output of the handled records are durable first
+        await self.checkpoint(dict(self.positions))
         offsets, self._uncommitted = self._uncommitted, {}
         self._last_commit_s = time.monotonic()
+        if not offsets:
+            return
         assert self.consumer is not None
         try:
             await self.consumer.commit(offsets)
@@ -120,7 +136,7 @@ class BatchConsumer:
     async def _close(self) -> None:
         if self.consumer is None:
             return
-        if self._uncommitted:
+        async with self._handling:
             await self._commit()
         await self.consumer.stop()
 
@@ -135,22 +151,33 @@ class BatchConsumer:
             known = consumer.partitions_for_topic(topic)
         return len(known) if known else None
 
-    async def assign(self, partitions: Sequence[TopicPartition]) -> None:
-        """Read exactly ``partitions`` from now on (committing what was processed)."""
+    async def assign(self, partitions: Sequence[TopicPartition],
+                     offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        """Read exactly ``partitions`` from now on, those in ``offsets`` from there, the
+        others from their committed offsets (checkpointing and committing first)."""
         if self.consumer is None and not partitions:
             return
         consumer = await self._start()
-        if self._uncommitted:
+        async with self._handling:
             await self._commit()
+            self._assign(consumer, partitions, offsets or {})
+        log.info("mlpulse ingest reads %s", sorted((tp.topic, tp.partition)
+                                                   for tp in self._assigned))
+
+    def _assign(self, consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition],
+                offsets: Mapping[TopicPartition, int]) -> None:
         self._assigned = list(partitions)
+        self._generation += 1
         for tp in [tp for tp in self.positions if tp not in self._assigned]:
             del self.positions[tp]   # in place: the lag metric holds this dict
         if self._assigned:
             consumer.assign(self._assigned)
+            for tp, offset in offsets.items():
+                if tp in self._assigned:
+                    consumer.seek(tp, offset)
+                    self.positions[tp] = offset
         else:
             consumer.unsubscribe()
-        log.info("mlpulse ingest reads %s", sorted((tp.topic, tp.partition)
-                                                   for tp in self._assigned))
 
     def highwater(self, tp: Any) -> int | None:
         """High watermark of an owned partition (None before its first fetch)."""

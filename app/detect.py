@@ -75,11 +75,15 @@ class MemoryStore:
 
 
 class _ModelState:
-    __slots__ = ("alerts", "monitor")
+    __slots__ = ("alerts", "last_end_s", "monitor")
 
-    def __init__(self, monitor: ModelMonitor, alerts: Lifecycle) -> None:
+    def __init__(self, monitor: ModelMonitor, alerts: Lifecycle,
+                 last_end_s: float = float("-inf")) -> None:
         self.monitor = monitor
         self.alerts = alerts
+        self.last_end_s = last_end_s
+        """End of the last window the detectors saw: one closed again (replayed after a
+        restore from a checkpoint older than this state) is not judged twice."""
 
 
 class _Presence:
@@ -104,7 +108,7 @@ class Detect:
             {"rules": settings.rules, "inhibit": settings.inhibit})
         self.store = store if store is not None else MemoryStore()
         self._models: dict[int, dict[tuple[str, ...], _ModelState]] = {}
-        self._services: dict[int, dict[str, tuple[LogErrorSpike, Lifecycle]]] = {}
+        self._services: dict[int, dict[str, tuple[LogErrorSpike, Lifecycle, float]]] = {}
         self._presence: dict[int, dict[str, _Presence]] = {}
         self._file_references: dict[str, Reference] = {}
         self._restored: set[int] = set()
@@ -135,6 +139,9 @@ class Detect:
         if not isinstance(profile, WindowProfile):
             return []
         state = self._model(c.partition, c.key)
+        if c.end_s <= state.last_end_s:
+            return []
+        state.last_end_s = c.end_s
         findings = state.monitor.on_window(aggregate, profile, c.start_s, c.end_s, c.summary)
         if self.on_findings is not None:
             self.on_findings(c.partition, c.key, findings)
@@ -186,12 +193,15 @@ class Detect:
             stored = self.store.get(c.partition, b"l|" + service.encode())
             if stored is not None:
                 data = msgspec.msgpack.decode(stored)
-                entry = (LogErrorSpike.restore(data["spike"]), Lifecycle(data["alerts"]))
+                entry = (LogErrorSpike.restore(data["spike"]), Lifecycle(data["alerts"]),
+                         data.get("last_end_s", float("-inf")))
             else:
                 entry = (LogErrorSpike(spec.warmup_windows, spec.z_threshold, spec.min_increase,
-                                       min_events=spec.min_events), Lifecycle())
-            services[service] = entry
-        spike, alerts = entry
+                                       min_events=spec.min_events), Lifecycle(), float("-inf"))
+        spike, alerts, last_end_s = entry
+        if c.end_s <= last_end_s:   # closed again after a restore: judged already
+            return []
+        services[service] = (spike, alerts, c.end_s)
         summary = c.summary
         assert isinstance(summary, LogWindow)
         finding = spike.observe(summary.count, summary.error_count)
@@ -200,7 +210,7 @@ class Detect:
                       + self.rules.evaluate_metrics(window_metrics(c), labels, source="logs"))
         events = alerts.apply(conditions, c.start_s, c.end_s)
         self.store.put(c.partition, b"l|" + service.encode(), msgspec.msgpack.encode(
-            {"spike": spike.snapshot(), "alerts": alerts.snapshot()}))
+            {"spike": spike.snapshot(), "alerts": alerts.snapshot(), "last_end_s": c.end_s}))
         return events
 
     # ------------------------------------------------------------ no data
@@ -271,7 +281,8 @@ class Detect:
                 data = msgspec.msgpack.decode(stored)
                 monitor = ModelMonitor.restore(data["monitor"], config,
                                                self.settings.window_seconds, hst=hst)
-                return _ModelState(monitor, Lifecycle(data["alerts"]))
+                return _ModelState(monitor, Lifecycle(data["alerts"]),
+                                   data.get("last_end_s", float("-inf")))
             except (KeyError, TypeError, ValueError, msgspec.DecodeError) as exc:
                 log.warning("mlpulse: dropping unreadable detector state of %s %s: %s",
                             model, version, exc)
@@ -282,7 +293,8 @@ class Detect:
 
     def _save_model(self, partition: int, key: tuple[str, ...], state: _ModelState) -> None:
         self.store.put(partition, _model_key(key), msgspec.msgpack.encode(
-            {"monitor": state.monitor.snapshot(), "alerts": state.alerts.snapshot()}))
+            {"monitor": state.monitor.snapshot(), "alerts": state.alerts.snapshot(),
+             "last_end_s": state.last_end_s}))
 
     def _load_presence(self, partition: int, model: str, now_wall_s: float) -> _Presence:
         stored = self.store.get(partition, b"n|" + model.encode())

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from app.checkpoint import SEQ_BITS
 from app.codec import Codec, Decoded, InternalCodec, group_by
 from app.config import Settings
 from app.deadletter import dead_letter
@@ -41,6 +42,10 @@ class Routed:
     """Valid events per routing key (model or service), in arrival order."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
     accepted: int = 0
+    origins: list[tuple[list[Any], list[int]]] = field(default_factory=list)
+    """Valid events as decoded, with their sequence numbers (``offset << SEQ_BITS | index
+    in the message``): where each came from, for the events that are repartitioned."""
+    _seq_of: dict[int, int] | None = None
 
     def merge(self, other: Routed) -> None:
         """Add another message's result (the pipeline batches messages)."""
@@ -52,6 +57,15 @@ class Routed:
                 mine.extend(events)
         self.dead_letters.extend(other.dead_letters)
         self.accepted += other.accepted
+        self.origins.extend(other.origins)
+
+    def sequence_numbers(self, events: list[Any]) -> list[int]:
+        """The sequence numbers of some of the events (e.g. one key's), in their order."""
+        if self._seq_of is None:
+            self._seq_of = {id(e): seq for decoded, seqs in self.origins
+                            for e, seq in zip(decoded, seqs, strict=True)}
+        seq_of = self._seq_of
+        return [seq_of[id(e)] for e in events]
 
 
 class Record(Protocol):
@@ -104,20 +118,23 @@ class Ingest:
                     and trace_from_headers(r.headers) is None):
                 single.append(r)
             else:
-                routed.merge(decode(value or b"", topic=r.topic, partition=r.partition,
-                                    offset=r.offset, now_s=now_s,
-                                    trace_id=trace_from_headers(r.headers)))
+                routed.merge(_numbered(decode(value or b"", topic=r.topic,
+                                              partition=r.partition, offset=r.offset,
+                                              now_s=now_s,
+                                              trace_id=trace_from_headers(r.headers)),
+                                       r.offset))
         step = codec.max_batch_events
         for start in range(0, len(single), step):
             chunk = single[start:start + step]
             events = codec.decode_joined([r.value for r in chunk], now_s)
-            if events is not None:
+            if events is not None:   # one event per message
                 routed.merge(Routed(by_key=group_by(events, _KEY_OF[kind]),
-                                    accepted=len(events)))
+                                    accepted=len(events),
+                                    origins=[(events, [r.offset << SEQ_BITS for r in chunk])]))
                 continue
             for r in chunk:
-                routed.merge(decode(r.value, topic=r.topic, partition=r.partition,
-                                    offset=r.offset, now_s=now_s))
+                routed.merge(_numbered(decode(r.value, topic=r.topic, partition=r.partition,
+                                              offset=r.offset, now_s=now_s), r.offset))
         return routed
 
     def encode_predictions(self, events: list[PredictionEvent]) -> bytes:
@@ -162,6 +179,13 @@ class Ingest:
         routed = _rejections(decoded, topic, partition, offset, now_s, trace_id=trace_id)
         routed.by_key = group_by(decoded.events, "model")
         return routed
+
+
+def _numbered(routed: Routed, offset: int) -> Routed:
+    """``routed`` (of one message at ``offset``) with its events' sequence numbers."""
+    events = [e for group in routed.by_key.values() for e in group]
+    routed.origins = [(events, [offset << SEQ_BITS | i for i in range(len(events))])]
+    return routed
 
 
 def _inherit_trace(events: list[PredictionEvent] | list[LogEvent], trace_id: str) -> None:

@@ -29,6 +29,7 @@ serialisers are never used (a test checks every topic is raw).
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import importlib.resources
 import logging
@@ -43,7 +44,18 @@ from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from app.allocator import Trimmer
-from app.codec import chunked
+from app.checkpoint import (
+    ORIGIN_HEADER,
+    Checkpoint,
+    HopFilter,
+    checkpoint_records,
+    in_order,
+    next_slot,
+    origin_of,
+    pack_origin,
+    read_checkpoint,
+)
+from app.codec import chunk_spans
 from app.config import Settings
 from app.consumer import BatchConsumer
 from app.deadletter import encode_dead_letter, reason_category
@@ -56,7 +68,7 @@ from app.security import BasicAuth, auth_middleware, faust_credentials, kafka_op
 from app.status import Status, StatusCollector
 from app.store import TableStore, partition_for
 from app.summarize import Closed, Summarizer, encode_summary, summary_key
-from app.topics import Topics, detector_changelog
+from app.topics import Topics, checkpoint_changelog, detector_changelog
 
 __all__ = ["Pipeline", "create_app"]
 
@@ -92,6 +104,16 @@ class Pipeline:
         self.owned_feedback_partitions: set[int] = set()
         self.positions: dict[TP, int] = {}
         """Next offset to process per input partition (for consumer lag)."""
+        self.hops = HopFilter()
+        self.restored: set[int] = set()
+        """Internal partitions whose state this worker holds (restored from a checkpoint)."""
+        self.input_offsets: dict[TopicPartition, int] = {}
+        """Next input offset per input partition read, as of the last checkpoint."""
+        self.held: list[Any] = []
+        """Repartitioned messages applied since the last checkpoint: acked after it."""
+        self.written: dict[int, Checkpoint] = {}
+        self.state_lock = asyncio.Lock()
+        """Held while windows change and what they emit is handed to the producer."""
         self.app = self._build_app()
         self.metrics.track_lag(
             collections.ChainMap(self.positions, self.ingest_consumer.positions),  # type: ignore[arg-type]
@@ -141,6 +163,10 @@ class Pipeline:
             # --workers 3 lost a healthy worker and its windows). Without the check the
             # recovery reads what the changelog has.
             recovery_consistency_check=False,
+            # repartitioned messages are acked once a checkpoint holds their events (see
+            # checkpoint below), and a replay of the unacked ones is filtered: a rebalance
+            # need not wait for them
+            stream_wait_empty=False,
         )
         t = self.topics
 
@@ -156,15 +182,22 @@ class Pipeline:
                           value_type=bytes)   # the app's serialisers: raw
         assert table.changelog_topic.get_topic_name() == detector_changelog(s)
         self.store.attach(table)
+        # per partition: its windows with the input offsets and hop positions they hold
+        checkpoints = app.Table("checkpoints", partitions=s.partitions, key_type=bytes,
+                                value_type=bytes)
+        assert checkpoints.changelog_topic.get_topic_name() == checkpoint_changelog(s)
 
         take = {"max_": s.batch_messages, "within": s.batch_wait_seconds}
 
         metrics = self.metrics
 
-        async def publish(routed: Routed, internal: Any, encode: Any) -> None:
-            for key, events in routed.by_key.items():
-                for payload in chunked(events, encode, s.internal_message_bytes):
-                    await internal.send(key=key.encode(), value=payload)
+        async def publish(routed: Routed, internal: Any, encode: Any, source: int) -> None:
+            """Repartition events by key; each message says where its events were read."""
+            for key, unordered in routed.by_key.items():
+                events, seqs = in_order(unordered, routed.sequence_numbers(unordered))
+                for span, payload in chunk_spans(events, encode, s.internal_message_bytes):
+                    await internal.send(key=key.encode(), value=payload, headers=[
+                        (ORIGIN_HEADER, pack_origin(source, seqs[span]))])
             await self._dead_letters(deadletter, routed.dead_letters)
 
         async def emit(closed: list[Closed], raised: list[AlertEvent],
@@ -254,35 +287,77 @@ class Pipeline:
                   "feedback": lambda: self.owned_feedback_partitions}
 
         async def ingest_fetch(records: Sequence[Any]) -> None:
-            by_topic: dict[str, list[Any]] = {}
+            by_source: dict[tuple[str, int], list[Any]] = {}
             for r in records:
-                by_topic.setdefault(r.topic, []).append(r)
+                by_source.setdefault((r.topic, r.partition), []).append(r)
             now = self.clock()
             raised: list[AlertEvent] = []
-            for topic_name, batch in by_topic.items():
+            for (topic_name, source), batch in by_source.items():
                 kind, internal, encode = routes[topic_name]
                 stage = f"ingest_{kind}"
                 started = time.perf_counter()
                 routed = ingested(batch, kind, topic_name)
-                # while Faust restores the detector table, events take the hop (the
-                # summarize agents wait for the restore), so no state is built afresh
-                owned = owners[kind]() if not app.in_recovery else set()
+                # Events of input partition i are applied here if their key's partition is
+                # i mod N (the one this worker owns with i, whose checkpoint holds i's
+                # offset); the others take the hop, tagged with their origin. Labels are
+                # applied wherever their model's partition is owned.
+                owned = owners[kind]()
+                direct = {source % s.partitions} & owned if kind != "feedback" else owned
                 for key in list(routed.by_key):
                     partition = partition_for(key.encode(), s.partitions)
-                    if partition in owned:
+                    if partition in direct:
                         apply(kind, partition, key, routed.by_key.pop(key), now=now, raised=raised)
-                await publish(routed, internal, encode)
+                await publish(routed, internal, encode, source)
                 metrics.batch_duration.labels(stage=stage).observe(
                     time.perf_counter() - started)
                 metrics.batch_messages.labels(stage=stage).observe(len(batch))
             await emit(self.summarizer.close_due_windows(now, check_idle=False), raised)
 
+        exact_inputs = {t.predictions, t.logs}
+
         async def flush() -> None:
-            await app.producer.flush()
+            """Until everything handed to the producer is on the broker (Faust's buffer
+            flush may return with messages still queued)."""
+            producer = app.producer
+            while producer.buffer.size:
+                await producer.buffer.flush()
+            await producer.flush()
+
+        async def checkpoint(positions: Any) -> None:
+            """Make the windows of every owned partition durable with the input offsets and
+            hop positions they hold; then ack the repartitioned messages they hold."""
+            self.input_offsets.update(positions)
+            async with self.state_lock:   # no agent between a change and its output
+                due: list[tuple[int, Checkpoint]] = []
+                for partition in sorted(self.restored):
+                    point = Checkpoint(
+                        state=self.summarizer.partition_state(partition),
+                        inputs={f"{tp.topic}:{tp.partition}": offset
+                                for tp, offset in self.input_offsets.items()
+                                if tp.topic in exact_inputs
+                                and tp.partition % s.partitions == partition},
+                        hops=self.hops.state(partition))
+                    if self.written.get(partition) != point:
+                        due.append((partition, point))
+                held, self.held = self.held, []
+            if not due and not held:
+                return
+            await flush()   # the output of the changes the checkpoints hold
+            for partition, point in due:
+                get = checkpoints.data.get
+                for key, value in checkpoint_records(partition, point,
+                                                     next_slot(get, partition)):
+                    checkpoints.data[key] = value
+                    await checkpoints.changelog_topic.send(key=key, value=value,
+                                                           partition=partition)
+                self.written[partition] = point
+            await flush()
+            for message in held:
+                message.ack(app.consumer)
 
         self.ingest_consumer = BatchConsumer(
             bootstrap=s.bootstrap_or_error, group_id=f"{s.group_id}-ingest",
-            handle=ingest_fetch, flush=flush, kafka=kafka_options(s),
+            handle=ingest_fetch, checkpoint=checkpoint, kafka=kafka_options(s),
             max_records=s.ingest_max_records, max_fetch_bytes=max(s.max_message_bytes,
                                                                   4 * 1024 * 1024),
             commit_interval_s=s.commit_interval_seconds)
@@ -300,31 +375,44 @@ class Pipeline:
                     labels = summarizer.decode_feedback(event.message.value)
                     apply("feedback", event.message.partition, "", labels, now=0.0, raised=[])
 
-        # ... and those other workers repartitioned to it; emit what the watermark closed
-        async def summarize(batch: Any, decode: Any, key: str, kind: str) -> None:
-            now = self.clock()
-            grouped: dict[tuple[int, str], list[Any]] = {}
-            for event in batch:
-                events = decode(event.message.value)
-                if events:   # all of one model (or service): the message key
-                    group = (event.message.partition, getattr(events[0], key))
-                    grouped.setdefault(group, []).extend(events)
-            raised: list[AlertEvent] = []
-            for (partition, name), events in grouped.items():
-                apply(kind, partition, name, events, now=now, raised=raised)
-            await emit(self.summarizer.close_due_windows(now, check_idle=False), raised)
+        # ... and those other workers repartitioned to it (less what a checkpoint already
+        # holds); emit what the watermark closed
+        async def summarize(batch: Any, decode: Any, key: str, kind: str, source: str) -> None:
+            hops, held = self.hops, self.held
+            async with self.state_lock:
+                now = self.clock()
+                grouped: dict[tuple[int, str], list[Any]] = {}
+                for event in batch:
+                    message = event.message
+                    events = decode(message.value)
+                    origin = origin_of(message.headers) if events else None
+                    if origin is not None:
+                        index, seqs = origin
+                        admitted = hops.admit(message.partition, f"{source}:{index}", seqs)
+                        if not all(admitted):
+                            events = [e for e, ok in zip(events, admitted, strict=True) if ok]
+                    if events:   # all of one model (or service): the message key
+                        group = (message.partition, getattr(events[0], key))
+                        grouped.setdefault(group, []).extend(events)
+                    message.incref()   # acked once a checkpoint holds it
+                    held.append(message)
+                raised: list[AlertEvent] = []
+                for (partition, name), events in grouped.items():
+                    apply(kind, partition, name, events, now=now, raised=raised)
+                await emit(self.summarizer.close_due_windows(now, check_idle=False), raised)
 
         @app.agent(by_model, name="summarize_predictions")
         async def summarize_predictions(stream: Any) -> None:
             summarizer = self.summarizer
             async for batch in batches(stream, "summarize_predictions"):
-                await summarize(batch, summarizer.decode_predictions, "model", "predictions")
+                await summarize(batch, summarizer.decode_predictions, "model", "predictions",
+                                t.predictions)
 
         @app.agent(by_service, name="summarize_logs")
         async def summarize_logs(stream: Any) -> None:
             summarizer = self.summarizer
             async for batch in batches(stream, "summarize_logs"):
-                await summarize(batch, summarizer.decode_logs, "service", "logs")
+                await summarize(batch, summarizer.decode_logs, "service", "logs", t.logs)
 
         # 3. close windows of quiet streams on the wall clock
         @app.timer(interval=s.idle_check_seconds, name="close_idle_windows")
@@ -333,8 +421,9 @@ class Pipeline:
             if not app.in_recovery:   # the table is complete: watch restored models too
                 for partition in self.owned_partitions:
                     self.detect.restore_presence(partition, now)
-            await emit(self.summarizer.close_due_windows(now), self.detect.check_no_data(now),
-                       self.summarizer.revisions(now))
+            async with self.state_lock:
+                await emit(self.summarizer.close_due_windows(now),
+                           self.detect.check_no_data(now), self.summarizer.revisions(now))
             self.trimmer.maybe_trim(time.monotonic())
 
         # 4. Prometheus exposition of this worker; its status as JSON
@@ -366,21 +455,32 @@ class Pipeline:
                 p for name, p in owned if name == t.feedback_by_model}
             self.summarizer.keep_only(predictions=self.owned_partitions,
                                       logs=self.owned_log_partitions)
+            self.hops.keep_only(self.owned_partitions)
+            self.restored &= self.owned_partitions
+            for partition in set(self.written) - self.restored:
+                del self.written[partition]
             self.detect.keep_only({p for _, p in owned})
             self.status.keep_only(self.owned_partitions | {
                 p for name, p in owned if name == t.logs_by_service})
             for tp in [tp for tp in self.positions if tp not in assigned]:
                 del self.positions[tp]
             log.info("mlpulse assigned %s", owned)
-            # the ingest stage reads the input partitions that match the owned ones
-            # (input partition i goes with internal partition i mod N)
+
+        async def on_rebalance_complete(sender: Any, **kwargs: Any) -> None:
+            # The tables are recovered and Faust has not resumed the agents yet: restore
+            # the partitions new here from their checkpoints, then read the input
+            # partitions that match the owned ones (input partition i goes with internal
+            # partition i mod N) from the checkpoints' offsets.
+            offsets: dict[TopicPartition, int] = {}
+            for partition in sorted(self.owned_partitions - self.restored):
+                offsets.update(self._restore(checkpoints, partition))
             reads = []
             for name, kind in routes.items():
                 count = await self.ingest_consumer.partitions(name) or s.partitions
                 mine = owners[kind[0]]()
                 reads += [TopicPartition(name, i) for i in range(count)
                           if i % s.partitions in mine]
-            await self.ingest_consumer.assign(reads)
+            await self.ingest_consumer.assign(reads, offsets)
 
         async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
             # stop reading input and commit what was processed before anyone else reads it
@@ -388,7 +488,30 @@ class Pipeline:
 
         app.on_partitions_assigned.connect(cast(Any, on_assigned))
         app.on_partitions_revoked.connect(cast(Any, on_revoked))
+        app.on_rebalance_complete.connect(cast(Any, on_rebalance_complete))
         return app
+
+    def _restore(self, table: Any, partition: int) -> dict[TopicPartition, int]:
+        """Take over ``partition`` from its last checkpoint; the input offsets to read from."""
+        self.restored.add(partition)
+        try:
+            point = read_checkpoint(table.data.get, partition)
+        except ValueError as exc:   # never crash on it: start the partition afresh
+            log.error("mlpulse: %s; its windows start empty", exc)
+            point = None
+        if point is None:
+            return {}
+        self.summarizer.restore_partition(partition, point.state)
+        self.hops.restore(partition, point.hops)
+        self.written[partition] = point
+        offsets = {}
+        for name, offset in point.inputs.items():
+            topic, _, index = name.rpartition(":")
+            offsets[TopicPartition(topic, int(index))] = offset
+        self.input_offsets.update(offsets)
+        log.info("mlpulse restored partition %d from its checkpoint (%d bytes of windows)",
+                 partition, len(point.state))
+        return offsets
 
     async def _dead_letters(self, topic: Any, records: list[DeadLetter]) -> None:
         for record in records:

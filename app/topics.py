@@ -17,7 +17,7 @@ from app.config import Settings
 from app.errors import BrokerError
 from app.security import kafka_options
 
-__all__ = ["Topics", "detector_changelog", "ensure_topics"]
+__all__ = ["Topics", "checkpoint_changelog", "detector_changelog", "ensure_topics"]
 
 _TOPIC_ALREADY_EXISTS = 36
 
@@ -47,6 +47,11 @@ def detector_changelog(settings: Settings) -> str:
     return f"{settings.group_id}-detectors-changelog"
 
 
+def checkpoint_changelog(settings: Settings) -> str:
+    """The changelog topic of the workers' checkpoint table (see :mod:`app.checkpoint`)."""
+    return f"{settings.group_id}-checkpoints-changelog"
+
+
 async def ensure_topics_async(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Create mlpulse's topics with ``settings.partitions``; return those created."""
     deadline = time.monotonic() + timeout_s
@@ -71,10 +76,11 @@ async def ensure_topics_async(settings: Settings, timeout_s: float = 30.0) -> li
         big = {"max.message.bytes": str(2 * settings.max_message_bytes + 65536)}
         # one latest snapshot per key is all the changelog needs: compact it
         compact = {"cleanup.policy": "compact", "max.message.bytes": str(16 * 1024 * 1024)}
-        configs = {topics.deadletter: big, detector_changelog(settings): compact}
+        changelogs = [detector_changelog(settings), checkpoint_changelog(settings)]
+        configs = {topics.deadletter: big, **dict.fromkeys(changelogs, compact)}
         response = await admin.create_topics([
             NewTopic(name, settings.partitions, 1, topic_configs=configs.get(name, {}))
-            for name in [*topics.all(), detector_changelog(settings)]
+            for name in [*topics.all(), *changelogs]
         ])
         created = []
         for name, code, message in response.topic_errors:

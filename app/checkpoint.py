@@ -1,0 +1,192 @@
+"""Checkpoints: window state and the input offsets it holds, together, per partition.
+
+What makes window counts exact across a crash (``kill -9``) or a rebalance. Every
+``commit_interval_seconds`` the worker writes, for each internal partition ``p`` it owns,
+one :class:`Checkpoint`: the open windows of ``p`` (:meth:`Summarizer.partition_state
+<app.summarize.Summarizer.partition_state>`), the next offset of every input partition
+whose events ``p`` takes directly (input partitions ``i`` with ``i % N == p``), and how far
+each source's repartitioned events were applied (:class:`HopFilter`). A new owner of ``p``
+restores the checkpoint, seeks those input partitions to its offsets and drops the
+repartitioned events it already holds: each event is counted once.
+
+A checkpoint is compressed and cut into chunks (a table value stays well under a
+message's size limit) and written to one of two slots in turn; a small header naming the
+slot is written last. A crash while writing leaves the header of the previous checkpoint,
+whose slot is intact: :func:`read_checkpoint` never returns a torn one.
+
+>>> table = {}
+>>> for key, value in checkpoint_records(2, Checkpoint(state=b"windows", inputs={"in:2": 41},
+...                                                       hops={"in:0": 7}), slot=0):
+...     table[key] = value
+>>> read_checkpoint(table.get, 2)
+Checkpoint(state=b'windows', inputs={'in:2': 41}, hops={'in:0': 7})
+>>> read_checkpoint(table.get, 3) is None
+True
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+from array import array
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import msgspec
+
+T = TypeVar("T")
+
+__all__ = ["Checkpoint", "HopFilter", "checkpoint_records", "in_order", "next_slot",
+           "origin_of", "pack_origin", "read_checkpoint", "unpack_origin"]
+
+CHUNK_BYTES = 512 * 1024
+"""Largest value of one checkpoint record (compressed)."""
+
+ORIGIN_HEADER = "mlpulse-origin"
+"""Header of a repartitioned message: where its events were read (see :func:`pack_origin`)."""
+
+SEQ_BITS = 20
+"""An event's sequence number is ``offset << SEQ_BITS | index`` (its index in its message)."""
+
+
+class Checkpoint(msgspec.Struct, frozen=True):
+    """What a new owner of a partition needs to carry on exactly."""
+
+    state: bytes
+    """The partition's open windows and watermarks (``Summarizer.partition_state``)."""
+    inputs: dict[str, int]
+    """``"topic:partition"`` → next input offset whose events the state does not hold."""
+    hops: dict[str, int]
+    """``"topic:partition"`` of a source → last sequence number applied from it."""
+
+
+class _Header(msgspec.Struct, frozen=True):
+    slot: int
+    chunks: int
+    crc: int
+
+
+_encoder = msgspec.msgpack.Encoder()
+_checkpoint = msgspec.msgpack.Decoder(Checkpoint)
+_header = msgspec.msgpack.Decoder(_Header)
+
+
+def _header_key(partition: int) -> bytes:
+    return f"c|{partition}".encode()
+
+
+def _chunk_key(partition: int, slot: int, index: int) -> bytes:
+    return f"c|{partition}|{slot}|{index}".encode()
+
+
+def checkpoint_records(partition: int, checkpoint: Checkpoint, slot: int
+                       ) -> list[tuple[bytes, bytes]]:
+    """(key, value) records of ``checkpoint`` in ``slot`` (0 or 1), header last."""
+    blob = zlib.compress(_encoder.encode(checkpoint), 1)
+    chunks = [blob[i:i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
+    records = [(_chunk_key(partition, slot, i), chunk) for i, chunk in enumerate(chunks)]
+    header = _Header(slot=slot, chunks=len(chunks), crc=zlib.crc32(blob))
+    records.append((_header_key(partition), _encoder.encode(header)))
+    return records
+
+
+def read_checkpoint(get: Callable[[bytes], bytes | None], partition: int) -> Checkpoint | None:
+    """The last complete checkpoint of ``partition`` in a table (``get``), or None."""
+    raw = get(_header_key(partition))
+    if not raw:
+        return None
+    header = _header.decode(raw)
+    parts = [get(_chunk_key(partition, header.slot, i)) for i in range(header.chunks)]
+    blob = b"".join(part for part in parts if part is not None)
+    if None in parts or zlib.crc32(blob) != header.crc:
+        raise ValueError(f"checkpoint of partition {partition} is incomplete or corrupt")
+    return _checkpoint.decode(zlib.decompress(blob))
+
+
+def next_slot(get: Callable[[bytes], bytes | None], partition: int) -> int:
+    """The slot the next checkpoint of ``partition`` goes to (not the current one's)."""
+    raw = get(_header_key(partition))
+    return 1 - _header.decode(raw).slot if raw else 0
+
+
+def in_order(events: list[T], seqs: list[int]) -> tuple[list[T], list[int]]:
+    """Events sorted by sequence number (a fetch decodes envelopes before single events).
+
+    >>> in_order(["b", "a", "c"], [7, 5, 9])
+    (['a', 'b', 'c'], [5, 7, 9])
+    """
+    if all(a < b for a, b in itertools.pairwise(seqs)):
+        return events, seqs
+    order = sorted(range(len(seqs)), key=seqs.__getitem__)
+    return [events[i] for i in order], [seqs[i] for i in order]
+
+
+def pack_origin(source: int, seqs: Sequence[int]) -> bytes:
+    """Header value: the source partition, then each event's sequence number.
+
+    >>> unpack_origin(pack_origin(3, [5 << SEQ_BITS, 6 << SEQ_BITS | 1]))
+    (3, [5242880, 6291457])
+    """
+    return array("q", [source, *seqs]).tobytes()
+
+
+def unpack_origin(value: bytes) -> tuple[int, list[int]]:
+    numbers = array("q")
+    numbers.frombytes(value)
+    return numbers[0], numbers[1:].tolist()
+
+
+def origin_of(headers: Mapping[str, Any] | Iterable[tuple[str, Any]] | None
+              ) -> tuple[int, list[int]] | None:
+    """The origin in a message's headers (a mapping or (key, value) pairs), if any.
+
+    >>> origin_of([("traceparent", b"x"), (ORIGIN_HEADER, pack_origin(1, [9]))])
+    (1, [9])
+    >>> origin_of(None) is None
+    True
+    """
+    if not headers:
+        return None
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for key, value in items:
+        if key == ORIGIN_HEADER and value:
+            return unpack_origin(bytes(value))
+    return None
+
+
+class HopFilter:
+    """The last sequence number applied per (partition, source): replays are dropped.
+
+    Each source (input partition) reaches a partition's repartitioned topic in order,
+    so an event numbered at or below the last one applied from its source was applied.
+
+    >>> hops = HopFilter()
+    >>> hops.admit(0, "in:1", [10, 11, 12])
+    [True, True, True]
+    >>> hops.admit(0, "in:1", [11, 12, 13])   # a replay overlapping what was applied
+    [False, False, True]
+    >>> hops.state(0)
+    {'in:1': 13}
+    """
+
+    def __init__(self) -> None:
+        self._applied: dict[int, dict[str, int]] = {}
+
+    def admit(self, partition: int, source: str, seqs: Sequence[int]) -> list[bool]:
+        """Which of these events (sequence numbers, increasing) to apply; records them."""
+        applied = self._applied.setdefault(partition, {})
+        last = applied.get(source, -1)
+        if seqs:
+            applied[source] = max(last, seqs[-1])
+        return [seq > last for seq in seqs]
+
+    def state(self, partition: int) -> dict[str, int]:
+        return dict(self._applied.get(partition, {}))
+
+    def restore(self, partition: int, state: dict[str, int]) -> None:
+        self._applied[partition] = dict(state)
+
+    def keep_only(self, partitions: Iterable[int]) -> None:
+        keep = set(partitions)
+        for partition in set(self._applied) - keep:
+            del self._applied[partition]
