@@ -109,39 +109,46 @@ def next_slot(get: Callable[[bytes], bytes | None], partition: int) -> int:
     return 1 - _header.decode(raw).slot if raw else 0
 
 
-def in_order(events: list[T], seqs: list[int]) -> tuple[list[T], list[int]]:
-    """Events sorted by sequence number (a fetch decodes envelopes before single events).
+def in_order(events: list[T], sources: list[int], seqs: list[int]
+             ) -> tuple[list[T], list[int], list[int]]:
+    """Events sorted by input partition and sequence number (a fetch decodes envelopes
+    before single events, and a partition's messages before the next partition's).
 
-    >>> in_order(["b", "a", "c"], [7, 5, 9])
-    (['a', 'b', 'c'], [5, 7, 9])
+    >>> in_order(["b", "a", "c"], [0, 0, 1], [7, 5, 1])
+    (['a', 'b', 'c'], [0, 0, 1], [5, 7, 1])
     """
-    if all(a < b for a, b in itertools.pairwise(seqs)):
-        return events, seqs
-    order = sorted(range(len(seqs)), key=seqs.__getitem__)
-    return [events[i] for i in order], [seqs[i] for i in order]
+    pairs = list(zip(sources, seqs, strict=True))
+    if all(a < b for a, b in itertools.pairwise(pairs)):
+        return events, sources, seqs
+    order = sorted(range(len(pairs)), key=pairs.__getitem__)
+    return ([events[i] for i in order], [sources[i] for i in order],
+            [seqs[i] for i in order])
 
 
-def pack_origin(source: int, seqs: Sequence[int]) -> bytes:
-    """Header value: the source partition, then each event's sequence number.
+def pack_origin(sources: Sequence[int], seqs: Sequence[int]) -> bytes:
+    """Header value: each event's input partition and sequence number.
 
-    >>> unpack_origin(pack_origin(3, [5 << SEQ_BITS, 6 << SEQ_BITS | 1]))
-    (3, [5242880, 6291457])
+    >>> unpack_origin(pack_origin([3, 3], [5 << SEQ_BITS, 6 << SEQ_BITS | 1]))
+    ([3, 3], [5242880, 6291457])
     """
-    return array("q", [source, *seqs]).tobytes()
+    numbers = array("q", bytes(16 * len(seqs)))
+    numbers[0::2] = array("q", sources)
+    numbers[1::2] = array("q", seqs)
+    return numbers.tobytes()
 
 
-def unpack_origin(value: bytes) -> tuple[int, list[int]]:
+def unpack_origin(value: bytes) -> tuple[list[int], list[int]]:
     numbers = array("q")
     numbers.frombytes(value)
-    return numbers[0], numbers[1:].tolist()
+    return numbers[0::2].tolist(), numbers[1::2].tolist()
 
 
 def origin_of(headers: Mapping[str, Any] | Iterable[tuple[str, Any]] | None
-              ) -> tuple[int, list[int]] | None:
+              ) -> tuple[list[int], list[int]] | None:
     """The origin in a message's headers (a mapping or (key, value) pairs), if any.
 
-    >>> origin_of([("traceparent", b"x"), (ORIGIN_HEADER, pack_origin(1, [9]))])
-    (1, [9])
+    >>> origin_of([("traceparent", b"x"), (ORIGIN_HEADER, pack_origin([1], [9]))])
+    ([1], [9])
     >>> origin_of(None) is None
     True
     """
@@ -157,28 +164,34 @@ def origin_of(headers: Mapping[str, Any] | Iterable[tuple[str, Any]] | None
 class HopFilter:
     """The last sequence number applied per (partition, source): replays are dropped.
 
-    Each source (input partition) reaches a partition's repartitioned topic in order,
-    so an event numbered at or below the last one applied from its source was applied.
+    Each source (input partition of a topic) reaches a partition's repartitioned topic in
+    order, so an event numbered at or below the last one applied from its source was
+    applied.
 
     >>> hops = HopFilter()
-    >>> hops.admit(0, "in:1", [10, 11, 12])
+    >>> hops.admit(0, "in", [1, 1, 1], [10, 11, 12])
     [True, True, True]
-    >>> hops.admit(0, "in:1", [11, 12, 13])   # a replay overlapping what was applied
-    [False, False, True]
+    >>> hops.admit(0, "in", [1, 1, 2], [11, 13, 4])   # a replay, partly new
+    [False, True, True]
     >>> hops.state(0)
-    {'in:1': 13}
+    {'in:1': 13, 'in:2': 4}
     """
 
     def __init__(self) -> None:
         self._applied: dict[int, dict[str, int]] = {}
 
-    def admit(self, partition: int, source: str, seqs: Sequence[int]) -> list[bool]:
-        """Which of these events (sequence numbers, increasing) to apply; records them."""
+    def admit(self, partition: int, topic: str, sources: Sequence[int], seqs: Sequence[int]
+              ) -> list[bool]:
+        """Which of these events (input partitions of ``topic``, sequence numbers
+        increasing per partition) to apply; records them."""
         applied = self._applied.setdefault(partition, {})
-        last = applied.get(source, -1)
-        if seqs:
-            applied[source] = max(last, seqs[-1])
-        return [seq > last for seq in seqs]
+        names = {source: f"{topic}:{source}" for source in set(sources)}
+        last = {source: applied.get(name, -1) for source, name in names.items()}
+        out = [seq > last[source] for source, seq in zip(sources, seqs, strict=True)]
+        for source, seq in zip(sources, seqs, strict=True):
+            if seq > last[source]:
+                applied[names[source]] = max(applied.get(names[source], -1), seq)
+        return out
 
     def state(self, partition: int) -> dict[str, int]:
         return dict(self._applied.get(partition, {}))

@@ -17,7 +17,7 @@ reaches the one partition, and so the one worker, that owns the model's windows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -40,37 +40,49 @@ class Routed:
 
     by_key: dict[str, list[Any]] = field(default_factory=dict)
     """Valid events per routing key (model or service), in arrival order."""
+    repartition: dict[str, list[Any]] = field(default_factory=dict)
+    """Those of a fetch's valid events that must be repartitioned (:meth:`Ingest.fetch`
+    puts them here, not in ``by_key``): their message was not keyed by their routing
+    key, or was read where ``local`` says it does not belong."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
     accepted: int = 0
-    origins: list[tuple[list[Any], list[int]]] = field(default_factory=list)
-    """Valid events as decoded, with their sequence numbers (``offset << SEQ_BITS | index
-    in the message``): where each came from, for the events that are repartitioned."""
-    _seq_of: dict[int, int] | None = None
+    origins: list[tuple[list[Any], list[int], list[int]]] = field(default_factory=list)
+    """Valid events as decoded, with their input partitions and sequence numbers
+    (``offset << SEQ_BITS | index in the message``): where each came from, for the events
+    that are repartitioned."""
+    _origin_of: dict[int, tuple[int, int]] | None = None
 
     def merge(self, other: Routed) -> None:
         """Add another message's result (the pipeline batches messages)."""
-        for key, events in other.by_key.items():
-            mine = self.by_key.get(key)
-            if mine is None:
-                self.by_key[key] = events
-            else:
-                mine.extend(events)
+        _extend(self.by_key, other.by_key)
+        _extend(self.repartition, other.repartition)
         self.dead_letters.extend(other.dead_letters)
         self.accepted += other.accepted
         self.origins.extend(other.origins)
 
-    def sequence_numbers(self, events: list[Any]) -> list[int]:
-        """The sequence numbers of some of the events (e.g. one key's), in their order."""
-        if self._seq_of is None:
-            self._seq_of = {id(e): seq for decoded, seqs in self.origins
-                            for e, seq in zip(decoded, seqs, strict=True)}
-        seq_of = self._seq_of
-        return [seq_of[id(e)] for e in events]
+    def all_by_key(self) -> dict[str, list[Any]]:
+        """``by_key`` and ``repartition`` together (not in arrival order across the two)."""
+        if not self.repartition:
+            return self.by_key
+        merged = {key: list(events) for key, events in self.by_key.items()}
+        _extend(merged, self.repartition)
+        return merged
+
+    def origin(self, events: list[Any]) -> tuple[list[int], list[int]]:
+        """The input partitions and sequence numbers of some of the events (e.g. one
+        key's), in their order."""
+        if self._origin_of is None:
+            self._origin_of = {id(e): (source, seq) for decoded, sources, seqs in self.origins
+                               for e, source, seq in zip(decoded, sources, seqs, strict=True)}
+        origin_of = self._origin_of
+        pairs = [origin_of[id(e)] for e in events]
+        return [source for source, _ in pairs], [seq for _, seq in pairs]
 
 
 class Record(Protocol):
     """An input message as aiokafka (or Faust) hands it over."""
 
+    key: bytes | None
     topic: str
     partition: int
     offset: int
@@ -97,7 +109,8 @@ class Ingest:
         self.log_internal = InternalCodec(LogEvent)
         self.feedback_internal = InternalCodec(FeedbackEvent)
 
-    def fetch(self, kind: str, records: Sequence[Record], now_s: float) -> Routed:
+    def fetch(self, kind: str, records: Sequence[Record], now_s: float,
+              local: Callable[[bytes, int], bool] | None = None) -> Routed:
         """Decode and route a fetch of messages of input topic ``kind`` ("predictions",
         "logs" or "feedback").
 
@@ -105,8 +118,11 @@ class Ingest:
         decoded together as one array — one decoder call, not one per message; if any
         of them is invalid, each is decoded on its own so that its dead letter names
         its own offset. Envelopes and messages with a ``traceparent`` header are
-        decoded one by one.
+        decoded one by one. Events of messages keyed by their routing key (as the SDK
+        keys them) and read where ``local(key, partition)`` says they belong go to
+        ``by_key``, the others to ``repartition``.
         """
+        here = local if local is not None else _anywhere
         decode = getattr(self, kind)
         codec: Codec[Any] = getattr(self, f"{_CODEC_OF[kind]}_codec")
         routed = Routed()
@@ -122,19 +138,30 @@ class Ingest:
                                               partition=r.partition, offset=r.offset,
                                               now_s=now_s,
                                               trace_id=trace_from_headers(r.headers)),
-                                       r.offset))
+                                       r, here))
         step = codec.max_batch_events
         for start in range(0, len(single), step):
             chunk = single[start:start + step]
             events = codec.decode_joined([r.value for r in chunk], now_s)
             if events is not None:   # one event per message
-                routed.merge(Routed(by_key=group_by(events, _KEY_OF[kind]),
-                                    accepted=len(events),
-                                    origins=[(events, [r.offset << SEQ_BITS for r in chunk])]))
+                attr = _KEY_OF[kind]
+                keyed = [r.key is not None and r.key == getattr(e, attr).encode()
+                         and here(r.key, r.partition) for r, e in zip(chunk, events, strict=True)]
+                one = Routed(accepted=len(events), origins=[(
+                    events, [r.partition for r in chunk],
+                    [r.offset << SEQ_BITS for r in chunk])])
+                if all(keyed):
+                    one.by_key = group_by(events, attr)
+                else:
+                    one.by_key = group_by([e for e, k in zip(events, keyed, strict=True) if k],
+                                          attr)
+                    one.repartition = group_by(
+                        [e for e, k in zip(events, keyed, strict=True) if not k], attr)
+                routed.merge(one)
                 continue
             for r in chunk:
                 routed.merge(_numbered(decode(r.value, topic=r.topic, partition=r.partition,
-                                              offset=r.offset, now_s=now_s), r.offset))
+                                              offset=r.offset, now_s=now_s), r, here))
         return routed
 
     def encode_predictions(self, events: list[PredictionEvent]) -> bytes:
@@ -181,11 +208,30 @@ class Ingest:
         return routed
 
 
-def _numbered(routed: Routed, offset: int) -> Routed:
-    """``routed`` (of one message at ``offset``) with its events' sequence numbers."""
+def _anywhere(key: bytes, partition: int) -> bool:
+    return True
+
+
+def _numbered(routed: Routed, record: Record, local: Callable[[bytes, int], bool]) -> Routed:
+    """``routed`` (of one message) with its events' origins; those of other keys than
+    the message's, or not ``local``, moved to ``repartition``."""
     events = [e for group in routed.by_key.values() for e in group]
-    routed.origins = [(events, [offset << SEQ_BITS | i for i in range(len(events))])]
+    offset, key = record.offset, record.key
+    routed.origins = [(events, [record.partition] * len(events),
+                       [offset << SEQ_BITS | i for i in range(len(events))])]
+    for name in [name for name in routed.by_key
+                 if key is None or key != name.encode() or not local(key, record.partition)]:
+        routed.repartition[name] = routed.by_key.pop(name)
     return routed
+
+
+def _extend(into: dict[str, list[Any]], other: dict[str, list[Any]]) -> None:
+    for key, events in other.items():
+        mine = into.get(key)
+        if mine is None:
+            into[key] = events
+        else:
+            mine.extend(events)
 
 
 def _inherit_trace(events: list[PredictionEvent] | list[LogEvent], trace_id: str) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import importlib.resources
 import logging
 import time
@@ -191,13 +192,13 @@ class Pipeline:
 
         metrics = self.metrics
 
-        async def publish(routed: Routed, internal: Any, encode: Any, source: int) -> None:
+        async def publish(routed: Routed, internal: Any, encode: Any) -> None:
             """Repartition events by key; each message says where its events were read."""
-            for key, unordered in routed.by_key.items():
-                events, seqs = in_order(unordered, routed.sequence_numbers(unordered))
+            for key, unordered in routed.all_by_key().items():
+                events, sources, seqs = in_order(unordered, *routed.origin(unordered))
                 for span, payload in chunk_spans(events, encode, s.internal_message_bytes):
                     await internal.send(key=key.encode(), value=payload, headers=[
-                        (ORIGIN_HEADER, pack_origin(source, seqs[span]))])
+                        (ORIGIN_HEADER, pack_origin(sources[span], seqs[span]))])
             await self._dead_letters(deadletter, routed.dead_letters)
 
         async def emit(closed: list[Closed], raised: list[AlertEvent],
@@ -241,9 +242,10 @@ class Pipeline:
                 for event in batch:
                     positions[event.message.tp] = event.message.offset + 1
 
-        def ingested(records: Sequence[Any], kind: str, topic_name: str) -> Routed:
+        def ingested(records: Sequence[Any], kind: str, topic_name: str,
+                     local: Callable[[bytes, int], bool] | None) -> Routed:
             """Decode a batch of records of one topic; merge their events per routing key."""
-            routed = self.ingest.fetch(kind, records, self.clock())
+            routed = self.ingest.fetch(kind, records, self.clock(), local)
             metrics.messages.labels(topic=topic_name).inc(len(records))
             metrics.events.labels(topic=topic_name, outcome="accepted").inc(routed.accepted)
             if routed.dead_letters:
@@ -286,28 +288,39 @@ class Pipeline:
                   "logs": lambda: self.owned_log_partitions,
                   "feedback": lambda: self.owned_feedback_partitions}
 
+        @functools.lru_cache(maxsize=65536)
+        def home(key: bytes) -> int:
+            return partition_for(key, s.partitions)
+
+        def local(key: bytes, source: int) -> bool:
+            """Input partition i holds the events its key is hashed to (i mod N)."""
+            return home(key) == source % s.partitions
+
         async def ingest_fetch(records: Sequence[Any]) -> None:
-            by_source: dict[tuple[str, int], list[Any]] = {}
+            by_topic: dict[str, list[Any]] = {}
             for r in records:
-                by_source.setdefault((r.topic, r.partition), []).append(r)
+                by_topic.setdefault(r.topic, []).append(r)
             now = self.clock()
             raised: list[AlertEvent] = []
-            for (topic_name, source), batch in by_source.items():
+            for topic_name, batch in by_topic.items():
                 kind, internal, encode = routes[topic_name]
                 stage = f"ingest_{kind}"
                 started = time.perf_counter()
-                routed = ingested(batch, kind, topic_name)
-                # Events of input partition i are applied here if their key's partition is
-                # i mod N (the one this worker owns with i, whose checkpoint holds i's
-                # offset); the others take the hop, tagged with their origin. Labels are
-                # applied wherever their model's partition is owned.
+                # Events are applied here if their message was keyed by their model
+                # (service) and read from input partition i = its partition mod N (owned
+                # here with i; i's offset is in that partition's checkpoint). The others
+                # take the hop tagged with their origin: one model's events take one path,
+                # whatever its producers do. Labels are applied wherever their model is.
+                routed = ingested(batch, kind, topic_name,
+                                  local if kind != "feedback" else None)
                 owned = owners[kind]()
-                direct = {source % s.partitions} & owned if kind != "feedback" else owned
+                if kind == "feedback":
+                    routed.by_key, routed.repartition = routed.all_by_key(), {}
                 for key in list(routed.by_key):
-                    partition = partition_for(key.encode(), s.partitions)
-                    if partition in direct:
+                    partition = home(key.encode())
+                    if partition in owned:
                         apply(kind, partition, key, routed.by_key.pop(key), now=now, raised=raised)
-                await publish(routed, internal, encode, source)
+                await publish(routed, internal, encode)
                 metrics.batch_duration.labels(stage=stage).observe(
                     time.perf_counter() - started)
                 metrics.batch_messages.labels(stage=stage).observe(len(batch))
@@ -387,8 +400,7 @@ class Pipeline:
                     events = decode(message.value)
                     origin = origin_of(message.headers) if events else None
                     if origin is not None:
-                        index, seqs = origin
-                        admitted = hops.admit(message.partition, f"{source}:{index}", seqs)
+                        admitted = hops.admit(message.partition, source, *origin)
                         if not all(admitted):
                             events = [e for e, ok in zip(events, admitted, strict=True) if ok]
                     if events:   # all of one model (or service): the message key
@@ -501,7 +513,7 @@ class Pipeline:
             point = None
         if point is None:
             return {}
-        self.summarizer.restore_partition(partition, point.state)
+        self.summarizer.restore_partition(partition, point.state, self.clock())
         self.hops.restore(partition, point.hops)
         self.written[partition] = point
         offsets = {}

@@ -201,8 +201,11 @@ class Summarizer:
             "logs": logs.state(LogAggregate.state) if logs else [],
         })
 
-    def restore_partition(self, partition: int, data: bytes) -> None:
-        """Replace the windows of ``partition`` by those of a :meth:`partition_state`.
+    def restore_partition(self, partition: int, data: bytes,
+                          now_wall_s: float = float("-inf")) -> None:
+        """Replace the windows of ``partition`` by those of a :meth:`partition_state`
+        (restored at ``now_wall_s``: the idle close gives restored windows their full time
+        from then).
 
         >>> from app.config import Settings
         >>> from app.events import PredictionEvent
@@ -220,10 +223,10 @@ class Summarizer:
         if state["predictions"]:
             factory = self._prediction_factory(partition)
             self._windows(self._predictions, partition, factory).restore(
-                state["predictions"], lambda key, data: factory(key).restore(data))
+                state["predictions"], lambda key, data: factory(key).restore(data), now_wall_s)
         if state["logs"]:
             self._windows(self._logs, partition, lambda key: LogAggregate()).restore(
-                state["logs"], lambda key, data: LogAggregate().restore(data))
+                state["logs"], lambda key, data: LogAggregate().restore(data), now_wall_s)
 
     def keep_only(self, predictions: set[int], logs: set[int]) -> None:
         """Drop the state of partitions this worker no longer owns."""

@@ -194,16 +194,19 @@ class TumblingWindows(Generic[A]):
                  self._pending_late.get(key, 0)]
                 for key in sorted(keys)]
 
-    def restore(self, state: list[list[Any]], restore_aggregate: Callable[[Key, Any], A]
-                ) -> None:
+    def restore(self, state: list[list[Any]], restore_aggregate: Callable[[Key, Any], A],
+                now_wall_s: float = -math.inf) -> None:
         """Add the keys of ``state`` (from :meth:`state`); ``restore_aggregate(key, data)``
-        rebuilds an aggregate."""
+        rebuilds an aggregate. A window restored at ``now_wall_s`` counts as updated then:
+        its events may still wait in the backlog, so the idle close gives it its full time
+        again."""
         for key_list, windows, newest_s, closed_through_s, late in state:
             key = tuple(key_list)
             if windows:
                 opened = self._open.setdefault(key, {})
                 for start, data, updated_s in windows:
-                    opened[start] = _Open(restore_aggregate(key, data), updated_s)
+                    opened[start] = _Open(restore_aggregate(key, data),
+                                          max(updated_s, now_wall_s))
             if newest_s > -math.inf:
                 self._max_event_time_s[key] = newest_s
                 self._advanced.add(key)

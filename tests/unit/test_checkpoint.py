@@ -92,19 +92,19 @@ def test_each_repartitioned_event_is_applied_once_whatever_the_replays(cuts, rnd
     for run in sent:
         for start in range(0, len(run), 7):   # the runs arrive as messages of <= 7 events
             chunk = run[start:start + 7]
-            applied += [e for e, ok in zip(chunk, hops.admit(0, "in:3", chunk), strict=True)
-                        if ok]
+            admitted = hops.admit(0, "in", [3] * len(chunk), chunk)
+            applied += [e for e, ok in zip(chunk, admitted, strict=True) if ok]
     assert applied == sorted(set(applied))
     assert set(applied) == {e for run in sent for e in run}
 
 
 def test_hop_positions_follow_the_partition():
     hops = HopFilter()
-    hops.admit(1, "in:0", [3, 4])
-    hops.admit(2, "in:0", [9])
+    hops.admit(1, "in", [0, 0], [3, 4])
+    hops.admit(2, "in", [0], [9])
     moved = HopFilter()
     moved.restore(1, hops.state(1))
-    assert moved.admit(1, "in:0", [4, 5]) == [False, True]
+    assert moved.admit(1, "in", [0, 0], [4, 5]) == [False, True]
     hops.keep_only([2])
     assert hops.state(1) == {} and hops.state(2) == {"in:0": 9}
 
@@ -116,15 +116,15 @@ def test_every_event_of_a_fetch_has_its_own_increasing_sequence_number():
                Rec(ev(4), 44)]
     routed = ingest.fetch("predictions", records, T0)
     seen = []
-    for events in routed.by_key.values():
-        ordered, seqs = in_order(events, routed.sequence_numbers(events))
-        assert seqs == sorted(seqs) == routed.sequence_numbers(ordered)
-        assert {s >> SEQ_BITS for s in seqs} <= {40, 41, 42, 44}
+    for events in routed.all_by_key().values():
+        ordered, sources, seqs = in_order(events, *routed.origin(events))
+        assert seqs == sorted(seqs) and routed.origin(ordered) == (sources, seqs)
+        assert set(sources) == {0} and {s >> SEQ_BITS for s in seqs} <= {40, 41, 42, 44}
         seen += seqs
     assert len(seen) == len(set(seen)) == routed.accepted == 9
     # a replay of the same messages numbers them the same
     again = ingest.fetch("predictions", records, T0)
-    assert sorted(s for es in again.by_key.values() for s in again.sequence_numbers(es)) \
+    assert sorted(s for es in again.all_by_key().values() for s in again.origin(es)[1]) \
         == sorted(seen)
 
 
@@ -171,5 +171,7 @@ def test_random_sources_interleaved_per_partition():
         start = max(0, cursors[name] - rnd.randint(0, 5))   # sometimes a replay
         chunk = streams[name][start:start + 4]
         cursors[name] = start + len(chunk)
-        out[name] += [e for e, ok in zip(chunk, hops.admit(0, name, chunk), strict=True) if ok]
+        topic, _, source = name.partition(":")
+        admitted = hops.admit(0, topic, [int(source)] * len(chunk), chunk)
+        out[name] += [e for e, ok in zip(chunk, admitted, strict=True) if ok]
     assert out == streams

@@ -22,6 +22,7 @@ class Rec:
     topic: str = "mlpulse.predictions"
     partition: int = 0
     headers: Any = ()
+    key: bytes | None = None
 
 
 def ev(i: int, **extra: Any) -> bytes:
@@ -43,7 +44,7 @@ def one_by_one(ingest: Ingest, records: list[Rec]):
 def fetched(ingest: Ingest, records: list[Rec]):
     routed = ingest.fetch("predictions", records, T)
     return {"accepted": routed.accepted,
-            "ids": [e.event_id for es in routed.by_key.values() for e in es],
+            "ids": [e.event_id for es in routed.all_by_key().values() for e in es],
             "dead": [(d.offset, d.index, d.error) for d in routed.dead_letters]}
 
 
@@ -66,7 +67,7 @@ def test_valid_singles_are_decoded_together_and_bad_ones_keep_their_offsets():
     records[41] = Rec(ev(41), 41, headers=[("traceparent", parent)])
     same(fetched(ingest, records), one_by_one(ingest, records))
     assert len(fetched(ingest, records)["dead"]) == 4
-    traced = ingest.fetch("predictions", [records[41]], T).by_key["m2"][0]
+    traced = ingest.fetch("predictions", [records[41]], T).repartition["m2"][0]
     assert traced.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
@@ -82,3 +83,29 @@ def test_any_fetch_matches_decoding_message_by_message(values):
     ingest = Ingest(Settings())
     records = [Rec(v, i) for i, v in enumerate(values)]
     same(fetched(ingest, records), one_by_one(ingest, records))
+
+
+def test_events_of_messages_keyed_by_their_model_are_told_apart_from_the_others():
+    """Only events whose message key is their model may be applied where they are read
+    (their model's events all come from that one input partition); the rest are
+    repartitioned."""
+    ingest = Ingest(Settings())
+    envelope = msgspec.json.encode([msgspec.json.decode(ev(i)) for i in (3, 4, 6)])  # m0, m1
+    records = [Rec(ev(0), 0, key=b"m0"), Rec(ev(1), 1), Rec(ev(2), 2, key=b"m0"),
+               Rec(envelope, 3, key=b"m0")]
+    routed = ingest.fetch("predictions", records, T)
+    keyed = {k: sorted(e.event_id for e in es) for k, es in routed.by_key.items()}
+    repartition = {k: sorted(e.event_id for e in es) for k, es in routed.repartition.items()}
+    assert keyed == {"m0": ["0", "3", "6"]}
+    assert repartition == {"m1": ["1", "4"], "m2": ["2"]}
+    # all keyed right: the fast path keeps every event in by_key
+    singles = ingest.fetch("predictions", [Rec(ev(i), i, key=f"m{i % 3}".encode())
+                                           for i in range(9)], T)
+    assert singles.repartition == {} and sum(map(len, singles.by_key.values())) == 9
+    # keyed right, but read from a partition ``local`` says is not the key's: repartitioned
+    moved = ingest.fetch("predictions", [Rec(ev(0), 0, key=b"m0", partition=1),
+                                         Rec(ev(3), 1, key=b"m0", partition=2)], T,
+                         local=lambda key, partition: partition == 2)
+    assert [e.event_id for e in moved.by_key["m0"]] == ["3"]
+    assert [e.event_id for e in moved.repartition["m0"]] == ["0"]
+    assert moved.origin(moved.all_by_key()["m0"]) == ([2, 1], [1 << 20, 0])

@@ -35,6 +35,7 @@ class Record:
     offset: int
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
+    key: bytes | None = None
 
 
 def _original(letter) -> bytes:

@@ -142,3 +142,25 @@ def test_windows_restored_from_their_state_close_exactly_as_if_never_stopped():
                                             window_end="", late_events=c.late_events))
                         for c in closed])
     assert results[0] == results[1] and len(results[0]) == 5   # v1: 3 windows, v2: 2
+
+
+def test_a_restored_window_gets_its_full_idle_time_from_the_restore():
+    """A new owner restores a checkpoint seconds after it was taken (the old owner died and
+    the group waited for it): the window's events still wait in the backlog, so the idle
+    close must not close it at once (its events would all be late)."""
+    def count(key: tuple[str, ...], n: int) -> Count:
+        c = Count(key)
+        c.n = n
+        return c
+
+    w = windows()
+    w.add(("a",), [Ev(1)], now_wall_s=0)
+    saved = w.state(lambda a: a.n)
+    late = windows()
+    late.restore(saved, count)   # without the restore time: idle already
+    assert closed(late, now=30) == [("a", 0, 10, 1, 0)]
+    restored = windows()
+    restored.restore(saved, count, now_wall_s=30)
+    assert closed(restored, now=30) == []
+    restored.add(("a",), [Ev(2)], now_wall_s=31)   # from the backlog: on time
+    assert closed(restored, now=31 + 12) == [("a", 0, 10, 2, 0)]   # idle: size + lateness
