@@ -231,6 +231,13 @@ class Detect:
         self._save_presence(partition, model, presence)
         return out
 
+    def touch(self, now_wall_s: float) -> None:
+        """Input resumes after a pause: every model's silence counts from ``now_wall_s``."""
+        for models in self._presence.values():
+            for presence in models.values():
+                if not presence.alerts.states:
+                    presence.last_seen_wall_s = max(presence.last_seen_wall_s, now_wall_s)
+
     def check_no_data(self, now_wall_s: float) -> list[AlertEvent]:
         """No-data alerts of models silent for ``no_data_windows`` windows (wall clock)."""
         out: list[AlertEvent] = []

@@ -5,7 +5,9 @@ Data flow (one line per step, item shape on the right)::
     mlpulse.predictions ─ ingest ─▶ bytes: one event or a JSON array (task "ingest": a plain
         │                          aiokafka group <group>-ingest taking whole fetches)
         ├─▶ mlpulse.deadletter                  DeadLetter JSON, one per bad event
-        └─▶ mlpulse.predictions.by-model        msgpack [PredictionEvent], key = model
+        ├─ keyed by model, read from its partition: applied here (summarize, below)
+        └─▶ mlpulse.predictions.by-model        msgpack [PredictionEvent] per partition,
+                                                header mlpulse-origin (where each was read)
     mlpulse.predictions.by-model ─ summarize_predictions
         ├─▶ mlpulse.windows                     PredictionWindow JSON, key = model
         └─ detect (per closed window) ─▶ mlpulse.alerts   AlertEvent JSON, key = model
@@ -15,6 +17,9 @@ Data flow (one line per step, item shape on the right)::
     mlpulse.feedback ─ ingest ─▶ mlpulse.feedback.by-model   key = model
     mlpulse.feedback.by-model ─ join_feedback ─▶ labels scored into the windows of their
         predictions (same partition as the model's predictions.by-model)
+    checkpoint (each commit interval, in the ingest task) ─▶ table "checkpoints": per owned
+        partition its windows + the input offsets and origins they hold; then input offsets
+        are committed and repartitioned messages acked. A new owner restores it.
     web: /metrics (Prometheus), /status (live page), /api/status (its JSON)
     timer close_idle_windows (every idle_check_seconds) ─▶ mlpulse.windows, mlpulse.alerts
         (idle windows, no-data alerts of silent models, revised summaries of windows
@@ -22,7 +27,8 @@ Data flow (one line per step, item shape on the right)::
 
 Repartitioning by model means producers may key (or not key) their messages as
 they like: each (model, version, window) still lives on one partition of the
-internal topic, owned by one worker of the consumer group, and is emitted once.
+internal topic, owned by one worker of the consumer group, and is emitted once (a
+window that closed after a killed worker's last checkpoint is emitted again, identical).
 All serialisation is raw bytes (JSON or msgpack made by mlpulse); Faust's object
 serialisers are never used (a test checks every topic is raw).
 """
@@ -56,7 +62,7 @@ from app.checkpoint import (
     pack_origin,
     read_checkpoint,
 )
-from app.codec import chunk_spans
+from app.codec import chunk_spans, chunked, group_by
 from app.config import Settings
 from app.consumer import BatchConsumer
 from app.deadletter import encode_dead_letter, reason_category
@@ -113,6 +119,9 @@ class Pipeline:
         self.held: list[Any] = []
         """Repartitioned messages applied since the last checkpoint: acked after it."""
         self.written: dict[int, Checkpoint] = {}
+        self.reading = False
+        """Whether input is being read (not during a rebalance): idle windows and silent
+        models are judged on the wall clock only then."""
         self.state_lock = asyncio.Lock()
         """Held while windows change and what they emit is handed to the producer."""
         self.app = self._build_app()
@@ -192,13 +201,24 @@ class Pipeline:
 
         metrics = self.metrics
 
-        async def publish(routed: Routed, internal: Any, encode: Any) -> None:
-            """Repartition events by key; each message says where its events were read."""
-            for key, unordered in routed.all_by_key().items():
-                events, sources, seqs = in_order(unordered, *routed.origin(unordered))
-                for span, payload in chunk_spans(events, encode, s.internal_message_bytes):
-                    await internal.send(key=key.encode(), value=payload, headers=[
-                        (ORIGIN_HEADER, pack_origin(sources[span], seqs[span]))])
+        async def publish(routed: Routed, internal: Any, encode: Any, kind: str) -> None:
+            """Repartition events: one message (or several in order, if large) per internal
+            partition, saying where each event was read: each input partition's events
+            then reach an internal partition in order (what the replay filter needs).
+            Labels go one message per model."""
+            if kind == "feedback":
+                for key, events in routed.all_by_key().items():
+                    for payload in chunked(events, encode, s.internal_message_bytes):
+                        await internal.send(key=key.encode(), value=payload)
+            else:
+                by_partition: dict[int, list[Any]] = {}
+                for key, events in routed.all_by_key().items():
+                    by_partition.setdefault(home(key.encode()), []).extend(events)
+                for partition, unordered in by_partition.items():
+                    events, sources, seqs = in_order(unordered, *routed.origin(unordered))
+                    for span, payload in chunk_spans(events, encode, s.internal_message_bytes):
+                        await internal.send(value=payload, partition=partition, headers=[
+                            (ORIGIN_HEADER, pack_origin(sources[span], seqs[span]))])
             await self._dead_letters(deadletter, routed.dead_letters)
 
         async def emit(closed: list[Closed], raised: list[AlertEvent],
@@ -320,7 +340,7 @@ class Pipeline:
                     partition = home(key.encode())
                     if partition in owned:
                         apply(kind, partition, key, routed.by_key.pop(key), now=now, raised=raised)
-                await publish(routed, internal, encode)
+                await publish(routed, internal, encode, kind)
                 metrics.batch_duration.labels(stage=stage).observe(
                     time.perf_counter() - started)
                 metrics.batch_messages.labels(stage=stage).observe(len(batch))
@@ -363,8 +383,11 @@ class Pipeline:
                     checkpoints.data[key] = value
                     await checkpoints.changelog_topic.send(key=key, value=value,
                                                            partition=partition)
+                    # one record per batch: a broker that reports the end of a partition
+                    # as its last batch's first offset + 1 (Tansu 0.6 does) still has
+                    # Faust's recovery read every record of it
+                    await flush()
                 self.written[partition] = point
-            await flush()
             for message in held:
                 message.ack(app.consumer)
 
@@ -403,9 +426,8 @@ class Pipeline:
                         admitted = hops.admit(message.partition, source, *origin)
                         if not all(admitted):
                             events = [e for e, ok in zip(events, admitted, strict=True) if ok]
-                    if events:   # all of one model (or service): the message key
-                        group = (message.partition, getattr(events[0], key))
-                        grouped.setdefault(group, []).extend(events)
+                    for name, group in group_by(events, key).items():
+                        grouped.setdefault((message.partition, name), []).extend(group)
                     message.incref()   # acked once a checkpoint holds it
                     held.append(message)
                 raised: list[AlertEvent] = []
@@ -434,8 +456,11 @@ class Pipeline:
                 for partition in self.owned_partitions:
                     self.detect.restore_presence(partition, now)
             async with self.state_lock:
-                await emit(self.summarizer.close_due_windows(now),
-                           self.detect.check_no_data(now), self.summarizer.revisions(now))
+                if self.reading:
+                    await emit(self.summarizer.close_due_windows(now),
+                               self.detect.check_no_data(now), self.summarizer.revisions(now))
+                else:   # input paused by a rebalance: nothing is idle or silent for that
+                    await emit(self.summarizer.close_due_windows(now, check_idle=False), [])
             self.trimmer.maybe_trim(time.monotonic())
 
         # 4. Prometheus exposition of this worker; its status as JSON
@@ -493,9 +518,17 @@ class Pipeline:
                 reads += [TopicPartition(name, i) for i in range(count)
                           if i % s.partitions in mine]
             await self.ingest_consumer.assign(reads, offsets)
+            # the windows kept here waited for input during the rebalance: their idle
+            # time (and the models' silence) counts from now
+            now = self.clock()
+            self.summarizer.touch(now)
+            self.detect.touch(now)
+            self.reading = True
 
         async def on_revoked(sender: Any, revoked: set[TP], **kwargs: Any) -> None:
-            # stop reading input and commit what was processed before anyone else reads it
+            # stop reading input and checkpoint what was processed before anyone else
+            # reads it
+            self.reading = False
             await self.ingest_consumer.assign([])
 
         app.on_partitions_assigned.connect(cast(Any, on_assigned))

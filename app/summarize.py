@@ -228,6 +228,13 @@ class Summarizer:
             self._windows(self._logs, partition, lambda key: LogAggregate()).restore(
                 state["logs"], lambda key, data: LogAggregate().restore(data), now_wall_s)
 
+    def touch(self, now_wall_s: float) -> None:
+        """Input resumes after a pause: every open window gets its full idle time again."""
+        for predictions in self._predictions.values():
+            predictions.touch(now_wall_s)
+        for logs in self._logs.values():
+            logs.touch(now_wall_s)
+
     def keep_only(self, predictions: set[int], logs: set[int]) -> None:
         """Drop the state of partitions this worker no longer owns."""
         for partition in set(self._predictions) - predictions:

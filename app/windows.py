@@ -157,6 +157,23 @@ class TumblingWindows(Generic[A]):
             self._advanced.add(key)
         return late
 
+    def touch(self, now_wall_s: float) -> None:
+        """Count every open window as updated at ``now_wall_s`` (input resumes after a
+        pause, e.g. a rebalance: the idle close gives each its full time again).
+
+        >>> class Ev:
+        ...     def __init__(self, t): self.event_time_s = t
+        >>> class Events(list):
+        ...     add_batch = list.extend
+        >>> w = TumblingWindows(size_s=10, lateness_s=0, new_aggregate=lambda key: Events())
+        >>> w.add(("m",), [Ev(1)], now_wall_s=0) or w.touch(now_wall_s=30)
+        >>> w.close_due(now_wall_s=35), len(w.close_due(now_wall_s=40))
+        ([], 1)
+        """
+        for windows in self._open.values():
+            for window in windows.values():
+                window.last_update_wall_s = max(window.last_update_wall_s, now_wall_s)
+
     def state(self, aggregate_state: Callable[[A], Any]) -> list[list[Any]]:
         """Every key's open windows (aggregates through ``aggregate_state``), newest event
         time, closed-through time and pending late count, as plain data (msgpack-ready):

@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="events per second (wall clock) the stream is produced at")
     parser.add_argument("--kills", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--lateness", type=float, default=1.0,
+                        help="MLPULSE_LATENESS_SECONDS of the workers (event time)")
     parser.add_argument("--keys", choices=["model", "none"], default="model",
                         help="message keys: the model (as the SDK does: events are applied "
                              "where they are read) or none (every event is repartitioned)")
@@ -107,7 +109,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         await ensure_topics_async(settings)
         def start(name: str) -> Subprocess:
             env = worker_env(settings, workdir / name, MLPULSE_WINDOW_SECONDS=str(WINDOW_S),
-                             MLPULSE_LATENESS_SECONDS="1", MLPULSE_IDLE_CHECK_SECONDS="0.25")
+                             MLPULSE_LATENESS_SECONDS=str(getattr(args, "lateness", 1.0)),
+                             MLPULSE_IDLE_CHECK_SECONDS="0.25")
             return Subprocess([sys.executable, "-m", "app", "worker"], env,
                               workdir / f"{name}.log")
 
@@ -218,7 +221,12 @@ def compare(truth: Truth, summaries: list[dict[str, Any]]) -> dict[str, Any]:
                              "late_events": [int(g.get("late_events", 0)) for g in got]})
         if len(got) > 1:
             repeated += 1
-            differing += any(g != got[0] for g in got[1:])
+            fields = sorted({k for g in got[1:] for k in g if g.get(k) != got[0].get(k)})
+            differing += bool(fields)
+            if fields and len(problems) < 20:
+                problems.append({"model": key[0], "window_start_s": key[1],
+                                 "emitted_counts": counts, "fields_that_differ": fields,
+                                 "values": [{k: g.get(k) for k in fields} for g in got]})
         if counts == [count]:
             exact += 1
         elif max(counts) < count:
