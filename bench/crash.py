@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--lateness", type=float, default=1.0,
                         help="MLPULSE_LATENESS_SECONDS of the workers (event time)")
+    parser.add_argument("--settle", type=float, default=30.0,
+                        help="seconds without a new summary before the comparison")
     parser.add_argument("--keys", choices=["model", "none"], default="model",
                         help="message keys: the model (as the SDK does: events are applied "
                              "where they are read) or none (every event is repartitioned)")
@@ -160,10 +162,15 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 workers[victim] = start(f"w{victim}-{k + 1}")
             await sending
             await producer.stop()
-            # until the stream's last windows closed (idle close) and nothing new came
-            deadline = time.monotonic() + 300
+            # until the stream's last windows closed (idle close: window + lateness of wall
+            # clock after their last event) and nothing new came
+            ended = time.monotonic()
+            idle_close_s = WINDOW_S + getattr(args, "lateness", 1.0) + 10.0
+            settle_s = getattr(args, "settle", 30.0)
+            deadline = ended + 300
             while time.monotonic() < deadline and (
-                    time.monotonic() - reader.last_new_s < 30
+                    time.monotonic() - ended < idle_close_s
+                    or time.monotonic() - reader.last_new_s < settle_s
                     or (reader.counted < sum(truth.values())
                     and time.monotonic() - reader.last_new_s < 60)):
                 await asyncio.sleep(0.5)
