@@ -26,6 +26,7 @@ True
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import zlib
 from array import array
@@ -36,8 +37,8 @@ import msgspec
 
 T = TypeVar("T")
 
-__all__ = ["Checkpoint", "HopFilter", "checkpoint_records", "in_order", "next_slot",
-           "origin_of", "pack_origin", "read_checkpoint", "unpack_origin"]
+__all__ = ["Checkpoint", "CheckpointReader", "HopFilter", "checkpoint_records", "in_order",
+           "next_slot", "origin_of", "pack_origin", "read_checkpoint", "unpack_origin"]
 
 CHUNK_BYTES = 512 * 1024
 """Largest value of one checkpoint record (compressed)."""
@@ -203,3 +204,51 @@ class HopFilter:
         keep = set(partitions)
         for partition in set(self._applied) - keep:
             del self._applied[partition]
+
+
+class CheckpointReader:
+    """Reads the newest complete checkpoint of a partition straight from its topic.
+
+    Not through a Faust table: a new owner must see every checkpoint written before the
+    rebalance (previous owners write their last one before giving the partition up),
+    whatever state Faust's table recovery is in.
+    """
+
+    def __init__(self, topic: str, consumer_options: Mapping[str, Any]) -> None:
+        self.topic = topic
+        self._options = dict(consumer_options)
+        self._consumer: Any = None
+
+    async def read(self, partition: int, timeout_s: float = 30.0
+                   ) -> tuple[Checkpoint | None, int]:
+        """The checkpoint (None if there is none) and the slot the next one goes to.
+        Raises ValueError for a corrupt one."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None,
+                                        auto_offset_reset="earliest", **self._options)
+            await consumer.start()
+            self._consumer = consumer
+        consumer = self._consumer
+        tp = TopicPartition(self.topic, partition)
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        records: dict[bytes, bytes] = {}
+        if end:
+            consumer.seek(tp, 0)
+            deadline = asyncio.get_running_loop().time() + timeout_s
+            while await consumer.position(tp) < max(end, consumer.highwater(tp) or 0):
+                if asyncio.get_running_loop().time() > deadline:
+                    raise ValueError(f"checkpoint of partition {partition} not read in "
+                                     f"{timeout_s:.0f} s")
+                batch = await consumer.getmany(tp, timeout_ms=500)
+                for message in batch.get(tp, []):
+                    if message.key is not None and message.value is not None:
+                        records[message.key] = message.value
+        return read_checkpoint(records.get, partition), next_slot(records.get, partition)
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None

@@ -17,9 +17,10 @@ Data flow (one line per step, item shape on the right)::
     mlpulse.feedback ─ ingest ─▶ mlpulse.feedback.by-model   key = model
     mlpulse.feedback.by-model ─ join_feedback ─▶ labels scored into the windows of their
         predictions (same partition as the model's predictions.by-model)
-    checkpoint (each commit interval, in the ingest task) ─▶ table "checkpoints": per owned
-        partition its windows + the input offsets and origins they hold; then input offsets
-        are committed and repartitioned messages acked. A new owner restores it.
+    checkpoint (each commit interval, in the ingest task) ─▶ <group>-checkpoints-changelog:
+        per owned partition its windows + the input offsets and origins they hold; then
+        input offsets are committed and repartitioned messages acked. A new owner reads
+        it back (app.checkpoint.CheckpointReader) and restores it.
     web: /metrics (Prometheus), /status (live page), /api/status (its JSON)
     timer close_idle_windows (every idle_check_seconds) ─▶ mlpulse.windows, mlpulse.alerts
         (idle windows, no-data alerts of silent models, revised summaries of windows
@@ -47,6 +48,7 @@ from typing import Any, cast
 import faust
 import msgspec
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -54,13 +56,12 @@ from app.allocator import Trimmer
 from app.checkpoint import (
     ORIGIN_HEADER,
     Checkpoint,
+    CheckpointReader,
     HopFilter,
     checkpoint_records,
     in_order,
-    next_slot,
     origin_of,
     pack_origin,
-    read_checkpoint,
 )
 from app.codec import chunk_spans, chunked, group_by
 from app.config import Settings
@@ -119,6 +120,8 @@ class Pipeline:
         self.held: list[Any] = []
         """Repartitioned messages applied since the last checkpoint: acked after it."""
         self.written: dict[int, Checkpoint] = {}
+        self.slots: dict[int, int] = {}
+        """The slot the next checkpoint of each partition goes to (not its last one's)."""
         self.reading = False
         """Whether input is being read (not during a rebalance): idle windows and silent
         models are judged on the wall clock only then."""
@@ -193,9 +196,12 @@ class Pipeline:
         assert table.changelog_topic.get_topic_name() == detector_changelog(s)
         self.store.attach(table)
         # per partition: its windows with the input offsets and hop positions they hold
-        checkpoints = app.Table("checkpoints", partitions=s.partitions, key_type=bytes,
-                                value_type=bytes)
-        assert checkpoints.changelog_topic.get_topic_name() == checkpoint_changelog(s)
+        # (a compacted topic, read by a new owner itself: app.checkpoint.CheckpointReader)
+        checkpoints = topic(checkpoint_changelog(s))
+        self.checkpoint_reader = CheckpointReader(
+            checkpoint_changelog(s), {"bootstrap_servers": s.bootstrap_or_error,
+                                      "max_partition_fetch_bytes": 16 * 1024 * 1024,
+                                      **kafka_options(s)})
 
         take = {"max_": s.batch_messages, "within": s.batch_wait_seconds}
 
@@ -377,16 +383,14 @@ class Pipeline:
                 return
             await flush()   # the output of the changes the checkpoints hold
             for partition, point in due:
-                get = checkpoints.data.get
-                for key, value in checkpoint_records(partition, point,
-                                                     next_slot(get, partition)):
-                    checkpoints.data[key] = value
-                    await checkpoints.changelog_topic.send(key=key, value=value,
-                                                           partition=partition)
+                slot = self.slots.get(partition, 0)
+                for key, value in checkpoint_records(partition, point, slot):
+                    await checkpoints.send(key=key, value=value, partition=partition)
                     # one record per batch: a broker that reports the end of a partition
-                    # as its last batch's first offset + 1 (Tansu 0.6 does) still has
-                    # Faust's recovery read every record of it
+                    # as its last batch's first offset + 1 (Tansu 0.6 does) still has a
+                    # reader see every record of it
                     await flush()
+                self.slots[partition] = 1 - slot
                 self.written[partition] = point
             for message in held:
                 message.ack(app.consumer)
@@ -510,7 +514,7 @@ class Pipeline:
             # partition i mod N) from the checkpoints' offsets.
             offsets: dict[TopicPartition, int] = {}
             for partition in sorted(self.owned_partitions - self.restored):
-                offsets.update(self._restore(checkpoints, partition))
+                offsets.update(await self._restore(partition))
             reads = []
             for name, kind in routes.items():
                 count = await self.ingest_consumer.partitions(name) or s.partitions
@@ -534,16 +538,21 @@ class Pipeline:
         app.on_partitions_assigned.connect(cast(Any, on_assigned))
         app.on_partitions_revoked.connect(cast(Any, on_revoked))
         app.on_rebalance_complete.connect(cast(Any, on_rebalance_complete))
+
+        async def on_shutdown(sender: Any, **kwargs: Any) -> None:
+            await self.checkpoint_reader.close()
+
+        app.on_before_shutdown.connect(cast(Any, on_shutdown))
         return app
 
-    def _restore(self, table: Any, partition: int) -> dict[TopicPartition, int]:
+    async def _restore(self, partition: int) -> dict[TopicPartition, int]:
         """Take over ``partition`` from its last checkpoint; the input offsets to read from."""
         self.restored.add(partition)
         try:
-            point = read_checkpoint(table.data.get, partition)
-        except ValueError as exc:   # never crash on it: start the partition afresh
-            log.error("mlpulse: %s; its windows start empty", exc)
-            point = None
+            point, self.slots[partition] = await self.checkpoint_reader.read(partition)
+        except (ValueError, KafkaError) as exc:   # never crash on it: start afresh
+            log.error("mlpulse: %s; partition %d starts with no windows", exc, partition)
+            return {}
         if point is None:
             return {}
         self.summarizer.restore_partition(partition, point.state, self.clock())
