@@ -62,9 +62,10 @@ class BatchConsumer:
         self._assigned: list[TopicPartition] = []
         self._starting = asyncio.Lock()
         self._handling = asyncio.Lock()
-        self._generation = 0
         """Held while a fetch is handled and while a checkpoint is taken: a rebalance
         checkpoints between fetches, never in the middle of one."""
+        self._generation = 0
+        """Counts assignments: a fetch that straddles one is dropped (read again)."""
         self._last_commit_s = time.monotonic()
         self.started = asyncio.Event()
 
