@@ -67,6 +67,7 @@ class BatchConsumer:
         self._generation = 0
         """Counts assignments: a fetch that straddles one is dropped (read again)."""
         self._last_commit_s = time.monotonic()
+        self._commit_soon = False
         self.started = asyncio.Event()
 
     async def run(self) -> None:
@@ -92,7 +93,9 @@ class BatchConsumer:
                                 self.positions[tp] = rs[-1].offset + 1
                 # a checkpoint even with no input of its own: state also comes from the
                 # repartitioned topics
-                if time.monotonic() - self._last_commit_s >= self.commit_interval_s:
+                since_s = time.monotonic() - self._last_commit_s
+                if since_s >= self.commit_interval_s or (
+                        self._commit_soon and since_s >= self.commit_interval_s / 10):
                     async with self._handling:
                         await self._commit()
         finally:
@@ -121,7 +124,13 @@ class BatchConsumer:
         self.started.set()
         return consumer
 
+    def commit_soon(self) -> None:
+        """Checkpoint and commit before the interval is over (e.g. windows were emitted:
+        the sooner a checkpoint follows, the fewer a crash has emitted again)."""
+        self._commit_soon = True
+
     async def _commit(self) -> None:
+        self._commit_soon = False
         # the state and output of the handled records are durable first
         await self.checkpoint(dict(self.positions))
         offsets, self._uncommitted = self._uncommitted, {}

@@ -241,6 +241,8 @@ class Pipeline:
                 for c in closed)
             for kind, n in kinds.items():
                 metrics.windows_closed.labels(kind=kind).inc(n)
+            if closed:   # a checkpoint soon: a crash then emits fewer of them again
+                self.ingest_consumer.commit_soon()
             raised = raised + self.detect.on_closed(closed) + self.detect.on_revised(revised)
             for alert in raised:
                 await alerts.send(key=alert_key(alert), value=encode_alert(alert))
