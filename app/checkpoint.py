@@ -9,9 +9,9 @@ each source's repartitioned events were applied (:class:`HopFilter`). A new owne
 restores the checkpoint, seeks those input partitions to its offsets and drops the
 repartitioned events it already holds: each event is counted once.
 
-A checkpoint is compressed and cut into chunks (a table value stays well under a
-message's size limit) and written to one of two slots in turn; a small header naming the
-slot is written last. A crash while writing leaves the header of the previous checkpoint,
+A checkpoint is compressed and cut into chunks (each record stays well under a message's
+size limit) and written to one of two slots in turn; a small header naming the slot is
+written last. A crash while writing leaves the header of the previous checkpoint,
 whose slot is intact: :func:`read_checkpoint` never returns a torn one.
 
 >>> table = {}
