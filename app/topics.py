@@ -48,7 +48,7 @@ def detector_changelog(settings: Settings) -> str:
 
 
 def checkpoint_changelog(settings: Settings) -> str:
-    """The changelog topic of the workers' checkpoint table (see :mod:`app.checkpoint`)."""
+    """The compacted topic of the workers' checkpoints (see :mod:`app.checkpoint`)."""
     return f"{settings.group_id}-checkpoints-changelog"
 
 
