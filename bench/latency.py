@@ -42,7 +42,7 @@ import msgspec
 import numpy as np
 from aiokafka import AIOKafkaProducer
 
-from bench.common import display, log, log_assignments, percentile, table, write_results
+from bench.common import display, log, percentile, table, write_results
 from bench.runner import SummaryReader
 
 NAME = "latency"
@@ -189,7 +189,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from app.broker import EmbeddedBroker, free_port
     from app.config import Settings
     from app.topics import Topics, ensure_topics_async
-    from bench.runner import CpuSampler, Subprocess, _clean_env, _wait_for
+    from bench.runner import CpuSampler, Subprocess, _clean_env, wait_reading
 
     tag = uuid.uuid4().hex[:8]
     with EmbeddedBroker() as broker:
@@ -213,12 +213,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             pids["broker"] = broker.process.pid
         cpu = CpuSampler(pids, interval_s=0.5)
         try:
-            def ready() -> bool:
-                kinds = {kind for _, kind, parts in log_assignments(worker.log_text()) if parts}
-                return kinds >= {"assigned", "ingest"}
-
-            await _wait_for("latency worker: partition assignment (Faust and ingest)", ready,
-                            worker, timeout_s=90, interval_s=0.1)
+            await wait_reading(worker, "latency worker", timeout_s=90)
             log(NAME, f"worker owns its partitions after {time.time() - worker.started_at:.1f} "
                       f"s; producing {args.rate:g} events/s for {args.duration:g} s")
             await summaries.start()

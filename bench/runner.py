@@ -223,6 +223,19 @@ async def _wait_for(what: str | Callable[[], str], check: Callable[[], Any], pro
         await asyncio.sleep(interval_s)
 
 
+async def wait_reading(worker: Subprocess, name: str, timeout_s: float) -> None:
+    """Until ``worker`` logged both its Faust partitions and its ingest assignment (it reads
+    input); ``name`` names the worker in the error."""
+    from bench.common import log_assignments
+
+    def ready() -> bool:
+        kinds = {kind for _, kind, parts in log_assignments(worker.log_text()) if parts}
+        return kinds >= {"assigned", "ingest"}
+
+    await _wait_for(f"{name}: partition assignment (Faust and ingest)", ready, worker,
+                    timeout_s=timeout_s, interval_s=0.1)
+
+
 def _sampler(worker: Subprocess, broker_pid: int | None) -> CpuSampler:
     pids = {"worker": worker.process.pid}
     if broker_pid is not None:

@@ -65,7 +65,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from bench.common import display, log, log_assignments, rss_bytes, table, write_results
+from bench.common import display, log, rss_bytes, table, write_results
 
 NAME = "soak"
 GOAL_GROWTH_PERCENT = 10.0
@@ -384,7 +384,7 @@ async def run(state: Soak, workdir: Path) -> None:
     from app.broker import EmbeddedBroker, free_port
     from app.config import Settings
     from app.topics import Topics, ensure_topics_async
-    from bench.runner import Subprocess, _wait_for, worker_env
+    from bench.runner import Subprocess, wait_reading, worker_env
 
     args = state.args
     tag = uuid.uuid4().hex[:8]
@@ -425,12 +425,7 @@ async def run(state: Soak, workdir: Path) -> None:
                                     max_request_size=4 * MB)
         produce_task: asyncio.Task[None] | None = None
         try:
-            def ready() -> bool:
-                kinds = {kind for _, kind, parts in log_assignments(worker.log_text()) if parts}
-                return kinds >= {"assigned", "ingest"}
-
-            await _wait_for("soak worker: partition assignment (Faust and ingest)", ready,
-                            worker, timeout_s=120, interval_s=0.1)
+            await wait_reading(worker, "soak worker", timeout_s=120)
             state.startup_s = round(time.time() - worker.started_at, 2)
             await producer.start()
             log(NAME, f"worker owns its partitions after {state.startup_s:.1f} s; producing "
