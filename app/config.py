@@ -101,6 +101,9 @@ class Settings:
     """Most Kafka messages a worker stage takes at once (batches are processed together)."""
     ingest_max_records: int = 5000
     """Most input messages the ingest stage takes from one fetch."""
+    ingest_fetch_bytes: int = 1024 * 1024
+    """Most bytes of input the ingest stage fetches at once, over all its partitions (a
+    larger message still comes, alone): what a backlog holds in memory while it is read."""
     commit_interval_seconds: float = 1.0
     """How often a worker checkpoints its windows with the input offsets they hold (what a
     crash replays at most), then commits those offsets."""
@@ -178,7 +181,7 @@ class Settings:
                     "batch_messages", "batch_wait_seconds", "internal_message_bytes",
                     "feedback_max_predictions", "max_models", "max_versions", "max_services",
                     "max_features", "series_idle_seconds", "ingest_max_records",
-                    "commit_interval_seconds")
+                    "ingest_fetch_bytes", "commit_interval_seconds")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_PREFIX}{name.upper()}: must be > 0")

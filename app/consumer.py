@@ -42,7 +42,7 @@ class BatchConsumer:
     def __init__(
         self, *, bootstrap: str, group_id: str, handle: Handler,
         checkpoint: Checkpoint, max_records: int = 2000,
-        max_fetch_bytes: int = 16 * 1024 * 1024, commit_interval_s: float = 1.0,
+        max_fetch_bytes: int = 1024 * 1024, commit_interval_s: float = 1.0,
         close_timeout_s: float = 5.0, kafka: Mapping[str, Any] | None = None,
     ) -> None:
         self.close_timeout_s = close_timeout_s
@@ -52,8 +52,11 @@ class BatchConsumer:
         self.commit_interval_s = commit_interval_s
         self._options: dict[str, Any] = {
             "bootstrap_servers": bootstrap, "group_id": group_id, "enable_auto_commit": False,
-            "auto_offset_reset": "earliest", "max_partition_fetch_bytes": max_fetch_bytes,
-            "fetch_max_bytes": max(max_fetch_bytes, 52_428_800), **(kafka or {}),
+            "auto_offset_reset": "earliest",
+            # bounded fetches bound what a backlog holds in memory; a message larger than
+            # either limit still comes, alone (KIP-74)
+            "fetch_max_bytes": max_fetch_bytes, "max_partition_fetch_bytes": max_fetch_bytes,
+            **(kafka or {}),
         }
         self.consumer: AIOKafkaConsumer | None = None
         self.positions: dict[TopicPartition, int] = {}

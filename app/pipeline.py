@@ -400,8 +400,7 @@ class Pipeline:
         self.ingest_consumer = BatchConsumer(
             bootstrap=s.bootstrap_or_error, group_id=f"{s.group_id}-ingest",
             handle=ingest_fetch, checkpoint=checkpoint, kafka=kafka_options(s),
-            max_records=s.ingest_max_records, max_fetch_bytes=max(s.max_message_bytes,
-                                                                  4 * 1024 * 1024),
+            max_records=s.ingest_max_records, max_fetch_bytes=s.ingest_fetch_bytes,
             commit_interval_s=s.commit_interval_seconds)
 
         @app.task

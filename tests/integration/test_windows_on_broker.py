@@ -83,9 +83,11 @@ async def test_three_models_three_windows_exact(settings, topics, start_worker, 
     events = scenario()
     truth = expected(events)
     assert len(truth) == 9
-    worker = start_worker()
+    # fetches of at most 4 KB: an envelope (~10 KB) larger than a whole fetch still comes
+    worker = start_worker(ingest_fetch_bytes=4096)
     worker.wait_assigned()
     values, keys = keyed_messages(events, envelope)
+    assert max(map(len, values)) > 4096 or not envelope
     await produce(settings, topics.predictions, values, keys)
     records = await consume(settings, topics.windows, lambda r: len(r) >= 9, settle_s=1.0)
     summaries = by_window(records)
