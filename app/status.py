@@ -21,7 +21,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -33,26 +33,68 @@ from app.events import AlertEvent, LogWindow, PredictionWindow, WindowSummary
 __all__ = ["Status", "StatusCollector"]
 
 _DRIFT_RULES = ("feature_drift", "prediction_drift")
+_encoder = msgspec.json.Encoder()
 
 
 def _epoch_s(rfc3339: str) -> float:
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
+_POINT = ("window_start", "count", "error_rate", "p50_ms", "p95_ms", "p99_ms", "confidence",
+          "accuracy", "drift_psi_max")
+"""Fields of a prediction series' history point (a tuple: 1,000 series × 60 points of dicts
+took ~40 MB)."""
+_LOG_POINT = ("window_start", "count", "error_rate")
+_PSI_MAX = _POINT.index("drift_psi_max")
+
+
+class _Latest(NamedTuple):
+    """What the Prometheus collector reads of a series' latest window."""
+
+    window_start: str
+    start_s: float
+    end_s: float
+    events: int
+    error_rate: float
+    cost_usd: float = 0.0
+    latency_ms: tuple[float, float, float] | None = None
+    """p50, p95, p99"""
+    confidence: float | None = None
+
+
+def _latest(summary: WindowSummary) -> _Latest:
+    start_s, end_s = _epoch_s(summary.window_start), _epoch_s(summary.window_end)
+    if isinstance(summary, LogWindow):
+        return _Latest(summary.window_start, start_s, end_s, summary.count, summary.error_rate)
+    latency = summary.latency_ms
+    return _Latest(summary.window_start, start_s, end_s, summary.count, summary.error_rate,
+                   summary.cost_usd,
+                   (latency.p50, latency.p95, latency.p99) if latency is not None else None,
+                   summary.confidence.mean if summary.confidence is not None else None)
+
+
 class _Series:
-    __slots__ = ("anomaly", "drift", "history", "latest", "partition", "performance",
-                 "performance_window")
+    """One series, compactly: its latest window as JSON (for the status page) and as the
+    few numbers the collector reads, history points and drift scores as tuples."""
+
+    __slots__ = ("anomaly", "drift", "history", "latest", "latest_json", "partition",
+                 "performance", "performance_window")
 
     def __init__(self, partition: int, history: int) -> None:
         self.partition = partition
-        self.latest: Any = None
-        self.history: collections.deque[dict[str, Any]] = collections.deque(maxlen=history)
-        self.drift: dict[tuple[str, str], dict[str, float]] = {}
-        """(signal, signal kind) → psi, js, p_value, drifted of the latest window."""
+        self.latest: _Latest | None = None
+        self.latest_json = b""
+        self.history: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=history)
+        self.drift: dict[tuple[str, str], tuple[float, float, float, float]] = {}
+        """(signal, signal kind) → (psi, js, p_value, drifted) of the latest window."""
         self.anomaly: dict[str, float] = {}
         self.performance: dict[str, float] = {}
         """Quality of the newest window with labels (windows close before labels come)."""
         self.performance_window = ""
+
+    def set_latest(self, summary: WindowSummary) -> None:
+        self.latest = _latest(summary)
+        self.latest_json = _encoder.encode(summary)
 
 
 class Status:
@@ -79,31 +121,21 @@ class Status:
                 series.performance = {
                     k: v for k, v in msgspec.structs.asdict(summary.performance).items()
                     if isinstance(v, float) and not k.startswith("label_delay")}
+            point = _prediction_point(summary)
             if summary.revision and series.latest is not None and (
                     series.latest.window_start != summary.window_start):
-                self._revise_history(series, summary)
+                for i, old in enumerate(series.history):   # a revision of an older window
+                    if old[0] == summary.window_start:
+                        series.history[i] = (*point[:_PSI_MAX], old[_PSI_MAX])
                 return
-            series.latest = summary
-            self._append(series, summary, _prediction_point(summary))
+            series.set_latest(summary)
+            _append(series, point)
         else:
             service = self.services.get(summary.service)
             if service is None:
                 service = self.services[summary.service] = _Series(partition, self.history)
-            service.latest = summary
-            self._append(service, summary, {"count": summary.count,
-                                            "error_rate": summary.error_rate})
-
-    def _append(self, series: _Series, summary: WindowSummary, point: dict[str, Any]) -> None:
-        point["window_start"] = summary.window_start
-        if series.history and series.history[-1]["window_start"] == summary.window_start:
-            series.history[-1].update(point)    # a revision of the newest window
-        else:
-            series.history.append(point)
-
-    def _revise_history(self, series: _Series, summary: PredictionWindow) -> None:
-        for point in series.history:
-            if point["window_start"] == summary.window_start:
-                point.update(_prediction_point(summary))
+            service.set_latest(summary)
+            _append(service, (summary.window_start, summary.count, summary.error_rate))
 
     def on_findings(self, partition: int, key: tuple[str, ...],
                     findings: Iterable[Finding]) -> None:
@@ -115,16 +147,15 @@ class Status:
             if f.rule in _DRIFT_RULES:
                 signal, kind = ((f.labels["feature"], "feature") if "feature" in f.labels
                                 else (f.labels.get("signal", "prediction"), "output"))
-                series.drift[(signal, kind)] = {
-                    "psi": float(f.evidence.get("psi", 0.0)),
-                    "js": float(f.evidence.get("js", 0.0)),
-                    "p_value": float(f.evidence.get("p_value", 1.0)),
-                    "drifted": float(f.firing)}
+                series.drift[(signal, kind)] = (
+                    float(f.evidence.get("psi", 0.0)), float(f.evidence.get("js", 0.0)),
+                    float(f.evidence.get("p_value", 1.0)), float(f.firing))
             elif f.rule == "window_anomaly":
                 series.anomaly["robust_z"] = float(f.value or 0.0)
                 series.anomaly["hst"] = float(f.evidence.get("hst_score") or 0.0)
         if series.history and series.drift:
-            series.history[-1]["drift_psi_max"] = max(d["psi"] for d in series.drift.values())
+            last = series.history[-1]
+            series.history[-1] = (*last[:_PSI_MAX], max(d[0] for d in series.drift.values()))
 
     def on_alerts(self, alerts: Iterable[AlertEvent]) -> None:
         for alert in alerts:
@@ -151,30 +182,39 @@ class Status:
         return {
             "models": [
                 {"model": model, "model_version": version,
-                 "latest": msgspec.to_builtins(s.latest) if s.latest is not None else None,
-                 "history": list(s.history),
-                 "drift": [{"signal": signal, "kind": kind, **scores}
+                 "latest": msgspec.json.decode(s.latest_json) if s.latest_json else None,
+                 "history": [dict(zip(_POINT, p, strict=True)) for p in s.history],
+                 "drift": [{"signal": signal, "kind": kind,
+                            **dict(zip(("psi", "js", "p_value", "drifted"), scores,
+                                       strict=True))}
                            for (signal, kind), scores in sorted(s.drift.items())],
                  "anomaly": s.anomaly, "performance": s.performance}
                 for (model, version), s in sorted(self.models.items())],
             "services": [
-                {"service": name, "latest": msgspec.to_builtins(s.latest),
-                 "history": list(s.history)}
-                for name, s in sorted(self.services.items()) if s.latest is not None],
+                {"service": name, "latest": msgspec.json.decode(s.latest_json),
+                 "history": [dict(zip(_LOG_POINT, p, strict=True)) for p in s.history]}
+                for name, s in sorted(self.services.items()) if s.latest_json],
             "alerts": [msgspec.to_builtins(a) for a in
                        sorted(self.alerts.values(), key=lambda a: a.starts_at, reverse=True)],
         }
 
 
-def _prediction_point(w: PredictionWindow) -> dict[str, Any]:
+def _prediction_point(w: PredictionWindow) -> tuple[Any, ...]:
+    """A history point (fields: ``_POINT``), no drift score yet."""
     latency = w.latency_ms
-    return {
-        "count": w.count, "error_rate": w.error_rate,
-        "p50_ms": latency.p50 if latency else None, "p95_ms": latency.p95 if latency else None,
-        "p99_ms": latency.p99 if latency else None,
-        "confidence": w.confidence.mean if w.confidence else None,
-        "accuracy": w.performance.accuracy if w.performance else None,
-    }
+    return (w.window_start, w.count, w.error_rate,
+            latency.p50 if latency else None, latency.p95 if latency else None,
+            latency.p99 if latency else None, w.confidence.mean if w.confidence else None,
+            w.performance.accuracy if w.performance else None, None)
+
+
+def _append(series: _Series, point: tuple[Any, ...]) -> None:
+    if series.history and series.history[-1][0] == point[0]:   # a revision of the newest
+        if len(point) > _PSI_MAX:
+            point = (*point[:_PSI_MAX], series.history[-1][_PSI_MAX])
+        series.history[-1] = point
+    else:
+        series.history.append(point)
 
 
 class StatusCollector(Collector):
@@ -217,25 +257,23 @@ class StatusCollector(Collector):
         for (model, version), series in sorted(s.models.items()):
             labels = [model, version]
             w = series.latest
-            if isinstance(w, PredictionWindow):
-                start_s, end_s = _epoch_s(w.window_start), _epoch_s(w.window_end)
-                events.add_metric(labels, w.count)
-                rate.add_metric(labels, w.count / max(end_s - start_s, 1e-9))
+            if w is not None:
+                events.add_metric(labels, w.events)
+                rate.add_metric(labels, w.events / max(w.end_s - w.start_s, 1e-9))
                 errors.add_metric(labels, w.error_rate)
-                end.add_metric(labels, end_s)
+                end.add_metric(labels, w.end_s)
                 cost.add_metric(labels, w.cost_usd)
                 if w.latency_ms is not None:
-                    for q, ms in (("50", w.latency_ms.p50), ("95", w.latency_ms.p95),
-                                  ("99", w.latency_ms.p99)):
+                    for q, ms in zip(("50", "95", "99"), w.latency_ms, strict=True):
                         latency.add_metric([*labels, q], ms / 1000.0)
                 if w.confidence is not None:
-                    confidence.add_metric(labels, w.confidence.mean)
+                    confidence.add_metric(labels, w.confidence)
             for metric, value in sorted(series.performance.items()):
                 quality.add_metric([*labels, metric], value)
-            for (signal, kind), scores in sorted(series.drift.items()):
-                for statistic in ("psi", "js"):
-                    drift.add_metric([*labels, signal, kind, statistic], scores[statistic])
-                p_value.add_metric([*labels, signal, kind], scores["p_value"])
+            for (signal, kind), (psi, js, p, _) in sorted(series.drift.items()):
+                drift.add_metric([*labels, signal, kind, "psi"], psi)
+                drift.add_metric([*labels, signal, kind, "js"], js)
+                p_value.add_metric([*labels, signal, kind], p)
             for detector, score in sorted(series.anomaly.items()):
                 anomaly.add_metric([*labels, detector], score)
         yield from (events, rate, errors, latency, confidence, cost, end, quality, drift,
@@ -248,8 +286,8 @@ class StatusCollector(Collector):
                                        "ERROR/FATAL share of the latest log window.",
                                        labels=["service"])
         for name, series in sorted(s.services.items()):
-            if isinstance(series.latest, LogWindow):
-                log_events.add_metric([name], series.latest.count)
+            if series.latest is not None:
+                log_events.add_metric([name], series.latest.events)
                 log_errors.add_metric([name], series.latest.error_rate)
         yield log_events
         yield log_errors

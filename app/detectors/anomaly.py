@@ -43,6 +43,9 @@ MIN_CHANGE = {
 }
 """Smallest absolute change that counts, per metric (latency/throughput: 20% relative)."""
 RELATIVE_MIN_CHANGE = 0.2
+METRICS = tuple(sorted(MIN_CHANGE))
+"""The metrics of a health vector (:func:`window_vector`); others are not judged."""
+_COLUMN = {metric: i for i, metric in enumerate(METRICS)}
 
 
 def window_vector(summary: Any, duration_s: float, null_rate: float) -> dict[str, float]:
@@ -67,7 +70,11 @@ class WindowAnomaly:
     ) -> None:
         self.warmup_windows = warmup_windows
         self.z_threshold = z_threshold
-        self.history: deque[dict[str, float]] = deque(maxlen=history_windows)
+        # the last `history_windows` vectors: a ring of rows, NaN where a metric was
+        # missing (1,000 model versions × 50 windows of dicts took ~25 MB)
+        self._history = np.full((history_windows, len(METRICS)), np.nan)
+        self._stored = 0
+        self._next = 0
         self.hst_window = hst_window
         self.seed = seed
         # 10 trees of height 6: ~0.3 MB once built (25 of height 8 took 2.9 MB per model
@@ -80,13 +87,18 @@ class WindowAnomaly:
 
     def observe(self, vector: dict[str, float]) -> Finding | None:
         """Judge one window's vector, then learn it (anomalous windows are not learnt)."""
-        if len(self.history) < self.warmup_windows:
-            self.history.append(vector)
+        if self._stored < self.warmup_windows:
+            self._remember(vector)
             return None
         deviations: list[dict[str, Any]] = []
         scaled: dict[str, float] = {}
+        rows = self._history[: self._stored]
         for metric, value in sorted(vector.items()):
-            past = np.array([h[metric] for h in self.history if metric in h])
+            column = _COLUMN.get(metric)
+            if column is None:
+                continue
+            past = rows[:, column]
+            past = past[~np.isnan(past)]
             if past.size < self.warmup_windows:
                 continue
             median = float(np.median(past))
@@ -102,7 +114,7 @@ class WindowAnomaly:
         deviations.sort(key=lambda d: -abs(d["z"]))
         firing = bool(deviations)
         if not firing:
-            self.history.append(vector)
+            self._remember(vector)
         top = deviations[0] if deviations else None
         summary = (f"{top['metric']} is {top['value']:.4g} (usual {top['median']:.4g}, "
                    f"robust z {top['z']})" if top else "window metrics are usual")
@@ -110,6 +122,24 @@ class WindowAnomaly:
             "window_anomaly", "anomaly", firing, {}, "warning",
             abs(top["z"]) if top else None, self.z_threshold, summary,
             {"metrics": deviations, "hst_score": self.last_score, "vector": vector})
+
+    def _remember(self, vector: dict[str, float]) -> None:
+        row = self._history[self._next]
+        row.fill(np.nan)
+        for metric, value in vector.items():
+            column = _COLUMN.get(metric)
+            if column is not None:
+                row[column] = value
+        self._next = (self._next + 1) % len(self._history)
+        self._stored = min(self._stored + 1, len(self._history))
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """The remembered vectors, oldest first."""
+        n = len(self._history)
+        rows = (self._history[(self._next - self._stored + i) % n] for i in range(self._stored))
+        return [{m: float(v) for m, v in zip(METRICS, row, strict=True) if not math.isnan(v)}
+                for row in rows]
 
     def _score_and_learn(self, x: dict[str, float]) -> float:
         assert self._hst is not None
@@ -125,7 +155,7 @@ class WindowAnomaly:
         if self._hst_seen >= self.hst_window:
             keep += self.hst_window
         return {
-            "warmup_windows": self.warmup_windows, "history_windows": self.history.maxlen,
+            "warmup_windows": self.warmup_windows, "history_windows": len(self._history),
             "z_threshold": self.z_threshold, "hst_window": self.hst_window, "seed": self.seed,
             "history": list(self.history), "hst_seen": self._hst_seen,
             "hst_inputs": list(self._hst_inputs)[-keep:] if keep else [],
@@ -135,7 +165,8 @@ class WindowAnomaly:
     def restore(cls, data: dict[str, Any], *, use_hst: bool = True) -> WindowAnomaly:
         out = cls(data["warmup_windows"], data["history_windows"], data["z_threshold"],
                   data["hst_window"], data["seed"], use_hst=use_hst)
-        out.history.extend(data["history"])
+        for vector in data["history"][-len(out._history):]:
+            out._remember(vector)
         for x in data["hst_inputs"]:
             if out._hst is not None:
                 out._hst.learn_one(x)

@@ -338,3 +338,15 @@ def test_a_missing_reference_file_does_not_stop_the_worker(tmp_path):
     detect = Detect(settings)
     profile = detect.new_profile(0, ("m", "v1"))
     assert profile is not None and profile.edges == {}
+
+
+def test_window_anomaly_remembers_the_last_windows_in_order_across_a_restore():
+    a = WindowAnomaly(warmup_windows=3, history_windows=4)
+    for i in range(7):
+        a.observe({"error_rate": 0.01 * i, "latency_p99_ms": 100.0 + i, "unknown": 1.0})
+    assert [h["latency_p99_ms"] for h in a.history] == [103.0, 104.0, 105.0, 106.0]
+    assert all("unknown" not in h for h in a.history)
+    restored = WindowAnomaly.restore(a.snapshot())
+    assert restored.history == a.history
+    restored.observe({"error_rate": 0.07, "latency_p99_ms": 107.0})
+    assert [h["latency_p99_ms"] for h in restored.history] == [104.0, 105.0, 106.0, 107.0]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from app.events import PredictionWindow
+from app.events import PerformanceSummary, PredictionWindow
 from app.sdk.simulator import Injection, Simulator
 from app.status import StatusCollector
 from app.testing import LocalPipeline
@@ -67,3 +68,24 @@ def test_status_json_has_history_drift_and_open_alerts():
     assert {a["rule"] for a in doc["alerts"]} >= {"slow", "feature_drift"}
     pipe.status.keep_only(set())
     assert pipe.status.to_json() == {"models": [], "services": [], "alerts": []}
+
+
+def test_a_revision_of_an_older_window_updates_its_point_and_keeps_its_drift_score():
+    pipe = run()
+    status = pipe.status
+    series = status.models[("model-1", "v1")]
+    first, newest = series.history[-2], series.history[-1]
+    assert first[-1] is not None   # a drift score, which a revision must keep
+    window = next(w for w in pipe.windows if isinstance(w, PredictionWindow)
+                  and w.model == "model-1" and w.window_start == first[0])
+    revised = msgspec.structs.replace(
+        window, revision=1,
+        performance=PerformanceSummary(labelled=3, label_coverage=0.1, accuracy=0.5))
+    status.on_window(0, revised)
+    points = status.to_json()["models"][1]["history"]
+    assert points[-2]["accuracy"] == 0.5 and points[-2]["window_start"] == first[0]
+    assert points[-2]["drift_psi_max"] == first[-1]
+    assert points[-1]["drift_psi_max"] is not None and series.history[-1] == newest
+    # the latest window stays the newest one, not the revised older one
+    assert status.to_json()["models"][1]["latest"]["window_start"] == newest[0]
+    assert status.models[("model-1", "v1")].performance["accuracy"] == 0.5
