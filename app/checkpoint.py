@@ -27,6 +27,7 @@ True
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import zlib
 from array import array
@@ -59,6 +60,19 @@ class Checkpoint(msgspec.Struct, frozen=True):
     """``"topic:partition"`` → next input offset whose events the state does not hold."""
     hops: dict[str, int]
     """``"topic:partition"`` of a source → last sequence number applied from it."""
+
+    def fingerprint(self) -> Checkpoint:
+        """This checkpoint with a 16-byte digest for its state: what a worker keeps of the
+        last one it wrote, to tell whether the next one changed (not ~1 MB per partition).
+
+        >>> a = Checkpoint(state=b"windows", inputs={"in:0": 5}, hops={})
+        >>> a.fingerprint() == Checkpoint(b"windows", {"in:0": 5}, {}).fingerprint()
+        True
+        >>> a.fingerprint() == Checkpoint(b"windows", {"in:0": 6}, {}).fingerprint()
+        False
+        """
+        return msgspec.structs.replace(
+            self, state=hashlib.blake2b(self.state, digest_size=16).digest())
 
 
 class _Header(msgspec.Struct, frozen=True):

@@ -44,6 +44,7 @@ from __future__ import annotations
 import array
 import collections
 import math
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -57,6 +58,16 @@ __all__ = ["LabelJoin", "Revised", "WindowLabels"]
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(PredictionWindow)
+
+
+def _pack(summary: PredictionWindow) -> bytes:
+    """A closed window's summary as kept for its revisions: compressed JSON (~1.2 KB with
+    20 features instead of ~4.3 KB; an hour of 1,000 series' windows held ~250 MB)."""
+    return zlib.compress(_encoder.encode(summary), 1)
+
+
+def _unpack(packed: bytes) -> PredictionWindow:
+    return _decoder.decode(zlib.decompress(packed))
 
 
 @dataclass(slots=True)
@@ -101,7 +112,7 @@ class WindowLabels:
         self.scored = bytearray()
         self.sorted = True
         self.performance = Performance(join.max_classes)
-        self.summary: bytes | None = None   # set when the window closes
+        self.summary: bytes | None = None   # set when the window closes (_pack)
         self.revision = 0
         self.last_revision_wall_s = -math.inf
         self.active = True   # False once the window left the index
@@ -255,7 +266,7 @@ class LabelJoin:
         revisions while labels may still come."""
         window.result(summary)
         if window.pending and window in self.windows.get(window.key[0], ()):
-            window.summary = _encoder.encode(summary)
+            window.summary = _pack(summary)
         else:
             self._forget(window)
 
@@ -291,10 +302,10 @@ class LabelJoin:
 
     def _revise(self, window: WindowLabels, now_wall_s: float) -> Revised:
         assert window.summary is not None
-        summary = window.result(_decoder.decode(window.summary))
+        summary = window.result(_unpack(window.summary))
         window.revision += 1
         summary.revision = window.revision
-        window.summary = _encoder.encode(summary)
+        window.summary = _pack(summary)
         window.last_revision_wall_s = now_wall_s
         self.counts["revisions"] += 1
         return Revised(window.partition, window.key, window.start_s, window.end_s, summary)

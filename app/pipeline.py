@@ -120,6 +120,7 @@ class Pipeline:
         self.held: list[Any] = []
         """Repartitioned messages applied since the last checkpoint: acked after it."""
         self.written: dict[int, Checkpoint] = {}
+        """Fingerprint of the last checkpoint written (or restored) per partition."""
         self.slots: dict[int, int] = {}
         """The slot the next checkpoint of each partition goes to (not its last one's)."""
         self.reading = False
@@ -369,7 +370,7 @@ class Pipeline:
             hop positions they hold; then ack the repartitioned messages they hold."""
             self.input_offsets.update(positions)
             async with self.state_lock:   # no agent between a change and its output
-                due: list[tuple[int, Checkpoint]] = []
+                due: list[tuple[int, Checkpoint, Checkpoint]] = []
                 for partition in sorted(self.restored):
                     point = Checkpoint(
                         state=self.summarizer.partition_state(partition),
@@ -378,13 +379,14 @@ class Pipeline:
                                 if tp.topic in exact_inputs
                                 and tp.partition % s.partitions == partition},
                         hops=self.hops.state(partition))
-                    if self.written.get(partition) != point:
-                        due.append((partition, point))
+                    mark = point.fingerprint()
+                    if self.written.get(partition) != mark:
+                        due.append((partition, point, mark))
                 held, self.held = self.held, []
             if not due and not held:
                 return
             await flush()   # the output of the changes the checkpoints hold
-            for partition, point in due:
+            for partition, point, mark in due:
                 slot = self.slots.get(partition, 0)
                 for key, value in checkpoint_records(partition, point, slot):
                     await checkpoints.send(key=key, value=value, partition=partition)
@@ -393,7 +395,7 @@ class Pipeline:
                     # reader see every record of it
                     await flush()
                 self.slots[partition] = 1 - slot
-                self.written[partition] = point
+                self.written[partition] = mark
             for message in held:
                 message.ack(app.consumer)
 
@@ -558,7 +560,7 @@ class Pipeline:
             return {}
         self.summarizer.restore_partition(partition, point.state, self.clock())
         self.hops.restore(partition, point.hops)
-        self.written[partition] = point
+        self.written[partition] = point.fingerprint()
         offsets = {}
         for name, offset in point.inputs.items():
             topic, _, index = name.rpartition(":")
