@@ -90,7 +90,7 @@ class AnomalySpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     latency_sample_every: Annotated[int, msgspec.Meta(ge=0)] = 100
     """Score one event's latency in this many with HalfSpaceTrees (0: off)."""
     hst_max_series: Annotated[int, msgspec.Meta(ge=0)] = 50
-    """Model versions per worker that get HalfSpaceTrees (river's trees take ~1.5 MB per
+    """Model versions per worker that get HalfSpaceTrees (river's trees take ~0.6 MB per
     model version once trained); the others keep the robust window check and ADWIN."""
 
 
