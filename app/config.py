@@ -118,8 +118,8 @@ class Settings:
     """How long (event time after a window ends) labels are joined to its predictions;
     0 turns the join off."""
     feedback_max_predictions: int = 250_000
-    """Most predictions a worker keeps awaiting labels (~25 bytes each); oldest windows
-    go first."""
+    """Most predictions a worker keeps awaiting labels (~25 bytes each; a window awaiting
+    labels counts as 64, ``app.join.WINDOW_COST``); oldest windows go first."""
     feedback_min_labels: int = 20
     """Labels a window needs before ``performance.*`` rules judge it."""
     revision_interval_seconds: float = 5.0

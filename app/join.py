@@ -10,7 +10,9 @@ moved a window and its lateness past the label's time.
 
 Memory is bounded: a window's entries are kept until the model's newest event
 time is ``horizon_s`` past the window's end, and a worker keeps at most
-``max_predictions`` entries (the oldest windows go first, counted as evicted).
+``max_predictions`` entries (the oldest windows go first, counted as evicted), where a
+window awaiting labels counts as ``WINDOW_COST`` entries besides its predictions (its
+summary and counters: quiet models' windows would otherwise grow without bound).
 Nothing is written per event to Kafka: like the windows, the index is in memory.
 
 A *closed* window whose performance changed is due for a revision: its summary
@@ -58,6 +60,11 @@ __all__ = ["LabelJoin", "Revised", "WindowLabels"]
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(PredictionWindow)
+
+
+WINDOW_COST = 64
+"""What a window awaiting labels counts against ``max_predictions``: its compressed summary,
+quality counters and index (~1.6 KB) weigh about as much as 64 predictions (~25 B each)."""
 
 
 def _pack(summary: PredictionWindow) -> bytes:
@@ -152,7 +159,7 @@ class WindowLabels:
                 if self.score(event_id, label, label_time_s):
                     del waiting[event_id]
                     join.early_size -= 1
-        if join.size > join.max_predictions:
+        if join.load > join.max_predictions:
             join.evict()
 
     def _find(self, event_id: str) -> int:
@@ -226,6 +233,9 @@ class LabelJoin:
         self.early: dict[str, dict[str, tuple[object, float]]] = {}
         """Per model, labels whose prediction has not been seen yet."""
         self.size = 0
+        """Predictions held (awaiting labels)."""
+        self.window_count = 0
+        """Windows held (awaiting labels)."""
         self._values: dict[object, object] = {}
         self.early_size = 0
         self.dirty: set[WindowLabels] = set()
@@ -238,6 +248,7 @@ class LabelJoin:
         """The label index of a new window of (model, version)."""
         window = WindowLabels(self, partition, key)
         self.windows.setdefault(key[0], []).append(window)
+        self.window_count += 1
         self.partition_of[key[0]] = partition
         return window
 
@@ -326,12 +337,18 @@ class LabelJoin:
             if not waiting:
                 del self.early[model]
 
+    @property
+    def load(self) -> int:
+        """What the index holds against ``max_predictions``: its predictions, and
+        ``WINDOW_COST`` per window."""
+        return self.size + WINDOW_COST * self.window_count
+
     def evict(self) -> None:
         """Drop the oldest windows until the index is at 90% of its bound."""
         windows = sorted((w for ws in self.windows.values() for w in ws),
-                         key=lambda w: w.start_s)
+                         key=lambda w: (math.isnan(w.start_s), w.start_s))
         for window in windows:
-            if self.size <= 0.9 * self.max_predictions:
+            if self.load <= 0.9 * self.max_predictions:
                 break
             self.counts["evicted"] += window.pending
             self._leave(window)
@@ -353,6 +370,7 @@ class LabelJoin:
         windows = self.windows.get(window.key[0])
         if windows is not None and window in windows:
             windows.remove(window)
+            self.window_count -= 1
             if not windows:
                 del self.windows[window.key[0]]
 

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from app.events import PredictionWindow
-from app.join import LabelJoin
+from app.join import WINDOW_COST, LabelJoin
 from app.testing import LocalPipeline
 
 T0 = 1_000_020.0   # window [1_000_020, 1_000_030) with 10 s windows
@@ -91,10 +91,28 @@ def test_the_index_is_bounded_oldest_windows_first():
             msgspec.json.encode(predictions("m", T0 + 10 * w, 100, prefix=f"{w}-")),
             topic="t", partition=0, offset=0, now_s=0).by_key["m"]
         window.remember(events)
-        assert join.size <= 1000
+        assert join.load <= 1000
     kept = [w.start_s for w in join.windows["m"]]
     assert kept == sorted(kept) and kept[-1] == T0 + 290
-    assert join.counts["evicted"] == 3000 - join.size
+    pending = sum(w.pending for w in join.windows["m"])
+    assert join.size == pending and join.load == pending + WINDOW_COST * len(kept)
+    assert join.counts["evicted"] == 3000 - pending
+
+
+def test_quiet_windows_count_against_the_bound_too():
+    """One prediction per window: the windows themselves (summary, counters) are what
+    weighs, and they are bounded as well."""
+    join = LabelJoin(window_s=10, horizon_s=1e9, max_predictions=1000)
+    p = pipe()
+    for w in range(200):
+        window = join.open(0, ("m", "v1"))
+        events = p.ingest.predictions(
+            msgspec.json.encode(predictions("m", T0 + 10 * w, 1, prefix=f"{w}-")),
+            topic="t", partition=0, offset=0, now_s=0).by_key["m"]
+        window.remember(events)
+        assert join.load <= 1000
+    assert len(join.windows["m"]) <= 1000 // (WINDOW_COST + 1)
+    assert join.windows["m"][-1].start_s == T0 + 1990
 
 
 def test_revisions_are_throttled_per_window():
