@@ -105,10 +105,12 @@ class ModelMonitor:
 
     def new_profile(self) -> WindowProfile:
         """What the next window of this version collects."""
+        ref = self.reference
         return WindowProfile(
-            edges=self.reference.edges() if self.reference is not None else None,
+            edges=ref.edges() if ref is not None else None,
             sample_size=self._window_sample_size() if self._collecting() else 0,
             changes=_PerEvent(self.changes, self.latency), rng=self.rng,
+            rows=ref.rows() if ref is not None else None,
         )
 
     def on_window(

@@ -117,7 +117,19 @@ class Reference:
     end_s: float
 
     def edges(self) -> dict[str, np.ndarray]:
-        return {signal: ref.edges for signal, ref in self.numeric.items()}
+        """Bin edges per numeric signal: one dict, shared by every window's profile."""
+        cached = self.__dict__.get("_edges")
+        if cached is None:
+            cached = self.__dict__["_edges"] = {
+                signal: ref.edges for signal, ref in self.numeric.items()}
+        return cached
+
+    def rows(self) -> dict[str, int]:
+        """Row of each numeric signal in a window profile's table (shared, like edges)."""
+        cached = self.__dict__.get("_rows")
+        if cached is None:
+            cached = self.__dict__["_rows"] = {s: i for i, s in enumerate(self.edges())}
+        return cached
 
     def to_dict(self) -> dict[str, Any]:
         return {
