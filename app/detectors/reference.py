@@ -47,7 +47,7 @@ __all__ = [
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
-@dataclass
+@dataclass(slots=True)
 class NumericRef:
     """One numeric signal of the reference.
 
@@ -80,7 +80,7 @@ class NumericRef:
                 "null_rate": self.null_rate}
 
 
-@dataclass
+@dataclass(slots=True)
 class CategoricalRef:
     """One categorical signal of the reference: value counts, the rest as ``other``."""
 
