@@ -27,7 +27,9 @@ bench: venv  ## installs the bench extra (Quix Streams, the peer) first
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	$(PY) -m bench
 	$(PY) -m bench.detection
-	$(PY) -m bench.memory
+	$(PY) -m bench.memory --worker
+	$(PY) -m bench.memory --worker --cases '' --windows 13 --later-events 25 \
+		--output bench/results/memory-steady.json
 	$(PY) -m bench.latency
 	$(PY) -m bench.scaleout
 	$(PY) -m bench.sdk
