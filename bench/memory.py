@@ -23,8 +23,11 @@ whatever the number of series); the label join off (``MLPULSE_FEEDBACK_HORIZON_S
 what the series themselves cost; detectors off (label join on).
 
 The default shape does not reach the window-anomaly warm-up (10 windows): ``--windows 13
---later-events 25`` does, at about the same cost (its later windows are 4x quieter, which
-the anomaly detector duly reports as throughput drops).
+--later-events 25`` does (the steady state: anomaly history filling, the window
+HalfSpaceTrees of ``hst_max_series`` series built, 12 closed windows awaiting labels per
+series; its later windows are 4x quieter, which the anomaly detector duly reports as
+throughput drops). ``make bench`` runs both, the second into
+``bench/results/memory-steady.json``.
 
 The window summaries and alerts the test pipeline collects are dropped as they come (a
 worker publishes and forgets them). ``--worker`` adds the RSS of a real ``python -m app
