@@ -55,7 +55,8 @@ class BatchConsumer:
             "auto_offset_reset": "earliest",
             # bounded fetches bound what a backlog holds in memory; a message larger than
             # either limit still comes, alone (KIP-74)
-            "fetch_max_bytes": max_fetch_bytes, "max_partition_fetch_bytes": max_fetch_bytes,
+            "fetch_max_bytes": max_fetch_bytes,
+            "max_partition_fetch_bytes": min(max_fetch_bytes, 1024 * 1024),
             **(kafka or {}),
         }
         self.consumer: AIOKafkaConsumer | None = None
