@@ -101,7 +101,7 @@ class Settings:
     """Most Kafka messages a worker stage takes at once (batches are processed together)."""
     ingest_max_records: int = 5000
     """Most input messages the ingest stage takes from one fetch."""
-    ingest_fetch_bytes: int = 4 * 1024 * 1024
+    ingest_fetch_bytes: int = 1024 * 1024
     """Most bytes of input the ingest stage fetches at once, over all its partitions (a
     larger message still comes, alone): what a backlog holds in memory while it is read."""
     commit_interval_seconds: float = 1.0
