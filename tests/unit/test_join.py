@@ -82,16 +82,23 @@ def test_unmatched_labels_and_the_horizon():
     assert join.counts["joined"] == 0 and not join.early
 
 
-def test_the_index_is_bounded_oldest_windows_first():
+def fill_bounded(windows: int, per_window: int) -> LabelJoin:
+    """A join bounded at 1,000 fed ``windows`` 10 s windows of ``per_window`` predictions,
+    checking the bound after each."""
     join = LabelJoin(window_s=10, horizon_s=1e9, max_predictions=1000)
     p = pipe()
-    for w in range(30):   # 30 windows of 100 predictions
+    for w in range(windows):
         window = join.open(0, ("m", "v1"))
         events = p.ingest.predictions(
-            msgspec.json.encode(predictions("m", T0 + 10 * w, 100, prefix=f"{w}-")),
+            msgspec.json.encode(predictions("m", T0 + 10 * w, per_window, prefix=f"{w}-")),
             topic="t", partition=0, offset=0, now_s=0).by_key["m"]
         window.remember(events)
         assert join.load <= 1000
+    return join
+
+
+def test_the_index_is_bounded_oldest_windows_first():
+    join = fill_bounded(30, 100)
     kept = [w.start_s for w in join.windows["m"]]
     assert kept == sorted(kept) and kept[-1] == T0 + 290
     pending = sum(w.pending for w in join.windows["m"])
@@ -102,15 +109,7 @@ def test_the_index_is_bounded_oldest_windows_first():
 def test_quiet_windows_count_against_the_bound_too():
     """One prediction per window: the windows themselves (summary, counters) are what
     weighs, and they are bounded as well."""
-    join = LabelJoin(window_s=10, horizon_s=1e9, max_predictions=1000)
-    p = pipe()
-    for w in range(200):
-        window = join.open(0, ("m", "v1"))
-        events = p.ingest.predictions(
-            msgspec.json.encode(predictions("m", T0 + 10 * w, 1, prefix=f"{w}-")),
-            topic="t", partition=0, offset=0, now_s=0).by_key["m"]
-        window.remember(events)
-        assert join.load <= 1000
+    join = fill_bounded(200, 1)
     assert len(join.windows["m"]) <= 1000 // (WINDOW_COST + 1)
     assert join.windows["m"][-1].start_s == T0 + 1990
 
