@@ -87,8 +87,8 @@ class Performance:
             out["accuracy"] = correct / total
             per_class = {c: _prf(self.confusion, c) for c in classes}
             binary = _positive(classes)
-            if binary is not None:
-                out["precision"], out["recall"], out["f1"] = per_class[binary]
+            if binary is not None:   # the positive class may be absent (all "0"): zeros
+                out["precision"], out["recall"], out["f1"] = _prf(self.confusion, binary)
             else:
                 for i, name in enumerate(("precision", "recall", "f1")):
                     out[name] = sum(v[i] for v in per_class.values()) / len(per_class)

@@ -45,3 +45,15 @@ def test_regression_errors_and_bounded_classes():
 def test_no_labels_yet():
     assert Performance().result(predictions=7) == PerformanceSummary(
         labelled=0, label_coverage=0.0)
+
+
+@pytest.mark.parametrize("pairs", [[(0.0, 0.0, 1.0)] * 3, [(False, False, 1.0)],
+                                   [(0.0, 0.0, 1.0), (0.0, 0.0, 2.0)]])
+def test_a_binary_window_without_its_positive_class_scores_zero_not_crash(pairs):
+    """Only "0" (or false) predictions and labels: the positive class is absent. This
+    raised KeyError in a worker's revision timer and crashed it (found by `make run`)."""
+    performance = Performance()
+    performance.add(pairs)
+    result = performance.result(len(pairs))
+    assert result.accuracy == 1.0
+    assert (result.precision, result.recall, result.f1) == (0.0, 0.0, 0.0)
