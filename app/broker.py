@@ -11,9 +11,13 @@ Usage::
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 from app.errors import BrokerError
@@ -26,6 +30,23 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has Linux kill the child when its parent dies (the broker
+    runs in a session of its own, so nothing else would stop it after a ``kill -9``)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGKILL))
+
+    return preexec
 
 
 class EmbeddedBroker:
@@ -53,11 +74,16 @@ class EmbeddedBroker:
         url = f"tcp://{self.host}:{self.port}"
         advertised = f"tcp://{self.host}:{self.advertised_port}"
         output = subprocess.DEVNULL if quiet else None
+        # a session of its own: a Ctrl-C in the terminal reaches mlpulse only, which stops
+        # its worker while the broker is still there, then the broker (it used to die
+        # first, and the worker's shutdown hung on it)
         self.process = subprocess.Popen(
             [str(binary), "broker", "--listener-url", url, "--advertised-listener-url",
              advertised],
             stdout=output,
             stderr=output,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(),  # noqa: PLW1509 - only prctl, no lock, no import
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
