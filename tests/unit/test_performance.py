@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.events import PerformanceSummary
 from app.performance import Performance
@@ -57,3 +59,23 @@ def test_a_binary_window_without_its_positive_class_scores_zero_not_crash(pairs)
     result = performance.result(len(pairs))
     assert result.accuracy == 1.0
     assert (result.precision, result.recall, result.f1) == (0.0, 0.0, 0.0)
+
+
+_VALUES = st.one_of(st.sampled_from([0.0, 1.0, True, False, "0", "1", "cat", "dog", None]),
+                    st.floats(allow_nan=False, allow_infinity=False, width=32),
+                    st.text(max_size=3))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_VALUES, _VALUES, st.floats(0, 1e6)), max_size=40),
+       st.integers(1, 5))
+def test_any_labelled_pairs_give_a_summary_in_range(pairs, max_classes):
+    """Whatever predictions and labels come (labels are input), a window's quality is a
+    summary with scores in [0, 1], never an exception in the worker's timer."""
+    performance = Performance(max_classes=max_classes)
+    performance.add(pairs)
+    result = performance.result(len(pairs) or 1)
+    assert result.labelled == len(pairs)
+    for name in ("accuracy", "precision", "recall", "f1", "macro_f1", "label_coverage"):
+        value = getattr(result, name)
+        assert value is None or 0.0 <= value <= 1.0, (name, value)
