@@ -54,7 +54,8 @@ class BatchConsumer:
             "bootstrap_servers": bootstrap, "group_id": group_id, "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
             # bounded fetches bound what a backlog holds in memory; a message larger than
-            # either limit still comes, alone (KIP-74)
+            # either limit still comes, alone (KIP-74). Per partition at most Kafka's
+            # default 1 MiB, so that a larger total is shared by the backlogged partitions
             "fetch_max_bytes": max_fetch_bytes,
             "max_partition_fetch_bytes": min(max_fetch_bytes, 1024 * 1024),
             **(kafka or {}),

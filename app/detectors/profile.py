@@ -14,7 +14,7 @@ State is bounded: ``B + 2`` integers or ``sample_size`` floats per signal.
 
 >>> profile = WindowProfile(edges={"f:x": np.array([0.0, 1.0, 2.0])}, sample_size=4)
 >>> profile.add("f:x", np.array([-5.0, 0.5, 1.5, 1.7, 9.0]))
->>> profile.bins["f:x"].tolist()        # below, [0, 1), [1, 2), above
+>>> profile.counts("f:x", profile.edges["f:x"]).tolist()   # below, [0, 1), [1, 2), above
 [1, 1, 2, 1]
 >>> profile.add("f:y", np.arange(10.0))  # no bins yet: a 4-value sample of 10
 >>> profile.samples["f:y"].seen, profile.samples["f:y"].values.size
@@ -111,14 +111,6 @@ class WindowProfile:
         """Row of each binned signal in the table (``Reference.rows``: shared)."""
         self._table: np.ndarray | None = None
         self.samples: dict[str, Reservoir] = {}
-
-    @property
-    def bins(self) -> dict[str, np.ndarray]:
-        """Counts per binned signal that saw values (views of the table)."""
-        if self._table is None:
-            return {}
-        return {signal: self._table[row, : self.edges[signal].size + 1]
-                for signal, row in self._rows.items() if self._table[row].any()}
 
     def add(self, signal: str, values: np.ndarray) -> None:
         """Fold a batch of one signal's values (finite floats, event order)."""
