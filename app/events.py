@@ -85,9 +85,17 @@ def _epoch_seconds(value: float | datetime) -> float:
     return value.timestamp() if isinstance(value, datetime) else float(value)
 
 
+_GOOD_NAMES: set[str] = set()
+"""Names that passed :func:`_check_name` (at most ``_MAX_GOOD_NAMES``): most events name
+a model seen before, and a set lookup is cheaper than the check."""
+_MAX_GOOD_NAMES = 10_000
+
+
 def _check_name(field: str, value: str) -> None:
     if value.encode().translate(None, _NAME_CHARS):   # what is left is not allowed
         raise ValueError(f"Expected `str` of [A-Za-z0-9._:/-] only - at `$.{field}`")
+    if len(_GOOD_NAMES) < _MAX_GOOD_NAMES:
+        _GOOD_NAMES.add(value)
 
 
 def _check_trace_id(value: str | None) -> None:
@@ -117,10 +125,14 @@ class PredictionEvent(Struct, kw_only=True, gc=False):
     cache_hit: bool | None = None
 
     def __post_init__(self) -> None:
+        # runs for every event: the checks are inlined, and a model name checked once
         if type(self.timestamp) is not float:
             self.timestamp = _epoch_seconds(self.timestamp)
-        _check_name("model", self.model)
-        _check_trace_id(self.trace_id)
+        if self.model not in _GOOD_NAMES:
+            _check_name("model", self.model)
+        trace_id = self.trace_id
+        if trace_id is not None and trace_id.encode().translate(None, _HEX):
+            _check_trace_id(trace_id)
 
     @property
     def event_time_s(self) -> float:

@@ -45,7 +45,9 @@ from __future__ import annotations
 
 import array
 import collections
+import itertools
 import math
+import operator
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -61,6 +63,12 @@ __all__ = ["LabelJoin", "Revised", "WindowLabels"]
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(PredictionWindow)
 
+
+_TIMESTAMP = operator.attrgetter("timestamp")   # event time, epoch seconds once decoded
+_PREDICTION = operator.attrgetter("prediction")
+_EVENT_ID = operator.attrgetter("event_id")
+_SHARED = {str, float}
+"""Prediction types :meth:`LabelJoin.value` shares one object of."""
 
 WINDOW_COST = 64
 """What a window awaiting labels counts against ``max_predictions``: its compressed summary,
@@ -134,18 +142,21 @@ class WindowLabels:
             self.start_s = math.floor(events[0].event_time_s / join.window_s) * join.window_s
             self.end_s = self.start_s + join.window_s
         self.count += len(events)
-        times_s = [e.event_time_s for e in events]
+        times_s = list(map(_TIMESTAMP, events))
         join.saw(self.key[0], max(times_s), prediction=True)
         if not self.active:
             return
-        judged = [e for e in events if e.prediction is not None]
-        if len(judged) < len(events):
-            times_s = [e.event_time_s for e in judged]
-        if not judged:
-            return
-        self.predictions.extend([join.value(e.prediction) for e in judged])
+        predictions = list(map(_PREDICTION, events))
+        judged = events
+        if None in predictions:
+            judged = [e for e in events if e.prediction is not None]
+            if not judged:
+                return
+            times_s = list(map(_TIMESTAMP, judged))
+            predictions = list(map(_PREDICTION, judged))
+        self.predictions.extend(join.values(predictions))
         self.times_s.extend(times_s)
-        hashes = [hash(e.event_id) for e in judged]
+        hashes = list(map(hash, map(_EVENT_ID, judged)))
         self.hashes.extend(hashes)
         self.scored.extend(bytes(len(judged)))
         self.sorted = False
@@ -251,6 +262,26 @@ class LabelJoin:
         self.window_count += 1
         self.partition_of[key[0]] = partition
         return window
+
+    def values(self, predictions: list[object]) -> list[object]:
+        """:meth:`value` of each prediction (the usual batch, all strings or all floats, in
+        C-speed passes).
+
+        >>> join = LabelJoin(window_s=60, horizon_s=600)
+        >>> a, b = join.values(["cat", "cat"]), join.values(["".join(["c", "at"])])
+        >>> a[0] is a[1] is b[0]
+        True
+        """
+        held = self._values
+        kinds = set(map(type, predictions))
+        if len(kinds) != 1 or not kinds <= _SHARED:   # mixed: True and 1.0 hash alike
+            return [self.value(p) for p in predictions]
+        room = 4 * self.max_classes - len(held)
+        if room > 0:
+            new = set(predictions).difference(held)
+            for prediction in itertools.islice(new, room):
+                held[prediction] = prediction
+        return list(map(held.get, predictions, predictions))
 
     def value(self, prediction: object) -> object:
         """``prediction`` itself, or an equal string or float already held (classes

@@ -17,7 +17,7 @@ partition it owns and feeds it batches of events with the wall-clock time.
 ...     def __init__(self, key): self.n = 0
 ...     def add_batch(self, events): self.n += len(events)
 >>> class Ev:
-...     def __init__(self, t): self.event_time_s = t
+...     def __init__(self, t): self.timestamp = t
 >>> w = TumblingWindows(size_s=10, lateness_s=2, new_aggregate=Count)
 >>> w.add(("m",), [Ev(1), Ev(5), Ev(12)], now_wall_s=0)
 0
@@ -32,6 +32,7 @@ partition it owns and feeds it batches of events with the wall-clock time.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -40,7 +41,11 @@ __all__ = ["ClosedWindow", "TumblingWindows"]
 
 class Timed(Protocol):
     @property
-    def event_time_s(self) -> float: ...
+    def timestamp(self) -> Any:
+        """Event time, Unix epoch seconds (as decoded events hold it)."""
+
+
+_TIMESTAMP = operator.attrgetter("timestamp")
 
 
 class Aggregate(Protocol):
@@ -121,7 +126,7 @@ class TumblingWindows(Generic[A]):
         closed_through = max(self.watermark_s(key), self._closed_through.get(key, -math.inf))
         groups: dict[float, list[Timed]] = {}
         late = 0
-        times = [event.event_time_s for event in events]
+        times = list(map(_TIMESTAMP, events))
         newest = max(times)
         first = self.window_start(min(times))
         if first == self.window_start(newest):
@@ -130,9 +135,9 @@ class TumblingWindows(Generic[A]):
                 late = len(events)
             else:
                 groups[first] = list(events)
-            events = ()
-        for event in events:
-            start = self.window_start(event.event_time_s)
+            events, times = (), []
+        for event, time_s in zip(events, times, strict=True):
+            start = self.window_start(time_s)
             if start + size <= closed_through:
                 late += 1
                 continue
@@ -162,7 +167,7 @@ class TumblingWindows(Generic[A]):
         pause, e.g. a rebalance: the idle close gives each its full time again).
 
         >>> class Ev:
-        ...     def __init__(self, t): self.event_time_s = t
+        ...     def __init__(self, t): self.timestamp = t
         >>> class Events(list):
         ...     add_batch = list.extend
         >>> w = TumblingWindows(size_s=10, lateness_s=0, new_aggregate=lambda key: Events())
@@ -183,7 +188,7 @@ class TumblingWindows(Generic[A]):
         ...     def __init__(self, n=0): self.n = n
         ...     def add_batch(self, events): self.n += len(events)
         >>> class Ev:
-        ...     def __init__(self, t): self.event_time_s = t
+        ...     def __init__(self, t): self.timestamp = t
         >>> w = TumblingWindows(size_s=10, lateness_s=0, new_aggregate=lambda key: Count())
         >>> w.add(("m",), [Ev(1), Ev(12), Ev(15)], now_wall_s=0)
         0

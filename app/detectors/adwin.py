@@ -67,12 +67,13 @@ class ChangeDetectors:
             if detector.drift_detected:
                 detector._reset()
                 helper = detector._helper
-            update = helper.update
-            for value in values.tolist():
-                if update(value):
-                    found += 1
-                    detector._reset()
-                    update = detector._helper.update
+            # next(filter(None, map(...))) feeds values in C up to the first change (or
+            # the end); after a change the rest go on to the fresh helper
+            rest = iter(values.tolist())
+            while next(filter(None, map(helper.update, rest)), False):
+                found += 1
+                detector._reset()
+                helper = detector._helper
         if found:
             self._detections[signal] = self._detections.get(signal, 0) + found
 

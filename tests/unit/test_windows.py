@@ -11,7 +11,7 @@ from app.windows import TumblingWindows
 
 @dataclass
 class Ev:
-    event_time_s: float
+    timestamp: float
 
 
 class Count:
