@@ -32,6 +32,10 @@ __all__ = ["BatchConsumer"]
 
 log = logging.getLogger("mlpulse.consumer")
 
+FETCHER_TURNS = 5
+"""Event-loop turns given to aiokafka's fetcher between a ``getmany`` and handling its
+records: enough for it to wake up and put the next fetch request on the wire."""
+
 Handler = Callable[[Sequence[Any]], Awaitable[None]]
 Checkpoint = Callable[[Mapping[TopicPartition, int]], Awaitable[None]]
 
@@ -87,6 +91,12 @@ class BatchConsumer:
                     generation = self._generation
                     batches = await consumer.getmany(timeout_ms=200,
                                                      max_records=self.max_records)
+                    if batches:
+                        # a few loop turns first, so that aiokafka's fetcher task sends
+                        # the next fetch now and the broker answers while this one is
+                        # handled (handling never yields)
+                        for _ in range(FETCHER_TURNS):
+                            await asyncio.sleep(0)
                     async with self._handling:
                         if generation != self._generation:
                             batches = {}   # reassigned meanwhile: read from the new positions

@@ -17,6 +17,7 @@ reaches the one partition, and so the one worker, that owns the model's windows.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -46,7 +47,8 @@ class Routed:
     key, or was read where ``local`` says it does not belong."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
     accepted: int = 0
-    origins: list[tuple[list[Any], list[int], list[int]]] = field(default_factory=list)
+    origins: list[tuple[list[Any], Sequence[int], Sequence[int]]] = field(
+        default_factory=list)
     """Valid events as decoded, with their input partitions and sequence numbers
     (``offset << SEQ_BITS | index in the message``): where each came from, for the events
     that are repartitioned."""
@@ -215,10 +217,13 @@ def _anywhere(key: bytes, partition: int) -> bool:
 def _numbered(routed: Routed, record: Record, local: Callable[[bytes, int], bool]) -> Routed:
     """``routed`` (of one message) with its events' origins; those of other keys than
     the message's, or not ``local``, moved to ``repartition``."""
-    events = [e for group in routed.by_key.values() for e in group]
+    groups = list(routed.by_key.values())
+    # a copy: by_key's lists grow as later messages merge into them
+    events = list(groups[0]) if len(groups) == 1 else list(itertools.chain(*groups))
     offset, key = record.offset, record.key
+    first = offset << SEQ_BITS   # + index = offset << SEQ_BITS | index (index < 2**SEQ_BITS)
     routed.origins = [(events, [record.partition] * len(events),
-                       [offset << SEQ_BITS | i for i in range(len(events))])]
+                       range(first, first + len(events)))]
     for name in [name for name in routed.by_key
                  if key is None or key != name.encode() or not local(key, record.partition)]:
         routed.repartition[name] = routed.by_key.pop(name)
