@@ -248,6 +248,25 @@ def test_large_windows_are_judged_by_effect_size_not_p_value():
     assert numeric_drift(ref, bin_counts(ref.edges, rng.normal(3, 1, 50)), t) is None
 
 
+def test_ks_p_value_is_exact_where_it_decides():
+    """The exact KS distribution where the effect is large enough for the p-value to
+    decide the verdict; the asymptotic one (never below it here) elsewhere."""
+    from scipy import stats
+
+    rng = np.random.default_rng(15)
+    c = Contribution(0, 60, 2000, 0, samples={"f:x": (rng.normal(0, 1, 2000), 2000)})
+    ref = build_reference([c]).numeric["f:x"]
+    t = DriftThresholds()
+    for shift, large in ((0.6, True), (0.02, False)):
+        result = numeric_drift(ref, bin_counts(ref.edges, rng.normal(shift, 1, 5000)), t)
+        assert result is not None and (result.effect >= t.psi) is large
+        exact = float(stats.kstwo.sf(result.statistic, 500))   # n_eff of two capped 1000s
+        if large:
+            assert result.p_value == exact and result.drifted
+        else:
+            assert exact <= result.p_value <= exact * 1.1 + 1e-12
+
+
 def test_range_reference_uses_only_its_time_span():
     rng = np.random.default_rng(14)
     cfg = config(reference={"mode": "range", "start": 2 * WINDOW_S, "end": 4 * WINDOW_S},
