@@ -5,8 +5,10 @@ the per-message task and future juggling in its consumer loop, events, acks,
 sensors). The ingest stage does not need Faust's streams: a
 :class:`BatchConsumer` takes everything a ``getmany`` returns, hands it to
 ``handle`` as one batch and, every ``commit_interval_s``, hands the positions it reached
-to ``checkpoint`` (which makes what ``handle`` produced and the state it built durable
-with them) before it commits those offsets.
+to ``checkpoint`` (which snapshots the state ``handle`` built with them and returns what
+makes it and ``handle``'s output durable) before it commits those offsets. The writing
+and the commit (~3 broker round trips) go on in the background while fetches are
+handled; a rebalance or a stop waits for them.
 
 Which input partitions a worker reads is decided by Faust's consumer group: the
 pipeline assigns it (:meth:`~BatchConsumer.assign`) the input partitions that match the
@@ -28,7 +30,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-__all__ = ["BatchConsumer"]
+__all__ = ["BatchConsumer", "Checkpoint", "Write"]
 
 log = logging.getLogger("mlpulse.consumer")
 
@@ -43,7 +45,10 @@ the time, checkpoints (two broker round trips each) then take a few percent of t
 not the ~6% they took at a tenth of it (measured by ``make bench``)."""
 
 Handler = Callable[[Sequence[Any]], Awaitable[None]]
-Checkpoint = Callable[[Mapping[TopicPartition, int]], Awaitable[None]]
+Write = Callable[[], Awaitable[None]]
+Checkpoint = Callable[[Mapping[TopicPartition, int]], Awaitable[Write | None]]
+"""Takes a checkpoint's snapshot (of the state the handled records built, with their
+positions) and returns what writes it (None: nothing to write)."""
 
 
 class BatchConsumer:
@@ -83,6 +88,8 @@ class BatchConsumer:
         """Counts assignments: a fetch that straddles one is dropped (read again)."""
         self._last_commit_s = time.monotonic()
         self._commit_soon = False
+        self._writing: asyncio.Future[None] | None = None
+        """The checkpoint round writing in the background, if any."""
         self.started = asyncio.Event()
 
     async def run(self) -> None:
@@ -115,10 +122,11 @@ class BatchConsumer:
                 # a checkpoint even with no input of its own: state also comes from the
                 # repartitioned topics
                 since_s = time.monotonic() - self._last_commit_s
-                if since_s >= self.commit_interval_s or (
-                        self._commit_soon and since_s >= self.commit_interval_s / SOON_FRACTION):
+                if (since_s >= self.commit_interval_s or (
+                        self._commit_soon and since_s >= self.commit_interval_s / SOON_FRACTION)
+                        ) and (self._writing is None or self._writing.done()):
                     async with self._handling:
-                        await self._commit()
+                        await self._commit(wait=False)
         finally:
             # a last commit, but never hang a shutdown on a broker that is gone: what was
             # not committed is read again (at-least-once)
@@ -150,12 +158,30 @@ class BatchConsumer:
         the sooner a checkpoint follows, the fewer a crash has emitted again)."""
         self._commit_soon = True
 
-    async def _commit(self) -> None:
+    async def _commit(self, *, wait: bool = True) -> None:
+        """Checkpoint, then commit the offsets the checkpoint holds. The checkpoint's
+        snapshot is taken now; with ``wait=False`` its writing and the commit go on in
+        the background while fetches are handled (the next round waits for them)."""
+        await self._settle()
         self._commit_soon = False
-        # the state and output of the handled records are durable first
-        await self.checkpoint(dict(self.positions))
+        write = await self.checkpoint(dict(self.positions))
         offsets, self._uncommitted = self._uncommitted, {}
         self._last_commit_s = time.monotonic()
+        finish = self._finish(write, offsets)
+        if wait:
+            await finish
+        else:
+            self._writing = asyncio.ensure_future(finish)
+
+    async def _settle(self) -> None:
+        """Until the round writing in the background is done (raising its error, if any)."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            await writing
+
+    async def _finish(self, write: Write | None, offsets: dict[TopicPartition, int]) -> None:
+        if write is not None:
+            await write()   # the state and output of the handled records are durable first
         if not offsets:
             return
         assert self.consumer is not None

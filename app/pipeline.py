@@ -17,10 +17,11 @@ Data flow (one line per step, item shape on the right)::
     mlpulse.feedback ─ ingest ─▶ mlpulse.feedback.by-model   key = model
     mlpulse.feedback.by-model ─ join_feedback ─▶ labels scored into the windows of their
         predictions (same partition as the model's predictions.by-model)
-    checkpoint (each commit interval, in the ingest task) ─▶ <group>-checkpoints-changelog:
-        per owned partition its windows + the input offsets and origins they hold; then
-        input offsets are committed and repartitioned messages acked. A new owner reads
-        it back (app.checkpoint.CheckpointReader) and restores it.
+    checkpoint (each commit interval, a snapshot in the ingest task, written while it reads
+        on) ─▶ <group>-checkpoints-changelog: per owned partition its windows + the input
+        offsets and origins they hold; then input offsets are committed and repartitioned
+        messages acked. A new owner reads it back (app.checkpoint.CheckpointReader) and
+        restores it.
     web: /metrics (Prometheus), /status (live page), /api/status (its JSON)
     timer close_idle_windows (every idle_check_seconds) ─▶ mlpulse.windows, mlpulse.alerts
         (idle windows, no-data alerts of silent models, revised summaries of windows
@@ -65,7 +66,7 @@ from app.checkpoint import (
 )
 from app.codec import chunk_spans, chunked, group_by
 from app.config import Settings
-from app.consumer import BatchConsumer
+from app.consumer import BatchConsumer, Write
 from app.deadletter import encode_dead_letter, reason_category
 from app.detect import Detect
 from app.events import AlertEvent, DeadLetter, PredictionWindow, WindowSummary
@@ -365,9 +366,10 @@ class Pipeline:
                 await producer.buffer.flush()
             await producer.flush()
 
-        async def checkpoint(positions: Any) -> None:
-            """Make the windows of every owned partition durable with the input offsets and
-            hop positions they hold; then ack the repartitioned messages they hold."""
+        async def checkpoint(positions: Any) -> Write | None:
+            """Snapshot the windows of every owned partition with the input offsets and hop
+            positions they hold; return what makes them durable, then acks the
+            repartitioned messages they hold (None: nothing to do)."""
             started = time.perf_counter()
             self.input_offsets.update(positions)
             async with self.state_lock:   # no agent between a change and its output
@@ -385,32 +387,36 @@ class Pipeline:
                         due.append((partition, point, mark))
                 held, self.held = self.held, []
             if not due and not held:
-                return
-            # Two broker round trips for all partitions, however many: first the chunks
-            # (in the slot the current header does not name) with the output of the
-            # changes the checkpoints hold, then the headers that make them current. A
-            # header is alone in the last batch of its partition: a broker that reports
-            # the end of a partition as its last batch's first offset + 1 (Tansu 0.6 does)
-            # still has a reader see every record before it.
-            headers: list[tuple[int, bytes, bytes]] = []
-            for partition, point, _ in due:
-                *chunks, header = checkpoint_records(partition, point,
-                                                     self.slots.get(partition, 0))
-                for key, value in chunks:
-                    await checkpoints.send(key=key, value=value, partition=partition)
-                headers.append((partition, *header))
-            await flush()
-            for partition, key, value in headers:
-                await checkpoints.send(key=key, value=value, partition=partition)
-            if headers:
+                return None
+
+            async def write() -> None:
+                # Two broker round trips for all partitions, however many: first the
+                # chunks (in the slot the current header does not name) with the output of
+                # the changes the checkpoints hold, then the headers that make them
+                # current. A header is alone in the last batch of its partition: a broker
+                # that reports the end of a partition as its last batch's first offset + 1
+                # (Tansu 0.6 does) still has a reader see every record before it.
+                headers: list[tuple[int, bytes, bytes]] = []
+                for partition, point, _ in due:
+                    *chunks, header = checkpoint_records(partition, point,
+                                                         self.slots.get(partition, 0))
+                    for key, value in chunks:
+                        await checkpoints.send(key=key, value=value, partition=partition)
+                    headers.append((partition, *header))
                 await flush()
-            for partition, _, mark in due:
-                self.slots[partition] = 1 - self.slots.get(partition, 0)
-                self.written[partition] = mark
-            for message in held:
-                message.ack(app.consumer)
-            metrics.batch_duration.labels(stage="checkpoint").observe(
-                time.perf_counter() - started)
+                for partition, key, value in headers:
+                    await checkpoints.send(key=key, value=value, partition=partition)
+                if headers:
+                    await flush()
+                for partition, _, mark in due:
+                    self.slots[partition] = 1 - self.slots.get(partition, 0)
+                    self.written[partition] = mark
+                for message in held:
+                    message.ack(app.consumer)
+                metrics.batch_duration.labels(stage="checkpoint").observe(
+                    time.perf_counter() - started)
+
+            return write
 
         self.ingest_consumer = BatchConsumer(
             bootstrap=s.bootstrap_or_error, group_id=f"{s.group_id}-ingest",

@@ -1,0 +1,79 @@
+"""BatchConsumer's checkpoint rounds: written in the background, offsets committed after."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import TopicPartition
+
+from app.consumer import BatchConsumer
+
+TP = TopicPartition("in", 0)
+
+
+class FakeKafka:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.log.append(f"commit {offsets[TP]}")
+
+
+def consumer_with(log: list[str], release: asyncio.Event) -> BatchConsumer:
+    async def checkpoint(positions):
+        log.append(f"snapshot {positions[TP]}")
+
+        async def write() -> None:
+            await release.wait()
+            log.append(f"written {positions[TP]}")
+
+        return write
+
+    async def handle(records) -> None:
+        pass
+
+    consumer = BatchConsumer(bootstrap="unused:9092", group_id="g", handle=handle,
+                             checkpoint=checkpoint)
+    consumer.consumer = FakeKafka(log)  # type: ignore[assignment]
+    return consumer
+
+
+async def test_a_background_round_commits_after_its_write_and_the_next_waits_for_it():
+    log: list[str] = []
+    release = asyncio.Event()
+    consumer = consumer_with(log, release)
+    consumer.positions[TP] = consumer._uncommitted[TP] = 10
+    await consumer._commit(wait=False)   # returns with the write pending
+    await asyncio.sleep(0.01)
+    assert log == ["snapshot 10"]        # nothing committed before the write is done
+
+    consumer.positions[TP] = consumer._uncommitted[TP] = 20
+    second = asyncio.ensure_future(consumer._commit())   # e.g. a rebalance: waits
+    await asyncio.sleep(0.01)
+    assert log == ["snapshot 10"]        # no snapshot while the first round writes
+    release.set()
+    await second
+    assert log == ["snapshot 10", "written 10", "commit 10",
+                   "snapshot 20", "written 20", "commit 20"]
+
+
+async def test_a_failed_background_write_surfaces_at_the_next_round():
+    log: list[str] = []
+
+    async def checkpoint(positions):
+        async def write() -> None:
+            raise RuntimeError("broker said no")
+        return write
+
+    async def handle(records) -> None:
+        pass
+
+    consumer = BatchConsumer(bootstrap="unused:9092", group_id="g", handle=handle,
+                             checkpoint=checkpoint)
+    consumer.consumer = FakeKafka(log)  # type: ignore[assignment]
+    consumer._uncommitted[TP] = 5
+    await consumer._commit(wait=False)
+    with pytest.raises(RuntimeError, match="broker said no"):
+        await consumer._commit()
+    assert log == []   # its offsets were never committed
