@@ -29,7 +29,7 @@ from app.deadletter import dead_letter
 from app.events import DeadLetter, FeedbackEvent, LogEvent, PredictionEvent
 from app.tracing import trace_from_headers
 
-__all__ = ["Ingest", "Record", "Routed"]
+__all__ = ["SLICE_BYTES", "Ingest", "Record", "Routed", "slices"]
 
 _CODEC_OF = {"predictions": "prediction", "logs": "log", "feedback": "feedback"}
 _KEY_OF = {"predictions": "model", "logs": "service", "feedback": "model"}
@@ -208,6 +208,34 @@ class Ingest:
         routed = _rejections(decoded, topic, partition, offset, now_s, trace_id=trace_id)
         routed.by_key = group_by(decoded.events, "model")
         return routed
+
+
+SLICE_BYTES = 256 * 1024
+"""Message bytes of a fetch decoded and applied at a time (:func:`slices`): ~500 events,
+whose objects stay in the CPU's cache from decode to aggregation."""
+
+
+def slices(records: Sequence[Record], max_bytes: int) -> list[Sequence[Record]]:
+    """``records`` cut, in order, into runs of at most ``max_bytes`` of message values
+    (a larger message alone).
+
+    >>> from types import SimpleNamespace as R
+    >>> [len(s) for s in slices([R(value=b"x" * n) for n in (3, 3, 5, 1, 1)], 6)]
+    [2, 2, 1]
+    >>> slices([], 6)
+    []
+    """
+    out: list[Sequence[Record]] = []
+    start = size = 0
+    for index, record in enumerate(records):
+        length = len(record.value or b"")
+        if size + length > max_bytes and index > start:
+            out.append(records[start:index])
+            start, size = index, 0
+        size += length
+    if start < len(records):
+        out.append(records[start:])
+    return out
 
 
 def _anywhere(key: bytes, partition: int) -> bool:

@@ -4,7 +4,8 @@ Cases (each a subprocess on a pre-filled topic, started after the fill; all on t
 embedded broker and the same generated events):
 
 1. mlpulse worker, batch envelopes of ``--envelope-size`` events keyed by model
-   (``--events`` events, default 200,000), every detector on;
+   (``--events`` events, default 600,000: 10 windows per model, of which the first 3
+   build its reference), every detector on;
 2. the same with detectors off (aggregation only), for the cost of detection;
 3. mlpulse worker, one event per message (``--single-events``, default 30,000);
 4. naive Faust agent (:mod:`bench.naive_agent`) on the topic of case 3;
@@ -51,7 +52,7 @@ from bench.peers import quix_available, run_ceiling, run_quix
 from bench.runner import CaseFailed, CaseResult, run_mlpulse, run_naive
 from bench.workload import envelope_messages, generate, sentinels, single_messages
 
-DEFAULT_EVENTS = 200_000
+DEFAULT_EVENTS = 600_000
 DEFAULT_SINGLE_EVENTS = 30_000
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 NO_DETECTORS = {"enabled": False, "logs": {"enabled": False}}
