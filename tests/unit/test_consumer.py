@@ -20,16 +20,7 @@ class FakeKafka:
         self.log.append(f"commit {offsets[TP]}")
 
 
-def consumer_with(log: list[str], release: asyncio.Event) -> BatchConsumer:
-    async def checkpoint(positions):
-        log.append(f"snapshot {positions[TP]}")
-
-        async def write() -> None:
-            await release.wait()
-            log.append(f"written {positions[TP]}")
-
-        return write
-
+def consumer_with(log: list[str], checkpoint) -> BatchConsumer:
     async def handle(records) -> None:
         pass
 
@@ -39,10 +30,24 @@ def consumer_with(log: list[str], release: asyncio.Event) -> BatchConsumer:
     return consumer
 
 
+def logging_checkpoint(log: list[str], release: asyncio.Event):
+    """Logs its snapshot; its write waits for ``release``, then logs."""
+    async def checkpoint(positions):
+        log.append(f"snapshot {positions[TP]}")
+
+        async def write() -> None:
+            await release.wait()
+            log.append(f"written {positions[TP]}")
+
+        return write
+
+    return checkpoint
+
+
 async def test_a_background_round_commits_after_its_write_and_the_next_waits_for_it():
     log: list[str] = []
     release = asyncio.Event()
-    consumer = consumer_with(log, release)
+    consumer = consumer_with(log, logging_checkpoint(log, release))
     consumer.positions[TP] = consumer._uncommitted[TP] = 10
     await consumer._commit(wait=False)   # returns with the write pending
     await asyncio.sleep(0.01)
@@ -66,12 +71,7 @@ async def test_a_failed_background_write_surfaces_at_the_next_round():
             raise RuntimeError("broker said no")
         return write
 
-    async def handle(records) -> None:
-        pass
-
-    consumer = BatchConsumer(bootstrap="unused:9092", group_id="g", handle=handle,
-                             checkpoint=checkpoint)
-    consumer.consumer = FakeKafka(log)  # type: ignore[assignment]
+    consumer = consumer_with(log, checkpoint)
     consumer._uncommitted[TP] = 5
     await consumer._commit(wait=False)
     with pytest.raises(RuntimeError, match="broker said no"):
