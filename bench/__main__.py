@@ -21,8 +21,8 @@ to the ceiling, the naive agent and Quix, and detectors on / off; writes
 ``pip install -c constraints.txt -e '.[bench]'``) is reported and skipped; the mlpulse
 cases still count. The detection-quality benchmark is ``python -m bench.detection``
 (``make bench`` runs both). ``--quick`` divides the sizes by 10; ``--repeat N`` runs
-every case N times and reports the fastest (the machine is small and shared: single runs
-vary by ±30 %).
+every case N times, after ``--warmup`` untimed runs (default 1), and reports the fastest
+and the median (the machine is small and shared: single runs vary by ±30 %).
 """
 
 from __future__ import annotations
@@ -85,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="copy the workers' logs to DIR")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run each case N times; report the fastest, the median and all")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed runs of each case before the timed ones")
     parser.add_argument("--no-quix", action="store_true", help="skip the Quix Streams cases")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="run the mlpulse workers under cProfile, writing DIR/*.prof "
@@ -122,7 +124,7 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
             cutoff_s=cutoff(envelope_events), workdir=workdir, timeout_s=args.timeout,
             profile_dir=args.profile, broker_pid=broker_pid)
 
-    results["envelopes"] = await _best_of(args.repeat, case, envelope_run)
+    results["envelopes"] = await _best_of(args.repeat, case, envelope_run, args.warmup)
     envelope_topic = str(results["envelopes"].details["input_topic"])
 
     plain_case = labels["no_detectors"]
@@ -133,7 +135,7 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
             cutoff_s=cutoff(envelope_events), workdir=workdir, timeout_s=args.timeout,
             profile_dir=args.profile, broker_pid=broker_pid, detectors=NO_DETECTORS)
 
-    results["no_detectors"] = await _best_of(args.repeat, plain_case, plain_run)
+    results["no_detectors"] = await _best_of(args.repeat, plain_case, plain_run, args.warmup)
 
     single_events = events[:n_single]
     singles = single_messages(single_events)
@@ -146,7 +148,7 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
             cutoff_s=cutoff(single_events), workdir=workdir, timeout_s=args.timeout,
             profile_dir=args.profile, broker_pid=broker_pid)
 
-    results["single"] = await _best_of(args.repeat, single_case, single_run)
+    results["single"] = await _best_of(args.repeat, single_case, single_run, args.warmup)
     single_topic = str(results["single"].details["input_topic"])
 
     naive_case = labels["naive"]
@@ -157,11 +159,11 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
                                messages=len(singles), workdir=workdir,
                                timeout_s=args.timeout, broker_pid=broker_pid)
 
-    results["naive"] = await _best_of(args.repeat, naive_case, naive_run)
+    results["naive"] = await _best_of(args.repeat, naive_case, naive_run, args.warmup)
 
     # ------------------------------------------------ peers (a failure skips the case)
-    peer: dict[str, Any] = {"labels": labels, "repeat": args.repeat, "results": results,
-                            "failures": failures}
+    peer: dict[str, Any] = {"labels": labels, "repeat": args.repeat, "warmup": args.warmup,
+                            "results": results, "failures": failures}
 
     async def ceiling_run() -> CaseResult:
         return await run_ceiling(
@@ -231,18 +233,24 @@ def _labels(args: argparse.Namespace) -> dict[str, str]:
 
 
 async def _peer(key: str, run: Callable[[], Awaitable[CaseResult]], *, labels: dict[str, str],
-                repeat: int, results: dict[str, CaseResult], failures: dict[str, str]) -> None:
+                repeat: int, warmup: int, results: dict[str, CaseResult],
+                failures: dict[str, str]) -> None:
     """Run a peer case; its failure is recorded in ``failures`` and does not stop the bench."""
     try:
-        results[key] = await _best_of(repeat, labels[key], run)
+        results[key] = await _best_of(repeat, labels[key], run, warmup)
     except (CaseFailed, KafkaError) as exc:
         failures[key] = f"failed: {exc}"
         _log(f"{labels[key]}: FAILED: {exc}")
 
 
-async def _best_of(repeat: int, case: str,
-                   run: Callable[[], Awaitable[CaseResult]]) -> CaseResult:
-    """Run a case ``repeat`` times; the fastest run, with every run's rate in its details."""
+async def _best_of(repeat: int, case: str, run: Callable[[], Awaitable[CaseResult]],
+                   warmup: int = 0) -> CaseResult:
+    """Run a case ``warmup`` times untimed (broker, page cache, bytecode caches warm), then
+    ``repeat`` times; the fastest run, with every run's rate in its details."""
+    for index in range(warmup):
+        with _status(f"{case} (warm-up {index + 1} of {warmup})"):
+            rate = (await run()).events_per_s
+        _log(f"{case}: {rate:,.0f} events/s (warm-up {index + 1} of {warmup}, not counted)")
     runs: list[CaseResult] = []
     for index in range(repeat):
         of = f" (run {index + 1} of {repeat})" if repeat > 1 else ""
@@ -385,7 +393,7 @@ def _report(args: argparse.Namespace, results: dict[str, CaseResult], failures: 
             "events": args.events, "single_events": args.single_events,
             "envelope_size": args.envelope_size, "models": args.models,
             "event_rate_per_s": args.rate, "window_seconds": 60.0, "lateness_seconds": 10.0,
-            "quick": args.quick, "repeat": args.repeat,
+            "quick": args.quick, "repeat": args.repeat, "warmup": args.warmup,
         },
         "versions": _versions(),
         "method": METHOD,
@@ -413,7 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     scale = 10 if args.quick else 1
     args.events = (args.events or DEFAULT_EVENTS) // scale
     args.single_events = (args.single_events or DEFAULT_SINGLE_EVENTS) // scale
-    if min(args.events, args.single_events, args.envelope_size, args.models, args.repeat) <= 0:
+    if min(args.events, args.single_events, args.envelope_size, args.models,
+           args.repeat) <= 0 or args.warmup < 0:
         print("bench: sizes must be > 0", file=sys.stderr)
         return 2
 
