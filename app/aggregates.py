@@ -247,8 +247,9 @@ class BoundedCounter:
     def add_many(self, values: Iterable[str]) -> None:
         self.add_counts(Counter(values))
 
-    def add_values(self, values: list[object]) -> None:
+    def add_values(self, values: list[object], kinds: set[type] | None = None) -> None:
         """Count raw JSON values (spelled by :func:`value_key`): counted first, spelled once.
+        ``kinds``: their types, if the caller has them already.
 
         >>> c = BoundedCounter()
         >>> c.add_values([1.0, True, "a", 1.0, None])
@@ -256,7 +257,8 @@ class BoundedCounter:
         >>> c.counts
         {'1': 2, 'true': 1, 'a': 2, 'null': 1, 'b': 1}
         """
-        kinds = set(map(type, values))
+        if kinds is None:
+            kinds = set(map(type, values))
         if kinds == _STR:   # the usual class labels: each its own key
             self.add_counts(Counter(values))  # type: ignore[arg-type]
             return
@@ -336,7 +338,8 @@ class FeatureStats:
         self.categories: BoundedCounter | None = None
 
     def add(
-        self, numbers: np.ndarray, categories: list[object], nulls: int, max_keys: int
+        self, numbers: np.ndarray, categories: list[object], nulls: int, max_keys: int,
+        category_kinds: set[type] | None = None,
     ) -> None:
         self.count += numbers.size + len(categories) + nulls
         self.null_count += nulls
@@ -347,7 +350,7 @@ class FeatureStats:
         if categories:
             if self.categories is None:
                 self.categories = BoundedCounter(max_keys)
-            self.categories.add_values(categories)
+            self.categories.add_values(categories, category_kinds)
 
     def merge(self, other: FeatureStats) -> None:
         self.count += other.count
@@ -451,15 +454,16 @@ class PredictionAggregate:
         confidence = _floats(list(map(_CONFIDENCE, events)))
         self.confidence.add_many(confidence)
         predictions = list(map(_PREDICTION, events))
+        prediction_kinds = set(map(type, predictions))
         profile = self.profile
         if profile is not None:
             profile.add("o:latency_ms", latency)
             profile.add("o:confidence", confidence)
             profile.add("o:error", np.fromiter(map("error".__eq__, statuses), dtype=np.float64,
                                                count=n) if errors else np.zeros(n))
-            profile.add("o:prediction", _numbers(predictions))
+            profile.add("o:prediction", _numbers(predictions, prediction_kinds))
         self.low_confidence += int((confidence < 0.5).sum())
-        self.predictions.add_values(predictions)
+        self.predictions.add_values(predictions, prediction_kinds)
         # None and 0 add nothing: filter(None, ...) drops both
         self.tokens_in += sum(filter(None, map(_TOKENS_IN, events)))
         self.tokens_out += sum(filter(None, map(_TOKENS_OUT, events)))
@@ -477,12 +481,13 @@ class PredictionAggregate:
         profile = self.profile
         for feature, column in _columns(list(map(_FEATURES, events))):
             kinds = set(map(type, column))
+            category_kinds = None
             if kinds == _FLOAT:
                 values = np.fromiter(column, dtype=np.float64, count=len(column))
                 categories: list[object] = []
                 nulls = 0
             elif kinds == _STR:
-                values, categories, nulls = _NO_VALUES, column, 0
+                values, categories, nulls, category_kinds = _NO_VALUES, column, 0, kinds
             else:
                 values = _numbers(column, kinds)
                 nulls = column.count(None)
@@ -497,7 +502,7 @@ class PredictionAggregate:
                     stats = self.features.get(name)
                 if stats is None:
                     stats = self.features[sys.intern(name)] = FeatureStats()
-            stats.add(values, categories, nulls, self.max_categories)
+            stats.add(values, categories, nulls, self.max_categories, category_kinds)
             if profile is not None and values.size:
                 profile.add("f:" + name, values)
 
