@@ -423,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.single_events = (args.single_events or DEFAULT_SINGLE_EVENTS) // scale
     if min(args.events, args.single_events, args.envelope_size, args.models,
            args.repeat) <= 0 or args.warmup < 0:
-        print("bench: sizes must be > 0", file=sys.stderr)
+        print("bench: sizes and --repeat must be > 0, --warmup >= 0", file=sys.stderr)
         return 2
 
     from app.broker import EmbeddedBroker
