@@ -394,7 +394,8 @@ class Profile(Protocol):
 
 
 class Labels(Protocol):
-    def remember(self, events: Sequence[PredictionEvent], /) -> None: ...
+    def remember(self, events: Sequence[PredictionEvent], predictions: list[object],
+                 kinds: set[type], /) -> None: ...
 
 
 class PredictionAggregate:
@@ -441,8 +442,6 @@ class PredictionAggregate:
         """
         n = len(events)
         self.count += n
-        if self.labels is not None:
-            self.labels.remember(events)
         statuses = list(map(_STATUS, events))
         errors = n - statuses.count("ok")
         if errors:
@@ -455,6 +454,8 @@ class PredictionAggregate:
         self.confidence.add_many(confidence)
         predictions = list(map(_PREDICTION, events))
         prediction_kinds = set(map(type, predictions))
+        if self.labels is not None:
+            self.labels.remember(events, predictions, prediction_kinds)
         profile = self.profile
         if profile is not None:
             profile.add("o:latency_ms", latency)

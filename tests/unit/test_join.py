@@ -210,3 +210,22 @@ def test_labels_between_batches_of_an_open_window_and_repeated_prediction_ids():
     assert summary.performance is not None and summary.performance.accuracy == 0.8
     # class names are shared, not one string object per prediction
     assert len({id(p) for p in window.predictions}) == 2
+
+
+def test_failed_calls_in_a_batch_are_not_judged_and_the_rest_keep_their_times():
+    """A batch mixing failed calls (no prediction) with answered ones: only the answered
+    ones await labels, each with its own event time (the label delay is per prediction)."""
+    p = pipe()
+    batch = predictions("m", T0, 10, prefix="a")
+    for event in batch[::3]:   # a0, a3, a6, a9 failed
+        event.update(prediction=None, status="error", error_type="timeout")
+    p.send_predictions(batch)
+    join = p.summarizer.join
+    assert join is not None and join.size == 6
+    p.send_feedback(labels("m", ["a0", "a1", "a2", "a8"], 1.0, at=T0 + 50))
+    p.send_predictions(predictions("m", T0 + 10, 1, prefix="z"))   # closes the window
+    perf = windows_of(p, "m")[0].performance
+    assert perf is not None and (perf.labelled, perf.accuracy) == (3, 1.0)
+    assert perf.label_delay_max_seconds == pytest.approx(50 - 0.01)
+    assert perf.label_delay_mean_seconds == pytest.approx(50 - 0.11 / 3)
+    assert join.counts["joined"] == 3
