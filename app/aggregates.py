@@ -489,6 +489,8 @@ class PredictionAggregate:
                 nulls = 0
             elif kinds == _STR:
                 values, categories, nulls, category_kinds = _NO_VALUES, column, 0, kinds
+            elif kinds <= _FLOAT_OR_NONE:   # numbers with nulls
+                values, categories, nulls = _floats(column), [], column.count(None)  # type: ignore[arg-type]
             else:
                 values = _numbers(column, kinds)
                 nulls = column.count(None)
@@ -657,6 +659,7 @@ class LogAggregate:
 
 
 _FLOAT = {float}
+_FLOAT_OR_NONE = {float, type(None)}
 _STR = {str}
 _NUMBERS = {int, float}
 _STATUS = operator.attrgetter("status")
@@ -708,7 +711,13 @@ def _numbers(values: list[object], kinds: set[type] | None = None) -> np.ndarray
 
     >>> _numbers([1.0, True, "a", None, 2.5]).tolist()
     [1.0, 2.5]
+    >>> _numbers([None, 1.0, None, 2.5]).tolist()
+    [1.0, 2.5]
     """
-    if (kinds if kinds is not None else set(map(type, values))) == _FLOAT:
+    if kinds is None:
+        kinds = set(map(type, values))
+    if kinds == _FLOAT:
         return np.fromiter(values, dtype=np.float64, count=len(values))
+    if kinds <= _FLOAT_OR_NONE:   # e.g. predictions with failed calls among them
+        return _floats(values)  # type: ignore[arg-type]
     return np.fromiter((v for v in values if type(v) is float), dtype=np.float64)

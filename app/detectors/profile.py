@@ -81,12 +81,16 @@ class Reservoir:
             self._filled = end
             self.seen += head.size
             values = values[head.size:]
-        if values.size:
-            # item number i (0-based) replaces a random slot with probability size / (i + 1)
-            slots = self.rng.integers(0, self.seen + np.arange(1, values.size + 1))
-            keep = slots < self.size
-            self._buffer[slots[keep]] = values[keep]
-            self.seen += values.size
+        n = values.size
+        if n:
+            # item number i (1-based) is kept with probability size / i, in a uniform slot:
+            # Algorithm R's draw of one of i slots, split in two (floats are cheaper to draw
+            # than integers of varying bounds; only the kept few need a slot)
+            numbers = np.arange(self.seen + 1, self.seen + n + 1, dtype=np.float64)
+            kept = values[self.rng.random(n) * numbers < self.size]
+            if kept.size:
+                self._buffer[self.rng.integers(0, self.size, kept.size)] = kept
+            self.seen += n
 
 
 class WindowProfile:
