@@ -10,7 +10,10 @@ embedded broker and the same generated events):
 3. mlpulse worker, one event per message (``--single-events``, default 30,000);
 4. naive Faust agent (:mod:`bench.naive_agent`) on the topic of case 3;
 5. the ceiling (:mod:`bench.ceiling`): raw aiokafka ``getmany`` + msgspec decode of the
-   topic of case 1, no processing; and the same on the topic of case 3;
+   topic of case 1, no processing; and the same on the topic of case 3. Runs of case 1
+   and of its ceiling alternate (each ceiling run reads the topic the mlpulse run before
+   it read), so that a slow spell of the shared machine hits both alike; their ratio is
+   also given run by run ("paired");
 6. Quix Streams (:mod:`bench.quix_app`, the ``bench`` extra): the same per-model 60 s
    event-time windows (count, errors, latency sum/min/max) over the messages of case 3,
    then over the envelopes of case 1 (expanded), each on a topic of its own.
@@ -118,13 +121,27 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
     _log(f"{case}: {len(envelope_events)} events in {len(messages)} messages "
          f"({sum(len(v) for _, v in messages) / 1e6:.1f} MB)")
 
+    envelope_topics: list[str] = []
+
     async def envelope_run() -> CaseResult:
-        return await run_mlpulse(
+        result = await run_mlpulse(
             bootstrap, case, messages=messages, expected_events=len(envelope_events),
             cutoff_s=cutoff(envelope_events), workdir=workdir, timeout_s=args.timeout,
             profile_dir=args.profile, broker_pid=broker_pid)
+        envelope_topics.append(str(result.details["input_topic"]))
+        return result
 
-    results["envelopes"] = await _best_of(args.repeat, case, envelope_run, args.warmup)
+    async def ceiling_run() -> CaseResult:   # on the topic the mlpulse run just read
+        return await run_ceiling(
+            bootstrap, labels["ceiling"], topic=envelope_topics[-1], mode="envelopes",
+            messages=len(messages), events=len(envelope_events), total_events=envelope_total,
+            workdir=workdir, timeout_s=args.timeout, broker_pid=broker_pid)
+
+    # the headline ratio's two cases run in turn, so that a slow spell of the shared
+    # machine hits both alike (run by run ratios: `paired_ratios`)
+    results.update(await _alternating(
+        args.repeat, args.warmup, [("envelopes", case, envelope_run),
+                                   ("ceiling", labels["ceiling"], ceiling_run)], failures))
     envelope_topic = str(results["envelopes"].details["input_topic"])
 
     plain_case = labels["no_detectors"]
@@ -164,15 +181,6 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
     # ------------------------------------------------ peers (a failure skips the case)
     peer: dict[str, Any] = {"labels": labels, "repeat": args.repeat, "warmup": args.warmup,
                             "results": results, "failures": failures}
-
-    async def ceiling_run() -> CaseResult:
-        return await run_ceiling(
-            bootstrap, labels["ceiling"], topic=envelope_topic, mode="envelopes",
-            messages=len(messages), events=len(envelope_events), total_events=envelope_total,
-            workdir=workdir, timeout_s=args.timeout, broker_pid=broker_pid)
-
-    _log(f"{labels['ceiling']}: decoding the {len(messages)} messages of {envelope_topic}")
-    await _peer("ceiling", ceiling_run, **peer)
 
     single_total = len(single_events) + len(sentinels(single_events))
 
@@ -243,6 +251,57 @@ async def _peer(key: str, run: Callable[[], Awaitable[CaseResult]], *, labels: d
         _log(f"{labels[key]}: FAILED: {exc}")
 
 
+async def _alternating(
+    repeat: int, warmup: int, cases: list[tuple[str, str, Callable[[], Awaitable[CaseResult]]]],
+    failures: dict[str, str],
+) -> dict[str, CaseResult]:
+    """Run ``cases`` (key, label, run) in turn, one run of each per round, after ``warmup``
+    untimed rounds; each summarised as by :func:`_best_of`. The first case's failure stops
+    the bench; a later (peer) case's is recorded in ``failures`` and the rounds go on."""
+    runs: dict[str, list[CaseResult]] = {key: [] for key, _, _ in cases}
+    for index in range(warmup + repeat):
+        timed = index >= warmup
+        of = (f" (run {index - warmup + 1} of {repeat})" if repeat > 1 else "") if timed \
+            else f" (warm-up {index + 1} of {warmup}, not counted)"
+        for position, (key, case, run) in enumerate(cases):
+            if key in failures:
+                continue
+            try:
+                with _status(f"{case}{of}"):
+                    result = await run()
+            except (CaseFailed, KafkaError) as exc:
+                if position == 0:
+                    raise
+                failures[key] = f"failed: {exc}"
+                _log(f"{case}: FAILED: {exc}")
+                continue
+            _log(f"{case}: {result.events_per_s:,.0f} events/s{of}")
+            if timed:
+                runs[key].append(result)
+    return {key: _summary(found) for key, found in runs.items() if found}
+
+
+def _summary(runs: list[CaseResult]) -> CaseResult:
+    """The fastest run, with every run's rate (in run order), the median and the spread."""
+    best = max(runs, key=lambda r: r.events_per_s)
+    rates = [r.events_per_s for r in runs]
+    median = statistics.median(rates)
+    best.details["runs_events_per_s"] = [round(rate, 1) for rate in rates]
+    best.details["median_events_per_s"] = round(median, 1)
+    best.details["spread"] = round((max(rates) - min(rates)) / median, 3) if median else None
+    return best
+
+
+def _paired_ratios(results: dict[str, CaseResult]) -> dict[str, list[float]]:
+    """mlpulse envelopes / ceiling run by run (the two ran in turn: see :func:`_alternating`)."""
+    top, bottom = results.get("envelopes"), results.get("ceiling")
+    if top is None or bottom is None:
+        return {}
+    pairs = zip(top.details["runs_events_per_s"], bottom.details["runs_events_per_s"],
+                strict=False)
+    return {"envelopes_over_ceiling": [round(a / b, 3) for a, b in pairs if b]}
+
+
 async def _best_of(repeat: int, case: str, run: Callable[[], Awaitable[CaseResult]],
                    warmup: int = 0) -> CaseResult:
     """Run a case ``warmup`` times untimed (broker, page cache, bytecode caches warm), then
@@ -257,13 +316,7 @@ async def _best_of(repeat: int, case: str, run: Callable[[], Awaitable[CaseResul
         with _status(f"{case}{of}"):
             runs.append(await run())
         _log(f"{case}: {runs[-1].events_per_s:,.0f} events/s{of}")
-    best = max(runs, key=lambda r: r.events_per_s)
-    rates = [r.events_per_s for r in runs]
-    median = statistics.median(rates)
-    best.details["runs_events_per_s"] = [round(rate, 1) for rate in rates]
-    best.details["median_events_per_s"] = round(median, 1)
-    best.details["spread"] = round((max(rates) - min(rates)) / median, 3) if median else None
-    return best
+    return _summary(runs)
 
 
 def _status(message: str) -> contextlib.AbstractContextManager[Any]:
@@ -332,6 +385,11 @@ def _table(results: dict[str, CaseResult], failures: dict[str, str],
         if repeat > 1 and median[name] is not None:
             text += f"  ({_times(median[name])})"
         lines.append(text)
+    paired = _paired_ratios(results).get("envelopes_over_ceiling")
+    if paired and len(paired) > 1:
+        lines.append(f"  {'mlpulse envelopes / ceiling, paired':<36} "
+                     f"{_times(statistics.median(paired))} median, "
+                     f"{_times(min(paired))}-{_times(max(paired))}")
     return "\n".join(lines)
 
 
@@ -401,6 +459,7 @@ def _report(args: argparse.Namespace, results: dict[str, CaseResult], failures: 
         "skipped": failures,
         "ratios": _ratios(results),
         "ratios_of_medians": _ratios(results, median=True),
+        "paired_ratios": _paired_ratios(results),
     }
 
 
