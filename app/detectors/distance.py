@@ -7,7 +7,8 @@ counts, never raw rows). Used by the drift detectors.
 * :func:`js_distance` — Jensen-Shannon distance, base 2, in [0, 1].
 * :func:`ks_binned` — two-sample Kolmogorov-Smirnov statistic on binned data and its
   asymptotic p-value (conservative: binning can only hide differences).
-* :func:`chi_square` — chi-square test of two categorical count vectors.
+* :func:`chi_square` — chi-square test of two categorical count vectors (Pearson, no
+  continuity correction).
 
 >>> ref = np.array([25, 25, 25, 25])
 >>> round(psi(ref, np.array([25, 25, 25, 25])), 6), round(js_distance(ref, ref), 6)
@@ -22,7 +23,7 @@ counts, never raw rows). Used by the drift detectors.
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 from scipy.spatial import distance
 
 __all__ = ["chi_square", "js_distance", "ks_binned", "psi", "quantile_edges"]
@@ -62,14 +63,24 @@ def ks_binned(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]
 def chi_square(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
     """Chi-square statistic and p-value of two count vectors over the same categories.
 
-    Categories empty in both are dropped; fewer than two left means no evidence.
+    Categories empty in both are dropped; fewer than two left (or an empty vector) means
+    no evidence.
+
+    >>> statistic, p = chi_square(np.array([10, 20]), np.array([20, 10]))
+    >>> round(statistic, 3), round(p, 4)
+    (6.667, 0.0098)
     """
     table = np.vstack([reference, current]).astype(np.float64)
-    table = table[:, table.sum(axis=0) > 0]
-    if table.shape[1] < 2:
+    columns = table.sum(axis=0)
+    table, columns = table[:, columns > 0], columns[columns > 0]
+    rows = table.sum(axis=1)
+    if columns.size < 2 or not rows.all():
         return 0.0, 1.0
-    result = stats.chi2_contingency(table, correction=False)
-    return float(result.statistic), float(result.pvalue)
+    # Pearson's test of independence, as scipy's chi2_contingency(correction=False) computes
+    # it, without that function's ~0.3 ms of argument handling per call (a test compares)
+    expected = np.outer(rows, columns) / rows.sum()
+    statistic = float(np.sum((table - expected) ** 2 / expected))
+    return statistic, float(special.chdtrc(columns.size - 1, statistic))
 
 
 def quantile_edges(sample: np.ndarray, bins: int = 20) -> np.ndarray:

@@ -41,7 +41,7 @@ import msgspec
 import numpy as np
 from scipy import special, stats
 
-from app.detectors.distance import EPSILON, js_distance, psi
+from app.detectors.distance import EPSILON, chi_square, js_distance, psi
 from app.detectors.reference import CategoricalRef, NumericRef
 
 __all__ = ["DriftResult", "DriftThresholds", "categorical_drift", "numeric_drift"]
@@ -122,9 +122,7 @@ def categorical_drift(
     else:
         scale_ref = min(1.0, t.max_test_events / m)
         scale_cur = min(1.0, t.max_test_events / n)
-        table = np.vstack([reference * scale_ref, current * scale_cur])
-        result = stats.chi2_contingency(table, correction=False)
-        statistic, p_value = float(result.statistic), float(result.pvalue)
+        statistic, p_value = chi_square(reference * scale_ref, current * scale_cur)
     return _decide("chi2", statistic, p_value, reference=reference, current=current,
                    labels=labels, t=t, tests=tests)
 

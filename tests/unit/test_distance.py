@@ -57,3 +57,23 @@ def test_chi_square_sees_a_category_mix_change():
 def test_empty_counts_are_an_error():
     with pytest.raises(ValueError):
         psi(np.array([0, 0]), np.array([1, 1]))
+
+
+def test_chi_square_matches_scipy():
+    """The test of independence computed directly gives scipy's statistic and p-value."""
+    rng = np.random.default_rng(21)
+    for _ in range(200):
+        k = int(rng.integers(2, 12))
+        reference = rng.integers(0, 400, k).astype(float) * rng.uniform(0.1, 3.0)
+        current = rng.integers(0, 400, k).astype(float)
+        reference[rng.random(k) < 0.2] = 0.0
+        table = np.vstack([reference, current])
+        table = table[:, table.sum(axis=0) > 0]
+        if table.shape[1] < 2 or not table.sum(axis=1).all():
+            assert chi_square(reference, current) == (0.0, 1.0)
+            continue
+        expected = stats.chi2_contingency(table, correction=False)
+        statistic, p_value = chi_square(reference, current)
+        assert statistic == pytest.approx(expected.statistic, rel=1e-9, abs=1e-12)
+        assert p_value == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-300)
+    assert chi_square(np.array([0, 0]), np.array([3, 4])) == (0.0, 1.0)
