@@ -68,8 +68,8 @@ _TIMESTAMP = operator.attrgetter("timestamp")   # event time, epoch seconds once
 _PREDICTION = operator.attrgetter("prediction")
 _EVENT_ID = operator.attrgetter("event_id")
 _SHARED = {str, float}
-_NONE = type(None)
 """Prediction types :meth:`LabelJoin.value` shares one object of."""
+_NONE = type(None)
 
 WINDOW_COST = 64
 """What a window awaiting labels counts against ``max_predictions``: its compressed summary,
