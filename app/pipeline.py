@@ -582,12 +582,14 @@ class Pipeline:
         a checkpoint round while the read is under way (the ingest consumer still reads
         the partitions it kept) would otherwise write the partition's empty state over its
         checkpoint, and the events since the input offsets its last owner committed would
-        be lost (seen in a crash test: 300 events of two windows)."""
+        be lost (seen in a crash test: 300 events of two windows). A partition that a newer
+        assignment took while the read was under way is left alone."""
         try:
             point, self.slots[partition] = await self.checkpoint_reader.read(partition)
         except (ValueError, KafkaError) as exc:   # never crash on it: start afresh
             log.error("mlpulse: %s; partition %d starts with no windows", exc, partition)
-            self.restored.add(partition)
+            point = None
+        if partition not in self.owned_partitions:   # a newer assignment took it meanwhile
             return {}
         self.restored.add(partition)
         if point is None:

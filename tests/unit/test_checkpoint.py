@@ -195,10 +195,13 @@ async def test_a_partition_is_checkpointed_only_once_its_restore_is_done():
             return None, 0
 
     pipeline.checkpoint_reader = SlowReader()  # type: ignore[assignment]
+    pipeline.owned_partitions = {2, 3}
     restoring = asyncio.create_task(pipeline._restore(2))
+    given_away = asyncio.create_task(pipeline._restore(3))
     await asyncio.sleep(0.01)
     assert await pipeline.ingest_consumer.checkpoint({}) is None   # nothing held yet
+    pipeline.owned_partitions = {2}   # a newer assignment took partition 3 meanwhile
     release.set()
-    assert await restoring == {}
-    assert 2 in pipeline.restored
+    assert await restoring == {} and await given_away == {}
+    assert pipeline.restored == {2}
     assert await pipeline.ingest_consumer.checkpoint({}) is not None   # now it is held
