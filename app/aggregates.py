@@ -489,8 +489,9 @@ class PredictionAggregate:
                 nulls = 0
             elif kinds == _STR:
                 values, categories, nulls, category_kinds = _NO_VALUES, column, 0, kinds
-            elif kinds <= _FLOAT_OR_NONE:   # numbers with nulls
-                values, categories, nulls = _floats(column), [], column.count(None)  # type: ignore[arg-type]
+            elif kinds <= _FLOAT_OR_NONE:   # numbers with nulls: the rest are the nulls
+                values, categories = _floats(column), []  # type: ignore[arg-type]
+                nulls = len(column) - values.size
             else:
                 values = _numbers(column, kinds)
                 nulls = column.count(None)

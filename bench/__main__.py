@@ -256,7 +256,7 @@ async def _alternating(
     failures: dict[str, str],
 ) -> dict[str, CaseResult]:
     """Run ``cases`` (key, label, run) in turn, one run of each per round, after ``warmup``
-    untimed rounds; each summarised as by :func:`_best_of`. The first case's failure stops
+    untimed rounds; each summarised by :func:`_summary`. The first case's failure stops
     the bench; a later (peer) case's is recorded in ``failures`` and the rounds go on."""
     runs: dict[str, list[CaseResult]] = {key: [] for key, _, _ in cases}
     for index in range(warmup + repeat):
@@ -306,17 +306,7 @@ async def _best_of(repeat: int, case: str, run: Callable[[], Awaitable[CaseResul
                    warmup: int = 0) -> CaseResult:
     """Run a case ``warmup`` times untimed (broker, page cache, bytecode caches warm), then
     ``repeat`` times; the fastest run, with every run's rate in its details."""
-    for index in range(warmup):
-        with _status(f"{case} (warm-up {index + 1} of {warmup})"):
-            rate = (await run()).events_per_s
-        _log(f"{case}: {rate:,.0f} events/s (warm-up {index + 1} of {warmup}, not counted)")
-    runs: list[CaseResult] = []
-    for index in range(repeat):
-        of = f" (run {index + 1} of {repeat})" if repeat > 1 else ""
-        with _status(f"{case}{of}"):
-            runs.append(await run())
-        _log(f"{case}: {runs[-1].events_per_s:,.0f} events/s{of}")
-    return _summary(runs)
+    return (await _alternating(repeat, warmup, [(case, case, run)], {}))[case]
 
 
 def _status(message: str) -> contextlib.AbstractContextManager[Any]:

@@ -72,7 +72,8 @@ def chi_square(reference: np.ndarray, current: np.ndarray) -> tuple[float, float
     """
     table = np.vstack([reference, current]).astype(np.float64)
     columns = table.sum(axis=0)
-    table, columns = table[:, columns > 0], columns[columns > 0]
+    seen = columns > 0
+    table, columns = table[:, seen], columns[seen]
     rows = table.sum(axis=1)
     if columns.size < 2 or not rows.all():
         return 0.0, 1.0
