@@ -107,8 +107,9 @@ class Settings:
     commit_interval_seconds: float = 1.0
     """How often a worker checkpoints its windows with the input offsets they hold (what a
     crash replays at most), then commits those offsets."""
-    batch_wait_seconds: float = 0.005
-    """Longest a stage waits to fill a batch of messages."""
+    batch_wait_seconds: float = 0.05
+    """Longest a stage waits to fill a batch of messages (each stage wakes this often when
+    idle: at 5 ms, three stages took 6% of a core of an idle worker; at 50 ms, 1.3%)."""
     idle_check_seconds: float = 1.0
     """How often idle windows are checked for closing (wall clock)."""
     malloc_trim_seconds: float = 2.0
