@@ -55,12 +55,27 @@ class Routed:
     _origin_of: dict[int, tuple[int, int]] | None = None
 
     def merge(self, other: Routed) -> None:
-        """Add another message's result (the pipeline batches messages)."""
+        """Add another message's result (the pipeline batches messages); ``other`` is
+        consumed (its lists go in, not copies).
+
+        The origins of a result whose events were all taken out (applied where they were
+        read) are dropped, from both: no event of theirs is left to tag, and they would
+        keep those event objects alive, to be freed long after they left the CPU cache
+        (in one profile of a worker, ~10% of its samples were that late free).
+
+        >>> batch, applied = Routed(), Routed(accepted=1, origins=[([object()], [0], [0])])
+        >>> batch.merge(applied)
+        >>> batch.accepted, batch.origins, applied.origins
+        (1, [], [])
+        """
         _extend(self.by_key, other.by_key)
         _extend(self.repartition, other.repartition)
         self.dead_letters.extend(other.dead_letters)
         self.accepted += other.accepted
-        self.origins.extend(other.origins)
+        if other.by_key or other.repartition:
+            self.origins.extend(other.origins)
+        else:   # freed now, not when ``other`` goes
+            other.origins = []
 
     def all_by_key(self) -> dict[str, list[Any]]:
         """``by_key`` and ``repartition`` together (not in arrival order across the two)."""
