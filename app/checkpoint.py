@@ -208,6 +208,11 @@ class HopFilter:
                 applied[names[source]] = max(applied.get(names[source], -1), seq)
         return out
 
+    def last(self, partition: int, topic: str, source: int) -> int:
+        """The last sequence number applied from input partition ``source`` of ``topic``
+        (-1: none)."""
+        return self._applied.get(partition, {}).get(f"{topic}:{source}", -1)
+
     def state(self, partition: int) -> dict[str, int]:
         return dict(self._applied.get(partition, {}))
 

@@ -65,6 +65,12 @@ class Settings:
     """Tumbling window size, event time."""
     lateness_seconds: float = 10.0
     """Allowed lateness: the watermark trails the newest event time by this much."""
+    idle_partition_seconds: float = 5.0
+    """An input partition that is caught up and got no message for this long (wall clock)
+    stops holding event time back; until then every window waits for it."""
+    max_drift_seconds: float = 300.0
+    """While a backlog is read, an input partition whose event time runs this far ahead
+    of the slowest is paused until the others catch up (bounds the open windows)."""
     max_future_skew_seconds: float = 300.0
     """Events stamped further than this ahead of the wall clock are dead-lettered."""
     web_host: str = "127.0.0.1"
@@ -182,11 +188,12 @@ class Settings:
                     "batch_messages", "batch_wait_seconds", "internal_message_bytes",
                     "feedback_max_predictions", "max_models", "max_versions", "max_services",
                     "max_features", "series_idle_seconds", "ingest_max_records",
-                    "ingest_fetch_bytes", "commit_interval_seconds")
+                    "ingest_fetch_bytes", "commit_interval_seconds", "max_drift_seconds")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_PREFIX}{name.upper()}: must be > 0")
-        for name in ("lateness_seconds", "max_future_skew_seconds", "feedback_horizon_seconds",
+        for name in ("lateness_seconds", "idle_partition_seconds", "max_future_skew_seconds",
+                     "feedback_horizon_seconds",
                      "feedback_min_labels", "revision_interval_seconds"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_PREFIX}{name.upper()}: must be >= 0")

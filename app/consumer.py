@@ -80,6 +80,7 @@ class BatchConsumer:
         """Next offset to process per owned partition."""
         self._uncommitted: dict[TopicPartition, int] = {}
         self._assigned: list[TopicPartition] = []
+        self._paused: set[TopicPartition] = set()
         self._starting = asyncio.Lock()
         self._handling = asyncio.Lock()
         """Held while a fetch is handled and while a checkpoint is taken: a rebalance
@@ -224,6 +225,7 @@ class BatchConsumer:
     def _assign(self, consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition],
                 offsets: Mapping[TopicPartition, int]) -> None:
         self._assigned = list(partitions)
+        self._paused = set()
         self._generation += 1
         for tp in [tp for tp in self.positions if tp not in self._assigned]:
             del self.positions[tp]   # in place: the lag metric holds this dict
@@ -235,6 +237,54 @@ class BatchConsumer:
                     self.positions[tp] = offset
         else:
             consumer.unsubscribe()
+
+    @property
+    def assigned(self) -> list[TopicPartition]:
+        """The input partitions read now."""
+        return list(self._assigned)
+
+    def pause(self, topic: str, partitions: set[int]) -> None:
+        """Fetch nothing of exactly these partitions of ``topic`` (the others of it are
+        resumed): event-time alignment (app.progress). Fetched records of a paused
+        partition are dropped by aiokafka, and fetched again on resume."""
+        if self.consumer is None:
+            return
+        want = {tp for tp in self._assigned if tp.topic == topic and tp.partition in partitions}
+        mine = {tp for tp in self._paused if tp.topic == topic}
+        if want == mine:
+            return
+        if want - mine:
+            self.consumer.pause(*(want - mine))
+        if mine - want:
+            self.consumer.resume(*(mine - want))
+        self._paused = (self._paused - mine) | want
+        log.debug("mlpulse ingest pauses %s", sorted(tp.partition for tp in want))
+
+    @property
+    def paused(self) -> set[TopicPartition]:
+        return set(self._paused)
+
+    def caught_up(self, tp: Any) -> bool:
+        """Whether everything ``tp`` held at its last fetch response has been handled."""
+        if self.consumer is None:
+            return False
+        tp = TopicPartition(tp.topic, tp.partition)
+        if tp not in self._assigned:
+            return False
+        try:
+            high = self.consumer.highwater(tp)
+        except (AssertionError, KeyError, AttributeError):
+            return False
+        if high is None:
+            return False
+        position = self.positions.get(tp)
+        if position is None:   # nothing handled yet: where the consumer would read next
+            try:
+                state = self.consumer._subscription.subscription.assignment.state_value(tp)
+                position = state.position if state.has_valid_position else None
+            except AttributeError:
+                return False
+        return position is not None and position >= high
 
     def highwater(self, tp: Any) -> int | None:
         """High watermark of an owned partition (None before its first fetch)."""

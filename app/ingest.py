@@ -18,6 +18,8 @@ reaches the one partition, and so the one worker, that owns the model's windows.
 from __future__ import annotations
 
 import itertools
+import math
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -47,6 +49,9 @@ class Routed:
     key, or was read where ``local`` says it does not belong."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
     accepted: int = 0
+    newest_s: float = -math.inf
+    """The newest event time of the valid events (:meth:`Ingest.fetch` sets it): how
+    far the input partition they were read from has come (:mod:`app.progress`)."""
     origins: list[tuple[list[Any], Sequence[int], Sequence[int]]] = field(
         default_factory=list)
     """Valid events as decoded, with their input partitions and sequence numbers
@@ -72,6 +77,7 @@ class Routed:
         _extend(self.repartition, other.repartition)
         self.dead_letters.extend(other.dead_letters)
         self.accepted += other.accepted
+        self.newest_s = max(self.newest_s, other.newest_s)
         if other.by_key or other.repartition:
             self.origins.extend(other.origins)
         else:   # freed now, not when ``other`` goes
@@ -164,7 +170,8 @@ class Ingest:
                 attr = _KEY_OF[kind]
                 keyed = [r.key is not None and r.key == getattr(e, attr).encode()
                          and here(r.key, r.partition) for r, e in zip(chunk, events, strict=True)]
-                one = Routed(accepted=len(events), origins=[(
+                one = Routed(accepted=len(events), newest_s=max(
+                    map(_TIMESTAMP, events), default=-math.inf), origins=[(
                     events, [r.partition for r in chunk],
                     [r.offset << SEQ_BITS for r in chunk])])
                 if all(keyed):
@@ -253,6 +260,9 @@ def slices(records: Sequence[Record], max_bytes: int) -> list[Sequence[Record]]:
     return out
 
 
+_TIMESTAMP = operator.attrgetter("timestamp")
+
+
 def _anywhere(key: bytes, partition: int) -> bool:
     return True
 
@@ -267,6 +277,7 @@ def _numbered(routed: Routed, record: Record, local: Callable[[bytes, int], bool
     first = offset << SEQ_BITS   # + index = offset << SEQ_BITS | index (index < 2**SEQ_BITS)
     routed.origins = [(events, [record.partition] * len(events),
                        range(first, first + len(events)))]
+    routed.newest_s = max(map(_TIMESTAMP, events), default=-math.inf)
     for name in [name for name in routed.by_key
                  if key is None or key != name.encode() or not local(key, record.partition)]:
         routed.repartition[name] = routed.by_key.pop(name)

@@ -42,6 +42,7 @@ import collections
 import functools
 import importlib.resources
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -73,6 +74,14 @@ from app.events import AlertEvent, DeadLetter, PredictionWindow, WindowSummary
 from app.ingest import SLICE_BYTES, Ingest, Routed, slices
 from app.join import Revised
 from app.metrics import Metrics
+from app.progress import (
+    PROGRESS_HEADER,
+    InputClocks,
+    encode_progress,
+    merge_reports,
+    progress_of,
+    too_far_ahead,
+)
 from app.security import BasicAuth, auth_middleware, faust_credentials, kafka_options
 from app.status import Status, StatusCollector
 from app.store import TableStore, partition_for
@@ -80,6 +89,10 @@ from app.summarize import Closed, Summarizer, encode_summary, summary_key
 from app.topics import Topics, checkpoint_changelog, detector_changelog
 
 __all__ = ["Pipeline", "create_app"]
+
+PROGRESS_INTERVAL_S = 0.1
+"""Least wall-clock time between two progress messages of a worker to one internal
+partition (unless an input partition turned idle or busy): what a window's close may lag."""
 
 log = logging.getLogger("mlpulse.pipeline")
 
@@ -114,6 +127,13 @@ class Pipeline:
         self.positions: dict[TP, int] = {}
         """Next offset to process per input partition (for consumer lag)."""
         self.hops = HopFilter()
+        self.clocks = InputClocks(settings.idle_partition_seconds)
+        """Event-time progress of the input partitions this worker reads."""
+        self.published: dict[tuple[int, str, int], int] = {}
+        """(internal partition, input topic, input partition) → last sequence number
+        repartitioned: events of it are on their way while the owner applied less."""
+        self.sent_progress: dict[tuple[str, int], tuple[float, dict[int, Any]]] = {}
+        """(stream, internal partition) → when and what progress was last sent to it."""
         self.restored: set[int] = set()
         """Internal partitions whose state this worker holds (restored from a checkpoint)."""
         self.input_offsets: dict[TopicPartition, int] = {}
@@ -222,8 +242,11 @@ class Pipeline:
                 by_partition: dict[int, list[Any]] = {}
                 for key, events in routed.all_by_key().items():
                     by_partition.setdefault(home(key.encode()), []).extend(events)
+                name = routed_topic[kind]
                 for partition, unordered in by_partition.items():
                     events, sources, seqs = in_order(unordered, *routed.origin(unordered))
+                    for source, seq in dict(zip(sources, seqs, strict=True)).items():
+                        self.published[(partition, name, source)] = seq
                     for span, payload in chunk_spans(events, encode, s.internal_message_bytes):
                         await internal.send(value=payload, partition=partition, headers=[
                             (ORIGIN_HEADER, pack_origin(sources[span], seqs[span]))])
@@ -327,12 +350,12 @@ class Pipeline:
             return home(key) == source % s.partitions
 
         async def ingest_fetch(records: Sequence[Any]) -> None:
-            by_topic: dict[str, list[Any]] = {}
+            by_topic: dict[str, dict[int, list[Any]]] = {}
             for r in records:
-                by_topic.setdefault(r.topic, []).append(r)
+                by_topic.setdefault(r.topic, {}).setdefault(r.partition, []).append(r)
             now = self.clock()
             raised: list[AlertEvent] = []
-            for topic_name, whole in by_topic.items():
+            for topic_name, parts in by_topic.items():
                 kind, internal, encode = routes[topic_name]
                 stage = f"ingest_{kind}"
                 started = time.perf_counter()
@@ -344,25 +367,81 @@ class Pipeline:
                 # applied a slice of the fetch at a time, each while its events are in the
                 # CPU cache (a fetch is MBs of objects once decoded: ~5-7% more events/s,
                 # measured). The others take the hop tagged with their origin, once per
-                # fetch, as one batch: events of one model read from several partitions
-                # are not late to each other. Labels are applied wherever their model is.
+                # fetch, as one batch. Labels are applied wherever their model is.
                 hop = Routed()
-                for batch in slices(whole, SLICE_BYTES):
-                    routed = ingested(batch, kind, topic_name,
-                                      local if kind != "feedback" else None)
-                    if kind == "feedback":
-                        routed.by_key, routed.repartition = routed.all_by_key(), {}
-                    for key in list(routed.by_key):
-                        partition = home(key.encode())
-                        if partition in owned:
-                            apply(kind, partition, key, routed.by_key.pop(key), now=now,
-                                  raised=raised)
-                    hop.merge(routed)   # (origins of all-applied slices not kept)
+                newest: dict[int, float] = {}
+                for index, whole in parts.items():
+                    for batch in slices(whole, SLICE_BYTES):
+                        routed = ingested(batch, kind, topic_name,
+                                          local if kind != "feedback" else None)
+                        if routed.newest_s > newest.get(index, -math.inf):
+                            newest[index] = routed.newest_s
+                        if kind == "feedback":
+                            routed.by_key, routed.repartition = routed.all_by_key(), {}
+                        for key in list(routed.by_key):
+                            partition = home(key.encode())
+                            if partition in owned:
+                                apply(kind, partition, key, routed.by_key.pop(key), now=now,
+                                      raised=raised)
+                        hop.merge(routed)   # (origins of all-applied slices not kept)
                 await publish(hop, internal, encode, kind)
+                # the input partitions' progress moves on only now that their events are
+                # on their way: a progress report never overtakes the events it covers
+                for index in parts:
+                    self.clocks.read(kind, index, newest.get(index, -math.inf), now)
+                if kind != "feedback":
+                    await progress(kind, now)
                 metrics.batch_duration.labels(stage=stage).observe(
                     time.perf_counter() - started)
-                metrics.batch_messages.labels(stage=stage).observe(len(whole))
+                metrics.batch_messages.labels(stage=stage).observe(
+                    sum(len(whole) for whole in parts.values()))
             await emit(self.summarizer.close_due_windows(now, check_idle=False), raised)
+
+        routed_topic = {"predictions": t.predictions, "logs": t.logs, "feedback": t.feedback}
+        internal_topic = {"predictions": by_model, "logs": by_service}
+
+        def caught_up(kind: str, index: int) -> bool:
+            return self.ingest_consumer.caught_up(TopicPartition(routed_topic[kind], index))
+
+        async def progress(kind: str, now: float, *, force: bool = False) -> None:
+            """Tell every owner of ``kind``'s windows how far the input partitions read here
+            have come (app.progress): the owner here directly unless events of those
+            partitions are on their way to it through the internal topic, the others (and
+            then this one) by a message on that topic, after those events; then pause the
+            input partitions that run too far ahead of the slowest."""
+            name = routed_topic[kind]
+            reading = [tp.partition for tp in self.ingest_consumer.assigned
+                       if tp.topic == name]
+            if not reading:
+                return
+            report = self.clocks.report(kind, reading, now, caught_up)
+            owned = owners[kind]()
+            applied = self.hops
+            for partition in range(s.partitions):
+                if partition in owned:
+                    direct = {i: r for i, r in report.items()
+                              if self.published.get((partition, name, i), -1)
+                              <= applied.last(partition, name, i)}
+                    if direct:
+                        self.summarizer.progress(partition, kind, direct)
+                    if len(direct) == len(report):
+                        continue
+                last = self.sent_progress.get((kind, partition))
+                if last is not None and not force:
+                    sent_at, sent = last
+                    if sent == report:
+                        continue
+                    idle_changed = any(sent.get(i, (0.0, idle))[1] != idle
+                                       for i, (_, idle) in report.items())
+                    if now - sent_at < PROGRESS_INTERVAL_S and not idle_changed:
+                        continue
+                await internal_topic[kind].send(
+                    value=b"", partition=partition,
+                    headers=[(PROGRESS_HEADER, encode_progress(report))])
+                self.sent_progress[(kind, partition)] = (now, report)
+            slowest = self.summarizer.watermarks.slowest_s(kind, owned, also=report)
+            self.ingest_consumer.pause(name, too_far_ahead(
+                {i: r[0] for i, r in report.items()}, slowest, s.max_drift_seconds))
 
         exact_inputs = {t.predictions, t.logs}
 
@@ -452,9 +531,10 @@ class Pipeline:
             async with self.state_lock:
                 now = self.clock()
                 grouped: dict[tuple[int, str], list[Any]] = {}
+                reports: dict[int, dict[int, tuple[float, bool]]] = {}
                 for event in batch:
                     message = event.message
-                    events = decode(message.value)
+                    events = decode(message.value) if message.value else []
                     origin = origin_of(message.headers) if events else None
                     if origin is not None:
                         admitted = hops.admit(message.partition, source, *origin)
@@ -462,11 +542,16 @@ class Pipeline:
                             events = [e for e, ok in zip(events, admitted, strict=True) if ok]
                     for name, group in group_by(events, key).items():
                         grouped.setdefault((message.partition, name), []).extend(group)
+                    report = progress_of(message.headers) if not events else None
+                    if report is not None:   # after the events of the messages before it
+                        merge_reports(reports.setdefault(message.partition, {}), report)
                     message.incref()   # acked once a checkpoint holds it
                     held.append(message)
                 raised: list[AlertEvent] = []
                 for (partition, name), events in grouped.items():
                     apply(kind, partition, name, events, now=now, raised=raised)
+                for partition, report in reports.items():
+                    self.summarizer.progress(partition, kind, report)
                 await emit(self.summarizer.close_due_windows(now, check_idle=False), raised)
 
         @app.agent(by_model, name="summarize_predictions")
@@ -491,6 +576,9 @@ class Pipeline:
                     self.detect.restore_presence(partition, now)
             async with self.state_lock:
                 if self.reading:
+                    # input partitions turn idle (or not) on the wall clock too
+                    await progress("predictions", now)
+                    await progress("logs", now)
                     await emit(self.summarizer.close_due_windows(now),
                                self.detect.check_no_data(now), self.summarizer.revisions(now))
                 else:   # input paused by a rebalance: nothing is idle or silent for that
@@ -546,15 +634,20 @@ class Pipeline:
             for partition in sorted(self.owned_partitions - self.restored):
                 offsets.update(await self._restore(partition))
             reads = []
+            now = self.clock()
             for name, kind in routes.items():
                 count = await self.ingest_consumer.partitions(name) or s.partitions
                 mine = owners[kind[0]]()
-                reads += [TopicPartition(name, i) for i in range(count)
-                          if i % s.partitions in mine]
+                indices = [i for i in range(count) if i % s.partitions in mine]
+                reads += [TopicPartition(name, i) for i in indices]
+                if kind[0] != "feedback":   # windows wait for the slowest of them
+                    self.summarizer.sources(kind[0], count)
+                    self.clocks.assigned(kind[0], indices, now)
             await self.ingest_consumer.assign(reads, offsets)
+            # every owner hears again how far the input partitions read here have come
+            self.sent_progress.clear()
             # the windows kept here waited for input during the rebalance: their idle
             # time (and the models' silence) counts from now
-            now = self.clock()
             self.summarizer.touch(now)
             self.detect.touch(now)
             self.reading = True

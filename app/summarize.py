@@ -32,6 +32,7 @@ from app.config import Settings
 from app.events import FeedbackEvent, LogEvent, PredictionEvent, WindowSummary
 from app.guard import CardinalityGuard
 from app.join import LabelJoin, Revised, WindowLabels
+from app.progress import Report, Watermarks
 from app.timefmt import rfc3339
 from app.windows import TumblingWindows
 
@@ -69,6 +70,8 @@ class Summarizer:
         self.guard = CardinalityGuard(
             max_models=settings.max_models, max_versions=settings.max_versions,
             max_services=settings.max_services, idle_s=settings.series_idle_seconds)
+        self.watermarks = Watermarks(settings.lateness_seconds)
+        """Progress of the input partitions per owned partition: the aligned watermarks."""
         self.join: LabelJoin | None = None
         if settings.feedback_horizon_seconds > 0:
             self.join = LabelJoin(
@@ -87,7 +90,46 @@ class Summarizer:
             windows = table[partition] = TumblingWindows(
                 self.settings.window_seconds, self.settings.lateness_seconds, factory
             )
+            stream = "predictions" if table is self._predictions else "logs"
+            if self.watermarks.aligned(stream):
+                windows.align(self.watermarks.watermark_s(partition, stream))
         return windows
+
+    def sources(self, stream: str, count: int) -> None:
+        """``stream`` (``"predictions"`` or ``"logs"``) is read from ``count`` input
+        partitions, any of which can carry any model (service): its windows close on the
+        slowest of them (:mod:`app.progress`)."""
+        self.watermarks.sources(stream, count)
+        table = self._predictions if stream == "predictions" else self._logs
+        for partition, windows in table.items():
+            windows.align(self.watermarks.watermark_s(partition, stream))
+
+    def progress(self, partition: int, stream: str, report: Report) -> None:
+        """A reader's progress of input partitions of ``stream``, as of after every event
+        of theirs that reached ``partition`` before; moves the aligned watermark.
+
+        >>> from app.config import Settings
+        >>> from app.events import PredictionEvent
+        >>> s = Summarizer(Settings(window_seconds=10, lateness_seconds=0))
+        >>> s.sources("predictions", 2)
+        >>> def event(t): return PredictionEvent(event_id=str(t), timestamp=t, model="m")
+        >>> s.add_prediction_events(0, [event(1.0), event(15.0)], now_wall_s=0)
+        0
+        >>> s.progress(0, "predictions", {0: (15.0, False)})
+        >>> s.close_due(now_wall_s=0, check_idle=False)   # input partition 1 unheard of
+        []
+        >>> s.add_prediction_events(0, [event(3.0)], now_wall_s=0)   # ... and its events
+        0
+        >>> s.progress(0, "predictions", {1: (12.0, False)})
+        >>> [(w.window_start, w.count) for w in s.close_due(now_wall_s=0, check_idle=False)]
+        [('1970-01-01T00:00:00Z', 2)]
+        """
+        if not self.watermarks.update(partition, stream, report):
+            return
+        table = self._predictions if stream == "predictions" else self._logs
+        windows = table.get(partition)
+        if windows is not None:
+            windows.align(self.watermarks.watermark_s(partition, stream))
 
     def _prediction_factory(self, partition: int) -> Callable[[tuple[str, ...]], Any]:
         profiles = self.profiles
@@ -190,15 +232,17 @@ class Summarizer:
 
     def partition_state(self, partition: int) -> bytes:
         """The open windows of ``partition`` (predictions and logs) with their watermarks,
-        as msgpack: what a checkpoint of the partition holds. The detectors' per-window
-        profiles and the label index are not in it (a restored window's drift tests see
-        the events after the restore; labels of earlier predictions are not matched).
+        and the progress of the input partitions, as msgpack: what a checkpoint of the
+        partition holds. The detectors' per-window profiles and the label index are not in
+        it (a restored window's drift tests see the events after the restore; labels of
+        earlier predictions are not matched).
         """
         predictions = self._predictions.get(partition)
         logs = self._logs.get(partition)
         return msgspec.msgpack.encode({
             "predictions": predictions.state(PredictionAggregate.state) if predictions else [],
             "logs": logs.state(LogAggregate.state) if logs else [],
+            "progress": self.watermarks.state(partition),
         })
 
     def restore_partition(self, partition: int, data: bytes,
@@ -220,6 +264,7 @@ class Summarizer:
         state = msgspec.msgpack.decode(data)
         self._predictions.pop(partition, None)
         self._logs.pop(partition, None)
+        self.watermarks.restore(partition, state.get("progress", {}))
         if state["predictions"]:
             factory = self._prediction_factory(partition)
             self._windows(self._predictions, partition, factory).restore(
@@ -243,6 +288,7 @@ class Summarizer:
             self.join.keep_only(predictions)
         for partition in set(self._logs) - logs:
             del self._logs[partition]
+        self.watermarks.keep_only(predictions | logs)
 
     @property
     def open_windows(self) -> int:

@@ -4,14 +4,24 @@ Pure logic, no Kafka: the pipeline keeps one :class:`TumblingWindows` per
 partition it owns and feeds it batches of events with the wall-clock time.
 
 * Windows are aligned to multiples of ``size_s`` since the epoch.
-* Each key (model and version, or service) has its own watermark: the newest
-  event time seen for that key minus ``lateness_s``; a window closes once the
-  watermark of its key reaches its end. Keys sharing a partition never make
-  each other's events late, however unevenly input partitions are consumed.
-* A window that got no event for ``size_s + lateness_s`` seconds of wall clock
-  closes too (idle close), so a quiet stream's last window still comes out.
-* An event whose window already closed is *late*: not aggregated, but counted
-  and reported in the next summary of its key.
+* A window closes once two watermarks have passed its end:
+
+  - the *aligned* watermark (:meth:`TumblingWindows.align`, from
+    :class:`app.progress.Watermarks`): every input partition that is not idle has moved
+    past the window's end plus ``lateness_s``, so none can still carry its events,
+    however unevenly the partitions are read (a backlog, a restart, a rebalance);
+  - the key's own watermark (key: model and version, or service): the newest event time
+    seen for that key minus ``lateness_s``. Keys sharing input partitions never make each
+    other's events late (a producer whose clock lags the others' loses nothing).
+
+  Not told of input partitions (``align`` never called), windows close on their key's
+  watermark alone.
+* A window that got no event for ``size_s + lateness_s`` seconds of wall clock closes
+  once the aligned watermark passed it (idle close), so a quiet model's last window
+  still comes out, but never while an input partition that may carry its events is
+  still being read.
+* An event whose window already closed (or is past both watermarks) is *late*: not
+  aggregated, but counted and reported in the next summary of its key.
 
 >>> class Count:
 ...     def __init__(self, key): self.n = 0
@@ -104,11 +114,39 @@ class TumblingWindows(Generic[A]):
         self._closed_through: dict[Key, float] = {}
         self._pending_late: dict[Key, int] = {}
         self._advanced: set[Key] = set()
+        self._aligned_moved = False
+        self.aligned_s = math.inf
+        """The aligned watermark (see the module docs); ``inf``: not aligned."""
         self.late_total = 0
 
     def watermark_s(self, key: Key) -> float:
         """Newest event time of ``key`` minus the allowed lateness."""
         return self._max_event_time_s.get(key, -math.inf) - self.lateness_s
+
+    def align(self, watermark_s: float) -> None:
+        """Set the aligned watermark (it only moves forward once set).
+
+        >>> class Count:
+        ...     def __init__(self, key): self.n = 0
+        ...     def add_batch(self, events): self.n += len(events)
+        >>> class Ev:
+        ...     def __init__(self, t): self.timestamp = t
+        >>> w = TumblingWindows(size_s=10, lateness_s=0, new_aggregate=Count)
+        >>> w.align(-math.inf)   # an input partition has not been read yet
+        >>> w.add(("m",), [Ev(1), Ev(25)], now_wall_s=0)
+        0
+        >>> w.close_due(now_wall_s=1000)   # [0, 10) waits, even idle
+        []
+        >>> w.add(("m",), [Ev(2)], now_wall_s=1000)   # not late: it was on its way
+        0
+        >>> w.align(12)
+        >>> w.close_due(now_wall_s=1000, check_idle=False)
+        [ClosedWindow(key=('m',), start_s=0, end_s=10, count=2, late_events=0)]
+        """
+        if watermark_s > self.aligned_s or self.aligned_s == math.inf:
+            if watermark_s != self.aligned_s:
+                self._aligned_moved = True
+            self.aligned_s = watermark_s
 
     @property
     def open_windows(self) -> int:
@@ -123,7 +161,8 @@ class TumblingWindows(Generic[A]):
         if not events:
             return 0
         size = self.size_s
-        closed_through = max(self.watermark_s(key), self._closed_through.get(key, -math.inf))
+        closed_through = max(min(self.watermark_s(key), self.aligned_s),
+                             self._closed_through.get(key, -math.inf))
         groups: dict[float, list[Timed]] = {}
         late = 0
         times = list(map(_TIMESTAMP, events))
@@ -240,18 +279,25 @@ class TumblingWindows(Generic[A]):
     def close_due(self, now_wall_s: float, check_idle: bool = True) -> list[ClosedWindow[A]]:
         """Close and return windows past their watermark or idle too long, oldest first.
 
-        ``check_idle=False`` looks only at keys whose watermark moved since the last call.
+        ``check_idle=False`` looks only at keys whose watermark moved since the last call
+        (all keys if the aligned watermark moved).
         """
-        keys = list(self._open) if check_idle else [k for k in self._advanced if k in self._open]
+        if check_idle or self._aligned_moved:
+            keys = list(self._open)
+        else:
+            keys = [k for k in self._advanced if k in self._open]
         self._advanced.clear()
+        self._aligned_moved = False
+        aligned = self.aligned_s
         closed: list[ClosedWindow[A]] = []
         for key in keys:
             windows = self._open[key]
             watermark = self.watermark_s(key)
             newest_due = -math.inf
             for start, window in windows.items():
-                if start > newest_due and (
-                    start + self.size_s <= watermark
+                end = start + self.size_s
+                if start > newest_due and end <= aligned and (
+                    end <= watermark
                     or (check_idle and now_wall_s - window.last_update_wall_s >= self.idle_s)
                 ):
                     newest_due = start

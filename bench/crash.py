@@ -63,6 +63,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--keys", choices=["model", "none"], default="model",
                         help="message keys: the model (as the SDK does: events are applied "
                              "where they are read) or none (every event is repartitioned)")
+    parser.add_argument("--shape", choices=SHAPES, default=None,
+                        help="what producers send (overrides --keys): keyed-envelopes (the "
+                             "SDK's), unkeyed-envelopes (one model each), unkeyed-mixed "
+                             "(100 consecutive events of all models), unkeyed-singles (one "
+                             "event per message, as most producers send)")
+    parser.add_argument("--backlog", action="store_true",
+                        help="write the whole stream before the first worker starts")
+    parser.add_argument("--join", type=int, default=0,
+                        help="workers that join the group a third of the way in")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--workdir", type=Path, default=None,
@@ -71,15 +80,25 @@ def _parser() -> argparse.ArgumentParser:
 
 
 Truth = dict[tuple[str, float], int]
+SHAPES = ("keyed-envelopes", "unkeyed-envelopes", "unkeyed-mixed", "unkeyed-singles")
 
 
-def stream(args: argparse.Namespace) -> tuple[list[tuple[str, bytes]], Truth]:
-    """(model, envelope) messages in event-time order, and the true count per window."""
+def shape_of(args: argparse.Namespace) -> str:
+    shape = getattr(args, "shape", None)
+    if shape:
+        return str(shape)
+    return "keyed-envelopes" if getattr(args, "keys", "model") == "model" else "unkeyed-envelopes"
+
+
+def stream(args: argparse.Namespace) -> tuple[list[tuple[str | None, bytes]], Truth]:
+    """(key, message) in event-time order, and the true count per window."""
     rng = random.Random(args.seed)
     models = [f"model-{i}" for i in range(args.models)]
     truth: collections.Counter[tuple[str, float]] = collections.Counter()
     pending: dict[str, list[dict[str, Any]]] = {m: [] for m in models}
-    out: list[tuple[str, bytes]] = []
+    out: list[tuple[str | None, bytes]] = []
+    shape = shape_of(args)
+    mixed: list[dict[str, Any]] = []
     for k in range(args.events):
         model = models[k % len(models)]
         t = T0 + k / args.events_per_second
@@ -88,10 +107,21 @@ def stream(args: argparse.Namespace) -> tuple[list[tuple[str, bytes]], Truth]:
                                "latency_ms": round(rng.lognormvariate(3, 0.4), 3),
                                "prediction": k % 2, "confidence": round(rng.random(), 4)})
         truth[(model, math.floor(t / WINDOW_S) * WINDOW_S)] += 1
-        if len(pending[model]) == 100:
-            out.append((model, msgspec.json.encode(pending[model])))
+        if shape == "unkeyed-singles":
+            out.append((None, msgspec.json.encode(pending[model].pop())))
+        elif shape == "unkeyed-mixed":
+            mixed.append(pending[model].pop())
+            if len(mixed) == 100:
+                out.append((None, msgspec.json.encode(mixed)))
+                mixed = []
+        elif len(pending[model]) == 100:
+            out.append((model if shape == "keyed-envelopes" else None,
+                        msgspec.json.encode(pending[model])))
             pending[model] = []
-    out += [(m, msgspec.json.encode(ev)) for m, ev in pending.items() if ev]
+    if mixed:
+        out.append((None, msgspec.json.encode(mixed)))
+    out += [(m if shape == "keyed-envelopes" else None, msgspec.json.encode(ev))
+            for m, ev in pending.items() if ev]
     return out, dict(truth)
 
 
@@ -122,38 +152,51 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         reader = Records(broker.bootstrap, topics.windows)
         await reader.start()
         summaries = reader.records
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5,
+                                    max_request_size=4 * 1024 * 1024)
+        await producer.start()
+        backlog = getattr(args, "backlog", False)
+        per_message = (args.events / len(messages)) / args.rate
+
+        async def produce(paced: bool) -> None:
+            started = time.monotonic()
+            for n, (key, value) in enumerate(messages):
+                delay = started + n * per_message - time.monotonic()
+                if paced and delay > 0:
+                    await asyncio.sleep(delay)
+                await producer.send(topics.predictions, value,
+                                    key=key.encode() if key is not None else None)
+            await producer.flush()
+
+        if backlog:   # the whole stream waits in the input topic
+            await produce(paced=False)
         workers = [start(f"w{i}-0") for i in range(args.workers)]
         kills: list[dict[str, Any]] = []
         try:
             for w in workers:
                 await _wait_for("partition assignment", lambda w=w: assigned_at(w.log_text()),
                                 w, timeout_s=90)
-            # the stream, paced; kills at random points of it, at least 2 s apart
-            producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5,
-                                        max_request_size=4 * 1024 * 1024)
-            await producer.start()
-            duration_s = args.events / args.rate
-            keyed = getattr(args, "keys", "model") == "model"
-            per_message = 100 / args.rate
-
-            async def produce() -> None:
-                started = time.monotonic()
-                for n, (model, value) in enumerate(messages):
-                    delay = started + n * per_message - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    await producer.send(topics.predictions, value,
-                                        key=model.encode() if keyed else None)
-                await producer.flush()
-
-            sending = asyncio.create_task(produce())
+            # the stream, paced (unless written already); kills at random points of it, at
+            # least 2 s apart; workers joining a third of the way in
+            duration_s = 4.0 if backlog else args.events / args.rate
+            sending = asyncio.create_task(produce(paced=True)) if not backlog else None
             moments = sorted(rng.uniform(1.0, max(duration_s - 1.0, 1.0))
                              for _ in range(args.kills))
             for k in range(1, len(moments)):
                 moments[k] = max(moments[k], moments[k - 1] + 2.0)
             began = time.monotonic()
-            for k, at_s in enumerate(moments):
+            joining = getattr(args, "join", 0)
+            events: list[tuple[float, str, int]] = [(at_s, "kill", k)
+                                                    for k, at_s in enumerate(moments)]
+            if joining:
+                events.append((duration_s / 3, "join", 0))
+            for at_s, what, k in sorted(events):
                 await asyncio.sleep(max(0.0, began + at_s - time.monotonic()))
+                if what == "join":
+                    for _ in range(joining):
+                        workers.append(start(f"w{len(workers)}-0"))
+                    log(NAME, f"{joining} worker(s) join at {time.monotonic() - began:.1f} s")
+                    continue
                 victim = rng.randrange(len(workers))
                 _signal_group(workers[victim].process.pid, signal.SIGKILL)
                 workers[victim].process.wait(10)
@@ -163,8 +206,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                           f"{duration_s:.0f} s ({k + 1}/{args.kills})")
                 workers[victim].stop()
                 workers[victim] = start(f"w{victim}-{k + 1}")
-            await sending
-            await producer.stop()
+            if sending is not None:
+                await sending
             # until the stream's last windows closed (idle close: window + lateness of wall
             # clock after their last event) and nothing new came
             # Then until every event is counted and nothing new came for ``settle`` s, or
@@ -183,6 +226,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 await asyncio.sleep(0.5)
             alive = sum(w.alive for w in workers)
         finally:
+            await producer.stop()
             await reader.stop()
             for w in workers:
                 w.stop()
@@ -274,8 +318,14 @@ def main(argv: list[str] | None = None) -> int:
     report = {"config": {k: v for k, v in vars(args).items() if k not in ("output", "workdir")},
               "window_seconds": WINDOW_S, **result}
     name = NAME if args.workers == 1 else f"{NAME}-workers{args.workers}"
-    if args.keys == "none":
+    if args.shape:
+        name += f"-{args.shape}"
+    elif args.keys == "none":
         name += "-unkeyed"
+    if args.backlog:
+        name += "-backlog"
+    if args.join:
+        name += f"-join{args.join}"
     path = write_results(name, report, args.output)
     rows = [[k, v] for k, v in result.items() if k not in ("kills", "problem_windows")]
     print(table(["measure", "value"], rows))
