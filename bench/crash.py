@@ -177,21 +177,32 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 await _wait_for("partition assignment", lambda w=w: assigned_at(w.log_text()),
                                 w, timeout_s=90)
             # the stream, paced (unless written already); kills at random points of it, at
-            # least 2 s apart; workers joining a third of the way in
-            duration_s = 4.0 if backlog else args.events / args.rate
+            # least 2 s apart (of a backlog: when a random share of its windows is out);
+            # workers joining a third of the way in
+            duration_s = args.events / args.rate
             sending = asyncio.create_task(produce(paced=True)) if not backlog else None
             moments = sorted(rng.uniform(1.0, max(duration_s - 1.0, 1.0))
                              for _ in range(args.kills))
             for k in range(1, len(moments)):
                 moments[k] = max(moments[k], moments[k - 1] + 2.0)
+            if backlog:
+                moments = sorted(rng.uniform(0.1, 0.8) for _ in range(args.kills))
             began = time.monotonic()
             joining = getattr(args, "join", 0)
-            events: list[tuple[float, str, int]] = [(at_s, "kill", k)
-                                                    for k, at_s in enumerate(moments)]
+            events: list[tuple[float, str, int]] = [(at, "kill", k)
+                                                    for k, at in enumerate(moments)]
             if joining:
-                events.append((duration_s / 3, "join", 0))
-            for at_s, what, k in sorted(events):
-                await asyncio.sleep(max(0.0, began + at_s - time.monotonic()))
+                events.append((1 / 3 if backlog else duration_s / 3, "join", 0))
+            for at, what, k in sorted(events):
+                if backlog:   # a share of the windows out, and the workers at work again
+                    deadline = time.monotonic() + 120
+                    while (len(summaries) < at * len(truth)
+                           or not all(assigned_at(w.log_text()) for w in workers)):
+                        if time.monotonic() > deadline:
+                            break
+                        await asyncio.sleep(0.05)
+                else:
+                    await asyncio.sleep(max(0.0, began + at - time.monotonic()))
                 if what == "join":
                     for _ in range(joining):
                         workers.append(start(f"w{len(workers)}-0"))
@@ -202,8 +213,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 workers[victim].process.wait(10)
                 kills.append({"at_s": round(time.monotonic() - began, 2), "worker": victim,
                               "summaries_before": len(summaries)})
-                log(NAME, f"kill -9 worker {victim} at {time.monotonic() - began:.1f} s of "
-                          f"{duration_s:.0f} s ({k + 1}/{args.kills})")
+                log(NAME, f"kill -9 worker {victim} at {time.monotonic() - began:.1f} s, "
+                          f"{len(summaries)} windows out ({k + 1}/{args.kills})")
                 workers[victim].stop()
                 workers[victim] = start(f"w{victim}-{k + 1}")
             if sending is not None:
