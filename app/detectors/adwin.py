@@ -30,9 +30,11 @@ later changes are judged against it with less evidence than the original had).
 >>> rng = np.random.default_rng(7)
 >>> changes = ChangeDetectors(delta=0.002)
 >>> changes.update("f:x", rng.normal(0, 1, 2000))
+0
 >>> changes.take_detections()
 {}
->>> changes.update("f:x", rng.normal(1, 1, 2000))    # a 1σ shift
+>>> changes.update("f:x", rng.normal(1, 1, 2000))    # a 1σ shift: changes found
+1
 >>> changes.take_detections()
 {'f:x': 1}
 >>> round(changes.mean("f:x"), 1)
@@ -74,11 +76,12 @@ class ChangeDetectors:
     def _new(self) -> drift.ADWIN:
         return drift.ADWIN(delta=self.delta, clock=max(1, 32 // self.block))
 
-    def update(self, signal: str, values: np.ndarray) -> None:
+    def update(self, signal: str, values: np.ndarray) -> int:
+        """Feed values of ``signal``; the number of changes they revealed."""
         detector = self._detectors.get(signal)
         if detector is None:
             if len(self._detectors) >= self.max_signals:
-                return
+                return 0
             detector = self._detectors[signal] = self._new()
         block = self.block
         waiting = self._waiting.pop(signal, None)
@@ -88,7 +91,7 @@ class ChangeDetectors:
         if whole < values.size:
             self._waiting[signal] = values[whole:].tobytes()
         if not whole:
-            return
+            return 0
         sums = values[:whole].reshape(-1, block).sum(axis=1) if block > 1 else values
         found = 0
         helper = getattr(detector, "_helper", None)
@@ -111,6 +114,7 @@ class ChangeDetectors:
                 helper = detector._helper
         if found:
             self._detections[signal] = self._detections.get(signal, 0) + found
+        return found
 
     def take_detections(self) -> dict[str, int]:
         """Changes per signal since the last call."""

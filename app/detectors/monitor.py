@@ -120,7 +120,12 @@ class ModelMonitor:
         """Findings of one closed window; then the window joins the reference if due."""
         self.windows_seen += 1
         findings: list[Finding] = []
-        detections = self.changes.take_detections() if self.changes is not None else {}
+        # the changes found in this window's own events (with a backlog, later windows'
+        # events may have been fed to ADWIN before this one closed)
+        if self.changes is not None:
+            self.changes.take_detections()
+        per_event = profile.changes
+        detections = dict(per_event.detections) if isinstance(per_event, _PerEvent) else {}
         ref = self.reference
         if ref is not None and aggregate.count:
             bins = {signal: counts for signal in ref.numeric
@@ -283,17 +288,22 @@ class ModelMonitor:
 
 
 class _PerEvent:
-    """What sees every value of a window: ADWIN per signal, HST on sampled latencies."""
+    """What sees every value of one window: ADWIN per signal (the model version's, shared by
+    its open windows; the changes this window's values revealed are counted here, so a
+    finding belongs to the window whose events triggered it), HST on sampled latencies."""
 
-    __slots__ = ("changes", "latency")
+    __slots__ = ("changes", "detections", "latency")
 
     def __init__(self, changes: ChangeDetectors | None, latency: LatencyAnomaly | None) -> None:
         self.changes = changes
         self.latency = latency
+        self.detections: dict[str, int] = {}
 
     def update(self, signal: str, values: np.ndarray) -> None:
         if self.changes is not None:
-            self.changes.update(signal, values)
+            found = self.changes.update(signal, values)
+            if found:
+                self.detections[signal] = self.detections.get(signal, 0) + found
         if self.latency is not None and signal == "o:latency_ms":
             self.latency.update(values)
 

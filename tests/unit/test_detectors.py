@@ -412,3 +412,19 @@ def test_window_anomaly_remembers_the_last_windows_in_order_across_a_restore():
     assert restored.history == a.history
     restored.observe({"error_rate": 0.07, "latency_p99_ms": 107.0})
     assert [h["latency_p99_ms"] for h in restored.history] == [104.0, 105.0, 106.0, 107.0]
+
+
+def test_an_adwin_change_belongs_to_the_window_whose_events_revealed_it():
+    # a backlog: the next window's events reach ADWIN before the window before it closes
+    rng = np.random.default_rng(5)
+    monitor = ModelMonitor("m", "v1", config(), WINDOW_S)
+    for index in range(3):
+        run_window(monitor, events(rng, 500, index * WINDOW_S), index)
+    quiet, shifted = monitor.new_profile(), monitor.new_profile()
+    before, after = PredictionAggregate(profile=quiet), PredictionAggregate(profile=shifted)
+    before.add_batch(events(rng, 500, 3 * WINDOW_S))
+    after.add_batch(events(rng, 500, 4 * WINDOW_S, shift=1.0))
+    assert ("adwin_change", "x") not in firing(
+        monitor.on_window(before, quiet, 3 * WINDOW_S, 4 * WINDOW_S))
+    assert ("adwin_change", "x") in firing(
+        monitor.on_window(after, shifted, 4 * WINDOW_S, 5 * WINDOW_S))
