@@ -143,7 +143,8 @@ class Detect:
         if c.end_s <= state.last_end_s:
             return []
         state.last_end_s = c.end_s
-        findings = state.monitor.on_window(aggregate, profile, c.start_s, c.end_s, c.summary)
+        findings = state.monitor.on_window(aggregate, profile, c.start_s, c.end_s, c.summary,
+                                           complete=not c.idle)
         if self.on_findings is not None:
             self.on_findings(c.partition, c.key, findings)
         model, version = c.key

@@ -54,6 +54,8 @@ class Closed:
     end_s: float
     aggregate: Any
     summary: WindowSummary
+    idle: bool = False
+    """Closed on the wall clock, its key's events having stopped (see ClosedWindow.idle)."""
 
 
 class Summarizer:
@@ -217,7 +219,7 @@ class Summarizer:
                 if isinstance(labels, WindowLabels) and self.join is not None:
                     self.join.closed(labels, summary)
                 out.append(Closed(partition, closed.key, closed.start_s, closed.end_s,
-                                  closed.aggregate, summary))
+                                  closed.aggregate, summary, idle=closed.idle))
         for partition, log_windows in self._logs.items():
             for closed_log in log_windows.close_due(now_wall_s, check_idle):
                 log_summary = closed_log.aggregate.result(
@@ -227,7 +229,8 @@ class Summarizer:
                     late_events=closed_log.late_events,
                 )
                 out.append(Closed(partition, closed_log.key, closed_log.start_s,
-                                  closed_log.end_s, closed_log.aggregate, log_summary))
+                                  closed_log.end_s, closed_log.aggregate, log_summary,
+                                  idle=closed_log.idle))
         return out
 
     def partition_state(self, partition: int) -> bytes:

@@ -69,14 +69,18 @@ Key = tuple[str, ...]
 class ClosedWindow(Generic[A]):
     """A window that will receive no more events."""
 
-    __slots__ = ("aggregate", "end_s", "key", "late_events", "start_s")
+    __slots__ = ("aggregate", "end_s", "idle", "key", "late_events", "start_s")
 
-    def __init__(self, key: Key, start_s: float, end_s: float, aggregate: A, late_events: int):
+    def __init__(self, key: Key, start_s: float, end_s: float, aggregate: A, late_events: int,
+                 *, idle: bool = False):
         self.key = key
         self.start_s = start_s
         self.end_s = end_s
         self.aggregate = aggregate
         self.late_events = late_events
+        self.idle = idle
+        """Closed on the wall clock (its key's events stopped), not by its key's watermark:
+        the window may hold fewer events than its span would (the end of a stream)."""
 
     def __repr__(self) -> str:
         count = getattr(self.aggregate, "count", getattr(self.aggregate, "n", "?"))
@@ -309,7 +313,8 @@ class TumblingWindows(Generic[A]):
                 end = start + self.size_s
                 self._closed_through[key] = max(end, self._closed_through.get(key, -math.inf))
                 late = self._pending_late.pop(key, 0)
-                closed.append(ClosedWindow(key, start, end, window.aggregate, late))
+                closed.append(ClosedWindow(key, start, end, window.aggregate, late,
+                                           idle=end > watermark))
             if not windows:
                 del self._open[key]
         closed.sort(key=lambda c: (c.start_s, c.key))

@@ -34,7 +34,8 @@ from river import anomaly
 
 from app.detectors.finding import Finding
 
-__all__ = ["LatencyAnomaly", "LogErrorSpike", "WindowAnomaly", "window_vector"]
+__all__ = ["LatencyAnomaly", "LogErrorSpike", "WindowAnomaly", "sampling_sd", "window_samples",
+           "window_vector"]
 
 MIN_CHANGE = {
     "throughput_per_s": 0.0, "error_rate": 0.02, "latency_p95_ms": 0.0,
@@ -43,6 +44,12 @@ MIN_CHANGE = {
 }
 """Smallest absolute change that counts, per metric (latency/throughput: 20% relative)."""
 RELATIVE_MIN_CHANGE = 0.2
+RATES = ("error_rate", "low_confidence_rate", "null_rate")
+"""Shares of a window's events (or values): binomial, their sampling error is known."""
+QUANTILE_TAIL = {"latency_p95_ms": 0.05, "latency_p99_ms": 0.01}
+MIN_TAIL_EVENTS = 5
+"""A latency quantile is judged only in windows with at least this many events beyond it
+(p99: 500 events): a p99 of 200 events is its second-largest value, mostly noise."""
 METRICS = tuple(sorted(MIN_CHANGE))
 """The metrics of a health vector (:func:`window_vector`); others are not judged."""
 _COLUMN = {metric: i for i, metric in enumerate(METRICS)}
@@ -59,6 +66,15 @@ def window_vector(summary: Any, duration_s: float, null_rate: float) -> dict[str
         out["confidence_mean"] = summary.confidence.mean
         out["low_confidence_rate"] = summary.confidence.low_rate
     return out
+
+
+def window_samples(summary: Any, duration_s: float, confidence_count: float,
+                   values: float) -> dict[str, float]:
+    """What each metric of :func:`window_vector` was measured on (see
+    :meth:`WindowAnomaly.observe`)."""
+    return {"error_rate": summary.count, "throughput_per_s": duration_s,
+            "latency_p95_ms": summary.count, "latency_p99_ms": summary.count,
+            "low_confidence_rate": confidence_count, "null_rate": values}
 
 
 class WindowAnomaly:
@@ -85,8 +101,25 @@ class WindowAnomaly:
         self._hst_seen = 0
         self.last_score: float | None = None
 
-    def observe(self, vector: dict[str, float]) -> Finding | None:
-        """Judge one window's vector, then learn it (anomalous windows are not learnt)."""
+    def observe(self, vector: dict[str, float], samples: dict[str, float] | None = None
+                ) -> Finding | None:
+        """Judge one window's vector, then learn it (anomalous windows are not learnt).
+
+        ``samples`` gives what each value was measured on: for a rate, the number of
+        events (or values) it is a share of; for ``throughput_per_s``, the window's
+        duration (s); for a latency quantile, the number of events. A value is then judged
+        against its sampling error too (binomial / Poisson), not only the spread of past
+        windows: 7 errors in 200 events after windows of 2 is noise, not a z of 7.5.
+
+        >>> a = WindowAnomaly(warmup_windows=5, use_hst=False)
+        >>> for errors in [2, 1, 2, 3, 2, 2]:
+        ...     _ = a.observe({"error_rate": errors / 200}, {"error_rate": 200})
+        >>> a.observe({"error_rate": 7 / 200}, {"error_rate": 200}).firing
+        False
+        >>> a.observe({"error_rate": 40 / 200}, {"error_rate": 200}).firing
+        True
+        """
+        samples = samples or {}
         if self._stored < self.warmup_windows:
             self._remember(vector)
             return None
@@ -101,10 +134,15 @@ class WindowAnomaly:
             past = past[~np.isnan(past)]
             if past.size < self.warmup_windows:
                 continue
+            n = samples.get(metric)
+            tail = QUANTILE_TAIL.get(metric)
+            if tail is not None and n is not None and n * tail < MIN_TAIL_EVENTS:
+                continue
             median = float(np.median(past))
             mad = 1.4826 * float(np.median(np.abs(past - median)))
+            spread = math.hypot(mad, sampling_sd(metric, median, n))
             floor = max(MIN_CHANGE.get(metric, 0.0), RELATIVE_MIN_CHANGE * abs(median), 1e-9)
-            z = (value - median) / max(mad, floor / self.z_threshold)
+            z = (value - median) / max(spread, floor / self.z_threshold)
             scaled[metric] = min(1.0, max(0.0, 0.5 + z / (4 * self.z_threshold)))
             if abs(z) >= self.z_threshold and abs(value - median) >= floor:
                 deviations.append({"metric": metric, "value": value, "median": median,
@@ -173,6 +211,28 @@ class WindowAnomaly:
             out._hst_inputs.append(x)
         out._hst_seen = data["hst_seen"]
         return out
+
+
+def sampling_sd(metric: str, usual: float, n: float | None) -> float:
+    """Standard deviation of ``metric`` measured on ``n`` (see :meth:`WindowAnomaly.observe`)
+    when its true value is ``usual``: binomial for rates (Laplace-smoothed, so a usual rate
+    of 0 still allows for an event or two), Poisson for throughput.
+
+    >>> round(sampling_sd("error_rate", 0.01, 200), 4)
+    0.0086
+    >>> round(sampling_sd("throughput_per_s", 10.0, 60), 3)   # 600 events a window
+    0.408
+    >>> sampling_sd("latency_p99_ms", 80.0, 500)
+    0.0
+    """
+    if not n or n <= 0:
+        return 0.0
+    if metric in RATES:
+        p = (min(max(usual, 0.0), 1.0) * n + 1) / (n + 2)
+        return math.sqrt(p * (1 - p) / n)
+    if metric == "throughput_per_s":
+        return math.sqrt(max(usual * n, 1.0)) / n
+    return 0.0
 
 
 class LogErrorSpike:

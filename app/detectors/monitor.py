@@ -42,7 +42,7 @@ import numpy as np
 
 from app.aggregates import PredictionAggregate
 from app.detectors.adwin import ChangeDetectors
-from app.detectors.anomaly import LatencyAnomaly, WindowAnomaly, window_vector
+from app.detectors.anomaly import LatencyAnomaly, WindowAnomaly, window_samples, window_vector
 from app.detectors.drift import DriftResult, categorical_drift, numeric_drift
 from app.detectors.finding import Finding
 from app.detectors.profile import WindowProfile
@@ -89,6 +89,8 @@ class ModelMonitor:
         self.latency = (LatencyAnomaly(a.latency_sample_every, seed=seed)
                         if a.enabled and a.latency_sample_every and hst else None)
         self.windows_seen = 0
+        self.last_end_s = -math.inf
+        """End of the last window seen: a window that does not start there follows a gap."""
 
     # ------------------------------------------------------------------ windows
 
@@ -115,10 +117,16 @@ class ModelMonitor:
 
     def on_window(
         self, aggregate: PredictionAggregate, profile: WindowProfile, start_s: float,
-        end_s: float, summary: Any = None,
+        end_s: float, summary: Any = None, *, complete: bool = True,
     ) -> list[Finding]:
-        """Findings of one closed window; then the window joins the reference if due."""
+        """Findings of one closed window; then the window joins the reference if due.
+
+        ``complete=False``: the window closed because its events stopped (the end of a
+        stream): its throughput is not judged, nor that of the first window after a gap
+        (the stream may have begun within it)."""
         self.windows_seen += 1
+        follows = start_s == self.last_end_s
+        self.last_end_s = end_s
         findings: list[Finding] = []
         # the changes found in this window's own events (with a backlog, later windows'
         # events may have been fed to ADWIN before this one closed)
@@ -136,8 +144,11 @@ class ModelMonitor:
         if self.anomaly is not None and summary is not None and aggregate.count:
             nulls = sum(s.null_count for s in aggregate.features.values())
             values = sum(s.count for s in aggregate.features.values())
-            finding = self.anomaly.observe(
-                window_vector(summary, end_s - start_s, nulls / values if values else 0.0))
+            vector = window_vector(summary, end_s - start_s, nulls / values if values else 0.0)
+            if not (complete and follows):
+                del vector["throughput_per_s"]
+            finding = self.anomaly.observe(vector, window_samples(
+                summary, end_s - start_s, aggregate.confidence.count, values))
             if finding is not None:
                 findings.append(finding)
         if self.latency is not None:
@@ -256,6 +267,7 @@ class ModelMonitor:
     def snapshot(self) -> dict[str, Any]:
         return {
             "model": self.model, "version": self.version, "windows_seen": self.windows_seen,
+            "last_end_s": self.last_end_s,
             "reference": self.reference.to_dict() if self.reference is not None else None,
             "contributions": [c.to_dict() for c in self.contributions],
             "changes": self.changes.snapshot() if self.changes is not None else None,
@@ -272,6 +284,7 @@ class ModelMonitor:
         out = cls(data["model"], data["version"], config, window_seconds, seed=data["seed"],
                   hst=hst)
         out.windows_seen = data["windows_seen"]
+        out.last_end_s = data.get("last_end_s", -math.inf)
         out.rng = np.random.default_rng([data["seed"], out.windows_seen])
         if data["reference"] is not None and out.reference is None:
             out.reference = Reference.from_dict(data["reference"])

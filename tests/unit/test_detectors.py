@@ -428,3 +428,50 @@ def test_an_adwin_change_belongs_to_the_window_whose_events_revealed_it():
         monitor.on_window(before, quiet, 3 * WINDOW_S, 4 * WINDOW_S))
     assert ("adwin_change", "x") in firing(
         monitor.on_window(after, shifted, 4 * WINDOW_S, 5 * WINDOW_S))
+
+
+def _stationary_errors(seed, windows=30, n=200, p=0.02):
+    rng = np.random.default_rng(seed)
+    anomaly = WindowAnomaly(warmup_windows=10, use_hst=False)
+    fired = 0
+    for _ in range(windows):
+        errors = int(rng.binomial(n, p))
+        finding = anomaly.observe({"error_rate": errors / n, "throughput_per_s": n / 60},
+                                  {"error_rate": n, "throughput_per_s": 60})
+        fired += bool(finding is not None and finding.firing)
+    return fired
+
+
+def test_small_windows_with_a_steady_error_rate_raise_no_anomaly():
+    # 200 events a window at a steady 2% error rate: 7 errors after windows of 2 is noise
+    assert sum(_stationary_errors(seed) for seed in range(40)) == 0
+
+
+def test_a_real_error_spike_in_small_windows_still_fires():
+    rng = np.random.default_rng(1)
+    anomaly = WindowAnomaly(warmup_windows=10, use_hst=False)
+    for _ in range(15):
+        anomaly.observe({"error_rate": rng.binomial(200, 0.02) / 200}, {"error_rate": 200})
+    finding = anomaly.observe({"error_rate": 30 / 200}, {"error_rate": 200})
+    assert finding is not None and finding.firing
+
+
+def test_the_last_window_of_a_stream_raises_no_throughput_anomaly():
+    rng = np.random.default_rng(2)
+    monitor = ModelMonitor("m", "v1", config(), WINDOW_S)
+    for index in range(14):
+        run_window(monitor, events(rng, 600, index * WINDOW_S), index)
+
+    def last_window(complete):
+        m = ModelMonitor.restore(msgpack_round_trip(monitor.snapshot()), config(), WINDOW_S)
+        start = 14 * WINDOW_S
+        profile = m.new_profile()
+        aggregate = PredictionAggregate(profile=profile)
+        aggregate.add_batch(events(rng, 60, start))   # the stream stopped 6 s in
+        summary = aggregate.result(model="m", model_version="v1", window_start=rfc3339(start),
+                                   window_end=rfc3339(start + WINDOW_S), late_events=0)
+        return firing(m.on_window(aggregate, profile, start, start + WINDOW_S, summary,
+                                  complete=complete))
+
+    assert ("window_anomaly", "") in last_window(complete=True)   # a drop mid-stream fires
+    assert ("window_anomaly", "") not in last_window(complete=False)
