@@ -16,6 +16,10 @@ until then), ``keep_firing_for: N`` windows it keeps firing after clearing;
 (``{model}``, ``{model_version}``, ``{value}``, ``{threshold}``, ``{feature}``,
 ``{summary}`` — the detector's own words — and any label) and ``runbook_url``;
 ``match`` limits a rule to models/versions/services by glob (``fraud-*``).
+A rate (``error_rate``, ``*_rate``, ``performance.accuracy`` ...) is judged against its
+sampling error: ``error_rate > 0.05`` holds when the window's errors show, with
+``confidence`` (default 0.95, one-sided Wilson bound), a rate above 5%: 7 failures in 200
+calls do not, 20 do; at thousands of events the bound is within a fraction of a percent.
 
 Without a ``rules:`` section the built-in :data:`DEFAULT_RULES` apply: every
 detector finding, error rate above 5% and p99 latency above 1 s for 2 windows.
@@ -35,8 +39,10 @@ app.errors.ConfigError: rules[0].expr: expected `<metric> <op> <number>`, got 'p
 from __future__ import annotations
 
 import fnmatch
+import math
 import operator
 import re
+import statistics
 import string
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -75,6 +81,10 @@ class Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_default
     description: str | None = None
     runbook_url: str | None = None
     source: Literal["predictions", "logs"] = "predictions"
+    confidence: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.95
+    """A rate (``*_rate``, ``performance.*``) must be beyond the threshold with this
+    one-sided confidence, given how many events it was measured on (Wilson bound); 0
+    compares the rate as measured."""
 
     def __post_init__(self) -> None:
         if (self.expr is None) == (self.detector is None):
@@ -180,10 +190,16 @@ class Rules:
             if value is None:
                 continue   # not measured in this window (e.g. no labels yet): no verdict
             assert rule.name is not None
-            out.append(self._condition(rule, rule.name, _OPS[op](value, threshold), labels,
+            evidence: dict[str, Any] = {"trace_ids": list(trace_ids)}
+            judged = value
+            n = _trials(metrics, path) if rule.confidence and op not in ("==", "!=") else None
+            if n:   # a rate of n events: judged by the bound on the side of the threshold
+                low, high = wilson_bounds(value, n, rule.confidence)
+                judged = low if op in (">", ">=") else high
+                evidence.update({"events": n, "bound": judged, "confidence": rule.confidence})
+            out.append(self._condition(rule, rule.name, _OPS[op](judged, threshold), labels,
                                        "threshold", value=value, threshold=threshold,
-                                       detail=f"{path} {op} {threshold:g}",
-                                       evidence={"trace_ids": list(trace_ids)}))
+                                       detail=f"{path} {op} {threshold:g}", evidence=evidence))
         return out
 
     def evaluate_findings(self, findings: Iterable[Finding],
@@ -246,6 +262,37 @@ def _parse_expr(expr: str | None, index: int) -> tuple[str, str, float]:
         raise ConfigError(f"rules[{index}].expr: expected `<metric> <op> <number>`, "
                           f"got {expr!r}")
     return match[1], match[2], float(match[3])
+
+
+def wilson_bounds(rate: float, n: float, confidence: float) -> tuple[float, float]:
+    """One-sided Wilson score bounds of a rate measured on ``n`` events, each at
+    ``confidence``: 7 failures in 200 calls (3.5%) are not shown to exceed 5%, 20 are.
+
+    >>> [round(b, 3) for b in wilson_bounds(0.035, 200, 0.95)]
+    [0.019, 0.063]
+    >>> wilson_bounds(0.10, 200, 0.95)[0] > 0.05
+    True
+    """
+    z = statistics.NormalDist().inv_cdf(confidence)
+    rate = min(max(rate, 0.0), 1.0)
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(centre - half, 0.0), min(centre + half, 1.0)
+
+
+def _trials(metrics: Mapping[str, Any], path: str) -> float | None:
+    """How many events a rate metric is a share of (None: not a rate)."""
+    leaf = path.rsplit(".", 1)[-1]
+    if path.startswith("performance.") and leaf in _LABEL_SHARES:
+        return _lookup(metrics, "performance.labelled")
+    if leaf.endswith(("_rate", "_coverage")) or leaf == "low_rate":
+        return _lookup(metrics, "count")
+    return None
+
+
+_LABEL_SHARES = frozenset({"accuracy", "precision", "recall", "f1", "macro_f1"})
+"""Performance measures that are shares of the labelled predictions (about: precision and
+recall are shares of a part of them, so their bound is, if anything, too tight)."""
 
 
 def _lookup(metrics: Mapping[str, Any], path: str) -> float | None:

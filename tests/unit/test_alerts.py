@@ -127,3 +127,32 @@ def test_threshold_rule_end_to_end_in_memory():
     pipe.advance(100)
     slow = [(a.status, a.window_start) for a in pipe.alerts if a.rule == "slow"]
     assert slow == [("firing", "1970-01-01T00:00:30Z"), ("resolved", "1970-01-01T00:00:50Z")]
+
+
+@pytest.mark.parametrize(("count", "errors", "active"), [
+    (200, 7, False),      # 3.5% of 200: not shown above 5%
+    (200, 20, True),      # 10% of 200
+    (20_000, 1100, True),  # 5.5% of 20,000: the bound is within half a percent
+    (20, 2, False),       # 10% of 20: two failures prove nothing
+])
+def test_a_rate_rule_judges_the_rate_against_its_sampling_error(count, errors, active):
+    rules = Rules.from_mapping(None)   # the built-in high_error_rate: error_rate > 0.05
+    conditions = rules.evaluate_metrics(
+        {"count": count, "error_rate": errors / count}, {"model": "m", "model_version": "v"})
+    (condition,) = [c for c in conditions if c.rule == "high_error_rate"]
+    assert condition.active is active
+    assert condition.value == errors / count
+    assert condition.evidence["events"] == count
+
+
+def test_a_rate_rule_with_confidence_zero_compares_the_rate_as_measured():
+    rules = Rules.from_mapping({"rules": [
+        {"name": "errors", "expr": "error_rate > 0.05", "confidence": 0}]})
+    (condition,) = rules.evaluate_metrics({"count": 20, "error_rate": 0.1}, {"model": "m"})
+    assert condition.active
+
+
+def test_a_metric_that_is_not_a_rate_is_compared_as_is():
+    rules = Rules.from_mapping({"rules": [{"name": "slow", "expr": "latency_ms.p99 > 500"}]})
+    (condition,) = rules.evaluate_metrics({"count": 3, "latency_ms": {"p99": 501.0}}, {})
+    assert condition.active and "events" not in condition.evidence
