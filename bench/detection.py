@@ -89,10 +89,11 @@ from river import drift
 from scipy import stats
 
 from app.aggregates import PredictionAggregate
+from app.config import Settings
+from app.detect import Detect
 from app.detectors.finding import Finding
-from app.detectors.monitor import ModelMonitor
-from app.detectors.settings import DetectorSettings
 from app.events import PredictionEvent
+from app.summarize import Closed
 from app.timefmt import rfc3339
 
 __all__ = ["main", "run"]
@@ -115,6 +116,12 @@ NUMERIC: dict[str, tuple[str, float, float]] = {
     "num_a": ("normal", 0.0, 1.0), "num_b": ("normal", 50.0, 10.0),
     "num_c": ("lognormal", 0.0, 0.5), "num_d": ("lognormal", 3.0, 1.0),
 }
+HEAVY: dict[str, tuple[str, float, float]] = {
+    "num_a": ("student_t", 2.0, 1.0), "num_b": ("lognormal", 0.0, 1.5),
+    "num_c": ("pareto", 1.5, 1.0), "num_d": ("exponential", 0.0, 20.0),
+}
+"""Stationary streams of skewed, heavy-tailed features: Student's t with 2 degrees of freedom
+(infinite variance), LogNormal(0, 1.5), Pareto(1.5) (infinite variance), Exponential(20)."""
 SEGMENTS = [f"seg{i}" for i in range(6)]
 ERROR_RATE, BURST_ERROR_RATE, LATENCY_FACTOR = 0.01, 0.10, 3.0
 
@@ -186,6 +193,10 @@ class Scenario:
     kind: Kind
     size: float = 0.0
     source: Literal["synthetic", "phishing"] = "synthetic"
+    events: int = WINDOW_EVENTS
+    """Events per window (synthetic streams)."""
+    heavy: bool = False
+    """Skewed and heavy-tailed features instead of the usual ones (HEAVY)."""
 
     @property
     def target_of(self) -> Callable[[int], str | None]:
@@ -216,19 +227,31 @@ def _std(spec: tuple[str, float, float]) -> tuple[float, float]:
     return mean, math.sqrt((math.exp(sigma**2) - 1) * math.exp(2 * mu + sigma**2))
 
 
+def _draw(spec: tuple[str, float, float], n: int, rng: np.random.Generator) -> np.ndarray:
+    dist, a, b = spec
+    if dist == "normal":
+        return rng.normal(a, b, n)
+    if dist == "lognormal":
+        return rng.lognormal(a, b, n)
+    if dist == "student_t":
+        return b * rng.standard_t(a, n)
+    if dist == "pareto":
+        return b * (1.0 + rng.pareto(a, n))
+    return a + rng.exponential(b, n)
+
+
 def synthetic_windows(scenario: Scenario, target: str | None, n_windows: int,
                       rng: np.random.Generator) -> Iterator[WindowData]:
     """The windows of one synthetic stream (change at ``CHANGE_WINDOW`` unless stationary)."""
-    n = WINDOW_EVENTS
+    n = scenario.events
     change_at = CHANGE_WINDOW * n
     for w in range(n_windows):
         t = w * n + np.arange(n)          # event index in the stream
         after = t >= change_at if scenario.kind != "none" else np.zeros(n, dtype=bool)
         burst = after.any() and w < CHANGE_WINDOW + BURST_WINDOWS
         numeric = {}
-        for name, spec in NUMERIC.items():
-            dist, mu, sigma = spec
-            x = (rng.normal(mu, sigma, n) if dist == "normal" else rng.lognormal(mu, sigma, n))
+        for name, spec in (HEAVY if scenario.heavy else NUMERIC).items():
+            x = _draw(spec, n, rng)
             if target == "f:" + name:
                 mean, std = _std(spec)
                 if scenario.kind == "mean":
@@ -344,34 +367,41 @@ class Detector(Protocol):
 
 
 class Mlpulse:
-    """A :class:`ModelMonitor` fed as the worker feeds it; alerts = firing transitions."""
+    """The worker's detection stage (:class:`~app.detect.Detect`: every detector, the
+    built-in rules and the alert lifecycle) fed as the worker feeds it; alerts = the
+    ``firing`` alert events it raises."""
 
     def __init__(self, seed: int) -> None:
-        cfg = DetectorSettings.from_mapping(
-            {"reference": {"windows": REF_WINDOWS, "min_events": 300}}).for_model(MODEL)
-        self.monitor = ModelMonitor(MODEL, VERSION, cfg, window_seconds=WINDOW_S, seed=seed)
-        self.firing: dict[tuple[str, tuple[tuple[str, str], ...]], bool] = {}
+        settings = Settings(window_seconds=WINDOW_S, detectors={
+            "reference": {"windows": REF_WINDOWS, "min_events": 300}})
+        self.detect = Detect(settings)
+        self.key = (MODEL, f"{VERSION}-{seed}")   # the key seeds the detectors' sampling
+        self.findings: list[Finding] = []
+        self.detect.on_findings = lambda partition, key, findings: self.findings.extend(
+            findings)
 
     def step(self, w: int, data: WindowData, events: list[PredictionEvent],
              start_s: float) -> Verdict:
-        profile = self.monitor.new_profile()
+        profile = self.detect.new_profile(0, self.key)
         aggregate = PredictionAggregate(profile=profile)
         aggregate.add_batch(events)
-        summary = aggregate.result(model=MODEL, model_version=VERSION,
+        summary = aggregate.result(model=MODEL, model_version=self.key[1],
                                    window_start=rfc3339(start_s),
                                    window_end=rfc3339(start_s + WINDOW_S), late_events=0)
-        findings = self.monitor.on_window(aggregate, profile, start_s, start_s + WINDOW_S,
-                                          summary)
+        self.findings = []
+        alerts = self.detect.on_closed([Closed(0, self.key, start_s, start_s + WINDOW_S,
+                                               aggregate, summary)])
         out = Verdict()
-        for finding in findings:
-            key = (finding.rule, tuple(sorted(finding.labels.items())))
+        for finding in self.findings:
             if finding.firing:
                 for target in _finding_targets(finding):
                     out.targets[target] = data.size
                     out.causes.setdefault(target, []).append(finding.rule)
-                if not self.firing.get(key, False):
-                    out.alerts.append((_source(finding), finding.summary))
-            self.firing[key] = finding.firing
+        for alert in alerts:
+            if alert.status == "firing":
+                label = alert.labels.get("feature") or alert.labels.get("signal")
+                source = f"{alert.rule}[{label}]" if label else alert.rule
+                out.alerts.append((source, alert.annotations.summary))
         return out
 
 
@@ -383,11 +413,6 @@ def _finding_targets(finding: Finding) -> list[str]:
     if finding.rule == "adwin_change" and "signal" in finding.labels:
         return ["o:" + finding.labels["signal"]]
     return []
-
-
-def _source(finding: Finding) -> str:
-    label = finding.labels.get("feature") or finding.labels.get("signal")
-    return f"{finding.rule}[{label}]" if label else finding.rule
 
 
 class AdwinDefaults:
@@ -545,6 +570,9 @@ SCENARIOS = [
     Scenario("latency ×3, 2 windows", "latency"),
     Scenario("errors 1% → 10%, 2 windows", "error"),
     Scenario("stationary", "none"),
+    Scenario("stationary, 200-event windows", "none", events=200),
+    Scenario("stationary, 2,000-event windows", "none", events=2000),
+    Scenario("stationary, heavy-tailed features", "none", heavy=True),
     Scenario("phishing: x > median", "select", source="phishing"),
     Scenario("phishing: 50% x > median", "select_mix", source="phishing"),
     Scenario("phishing: no shift", "none", source="phishing"),
@@ -568,7 +596,7 @@ def streams_of(scenario: Scenario, plan: Plan, data: Phishing) -> Iterator[tuple
         windows = (phishing_windows(scenario, target, n_windows, data, rng)
                    if scenario.source == "phishing"
                    else synthetic_windows(scenario, target, n_windows, rng))
-        size = PHISHING_WINDOW if scenario.source == "phishing" else WINDOW_EVENTS
+        size = PHISHING_WINDOW if scenario.source == "phishing" else scenario.events
         yield StreamSpec(scenario, i, target, windows, n_windows, size), number * 1000 + i
 
 
@@ -670,8 +698,8 @@ def false_alert_rows(
     results: list[dict[str, Any]],
 ) -> dict[str, tuple[int, dict[DetectorName, int]]]:
     groups: dict[str, list[dict[str, Any]]] = {
-        "synthetic stationary streams": [r for r in results
-                                         if r["source"] == "synthetic" and r["kind"] == "none"],
+        r["scenario"]: [r] for r in results if r["source"] == "synthetic" and r["kind"] == "none"}
+    groups |= {
         "synthetic pre-change windows": [r for r in results
                                          if r["source"] == "synthetic" and r["kind"] != "none"],
         "phishing no-shift control": [r for r in results
@@ -746,6 +774,40 @@ def render_sources(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def false_alerts_by_detector(results: list[dict[str, Any]]
+                             ) -> dict[str, dict[str, float | int]]:
+    """mlpulse's firing alerts per rule (detector or threshold rule) on each group of
+    stationary windows, per 200 model-windows (the goal: at most 1 in all)."""
+    out: dict[str, dict[str, float | int]] = {}
+    groups = {r["scenario"]: [r] for r in results if r["kind"] == "none"}
+    groups["pre-change windows"] = [r for r in results if r["kind"] != "none"]
+    for label, rows in groups.items():
+        windows = sum(r["mlpulse"]["monitored_windows"] for r in rows)
+        by_rule: Counter[str] = Counter()
+        for r in rows:
+            for source, n in r["mlpulse"]["false_alert_sources"].items():
+                by_rule[source.split("[", 1)[0]] += n
+        out[label] = {"windows": windows, "alerts": sum(by_rule.values()),
+                      "per_200_windows": 200 * sum(by_rule.values()) / windows if windows
+                      else 0.0,
+                      **{rule: n for rule, n in by_rule.most_common()}}
+    return out
+
+
+def render_by_detector(results: list[dict[str, Any]]) -> str:
+    table = false_alerts_by_detector(results)
+    rules = sorted({k for row in table.values() for k in row}
+                   - {"windows", "alerts", "per_200_windows"})
+    head = f"{'mlpulse firing alerts, stationary':<40}{'windows':>8}{'per 200':>9}"
+    head += "".join(f"{rule:>18}" for rule in rules)
+    lines = [head, "─" * len(head)]
+    for label, row in table.items():
+        line = f"{label:<40}{row['windows']:>8}{row['per_200_windows']:>9.2f}"
+        line += "".join(f"{row.get(rule, 0):>18}" for rule in rules)
+        lines.append(line)
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -813,6 +875,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render_caught_by(results))
     print()
     print(render_sources(results))
+    print()
+    print(render_by_detector(results))
     print(f"\nruntime {elapsed:.1f} s ({'quick' if args.quick else 'full'})")
     import river
     import scipy
@@ -831,13 +895,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "reference_windows": REF_WINDOWS, "window_seconds": WINDOW_S,
                    "burst_windows": BURST_WINDOWS, "ramp_windows": RAMP_WINDOWS,
                    "phishing_targets": PHISHING_TARGETS,
-                   "mlpulse_settings": "defaults (reference: windows 3, min_events 300)",
+                   "mlpulse_settings": "defaults (reference: windows 3, min_events 300), "
+                                       "built-in rules and alert lifecycle (app.detect)",
                    "evidently_p_value": P_VALUE},
         "method": __doc__,
         "runtime_s": round(elapsed, 1),
         "scenarios": results,
         "false_alerts": {label: {"windows": n, "alerts": counts}
                          for label, (n, counts) in false_alert_rows(results).items()},
+        "mlpulse_false_alerts_by_detector": false_alerts_by_detector(results),
         "goals": g,
         "table": table,
     }
