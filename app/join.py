@@ -250,6 +250,10 @@ class LabelJoin:
         self.newest_s: dict[str, float] = {}
         """Per model, the newest event time of its predictions and labels."""
         self.newest_prediction_s: dict[str, float] = {}
+        self.aligned_s: dict[int, float] = {}
+        """Per partition, how far every input partition of predictions has come (the
+        slowest's newest event time; app.progress): a label waits for its prediction until
+        then, not only until its model's newest prediction (read from the fastest)."""
         self.early: dict[str, dict[str, tuple[object, float]]] = {}
         """Per model, labels whose prediction has not been seen yet."""
         self.size = 0
@@ -316,6 +320,10 @@ class LabelJoin:
         if prediction and time_s > self.newest_prediction_s.get(model, -math.inf):
             self.newest_prediction_s[model] = time_s
 
+    def progress(self, partition: int, aligned_s: float) -> None:
+        """Every input partition of predictions has come this far (see ``aligned_s``)."""
+        self.aligned_s[partition] = aligned_s
+
     def closed(self, window: WindowLabels, summary: PredictionWindow) -> None:
         """The window closed with ``summary``: fill in its performance and keep it for
         revisions while labels may still come."""
@@ -372,8 +380,9 @@ class LabelJoin:
                 self.counts["unlabelled"] += window.pending
                 self._leave(window)
         for model, waiting in list(self.early.items()):
-            cutoff = (self.newest_prediction_s.get(model, -math.inf)
-                      - self.window_s - self.lateness_s)
+            newest_s = min(self.newest_prediction_s.get(model, -math.inf),
+                           self.aligned_s.get(self.partition_of.get(model, -1), math.inf))
+            cutoff = newest_s - self.window_s - self.lateness_s
             for event_id in [i for i, (_, t) in waiting.items() if t < cutoff]:
                 del waiting[event_id]
                 self.early_size -= 1
@@ -430,3 +439,5 @@ class LabelJoin:
             self.newest_s.pop(model, None)
             self.newest_prediction_s.pop(model, None)
             del self.partition_of[model]
+        for partition in set(self.aligned_s) - partitions:
+            del self.aligned_s[partition]

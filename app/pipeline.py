@@ -391,6 +391,7 @@ class Pipeline:
                     self.clocks.read(kind, index, newest.get(index, -math.inf), now)
                 if kind != "feedback":
                     await progress(kind, now)
+                align_labels(now)
                 metrics.batch_duration.labels(stage=stage).observe(
                     time.perf_counter() - started)
                 metrics.batch_messages.labels(stage=stage).observe(
@@ -402,6 +403,24 @@ class Pipeline:
 
         def caught_up(kind: str, index: int) -> bool:
             return self.ingest_consumer.caught_up(TopicPartition(routed_topic[kind], index))
+
+        def align_labels(now: float) -> None:
+            """Pause the label partitions that run more than a window (and the lateness)
+            ahead of the slowest prediction partition: a label waits for its prediction,
+            so labels read ahead of their predictions would pile up (bounded, then lost as
+            unmatched) while a backlog of both is read."""
+            name = t.feedback
+            reading = [tp.partition for tp in self.ingest_consumer.assigned if tp.topic == name]
+            if not reading:
+                return
+            predictions = [tp.partition for tp in self.ingest_consumer.assigned
+                           if tp.topic == t.predictions]
+            slowest = self.summarizer.watermarks.slowest_s(
+                "predictions", self.owned_partitions,
+                also=self.clocks.report("predictions", predictions, now, caught_up))
+            labels = {i: self.clocks.newest_s("feedback", i) for i in reading}
+            self.ingest_consumer.pause(name, too_far_ahead(
+                labels, slowest, s.window_seconds + s.lateness_seconds))
 
         async def progress(kind: str, now: float, *, force: bool = False) -> None:
             """Tell every owner of ``kind``'s windows how far the input partitions read here
@@ -579,6 +598,7 @@ class Pipeline:
                     # input partitions turn idle (or not) on the wall clock too
                     await progress("predictions", now)
                     await progress("logs", now)
+                    align_labels(now)
                     await emit(self.summarizer.close_due_windows(now),
                                self.detect.check_no_data(now), self.summarizer.revisions(now))
                 else:   # input paused by a rebalance: nothing is idle or silent for that

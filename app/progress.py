@@ -257,14 +257,15 @@ class Watermarks:
 def too_far_ahead(newest_s: Mapping[int, float], slowest_s: float, max_drift_s: float
                   ) -> set[int]:
     """The input partitions to pause: their event time is more than ``max_drift_s`` ahead
-    of the slowest one's.
+    of the slowest one's. While one has not been read yet (``slowest_s`` is -inf), every
+    one read already waits for it; when all are idle (``inf``) none waits.
 
     >>> sorted(too_far_ahead({0: 100.0, 1: 500.0, 2: 390.0}, slowest_s=100.0,
     ...                      max_drift_s=300))
     [1]
-    >>> too_far_ahead({0: 100.0}, slowest_s=-math.inf, max_drift_s=300)   # unknown: read on
-    set()
+    >>> too_far_ahead({0: 100.0, 1: -math.inf}, slowest_s=-math.inf, max_drift_s=300)
+    {0}
     """
-    if not math.isfinite(slowest_s):
+    if slowest_s == math.inf:
         return set()
     return {index for index, t in newest_s.items() if t > slowest_s + max_drift_s}

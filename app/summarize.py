@@ -129,9 +129,12 @@ class Summarizer:
         if not self.watermarks.update(partition, stream, report):
             return
         table = self._predictions if stream == "predictions" else self._logs
+        watermark_s = self.watermarks.watermark_s(partition, stream)
         windows = table.get(partition)
         if windows is not None:
-            windows.align(self.watermarks.watermark_s(partition, stream))
+            windows.align(watermark_s)
+        if stream == "predictions" and self.join is not None:
+            self.join.progress(partition, watermark_s + self.settings.lateness_seconds)
 
     def _prediction_factory(self, partition: int) -> Callable[[tuple[str, ...]], Any]:
         profiles = self.profiles

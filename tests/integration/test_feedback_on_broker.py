@@ -79,3 +79,70 @@ def test_late_labels_change_the_accuracy_of_the_right_window(settings: Settings,
     dead = asyncio.run(consume(settings, topics.deadletter, lambda r: len(r) >= 1))
     assert "missing required field `model`" in dead[0]["error"]
     assert worker.metric("mlpulse_labels_total", {"outcome": "joined"}) == 40.0
+
+
+def test_labels_before_with_and_after_their_predictions_all_join(settings: Settings,
+                                                                 start_worker, topics):
+    # three models, six windows of 200 predictions each; model-before's labels are sent
+    # before any prediction, model-prompt's right after them, model-after's once every
+    # window closed. Every window's final accuracy must be what the data says.
+    import random
+
+    rng = random.Random(5)
+    worker = start_worker(feedback_min_labels=10, revision_interval_seconds=0.5)
+    worker.wait_assigned()
+    models = ("model-before", "model-prompt", "model-after")
+    predictions: dict[str, list[dict]] = {m: [] for m in models}
+    labels: dict[str, list[dict]] = {m: [] for m in models}
+    truth: dict[tuple[str, int], list[bool]] = {}
+    for m in models:
+        for w in range(6):
+            for i in range(200):
+                event = {"event_id": f"{m}-{w}-{i}", "timestamp": T0 + 2 * w + i * 0.01,
+                         "model": m, "model_version": "v1",
+                         "prediction": rng.choice(["fraud", "legit"]), "latency_ms": 5.0}
+                right = rng.random() < 0.8
+                other = "legit" if event["prediction"] == "fraud" else "fraud"
+                predictions[m].append(event)
+                labels[m].append({"event_id": event["event_id"],
+                                  "timestamp": event["timestamp"] + 0.5, "model": m,
+                                  "label": event["prediction"] if right else other})
+                truth.setdefault((m, w), []).append(right)
+
+    def envelopes(events: list[dict]) -> tuple[list[bytes], list[bytes]]:
+        chunks = [events[i:i + 100] for i in range(0, len(events), 100)]
+        return ([msgspec.json.encode(c) for c in chunks],
+                [c[0]["model"].encode() for c in chunks])
+
+    asyncio.run(produce(settings, topics.feedback, *envelopes(labels["model-before"])))
+    every = [e for m in models for e in predictions[m]]
+    asyncio.run(produce(settings, topics.predictions, *envelopes(every)))
+    asyncio.run(produce(settings, topics.feedback, *envelopes(labels["model-prompt"])))
+    asyncio.run(consume(settings, topics.windows, lambda r: len(
+        {(w["model"], w["window_start"]) for w in r}) >= 18, timeout_s=90))
+    asyncio.run(produce(settings, topics.feedback, *envelopes(labels["model-after"])))
+
+    def latest(records: list[dict]) -> dict[tuple[str, str], dict]:
+        out: dict[tuple[str, str], dict] = {}
+        for w in records:
+            key = (w["model"], w["window_start"])
+            if key not in out or w["revision"] >= out[key]["revision"]:
+                out[key] = w
+        return out
+
+    def complete(records: list[dict]) -> bool:
+        done = latest(records)
+        return len(done) == 18 and all(
+            (w["performance"] or {}).get("labelled") == w["count"] for w in done.values())
+
+    records = asyncio.run(consume(settings, topics.windows, complete, timeout_s=90,
+                                  settle_s=2))
+    from datetime import datetime
+    for (model, start), w in latest(records).items():
+        index = round((datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp()
+                       - T0) / 2)
+        right = truth[(model, index)]
+        assert w["count"] == len(right) == 200
+        assert w["performance"]["accuracy"] == sum(right) / len(right), (model, start)
+    assert worker.metric("mlpulse_labels_total", {"outcome": "joined"}) == 3600.0
+    assert worker.metric("mlpulse_labels_total", {"outcome": "unmatched"}) in (None, 0.0)

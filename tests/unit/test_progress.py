@@ -189,3 +189,5 @@ def test_a_partition_is_idle_only_when_caught_up_and_silent():
 def test_partitions_far_ahead_of_the_slowest_are_paused():
     assert too_far_ahead({0: 10.0, 1: 400.0, 2: 309.0}, 10.0, 300.0) == {1}
     assert too_far_ahead({0: 10.0, 1: 400.0}, math.inf, 300.0) == set()   # all idle
+    # one not read yet: the others wait for it (it is not paused itself)
+    assert too_far_ahead({0: 10.0, 1: -math.inf}, -math.inf, 300.0) == {0}
