@@ -69,10 +69,13 @@ class BatchConsumer:
             "bootstrap_servers": bootstrap, "group_id": group_id, "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
             # bounded fetches bound what a backlog holds in memory; a message larger than
-            # either limit still comes, alone (KIP-74). Per partition at most Kafka's
-            # default 1 MiB, so that a larger total is shared by the backlogged partitions
+            # either limit still comes, alone (KIP-74). Per partition a quarter of the
+            # total, so that a fetch of a backlog carries four partitions, not one: they
+            # move on in event time together (windows wait for the slowest, app.progress),
+            # where 1 MiB each read one partition at a time and the others waited
             "fetch_max_bytes": max_fetch_bytes,
-            "max_partition_fetch_bytes": min(max_fetch_bytes, 1024 * 1024),
+            "max_partition_fetch_bytes": max(min(max_fetch_bytes, 1024 * 1024) // 4,
+                                             64 * 1024),
             **(kafka or {}),
         }
         self.consumer: AIOKafkaConsumer | None = None

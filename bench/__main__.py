@@ -40,6 +40,7 @@ import platform
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,7 +54,7 @@ from aiokafka.errors import KafkaError
 from bench.common import display, git_commit
 from bench.peers import quix_available, run_ceiling, run_quix
 from bench.runner import CaseFailed, CaseResult, run_mlpulse, run_naive
-from bench.workload import envelope_messages, generate, sentinels, single_messages
+from bench.workload import envelope_messages, generate, sentinels, single_messages, unkeyed
 
 DEFAULT_EVENTS = 600_000
 DEFAULT_SINGLE_EVENTS = 30_000
@@ -91,6 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed runs of each case before the timed ones")
     parser.add_argument("--no-quix", action="store_true", help="skip the Quix Streams cases")
+    parser.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                        help="a checkout of another commit: its worker runs the envelope case "
+                             "too, in turn with this one's (A/B in the same run)")
+    parser.add_argument("--only-envelopes", action="store_true",
+                        help="the envelope cases only (with --baseline: an A/B round)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="run the mlpulse workers under cProfile, writing DIR/*.prof "
                              "(slows them down: numbers are not comparable)")
@@ -137,12 +143,38 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
             messages=len(messages), events=len(envelope_events), total_events=envelope_total,
             workdir=workdir, timeout_s=args.timeout, broker_pid=broker_pid)
 
+    async def baseline_run() -> CaseResult:   # the same, by another commit's worker
+        return await run_mlpulse(
+            bootstrap, labels["baseline"], messages=messages,
+            expected_events=len(envelope_events), cutoff_s=cutoff(envelope_events),
+            workdir=workdir, timeout_s=args.timeout, broker_pid=broker_pid,
+            root=args.baseline)
+
     # the headline ratio's two cases run in turn, so that a slow spell of the shared
     # machine hits both alike (run by run ratios: `paired_ratios`)
-    results.update(await _alternating(
-        args.repeat, args.warmup, [("envelopes", case, envelope_run),
-                                   ("ceiling", labels["ceiling"], ceiling_run)], failures))
+    turns = [("envelopes", case, envelope_run), ("ceiling", labels["ceiling"], ceiling_run)]
+    if args.baseline is not None:
+        turns.insert(1, ("baseline", labels["baseline"], baseline_run))
+    results.update(await _alternating(args.repeat, args.warmup, turns, failures))
     envelope_topic = str(results["envelopes"].details["input_topic"])
+
+    # the same events as producers that key nothing send them: every event crosses the
+    # repartition topic, and windows wait for the slowest input partition
+    for key, size in (("unkeyed_envelopes", args.envelope_size), ("unkeyed_single", 1)):
+        subset = envelope_events if size > 1 else events[:n_single]
+        unkeyed_messages = unkeyed(subset, size)
+
+        async def unkeyed_run(label: str = labels[key], subset: Sequence[Any] = subset,
+                              unkeyed_messages: list[Any] = unkeyed_messages) -> CaseResult:
+            return await run_mlpulse(
+                bootstrap, label, messages=unkeyed_messages, expected_events=len(subset),
+                cutoff_s=cutoff(subset), workdir=workdir, timeout_s=args.timeout,
+                profile_dir=args.profile, broker_pid=broker_pid)
+
+        _log(f"{labels[key]}: {len(subset)} events in {len(unkeyed_messages)} messages")
+        results[key] = await _best_of(args.repeat, labels[key], unkeyed_run, args.warmup)
+    if args.only_envelopes:
+        return results
 
     plain_case = labels["no_detectors"]
 
@@ -230,6 +262,9 @@ def _labels(args: argparse.Namespace) -> dict[str, str]:
     """Case key → the name shown in the table and the JSON, in the table's order."""
     return {
         "envelopes": f"mlpulse, envelopes of {args.envelope_size}",
+        "baseline": f"mlpulse at {_commit(args.baseline)}, envelopes",
+        "unkeyed_envelopes": f"mlpulse, unkeyed mixed envelopes of {args.envelope_size}",
+        "unkeyed_single": "mlpulse, unkeyed single events",
         "no_detectors": "mlpulse, envelopes, no detectors",
         "single": "mlpulse, single events",
         "naive": "naive Faust agent, single",
@@ -238,6 +273,18 @@ def _labels(args: argparse.Namespace) -> dict[str, str]:
         "quix_single": "Quix Streams, single events",
         "quix_envelopes": f"Quix Streams, envelopes of {args.envelope_size}",
     }
+
+
+def _commit(root: Path | None) -> str:
+    """The short commit of a checkout (for the baseline case's name)."""
+    if root is None:
+        return "baseline"
+    try:
+        done = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return str(root)
+    return done.stdout.strip()
 
 
 async def _peer(key: str, run: Callable[[], Awaitable[CaseResult]], *, labels: dict[str, str],
@@ -293,13 +340,18 @@ def _summary(runs: list[CaseResult]) -> CaseResult:
 
 
 def _paired_ratios(results: dict[str, CaseResult]) -> dict[str, list[float]]:
-    """mlpulse envelopes / ceiling run by run (the two ran in turn: see :func:`_alternating`)."""
-    top, bottom = results.get("envelopes"), results.get("ceiling")
-    if top is None or bottom is None:
-        return {}
-    pairs = zip(top.details["runs_events_per_s"], bottom.details["runs_events_per_s"],
-                strict=False)
-    return {"envelopes_over_ceiling": [round(a / b, 3) for a, b in pairs if b]}
+    """mlpulse envelopes / ceiling (and / the baseline commit) run by run (they ran in turn:
+    see :func:`_alternating`)."""
+    out = {}
+    top = results.get("envelopes")
+    for key in ("ceiling", "baseline"):
+        bottom = results.get(key)
+        if top is None or bottom is None:
+            continue
+        pairs = zip(top.details["runs_events_per_s"], bottom.details["runs_events_per_s"],
+                    strict=False)
+        out[f"envelopes_over_{key}"] = [round(a / b, 3) for a, b in pairs if b]
+    return out
 
 
 async def _best_of(repeat: int, case: str, run: Callable[[], Awaitable[CaseResult]],
@@ -323,6 +375,9 @@ def _status(message: str) -> contextlib.AbstractContextManager[Any]:
 RATIOS: tuple[tuple[str, str, str, str], ...] = (
     # key in the JSON, numerator case, denominator case, label
     ("envelopes_over_ceiling", "envelopes", "ceiling", "mlpulse envelopes / ceiling"),
+    ("envelopes_over_baseline", "envelopes", "baseline", "mlpulse envelopes / baseline commit"),
+    ("unkeyed_envelopes_over_envelopes", "unkeyed_envelopes", "envelopes",
+     "mlpulse unkeyed envelopes / keyed"),
     ("envelopes_over_naive", "envelopes", "naive", "mlpulse envelopes / naive Faust"),
     ("single_over_naive", "single", "naive", "mlpulse single / naive Faust"),
     ("single_over_ceiling_single", "single", "ceiling_single", "mlpulse single / ceiling single"),

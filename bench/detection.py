@@ -197,6 +197,7 @@ class Scenario:
     """Events per window (synthetic streams)."""
     heavy: bool = False
     """Skewed and heavy-tailed features instead of the usual ones (HEAVY)."""
+    error_rate: float = ERROR_RATE
 
     @property
     def target_of(self) -> Callable[[int], str | None]:
@@ -272,7 +273,7 @@ def synthetic_windows(scenario: Scenario, target: str | None, n_windows: int,
         if scenario.kind == "latency" and burst:
             latency = np.where(after, latency * LATENCY_FACTOR, latency)
         error_rate = np.where(after & (scenario.kind == "error") & burst, BURST_ERROR_RATE,
-                              ERROR_RATE)
+                              scenario.error_rate)
         error = rng.random(n) < error_rate
         confidence = np.where(error, np.nan, rng.beta(8.0, 2.0, n))
         positive = rng.random(n) < 0.3
@@ -571,6 +572,7 @@ SCENARIOS = [
     Scenario("errors 1% → 10%, 2 windows", "error"),
     Scenario("stationary", "none"),
     Scenario("stationary, 200-event windows", "none", events=200),
+    Scenario("stationary, 200-event windows, 2% errors", "none", events=200, error_rate=0.02),
     Scenario("stationary, 2,000-event windows", "none", events=2000),
     Scenario("stationary, heavy-tailed features", "none", heavy=True),
     Scenario("phishing: x > median", "select", source="phishing"),

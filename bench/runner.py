@@ -82,12 +82,13 @@ class CaseResult:
 class Subprocess:
     """A child process in its own session, output to a log file; ``stop`` always ends it."""
 
-    def __init__(self, args: Sequence[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, args: Sequence[str], env: dict[str, str], log_path: Path,
+                 cwd: Path | None = None) -> None:
         self.log_path = log_path
         self._log: IO[bytes] = log_path.open("wb")
         self.started_at = time.time()
         self.process = subprocess.Popen(
-            list(args), env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+            list(args), env=env, cwd=cwd or ROOT, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -409,10 +410,12 @@ async def run_mlpulse(
     cutoff_s: float, workdir: Path, timeout_s: float = 300.0,
     window_seconds: float = 60.0, lateness_seconds: float = 10.0,
     profile_dir: Path | None = None, broker_pid: int | None = None,
-    detectors: dict[str, Any] | None = None,
+    detectors: dict[str, Any] | None = None, root: Path | None = None,
 ) -> CaseResult:
     """Pre-fill a fresh input topic with ``messages``, then time a worker processing them.
 
+    ``root``: a checkout whose ``app`` the worker runs (default: this one's), for A/B runs
+    against another commit.
     With ``profile_dir`` the worker runs under cProfile (slower: not a fair measurement)
     and leaves ``<profile_dir>/mlpulse-<tag>.prof``. ``detectors`` is the worker's
     ``detectors:`` configuration (default: all detectors on, at their defaults).
@@ -450,7 +453,9 @@ async def run_mlpulse(
     if profile_dir is not None:
         profile_dir.mkdir(parents=True, exist_ok=True)
         command[1:1] = ["-m", "cProfile", "-o", str(profile_dir / f"mlpulse-{tag}.prof")]
-    worker = Subprocess(command, env, workdir / f"mlpulse-{tag}.log")
+    if root is not None:
+        env["PYTHONPATH"] = str(root)
+    worker = Subprocess(command, env, workdir / f"mlpulse-{tag}.log", cwd=root)
     cpu = _sampler(worker, broker_pid)
     try:
         assigned_at = await _wait_for(

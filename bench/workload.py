@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 
 __all__ = [
     "SENTINEL_DELAY_S",
@@ -39,7 +40,7 @@ T0 = 1_700_000_000.0
 SENTINEL_DELAY_S = 3600.0
 
 Event = dict[str, Any]
-Message = tuple[bytes, bytes]  # (key, value)
+Message = tuple[bytes | None, bytes]  # (key, value)
 
 
 def generate(n_events: int, n_models: int = 10, rate_per_s: float = 1000.0,
@@ -81,6 +82,27 @@ def envelope_messages(events: Sequence[Event], size: int) -> list[Message]:
             if index < len(model_chunks):
                 out.append((model.encode(), msgspec.json.encode(model_chunks[index])))
     out.extend((s["model"].encode(), msgspec.json.encode([s])) for s in sentinels(events))
+    return out
+
+
+def unkeyed(events: Sequence[Event], size: int, partitions: int = 4) -> list[Message]:
+    """The same events as producers that key nothing send them: envelopes of ``size``
+    consecutive events of every model (``size`` 1: one event per message), no key; then
+    the sentinels, once per input partition (keyed so that each partition gets them: with no
+    key, a partition might get none and wait out its idle time)."""
+    if size == 1:
+        out: list[Message] = [(None, msgspec.json.encode(e)) for e in events]
+    else:
+        out = [(None, msgspec.json.encode(list(events[i:i + size])))
+               for i in range(0, len(events), size)]
+    keys: dict[int, bytes] = {}
+    n = 0
+    while len(keys) < partitions:
+        key = f"sentinels-{n}".encode()
+        keys.setdefault((murmur2(key) & 0x7FFFFFFF) % partitions, key)
+        n += 1
+    last = msgspec.json.encode(sentinels(events))
+    out.extend((key, last) for _, key in sorted(keys.items()))
     return out
 
 
