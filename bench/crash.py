@@ -37,7 +37,7 @@ from typing import Any
 
 import msgspec
 
-from bench.common import log, table, write_results
+from bench.common import log, rss_bytes, table, write_results
 from bench.runner import SummaryReader
 
 NAME = "crash"
@@ -236,6 +236,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     break
                 await asyncio.sleep(0.5)
             alive = sum(w.alive for w in workers)
+            # the most memory a worker of the end held at once (the kernel's high-water mark)
+            peaks = [rss_bytes(w.process.pid, "VmHWM") for w in workers if w.alive]
+            peak = max((p for p in peaks if p is not None), default=None)
         finally:
             await producer.stop()
             await reader.stop()
@@ -244,6 +247,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     crashed = sum(path.read_text(errors="replace").count("Crashed reason")
                   for path in workdir.glob("*.log"))   # a worker service that gave up
     return {"kills": kills, "worker_crash_logs": crashed, "workers_alive_at_end": alive,
+            "worker_peak_rss_mb": round(peak / 2**20, 1) if peak else None,
             **compare(truth, summaries)}
 
 

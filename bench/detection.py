@@ -7,6 +7,9 @@ stream goes window by window through exactly what the worker does per model vers
 :class:`~app.detectors.profile.WindowProfile`, then
 :meth:`~app.detectors.monitor.ModelMonitor.on_window` — and the same windows feed:
 
+mlpulse is the worker's detection stage, :class:`~app.detect.Detect`: every detector, the
+built-in rules and the alert lifecycle; its alerts are the ``firing`` alert events it raises.
+
 * **ADWIN defaults**: plain ``river.drift.ADWIN()`` per signal, fed event by event with
   every numeric signal (numeric features, ``latency_ms``, ``confidence``, the 0/1 error
   indicator; on Phishing its nine features). A change counts as caught at the first
@@ -31,7 +34,9 @@ rotating over the four across streams (σ is that feature's true standard deviat
 abrupt mean shift by 0.25σ/0.5σ/1σ/2σ; a linear ramp to +1σ over 3 windows; variance
 ×2 (values stretched about the mean). Category mix: ``segment`` goes from 6 equiprobable
 values to one at 40 % (the rest 12 % each). Bursts: latency ×3, or error rate 1 % → 10 %,
-for 2 windows. Stationary: long streams without change.
+for 2 windows. Stationary: long streams without change, of 500-event windows, of 200-event
+windows (also at 2 % errors), of 2,000-event windows, and of skewed, heavy-tailed features
+(``HEAVY``).
 
 Real data: river's bundled ``datasets.Phishing`` (1,250 rows, 9 features, read from the
 installed wheel, no download), rows as events (``x`` → ``features``, integer values sent as
