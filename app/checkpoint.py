@@ -38,8 +38,8 @@ import msgspec
 
 T = TypeVar("T")
 
-__all__ = ["Checkpoint", "CheckpointReader", "HopFilter", "checkpoint_records", "in_order",
-           "next_slot", "origin_of", "pack_origin", "read_checkpoint", "unpack_origin"]
+__all__ = ["Checkpoint", "CheckpointReader", "HopFilter", "checkpoint_records", "header",
+           "in_order", "next_slot", "origin_of", "pack_origin", "read_checkpoint", "unpack_origin"]
 
 CHUNK_BYTES = 512 * 1024
 """Largest value of one checkpoint record (compressed)."""
@@ -167,12 +167,24 @@ def origin_of(headers: Mapping[str, Any] | Iterable[tuple[str, Any]] | None
     >>> origin_of(None) is None
     True
     """
+    value = header(headers, ORIGIN_HEADER)
+    return unpack_origin(value) if value else None
+
+
+def header(headers: Mapping[str, Any] | Iterable[tuple[str, Any]] | None, name: str
+           ) -> bytes | None:
+    """The value of header ``name`` of a message (headers as a mapping or (key, value)
+    pairs, as aiokafka and Faust hand them over), if it has one.
+
+    >>> header([("a", b"1"), ("b", b"2")], "b"), header(None, "b")
+    (b'2', None)
+    """
     if not headers:
         return None
     items = headers.items() if isinstance(headers, Mapping) else headers
     for key, value in items:
-        if key == ORIGIN_HEADER and value:
-            return unpack_origin(bytes(value))
+        if key == name and value:
+            return bytes(value)
     return None
 
 

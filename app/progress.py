@@ -49,6 +49,8 @@ from typing import Any
 
 import msgspec
 
+from app.checkpoint import header
+
 __all__ = ["PROGRESS_HEADER", "InputClocks", "Report", "Watermarks", "decode_progress",
            "encode_progress", "merge_reports", "progress_of", "too_far_ahead"]
 
@@ -85,13 +87,8 @@ def progress_of(headers: Mapping[str, Any] | Iterable[tuple[str, Any]] | None
     >>> progress_of(None) is None
     True
     """
-    if not headers:
-        return None
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    for key, value in items:
-        if key == PROGRESS_HEADER and value:
-            return decode_progress(bytes(value))
-    return None
+    value = header(headers, PROGRESS_HEADER)
+    return decode_progress(value) if value else None
 
 
 def merge_reports(into: dict[int, tuple[float, bool]], report: Report) -> None:

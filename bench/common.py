@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -15,11 +16,14 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 __all__ = ["RESULTS_DIR", "display", "host_info", "log", "log_assignments", "percentile",
            "rss_bytes", "table", "write_results"]
@@ -115,6 +119,16 @@ def host_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "loadavg": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def run_in_workdir(run: Callable[[Any, Path], Awaitable[T]], args: Any, prefix: str) -> T:
+    """``asyncio.run(run(args, dir))`` in ``args.workdir`` (created) if given, else in a
+    temporary directory removed afterwards."""
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        return asyncio.run(run(args, args.workdir))
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        return asyncio.run(run(args, Path(tmp)))
 
 
 def write_results(name: str, report: dict[str, Any], output: Path | None = None) -> Path:

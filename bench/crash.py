@@ -29,7 +29,6 @@ import math
 import random
 import signal
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -37,7 +36,7 @@ from typing import Any
 
 import msgspec
 
-from bench.common import log, rss_bytes, table, write_results
+from bench.common import log, rss_bytes, run_in_workdir, table, write_results
 from bench.runner import SummaryReader
 
 NAME = "crash"
@@ -324,12 +323,7 @@ def compare(truth: Truth, summaries: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.workdir is not None:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        result = asyncio.run(run(args, args.workdir))
-    else:
-        with tempfile.TemporaryDirectory(prefix="mlpulse-crash-") as tmp:
-            result = asyncio.run(run(args, Path(tmp)))
+    result = run_in_workdir(run, args, "mlpulse-crash-")
     report = {"config": {k: v for k, v in vars(args).items() if k not in ("output", "workdir")},
               "window_seconds": WINDOW_S, **result}
     name = NAME if args.workers == 1 else f"{NAME}-workers{args.workers}"

@@ -22,7 +22,6 @@ import asyncio
 import math
 import random
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from bench.common import log, table, write_results
+from bench.common import log, run_in_workdir, table, write_results
 from bench.runner import SummaryReader
 
 NAME = "labels"
@@ -224,12 +223,7 @@ def compare(truth: dict[Key, list[bool]], windows: dict[Key, dict[str, Any]]
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.workdir is not None:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        result = asyncio.run(run(args, args.workdir))
-    else:
-        with tempfile.TemporaryDirectory(prefix="mlpulse-labels-") as tmp:
-            result = asyncio.run(run(args, Path(tmp)))
+    result = run_in_workdir(run, args, "mlpulse-labels-")
     report = {"config": {k: v for k, v in vars(args).items() if k not in ("output", "workdir")},
               **result}
     name = f"{NAME}-{args.order}" + ("-backlog" if args.backlog else "")
