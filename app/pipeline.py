@@ -92,7 +92,8 @@ __all__ = ["Pipeline", "create_app"]
 
 PROGRESS_INTERVAL_S = 0.1
 """Least wall-clock time between two progress messages of a worker to one internal
-partition (unless an input partition turned idle or busy): what a window's close may lag."""
+partition (unless an input partition changed state: behind, caught up, idle): what a
+window's close may lag."""
 
 log = logging.getLogger("mlpulse.pipeline")
 
@@ -450,9 +451,9 @@ class Pipeline:
                     sent_at, sent = last
                     if sent == report:
                         continue
-                    idle_changed = any(sent.get(i, (0.0, idle))[1] != idle
-                                       for i, (_, idle) in report.items())
-                    if now - sent_at < PROGRESS_INTERVAL_S and not idle_changed:
+                    state_changed = any(sent.get(i, (0.0, state))[1] != state
+                                        for i, (_, state) in report.items())
+                    if now - sent_at < PROGRESS_INTERVAL_S and not state_changed:
                         continue
                 await internal_topic[kind].send(
                     value=b"", partition=partition,
@@ -492,7 +493,8 @@ class Pipeline:
                     if self.written.get(partition) != mark:
                         due.append((partition, point, mark))
                 held, self.held = self.held, []
-            if not due and not held:
+                states = self.store.take_touched()
+            if not due and not held and not states:
                 return None
 
             async def write() -> None:
@@ -512,7 +514,9 @@ class Pipeline:
                 await flush()
                 for partition, key, value in headers:
                     await checkpoints.send(key=key, value=value, partition=partition)
-                if headers:
+                for partition in sorted(states):   # detector states: see TableStore.mark_end
+                    self.store.mark_end(partition)
+                if headers or states:
                     await flush()
                 for partition, _, mark in due:
                     self.slots[partition] = 1 - self.slots.get(partition, 0)
@@ -550,7 +554,7 @@ class Pipeline:
             async with self.state_lock:
                 now = self.clock()
                 grouped: dict[tuple[int, str], list[Any]] = {}
-                reports: dict[int, dict[int, tuple[float, bool]]] = {}
+                reports: dict[int, dict[int, tuple[float, int]]] = {}
                 for event in batch:
                     message = event.message
                     events = decode(message.value) if message.value else []

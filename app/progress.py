@@ -8,10 +8,12 @@ partition*, and a window closes once every input partition that can carry its ev
 moved past the window's end plus the allowed lateness.
 
 * :class:`InputClocks` (reader side): per input partition this worker reads, the newest
-  event time read from it and whether it is *idle*: caught up (nothing left to read) and
-  without a new message for ``idle_s`` of wall clock. An idle partition stops holding
-  time back (Flink's ``withIdleness``); its next events are judged by the time the others
-  reached, which is what their lateness in the data is.
+  event time read from it and its state: ``BEHIND`` (there is more to read: a backlog),
+  ``CAUGHT_UP``, or ``IDLE``: caught up and without a new message for ``idle_s`` of wall
+  clock. An idle partition stops holding time back (Flink's ``withIdleness``); its next
+  events are judged by the time the others reached, which is what their lateness in the
+  data is. A window closes on the wall clock (its model went quiet) only while no input
+  partition is behind: with a backlog, its events may still wait unread.
 * :class:`Watermarks` (owner side): per internal partition (the owner of a set of models),
   the last progress reported for every input partition of each stream. The *aligned
   watermark* of a stream is the minimum newest event time over the input partitions that
@@ -27,18 +29,18 @@ moved past the window's end plus the allowed lateness.
 >>> w.sources("predictions", 2)
 >>> w.watermark_s(0, "predictions")   # nothing heard of either input partition yet
 -inf
->>> w.update(0, "predictions", {0: (100.0, False)})
+>>> w.update(0, "predictions", {0: (100.0, CAUGHT_UP)})
 True
 >>> w.watermark_s(0, "predictions")   # partition 1 holds time back
 -inf
->>> w.update(0, "predictions", {1: (60.0, False)})
+>>> w.update(0, "predictions", {1: (60.0, BEHIND)})
 True
->>> w.watermark_s(0, "predictions")
-58.0
->>> w.update(0, "predictions", {1: (50.0, True)})   # caught up and silent: idle
+>>> w.watermark_s(0, "predictions"), w.caught_up(0, "predictions")
+(58.0, False)
+>>> w.update(0, "predictions", {1: (50.0, IDLE)})   # caught up and silent: idle
 True
->>> w.watermark_s(0, "predictions")
-98.0
+>>> w.watermark_s(0, "predictions"), w.caught_up(0, "predictions")
+(98.0, True)
 """
 
 from __future__ import annotations
@@ -51,39 +53,44 @@ import msgspec
 
 from app.checkpoint import header
 
-__all__ = ["PROGRESS_HEADER", "InputClocks", "Report", "Watermarks", "decode_progress",
+__all__ = ["BEHIND", "CAUGHT_UP", "IDLE", "PROGRESS_HEADER", "InputClocks", "Report",
+           "Watermarks", "decode_progress",
            "encode_progress", "merge_reports", "progress_of", "too_far_ahead"]
 
 PROGRESS_HEADER = "mlpulse-progress"
 """Header of an internal message: the progress of the reader's input partitions, as of
 after every event it repartitioned before (and in) this message."""
 
-Report = Mapping[int, tuple[float, bool]]
-"""Input partition index → (newest event time read from it, idle)."""
+BEHIND, CAUGHT_UP, IDLE = 0, 1, 2
+"""States of an input partition: more to read; read to its end; read to its end and silent
+for the idle time."""
+
+Report = Mapping[int, tuple[float, int]]
+"""Input partition index → (newest event time read from it, state)."""
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(list[tuple[int, float, bool]])
+_decoder = msgspec.msgpack.Decoder(list[tuple[int, float, int]])
 
 
 def encode_progress(report: Report) -> bytes:
     """Header value of a report.
 
-    >>> decode_progress(encode_progress({3: (12.5, False), 0: (-math.inf, True)}))
-    {0: (-inf, True), 3: (12.5, False)}
+    >>> decode_progress(encode_progress({3: (12.5, BEHIND), 0: (-math.inf, IDLE)}))
+    {0: (-inf, 2), 3: (12.5, 0)}
     """
-    return _encoder.encode(sorted((i, t, idle) for i, (t, idle) in report.items()))
+    return _encoder.encode(sorted((i, t, state) for i, (t, state) in report.items()))
 
 
-def decode_progress(value: bytes) -> dict[int, tuple[float, bool]]:
-    return {i: (t, idle) for i, t, idle in _decoder.decode(value)}
+def decode_progress(value: bytes) -> dict[int, tuple[float, int]]:
+    return {i: (t, state) for i, t, state in _decoder.decode(value)}
 
 
 def progress_of(headers: Mapping[str, Any] | Iterable[tuple[str, Any]] | None
-                ) -> dict[int, tuple[float, bool]] | None:
+                ) -> dict[int, tuple[float, int]] | None:
     """The report in a message's headers (a mapping or (key, value) pairs), if any.
 
-    >>> progress_of([("x", b""), (PROGRESS_HEADER, encode_progress({1: (5.0, False)}))])
-    {1: (5.0, False)}
+    >>> progress_of([("x", b""), (PROGRESS_HEADER, encode_progress({1: (5.0, BEHIND)}))])
+    {1: (5.0, 0)}
     >>> progress_of(None) is None
     True
     """
@@ -91,17 +98,17 @@ def progress_of(headers: Mapping[str, Any] | Iterable[tuple[str, Any]] | None
     return decode_progress(value) if value else None
 
 
-def merge_reports(into: dict[int, tuple[float, bool]], report: Report) -> None:
-    """Fold a later report into ``into`` (newest time, latest idle flag).
+def merge_reports(into: dict[int, tuple[float, int]], report: Report) -> None:
+    """Fold a later report into ``into`` (newest time, latest state).
 
-    >>> r = {0: (5.0, False)}
-    >>> merge_reports(r, {0: (3.0, True), 1: (2.0, False)})
+    >>> r = {0: (5.0, BEHIND)}
+    >>> merge_reports(r, {0: (3.0, IDLE), 1: (2.0, BEHIND)})
     >>> r
-    {0: (5.0, True), 1: (2.0, False)}
+    {0: (5.0, 2), 1: (2.0, 0)}
     """
-    for index, (newest_s, idle) in report.items():
+    for index, (newest_s, state) in report.items():
         old = into.get(index)
-        into[index] = (newest_s if old is None else max(old[0], newest_s), idle)
+        into[index] = (newest_s if old is None else max(old[0], newest_s), state)
 
 
 class InputClocks:
@@ -111,11 +118,11 @@ class InputClocks:
     >>> c.assigned("predictions", [0, 1], now_wall_s=100)
     >>> c.read("predictions", 0, newest_s=42.0, now_wall_s=100)
     >>> c.report("predictions", [0, 1], now_wall_s=101, caught_up=lambda s, i: True)
-    {0: (42.0, False), 1: (-inf, False)}
+    {0: (42.0, 1), 1: (-inf, 1)}
     >>> c.report("predictions", [0, 1], now_wall_s=106, caught_up=lambda s, i: True)
-    {0: (42.0, True), 1: (-inf, True)}
+    {0: (42.0, 2), 1: (-inf, 2)}
     >>> c.report("predictions", [0], now_wall_s=106, caught_up=lambda s, i: False)
-    {0: (42.0, False)}
+    {0: (42.0, 0)}
     """
 
     def __init__(self, idle_s: float) -> None:
@@ -141,15 +148,19 @@ class InputClocks:
         return self._newest_s.get((stream, index), -math.inf)
 
     def report(self, stream: str, indices: Iterable[int], now_wall_s: float,
-               caught_up: Any) -> dict[int, tuple[float, bool]]:
+               caught_up: Any) -> dict[int, tuple[float, int]]:
         """Progress of these input partitions; ``caught_up(stream, index)`` says whether
         the reader has read everything the partition holds."""
         out = {}
         for index in indices:
             key = (stream, index)
-            silent_s = now_wall_s - self._last_wall_s.get(key, now_wall_s)
-            idle = silent_s >= self.idle_s and bool(caught_up(stream, index))
-            out[index] = (self._newest_s.get(key, -math.inf), idle)
+            if not caught_up(stream, index):
+                state = BEHIND
+            elif now_wall_s - self._last_wall_s.get(key, now_wall_s) >= self.idle_s:
+                state = IDLE
+            else:
+                state = CAUGHT_UP
+            out[index] = (self._newest_s.get(key, -math.inf), state)
         return out
 
 
@@ -159,7 +170,7 @@ class Watermarks:
     def __init__(self, lateness_s: float) -> None:
         self.lateness_s = lateness_s
         self._counts: dict[str, int] = {}
-        self._progress: dict[int, dict[str, dict[int, tuple[float, bool]]]] = {}
+        self._progress: dict[int, dict[str, dict[int, tuple[float, int]]]] = {}
 
     def sources(self, stream: str, count: int) -> None:
         """``stream``'s input topic has ``count`` partitions (each can carry any model).
@@ -174,13 +185,13 @@ class Watermarks:
         """
         known = self._progress.setdefault(partition, {}).setdefault(stream, {})
         changed = False
-        for index, (newest_s, idle) in report.items():
+        for index, (newest_s, state) in report.items():
             old = known.get(index)
             if old is None:
-                known[index] = (newest_s, idle)
+                known[index] = (newest_s, state)
                 changed = True
                 continue
-            new = (max(old[0], newest_s), idle)
+            new = (max(old[0], newest_s), state)
             if new != old:
                 known[index] = new
                 changed = True
@@ -199,9 +210,18 @@ class Watermarks:
             entry = known.get(index)
             if entry is None:
                 return -math.inf
-            if not entry[1] and entry[0] < slowest:
+            if entry[1] != IDLE and entry[0] < slowest:
                 slowest = entry[0]
         return slowest - self.lateness_s
+
+    def caught_up(self, partition: int, stream: str) -> bool:
+        """Whether no input partition of ``stream`` is behind (as far as ``partition``
+        knows): only then may a quiet model's window close on the wall clock."""
+        count = self._counts.get(stream)
+        if count is None:
+            return True
+        known = self._progress.get(partition, {}).get(stream, {})
+        return all(known.get(index, (0.0, BEHIND))[1] != BEHIND for index in range(count))
 
     def slowest_s(self, stream: str, partitions: Iterable[int], also: Report | None = None
                   ) -> float:
@@ -211,38 +231,38 @@ class Watermarks:
 
         >>> w = Watermarks(lateness_s=0)
         >>> w.sources("logs", 2)
-        >>> w.update(0, "logs", {0: (10.0, False), 1: (7.0, False)})
+        >>> w.update(0, "logs", {0: (10.0, BEHIND), 1: (7.0, BEHIND)})
         True
-        >>> w.slowest_s("logs", [0]), w.slowest_s("logs", [0], also={1: (30.0, False)})
+        >>> w.slowest_s("logs", [0]), w.slowest_s("logs", [0], also={1: (30.0, BEHIND)})
         (7.0, 10.0)
         """
         count = self._counts.get(stream)
         if count is None:
             return math.inf
-        best: dict[int, tuple[float, bool]] = dict(also or {})
+        best: dict[int, tuple[float, int]] = dict(also or {})
         for partition in partitions:
-            for index, (newest_s, idle) in self._progress.get(partition, {}).get(
+            for index, (newest_s, state) in self._progress.get(partition, {}).get(
                     stream, {}).items():
                 old = best.get(index)
                 if old is None or newest_s > old[0]:
-                    best[index] = (newest_s, idle)
+                    best[index] = (newest_s, state)
         slowest = math.inf
         for index in range(count):
             entry = best.get(index)
             if entry is None:
                 return -math.inf
-            if not entry[1]:
+            if entry[1] != IDLE:
                 slowest = min(slowest, entry[0])
         return slowest
 
-    def state(self, partition: int) -> dict[str, list[tuple[int, float, bool]]]:
+    def state(self, partition: int) -> dict[str, list[tuple[int, float, int]]]:
         """What a checkpoint of ``partition`` holds (plain data)."""
-        return {stream: sorted((i, t, idle) for i, (t, idle) in known.items())
+        return {stream: sorted((i, t, state) for i, (t, state) in known.items())
                 for stream, known in self._progress.get(partition, {}).items()}
 
     def restore(self, partition: int, state: Mapping[str, Any]) -> None:
         self._progress[partition] = {
-            stream: {int(i): (float(t), bool(idle)) for i, t, idle in entries}
+            stream: {int(i): (float(t), int(s)) for i, t, s in entries}
             for stream, entries in state.items()}
 
     def keep_only(self, partitions: Iterable[int]) -> None:

@@ -94,7 +94,8 @@ class Summarizer:
             )
             stream = "predictions" if table is self._predictions else "logs"
             if self.watermarks.aligned(stream):
-                windows.align(self.watermarks.watermark_s(partition, stream))
+                windows.align(self.watermarks.watermark_s(partition, stream),
+                              self.watermarks.caught_up(partition, stream))
         return windows
 
     def sources(self, stream: str, count: int) -> None:
@@ -104,7 +105,8 @@ class Summarizer:
         self.watermarks.sources(stream, count)
         table = self._predictions if stream == "predictions" else self._logs
         for partition, windows in table.items():
-            windows.align(self.watermarks.watermark_s(partition, stream))
+            windows.align(self.watermarks.watermark_s(partition, stream),
+                          self.watermarks.caught_up(partition, stream))
 
     def progress(self, partition: int, stream: str, report: Report) -> None:
         """A reader's progress of input partitions of ``stream``, as of after every event
@@ -112,17 +114,18 @@ class Summarizer:
 
         >>> from app.config import Settings
         >>> from app.events import PredictionEvent
+        >>> from app.progress import CAUGHT_UP
         >>> s = Summarizer(Settings(window_seconds=10, lateness_seconds=0))
         >>> s.sources("predictions", 2)
         >>> def event(t): return PredictionEvent(event_id=str(t), timestamp=t, model="m")
         >>> s.add_prediction_events(0, [event(1.0), event(15.0)], now_wall_s=0)
         0
-        >>> s.progress(0, "predictions", {0: (15.0, False)})
+        >>> s.progress(0, "predictions", {0: (15.0, CAUGHT_UP)})
         >>> s.close_due(now_wall_s=0, check_idle=False)   # input partition 1 unheard of
         []
         >>> s.add_prediction_events(0, [event(3.0)], now_wall_s=0)   # ... and its events
         0
-        >>> s.progress(0, "predictions", {1: (12.0, False)})
+        >>> s.progress(0, "predictions", {1: (12.0, CAUGHT_UP)})
         >>> [(w.window_start, w.count) for w in s.close_due(now_wall_s=0, check_idle=False)]
         [('1970-01-01T00:00:00Z', 2)]
         """
@@ -132,7 +135,7 @@ class Summarizer:
         watermark_s = self.watermarks.watermark_s(partition, stream)
         windows = table.get(partition)
         if windows is not None:
-            windows.align(watermark_s)
+            windows.align(watermark_s, self.watermarks.caught_up(partition, stream))
         if stream == "predictions" and self.join is not None:
             self.join.progress(partition, watermark_s + self.settings.lateness_seconds)
 

@@ -17,9 +17,9 @@ partition it owns and feeds it batches of events with the wall-clock time.
   Not told of input partitions (``align`` never called), windows close on their key's
   watermark alone.
 * A window that got no event for ``size_s + lateness_s`` seconds of wall clock closes
-  once the aligned watermark passed it (idle close), so a quiet model's last window
-  still comes out, but never while an input partition that may carry its events is
-  still being read.
+  once the aligned watermark passed it and no input partition is behind (idle close), so
+  a quiet model's last window still comes out, but never while a backlog that may hold
+  its events is still being read.
 * An event whose window already closed (or is past both watermarks) is *late*: not
   aggregated, but counted and reported in the next summary of its key.
 
@@ -121,14 +121,17 @@ class TumblingWindows(Generic[A]):
         self._aligned_moved = False
         self.aligned_s = math.inf
         """The aligned watermark (see the module docs); ``inf``: not aligned."""
+        self.caught_up = True
+        """Whether no input partition is behind (a backlog): idle windows may close."""
         self.late_total = 0
 
     def watermark_s(self, key: Key) -> float:
         """Newest event time of ``key`` minus the allowed lateness."""
         return self._max_event_time_s.get(key, -math.inf) - self.lateness_s
 
-    def align(self, watermark_s: float) -> None:
-        """Set the aligned watermark (it only moves forward once set).
+    def align(self, watermark_s: float, caught_up: bool = True) -> None:
+        """Set the aligned watermark (it only moves forward once set) and whether every
+        input partition is caught up.
 
         >>> class Count:
         ...     def __init__(self, key): self.n = 0
@@ -146,7 +149,16 @@ class TumblingWindows(Generic[A]):
         >>> w.align(12)
         >>> w.close_due(now_wall_s=1000, check_idle=False)
         [ClosedWindow(key=('m',), start_s=0, end_s=10, count=2, late_events=0)]
+        >>> w.align(40, caught_up=False)   # [20, 30) is idle, but a backlog may hold more
+        >>> w.close_due(now_wall_s=2000)
+        []
+        >>> w.align(40)
+        >>> w.close_due(now_wall_s=2000)
+        [ClosedWindow(key=('m',), start_s=20, end_s=30, count=1, late_events=0)]
         """
+        if caught_up != self.caught_up:
+            self.caught_up = caught_up
+            self._aligned_moved = True
         if watermark_s > self.aligned_s or self.aligned_s == math.inf:
             if watermark_s != self.aligned_s:
                 self._aligned_moved = True
@@ -293,6 +305,7 @@ class TumblingWindows(Generic[A]):
         self._advanced.clear()
         self._aligned_moved = False
         aligned = self.aligned_s
+        check_idle = check_idle and self.caught_up
         closed: list[ClosedWindow[A]] = []
         for key in keys:
             windows = self._open[key]

@@ -11,6 +11,9 @@ import pytest
 from app.config import Settings
 from app.events import PredictionEvent
 from app.progress import (
+    BEHIND,
+    CAUGHT_UP,
+    IDLE,
     InputClocks,
     Watermarks,
     decode_progress,
@@ -111,9 +114,9 @@ def test_without_alignment_the_same_backlog_loses_events_to_lateness():
 def test_an_input_partition_not_heard_of_holds_every_window():
     w = Watermarks(lateness_s=0)
     w.sources("predictions", 3)
-    w.update(0, "predictions", {0: (100.0, False), 1: (100.0, False)})
+    w.update(0, "predictions", {0: (100.0, BEHIND), 1: (100.0, BEHIND)})
     assert w.watermark_s(0, "predictions") == -math.inf
-    w.update(0, "predictions", {2: (90.0, False)})
+    w.update(0, "predictions", {2: (90.0, BEHIND)})
     assert w.watermark_s(0, "predictions") == 90.0
     assert w.watermark_s(1, "predictions") == -math.inf   # partition 1 heard nothing
 
@@ -121,14 +124,16 @@ def test_an_input_partition_not_heard_of_holds_every_window():
 def test_progress_only_moves_forward_and_idle_partitions_release_time():
     w = Watermarks(lateness_s=1)
     w.sources("logs", 2)
-    w.update(0, "logs", {0: (50.0, False), 1: (40.0, False)})
-    assert not w.update(0, "logs", {0: (45.0, False)})   # older: nothing changes
+    w.update(0, "logs", {0: (50.0, BEHIND), 1: (40.0, CAUGHT_UP)})
+    assert not w.update(0, "logs", {0: (45.0, BEHIND)})   # older: nothing changes
     assert w.watermark_s(0, "logs") == 39.0
-    w.update(0, "logs", {1: (40.0, True)})
+    assert not w.caught_up(0, "logs")
+    w.update(0, "logs", {1: (40.0, IDLE)})
     assert w.watermark_s(0, "logs") == 49.0
-    w.update(0, "logs", {0: (50.0, True)})   # every partition idle: nothing holds back
+    w.update(0, "logs", {0: (50.0, IDLE)})   # every partition idle: nothing holds back
     assert w.watermark_s(0, "logs") == math.inf
-    w.update(0, "logs", {1: (41.0, False)})   # busy again
+    assert w.caught_up(0, "logs")
+    w.update(0, "logs", {1: (41.0, CAUGHT_UP)})   # busy again
     assert w.watermark_s(0, "logs") == 40.0
 
 
@@ -136,10 +141,26 @@ def test_a_window_waits_for_a_busy_partition_even_when_idle_on_the_wall_clock():
     s = Summarizer(Settings(window_seconds=10, lateness_seconds=0))
     s.sources("predictions", 2)
     s.add_prediction_events(0, [PredictionEvent(event_id="1", timestamp=1.0, model="m")], 0)
-    s.progress(0, "predictions", {0: (30.0, False), 1: (5.0, False)})
+    s.progress(0, "predictions", {0: (30.0, CAUGHT_UP), 1: (5.0, BEHIND)})
     assert s.close_due(now_wall_s=1000) == []   # partition 1 is still being read
-    s.progress(0, "predictions", {1: (5.0, True)})
+    s.progress(0, "predictions", {1: (5.0, IDLE)})
     assert [w.count for w in s.close_due(now_wall_s=1000)] == [1]
+
+
+def test_a_quiet_window_waits_while_a_backlog_is_read_even_past_the_aligned_watermark():
+    # partition 0 holds model a's events after model b's later ones (one producer sent a
+    # model at a time): a is not late, and its window must not close on the wall clock
+    # while partition 0 is paused or behind
+    s = Summarizer(Settings(window_seconds=10, lateness_seconds=1))
+    s.sources("predictions", 1)
+    s.add_prediction_events(0, [PredictionEvent(event_id="b", timestamp=50.0, model="b")], 0)
+    s.add_prediction_events(0, [PredictionEvent(event_id="a1", timestamp=3.0, model="a")], 0)
+    s.progress(0, "predictions", {0: (50.0, BEHIND)})
+    assert s.close_due(now_wall_s=1000) == []   # a's window is idle, but a backlog is read
+    s.add_prediction_events(0, [PredictionEvent(event_id="a2", timestamp=4.0, model="a")], 1000)
+    s.progress(0, "predictions", {0: (50.0, CAUGHT_UP)})
+    closed = s.close_due(now_wall_s=2000)
+    assert [(w.model, w.count, w.late_events) for w in closed] == [("a", 2, 0)]
 
 
 def test_a_model_whose_clock_lags_keeps_its_events():
@@ -149,7 +170,7 @@ def test_a_model_whose_clock_lags_keeps_its_events():
     fast = [PredictionEvent(event_id=f"f{i}", timestamp=100.0 + i, model="a") for i in range(20)]
     slow = [PredictionEvent(event_id=f"s{i}", timestamp=70.0 + i, model="b") for i in range(20)]
     assert s.add_prediction_events(0, fast, 0) == 0
-    s.progress(0, "predictions", {0: (119.0, False)})
+    s.progress(0, "predictions", {0: (119.0, CAUGHT_UP)})
     assert s.add_prediction_events(0, slow[:10], 0) == 0
     assert s.add_prediction_events(0, slow[10:], 0) == 0
     windows = {(w.model, w.window_start): w.count for w in s.close_due(0, check_idle=False)}
@@ -161,29 +182,30 @@ def test_progress_is_part_of_the_partition_checkpoint():
     one.sources("predictions", 2)
     one.add_prediction_events(1, [PredictionEvent(event_id="1", timestamp=3.0, model="m"),
                                   PredictionEvent(event_id="2", timestamp=12.0, model="m")], 0)
-    one.progress(1, "predictions", {0: (25.0, False)})
+    one.progress(1, "predictions", {0: (25.0, CAUGHT_UP)})
     two = Summarizer(Settings(window_seconds=10, lateness_seconds=0))
     two.sources("predictions", 2)
     two.restore_partition(1, one.partition_state(1))
     assert two.watermarks.state(1) == one.watermarks.state(1)
     assert two.close_due(0, check_idle=False) == []
-    two.progress(1, "predictions", {1: (11.0, False)})
+    two.progress(1, "predictions", {1: (11.0, CAUGHT_UP)})
     assert [w.count for w in two.close_due(0, check_idle=False)] == [1]
 
 
 def test_reports_round_trip_through_the_header():
-    report = {0: (1.5, False), 7: (-math.inf, True)}
+    report = {0: (1.5, BEHIND), 7: (-math.inf, IDLE)}
     assert decode_progress(encode_progress(report)) == report
 
 
 def test_a_partition_is_idle_only_when_caught_up_and_silent():
     clocks = InputClocks(idle_s=2)
     clocks.assigned("logs", [0], now_wall_s=0)
-    assert clocks.report("logs", [0], 1, caught_up=lambda *_: True) == {0: (-math.inf, False)}
-    assert clocks.report("logs", [0], 3, caught_up=lambda *_: False) == {0: (-math.inf, False)}
-    assert clocks.report("logs", [0], 3, caught_up=lambda *_: True) == {0: (-math.inf, True)}
+    assert clocks.report("logs", [0], 1, caught_up=lambda *_: True) == {
+        0: (-math.inf, CAUGHT_UP)}
+    assert clocks.report("logs", [0], 3, caught_up=lambda *_: False) == {0: (-math.inf, BEHIND)}
+    assert clocks.report("logs", [0], 3, caught_up=lambda *_: True) == {0: (-math.inf, IDLE)}
     clocks.read("logs", 0, 10.0, now_wall_s=3)
-    assert clocks.report("logs", [0], 4, caught_up=lambda *_: True) == {0: (10.0, False)}
+    assert clocks.report("logs", [0], 4, caught_up=lambda *_: True) == {0: (10.0, CAUGHT_UP)}
 
 
 def test_partitions_far_ahead_of_the_slowest_are_paused():

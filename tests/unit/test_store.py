@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from app.store import TableStore, partition_for
+from app.store import END_MARKER, TableStore, partition_for
 
 
 class FakeTable:
@@ -35,3 +35,19 @@ def test_items_of_a_partition_and_changelog_writes():
     assert all(partition_for(k[2:].split(b"|")[0], 4) == fraud for k, _ in store.items(fraud))
     assert store.get(fraud, b"n|fraud") == b"2" and store.get(fraud, b"nope") is None
     assert table.changelog[0][:2] == (fraud, b"p|fraud|v1")
+
+
+def test_written_partitions_get_an_end_marker_that_reads_as_no_state():
+    table = FakeTable()
+    store = TableStore(partitions=4)
+    store.attach(table)
+    store.put(1, b"p|fraud|v1", b"state")
+    store.put(3, b"n|api", b"state")
+    touched = store.take_touched()
+    assert touched == {1, 3} and store.take_touched() == set()
+    for partition in sorted(touched):
+        store.mark_end(partition)
+    assert [(p, k) for p, k, _ in table.changelog[-2:]] == [(1, END_MARKER), (3, END_MARKER)]
+    table.data[END_MARKER] = b""   # as a recovery reads it back
+    assert store.get(1, END_MARKER) is None
+    assert all(key != END_MARKER for p in range(4) for key, _ in store.items(p))
