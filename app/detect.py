@@ -405,10 +405,14 @@ def _seed(key: tuple[str, ...]) -> int:
 def window_metrics(closed: Closed | Revised, min_labels: int = 0) -> dict[str, Any]:
     """A closed window's summary as the metrics rules read (plus ``throughput_per_s``).
 
-    ``performance`` is left out until the window has ``min_labels`` labels (no verdict).
+    ``performance`` is left out until the window has ``min_labels`` labels (no verdict), and
+    ``throughput_per_s`` from a window closed because its events stopped (incomplete by
+    construction: the end of a stream is not a throughput drop).
     """
     metrics: dict[str, Any] = msgspec.to_builtins(closed.summary)
-    metrics["throughput_per_s"] = metrics["count"] / max(closed.end_s - closed.start_s, 1e-9)
+    if not getattr(closed, "idle", False):
+        metrics["throughput_per_s"] = metrics["count"] / max(closed.end_s - closed.start_s,
+                                                             1e-9)
     performance = metrics.get("performance")
     if performance is not None and performance["labelled"] < min_labels:
         del metrics["performance"]

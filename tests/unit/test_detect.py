@@ -128,3 +128,19 @@ def test_a_quiet_model_gets_a_reference_and_waiting_for_it_is_bounded():
     # window from window 14 on: the latest 12 reach 300 and the reference is built
     assert max(lengths) == 12
     assert monitor.reference is not None and not monitor.contributions
+
+
+def test_a_rule_on_throughput_gives_no_verdict_on_a_window_closed_because_events_stopped():
+    from app.detect import window_metrics
+    from app.events import PredictionWindow
+    from app.summarize import Closed
+
+    summary = PredictionWindow(
+        model="m", model_version="v1", window_start="", window_end="", count=30,
+        error_count=0, error_rate=0.0, latency_ms=None, confidence=None, predictions={},
+        features={}, tokens_in=0, tokens_out=0, cost_usd=0.0, cache_hit_rate=None,
+        late_events=0)
+    whole = Closed(0, ("m", "v1"), 0.0, 60.0, None, summary)
+    last = Closed(0, ("m", "v1"), 0.0, 60.0, None, summary, idle=True)
+    assert window_metrics(whole)["throughput_per_s"] == 0.5
+    assert "throughput_per_s" not in window_metrics(last)
