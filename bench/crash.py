@@ -8,8 +8,11 @@ partitions. At random points of the stream (at least 2 s apart) one worker is ki
 SIGKILL and restarted at once, ``--kills`` times (default 3).
 ``--workers 3`` runs a consumer group of three and kills one of them each time (the
 rebalance case). ``--keys none`` sends the envelopes unkeyed, so every event crosses the
-repartition topic (give it ``--lateness`` to cover the skew between input partitions after a
-kill, see README, Checkpoints).
+repartition topic. ``--shape`` says what producers send (the traffic-shape matrix: SDK
+envelopes keyed by model, unkeyed envelopes of one model, unkeyed envelopes of all models,
+unkeyed single events); ``--backlog`` writes the whole stream before the first worker starts
+(then the kills come when a random share of the windows is out); ``--join N`` starts N more
+workers a third of the way in. The workers' peak RSS at the end is reported too.
 
 Afterwards every window summary on the windows topic is compared with the truth computed
 from the generated events: per (model, window) emitted exactly once with the exact count,
@@ -17,7 +20,8 @@ missing, emitted with a wrong count (fewer: events lost; more: events counted tw
 emitted more than once (and then whether with different content; ``problem_windows`` in
 the results lists the first 20 of each with what differed). A run without kills
 (``--kills 0``) is the control: every window exact. Writes ``bench/results/crash.json``
-(``crash-workers3.json`` for ``--workers 3``, ``crash-unkeyed.json`` for ``--keys none``).
+(``crash-workers3.json`` for ``--workers 3``; ``--shape``, ``--backlog`` and ``--join`` add
+``-<shape>``, ``-backlog`` and ``-join<n>``).
 """
 
 from __future__ import annotations
