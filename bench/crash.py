@@ -256,19 +256,26 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 class Records(SummaryReader):
     """Every prediction window summary, as it comes; when the last record of any kind
-    was read (monotonic clock)."""
+    was read (monotonic clock). ``counted``: the events of the distinct windows (a window
+    emitted again counts once), so that waiting for every event is not cut short by
+    windows a killed worker's successor emitted again."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         super().__init__(bootstrap, topic, poll_ms=500)
         self.records: list[dict[str, Any]] = []
-        self.counted = 0
+        self.windows: dict[tuple[str, str], int] = {}
         self.last_new_s = time.monotonic()
+
+    @property
+    def counted(self) -> int:
+        return sum(self.windows.values())
 
     def _add(self, record: dict[str, Any], timestamp_ms: int, seen_s: float) -> None:
         self.last_new_s = time.monotonic()
         if record.get("kind") == "predictions":
             self.records.append(record)
-            self.counted += int(record["count"])
+            key = (record["model"], record["window_start"])
+            self.windows[key] = max(self.windows.get(key, 0), int(record["count"]))
 
 
 def compare(truth: Truth, summaries: list[dict[str, Any]]) -> dict[str, Any]:
