@@ -7,7 +7,12 @@ Data flow (one line per step, item shape on the right)::
         ├─▶ mlpulse.deadletter                  DeadLetter JSON, one per bad event
         ├─ keyed by model, read from its partition: applied here (summarize, below)
         └─▶ mlpulse.predictions.by-model        msgpack [PredictionEvent] per partition,
-                                                header mlpulse-origin (where each was read)
+                                                header mlpulse-origin (where each was read);
+                                                empty messages with header mlpulse-progress:
+                                                how far each input partition read here has
+                                                come (app.progress: windows wait for the
+                                                slowest; applied directly when the owner is
+                                                here and nothing is in flight)
     mlpulse.predictions.by-model ─ summarize_predictions
         ├─▶ mlpulse.windows                     PredictionWindow JSON, key = model
         └─ detect (per closed window) ─▶ mlpulse.alerts   AlertEvent JSON, key = model
