@@ -263,10 +263,6 @@ class BatchConsumer:
         self._paused = (self._paused - mine) | want
         log.debug("mlpulse ingest pauses %s", sorted(tp.partition for tp in want))
 
-    @property
-    def paused(self) -> set[TopicPartition]:
-        return set(self._paused)
-
     def caught_up(self, tp: Any) -> bool:
         """Whether everything ``tp`` held at its last fetch response has been handled."""
         if self.consumer is None:

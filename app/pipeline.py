@@ -83,7 +83,6 @@ from app.progress import (
     PROGRESS_HEADER,
     InputClocks,
     encode_progress,
-    merge_reports,
     progress_of,
     too_far_ahead,
 )
@@ -559,7 +558,7 @@ class Pipeline:
             async with self.state_lock:
                 now = self.clock()
                 grouped: dict[tuple[int, str], list[Any]] = {}
-                reports: dict[int, dict[int, tuple[float, int]]] = {}
+                reports: list[tuple[int, dict[int, tuple[float, int]]]] = []
                 for event in batch:
                     message = event.message
                     events = decode(message.value) if message.value else []
@@ -572,13 +571,13 @@ class Pipeline:
                         grouped.setdefault((message.partition, name), []).extend(group)
                     report = progress_of(message.headers) if not events else None
                     if report is not None:   # after the events of the messages before it
-                        merge_reports(reports.setdefault(message.partition, {}), report)
+                        reports.append((message.partition, report))
                     message.incref()   # acked once a checkpoint holds it
                     held.append(message)
                 raised: list[AlertEvent] = []
                 for (partition, name), events in grouped.items():
                     apply(kind, partition, name, events, now=now, raised=raised)
-                for partition, report in reports.items():
+                for partition, report in reports:   # in order: progress only moves forward
                     self.summarizer.progress(partition, kind, report)
                 await emit(self.summarizer.close_due_windows(now, check_idle=False), raised)
 

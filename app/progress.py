@@ -55,7 +55,7 @@ from app.checkpoint import header
 
 __all__ = ["BEHIND", "CAUGHT_UP", "IDLE", "PROGRESS_HEADER", "InputClocks", "Report",
            "Watermarks", "decode_progress",
-           "encode_progress", "merge_reports", "progress_of", "too_far_ahead"]
+           "encode_progress", "progress_of", "too_far_ahead"]
 
 PROGRESS_HEADER = "mlpulse-progress"
 """Header of an internal message: the progress of the reader's input partitions, as of
@@ -96,19 +96,6 @@ def progress_of(headers: Mapping[str, Any] | Iterable[tuple[str, Any]] | None
     """
     value = header(headers, PROGRESS_HEADER)
     return decode_progress(value) if value else None
-
-
-def merge_reports(into: dict[int, tuple[float, int]], report: Report) -> None:
-    """Fold a later report into ``into`` (newest time, latest state).
-
-    >>> r = {0: (5.0, BEHIND)}
-    >>> merge_reports(r, {0: (3.0, IDLE), 1: (2.0, BEHIND)})
-    >>> r
-    {0: (5.0, 2), 1: (2.0, 0)}
-    """
-    for index, (newest_s, state) in report.items():
-        old = into.get(index)
-        into[index] = (newest_s if old is None else max(old[0], newest_s), state)
 
 
 class InputClocks:
@@ -204,15 +191,8 @@ class Watermarks:
         count = self._counts.get(stream)
         if count is None:
             return math.inf
-        known = self._progress.get(partition, {}).get(stream, {})
-        slowest = math.inf
-        for index in range(count):
-            entry = known.get(index)
-            if entry is None:
-                return -math.inf
-            if entry[1] != IDLE and entry[0] < slowest:
-                slowest = entry[0]
-        return slowest - self.lateness_s
+        return _slowest(self._progress.get(partition, {}).get(stream, {}), count) \
+            - self.lateness_s
 
     def caught_up(self, partition: int, stream: str) -> bool:
         """Whether no input partition of ``stream`` is behind (as far as ``partition``
@@ -246,14 +226,7 @@ class Watermarks:
                 old = best.get(index)
                 if old is None or newest_s > old[0]:
                     best[index] = (newest_s, state)
-        slowest = math.inf
-        for index in range(count):
-            entry = best.get(index)
-            if entry is None:
-                return -math.inf
-            if entry[1] != IDLE:
-                slowest = min(slowest, entry[0])
-        return slowest
+        return _slowest(best, count)
 
     def state(self, partition: int) -> dict[str, list[tuple[int, float, int]]]:
         """What a checkpoint of ``partition`` holds (plain data)."""
@@ -269,6 +242,19 @@ class Watermarks:
         keep = set(partitions)
         for partition in set(self._progress) - keep:
             del self._progress[partition]
+
+
+def _slowest(known: Mapping[int, tuple[float, int]], count: int) -> float:
+    """The newest event time of the slowest of input partitions 0..count-1 that is not idle
+    (-inf: one has not reported; inf: all are idle)."""
+    slowest = math.inf
+    for index in range(count):
+        entry = known.get(index)
+        if entry is None:
+            return -math.inf
+        if entry[1] != IDLE and entry[0] < slowest:
+            slowest = entry[0]
+    return slowest
 
 
 def too_far_ahead(newest_s: Mapping[int, float], slowest_s: float, max_drift_s: float
