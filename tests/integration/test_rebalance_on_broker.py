@@ -17,21 +17,40 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import pathlib
 
 from bench.crash import run
 
 
-def exact(result: dict) -> None:
-    assert result["late_events_reported"] == 0, result
+def exact(result: dict, workdir: pathlib.Path) -> None:
+    # on failure: the whole result in one line (pytest shortens a dict's repr) and what
+    # the workers said of assignments, restores and trouble
+    said = json.dumps(result, default=str)
+    if not _holds(result):
+        for path in sorted(workdir.glob("*.log")):
+            lines = [line for line in path.read_text(errors="replace").splitlines()
+                     if any(word in line for word in _TELLING)]
+            print(f"--- {path.name}", *lines[-40:], sep="\n")
+    assert result["late_events_reported"] == 0, said
     assert result["windows_exact_once"] + result["windows_emitted_more_than_once"] \
-        == result["windows_true"], result
-    assert result["worker_crash_logs"] == 0, result
-    assert result["workers_alive_at_end"] == result["workers"], result
-    assert result["windows_not_in_truth"] == 0, result
-    assert result["windows_missing"] == 0, result
-    assert result["events_lost"] == 0 and result["events_counted_twice"] == 0, result
-    assert result["events_counted"] >= result["events_true"], result
-    assert result["windows_emitted_with_different_content"] == 0, result
+        == result["windows_true"], said
+    assert result["worker_crash_logs"] == 0, said
+    assert result["workers_alive_at_end"] == result["workers"], said
+    assert result["windows_not_in_truth"] == 0, said
+    assert result["windows_missing"] == 0, said
+    assert result["events_lost"] == 0 and result["events_counted_twice"] == 0, said
+    assert result["events_counted"] >= result["events_true"], said
+    assert result["windows_emitted_with_different_content"] == 0, said
+
+
+_TELLING = ("assigned", "restored", "ingest reads", '"warning"', '"error"', "Traceback")
+
+
+def _holds(result: dict) -> bool:
+    return (result["windows_exact_once"] + result["windows_emitted_more_than_once"]
+            == result["windows_true"] and result["late_events_reported"] == 0
+            and result["events_lost"] == 0 and result["events_counted_twice"] == 0)
 
 
 def test_three_workers_one_killed_three_times_count_every_event_once(tmp_path):
@@ -39,7 +58,7 @@ def test_three_workers_one_killed_three_times_count_every_event_once(tmp_path):
     args = argparse.Namespace(events=200_000, models=10, events_per_second=2000.0,
                               rate=20_000.0, kills=3, workers=3, seed=1, keys="model",
                               lateness=1.0, settle=30.0)
-    exact(asyncio.run(run(args, tmp_path)) | {"workers": 3})
+    exact(asyncio.run(run(args, tmp_path)) | {"workers": 3}, tmp_path)
 
 
 def test_unkeyed_mixed_envelopes_survive_a_kill_exactly(tmp_path):
@@ -51,7 +70,7 @@ def test_unkeyed_mixed_envelopes_survive_a_kill_exactly(tmp_path):
     args = argparse.Namespace(events=30_000, models=10, events_per_second=1000.0,
                               rate=4000.0, kills=1, workers=1, seed=2,
                               shape="unkeyed-mixed", backlog=False, lateness=1.0, settle=5.0)
-    exact(asyncio.run(run(args, tmp_path)) | {"workers": 1})
+    exact(asyncio.run(run(args, tmp_path)) | {"workers": 1}, tmp_path)
 
 
 def test_unkeyed_single_events_of_a_backlog_exact(tmp_path):
@@ -60,7 +79,7 @@ def test_unkeyed_single_events_of_a_backlog_exact(tmp_path):
     args = argparse.Namespace(events=40_000, models=10, events_per_second=1000.0,
                               rate=20_000.0, kills=0, workers=1, seed=3,
                               shape="unkeyed-singles", backlog=True, lateness=1.0, settle=4.0)
-    exact(asyncio.run(run(args, tmp_path)) | {"workers": 1})
+    exact(asyncio.run(run(args, tmp_path)) | {"workers": 1}, tmp_path)
 
 
 def test_unkeyed_single_events_live_while_two_workers_join(tmp_path):
@@ -69,4 +88,4 @@ def test_unkeyed_single_events_live_while_two_workers_join(tmp_path):
                               rate=5000.0, kills=0, workers=1, join=2, seed=4,
                               shape="unkeyed-singles", backlog=False, lateness=1.0,
                               settle=5.0)
-    exact(asyncio.run(run(args, tmp_path)) | {"workers": 3})
+    exact(asyncio.run(run(args, tmp_path)) | {"workers": 3}, tmp_path)
