@@ -20,8 +20,11 @@ run: venv  ## embedded broker + worker + simulator, printing window summaries an
 test: venv  ## the whole suite: unit, doctests, integration on a real broker
 	$(PY) -m pytest
 
-unit: venv
+unit: venv  ## no broker: unit tests, docstring examples, the engine's scenarios in process
 	$(PY) -m pytest -m "not integration"
+
+integration: venv  ## on the embedded broker (and Prometheus, Alertmanager, Chromium if installed)
+	$(PY) -m pytest -m integration
 
 bench: venv  ## installs the bench extra (Quix Streams, the peer) first
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,bench]'

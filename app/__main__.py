@@ -1,5 +1,5 @@
-"""``python -m app``: same as the ``mlpulse`` command."""
+"""``python -m mlpulse``: same as the ``mlpulse`` command."""
 
-from app.cli import main
+from .cli import main
 
 raise SystemExit(main())

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 from ddsketch.mapping import LogarithmicMapping
 
-from app.events import (
+from .events import (
     ERROR_LEVELS,
     LOG_LEVELS,
     ConfidenceSummary,

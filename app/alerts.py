@@ -13,7 +13,7 @@ workers; its ``alert_id`` is the fingerprint and the start of its incident.
 a *target* alert with the same ``equal`` labels that starts firing is held back;
 it is published only if it still fires when the source resolves.
 
->>> from app.rules import Condition
+>>> from mlpulse.rules import Condition
 >>> life = Lifecycle()
 >>> def window(i, active):
 ...     c = Condition("slow", active, {"model": "m"}, for_windows=2, keep_firing_for=1)
@@ -31,9 +31,9 @@ from typing import Any
 
 import msgspec
 
-from app.events import AlertEvent, Annotations
-from app.rules import Condition, Rules
-from app.timefmt import rfc3339
+from .events import AlertEvent, Annotations
+from .rules import Condition, Rules
+from .timefmt import rfc3339
 
 __all__ = ["Lifecycle", "fingerprint"]
 

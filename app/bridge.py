@@ -37,9 +37,9 @@ import aiohttp
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app.config import Settings
-from app.security import kafka_options
-from app.topics import Topics
+from .config import Settings
+from .security import kafka_options
+from .topics import Topics
 
 __all__ = ["AlertmanagerBridge", "to_alertmanager"]
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-from app.errors import BrokerError
+from .errors import BrokerError
 
 __all__ = ["EmbeddedBroker", "free_port"]
 

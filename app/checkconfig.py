@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from app.config import Settings
-from app.errors import ConfigError
+from .config import Settings
+from .errors import ConfigError
 
 __all__ = ["check_config"]
 

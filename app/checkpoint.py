@@ -3,7 +3,7 @@
 What makes window counts exact across a crash (``kill -9``) or a rebalance. Every
 ``commit_interval_seconds`` the worker writes, for each internal partition ``p`` it owns,
 one :class:`Checkpoint`: the open windows of ``p`` (:meth:`Summarizer.partition_state
-<app.summarize.Summarizer.partition_state>`), the next offset of every input partition
+<mlpulse.summarize.Summarizer.partition_state>`), the next offset of every input partition
 whose events ``p`` takes directly (input partitions ``i`` with ``i % N == p``), and how far
 each source's repartitioned events were applied (:class:`HopFilter`). A new owner of ``p``
 restores the checkpoint, seeks those input partitions to its offsets and drops the

@@ -1,7 +1,7 @@
 """Command line: ``mlpulse worker | demo | simulate | broker | schemas | check-config``.
 
 Settings come from ``MLPULSE_*`` variables and the ``MLPULSE_CONFIG`` YAML file
-(see :mod:`app.config`); flags exist only for what the simulator varies.
+(see :mod:`mlpulse.config`); flags exist only for what the simulator varies.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from app.config import Settings
-from app.errors import MlpulseError
+from .config import Settings
+from .errors import MlpulseError
 
 __all__ = ["main"]
 
@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from app.broker import EmbeddedBroker
+    from .broker import EmbeddedBroker
 
     _setup_logging(settings.log_level, settings.log_format)
     if settings.kafka_bootstrap:
@@ -128,8 +128,8 @@ def run_worker(settings: Settings, extra_tasks: Sequence[Any] = ()) -> int:
         mode.loop.use("uvloop")   # measured: ~20% more events/s than asyncio's loop
     from faust.worker import Worker
 
-    from app.pipeline import Pipeline
-    from app.topics import ensure_topics
+    from .pipeline import Pipeline
+    from .topics import ensure_topics
 
     ensure_topics(settings)
     pipeline = Pipeline(settings)
@@ -138,7 +138,7 @@ def run_worker(settings: Settings, extra_tasks: Sequence[Any] = ()) -> int:
     gc.set_threshold(50_000, 50, 1000)
     for task in extra_tasks:
         pipeline.app.task(task)
-    from app.logs import logging_config
+    from .logs import logging_config
 
     worker = Worker(pipeline.app, loglevel=settings.log_level.upper(), quiet=True,
                     redirect_stdouts=False,
@@ -151,8 +151,8 @@ def run_worker(settings: Settings, extra_tasks: Sequence[Any] = ()) -> int:
 
 
 def cmd_bridge(args: argparse.Namespace, settings: Settings) -> int:
-    from app.bridge import AlertmanagerBridge
-    from app.errors import ConfigError
+    from .bridge import AlertmanagerBridge
+    from .errors import ConfigError
 
     _setup_logging(settings.log_level, settings.log_format)
     url = args.url or settings.alertmanager_url
@@ -173,7 +173,7 @@ def cmd_bridge(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from app.checkconfig import check_config
+    from .checkconfig import check_config
 
     problem = check_config(args.file)
     if problem:
@@ -184,9 +184,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from app.broker import EmbeddedBroker
-    from app.sdk.producer import Telemetry
-    from app.sdk.simulator import Injection, Simulator
+    from .broker import EmbeddedBroker
+    from .sdk.producer import Telemetry
+    from .sdk.simulator import Injection, Simulator
 
     if "MLPULSE_LOG_LEVEL" not in os.environ:
         settings = settings.replace(log_level="warning")
@@ -234,8 +234,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 async def _print_topics(settings: Settings) -> None:
     from aiokafka import AIOKafkaConsumer
 
-    from app.security import kafka_options
-    from app.topics import Topics
+    from .security import kafka_options
+    from .topics import Topics
 
     topics = Topics(settings)
     consumer = AIOKafkaConsumer(topics.windows, topics.alerts, topics.deadletter,
@@ -283,9 +283,9 @@ def _describe_performance(record: dict[str, Any]) -> str:
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from app.sdk.producer import Telemetry
-    from app.sdk.simulator import Simulator
-    from app.security import kafka_options
+    from .sdk.producer import Telemetry
+    from .sdk.simulator import Simulator
+    from .security import kafka_options
 
     _setup_logging(settings.log_level, settings.log_format)
     bootstrap = args.bootstrap or settings.bootstrap_or_error
@@ -302,7 +302,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _drift(spec: str) -> Any:
-    from app.sdk.simulator import Injection
+    from .sdk.simulator import Injection
 
     try:
         target, start = spec.split("@")
@@ -313,7 +313,7 @@ def _drift(spec: str) -> Any:
 
 
 def _spike(kind: str) -> Any:
-    from app.sdk.simulator import Injection
+    from .sdk.simulator import Injection
 
     def parse(spec: str) -> Injection:
         try:
@@ -329,7 +329,7 @@ def _spike(kind: str) -> Any:
 
 
 def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
-    from app.broker import EmbeddedBroker
+    from .broker import EmbeddedBroker
 
     with EmbeddedBroker(port=args.port) as broker:
         print(f"embedded broker listening on {broker.bootstrap}; Ctrl-C stops it", flush=True)
@@ -340,7 +340,7 @@ def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
-    from app.events import schemas
+    from .events import schemas
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -353,6 +353,6 @@ def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
 def _setup_logging(level: str, log_format: str = "auto") -> None:
     import logging.config
 
-    from app.logs import logging_config
+    from .logs import logging_config
 
     logging.config.dictConfig(logging_config(level, log_format))

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin
 
 import msgspec
 
-from app.events import FeedbackEvent, LogEvent, PredictionEvent
+from .events import FeedbackEvent, LogEvent, PredictionEvent
 
 __all__ = ["Codec", "Decoded", "InternalCodec", "Rejected", "group_by"]
 

@@ -10,7 +10,7 @@ the default.
 >>> Settings.from_env({"MLPULSE_PARTITIONS": "zero"})
 Traceback (most recent call last):
 ...
-app.errors.ConfigError: MLPULSE_PARTITIONS: expected an integer, got 'zero'
+mlpulse.errors.ConfigError: MLPULSE_PARTITIONS: expected an integer, got 'zero'
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from app.errors import ConfigError
+from .errors import ConfigError
 
 __all__ = ["Settings"]
 
@@ -126,7 +126,7 @@ class Settings:
     0 turns the join off."""
     feedback_max_predictions: int = 250_000
     """Most predictions a worker keeps awaiting labels (~25 bytes each; a window awaiting
-    labels counts as 64, ``app.join.WINDOW_COST``); oldest windows go first."""
+    labels counts as 64, ``mlpulse.join.WINDOW_COST``); oldest windows go first."""
     feedback_min_labels: int = 20
     """Labels a window needs before ``performance.*`` rules judge it."""
     revision_interval_seconds: float = 5.0
@@ -209,14 +209,14 @@ class Settings:
         if not 0 <= self.web_port <= 65535:
             raise ConfigError("MLPULSE_WEB_PORT: must be a port number")
         self._validate_security()
-        from app.detectors.settings import DetectorSettings
-        from app.rules import Rules
+        from .detectors.settings import DetectorSettings
+        from .rules import Rules
         DetectorSettings.from_mapping(self.detectors)   # raises ConfigError naming the field
         Rules.from_mapping({"rules": self.rules, "inhibit": self.inhibit})
 
 
     def _validate_security(self) -> None:
-        from app.security import PROTOCOLS, SASL_MECHANISMS
+        from .security import PROTOCOLS, SASL_MECHANISMS
 
         protocol = self.kafka_security_protocol
         if protocol not in PROTOCOLS:

@@ -71,7 +71,7 @@ class BatchConsumer:
             # bounded fetches bound what a backlog holds in memory; a message larger than
             # either limit still comes, alone (KIP-74). Per partition a quarter of the
             # total, so that a fetch of a backlog carries four partitions, not one: they
-            # move on in event time together (windows wait for the slowest, app.progress),
+            # move on in event time together (windows wait for the slowest, mlpulse.progress),
             # where 1 MiB each read one partition at a time and the others waited
             "fetch_max_bytes": max_fetch_bytes,
             "max_partition_fetch_bytes": max(min(max_fetch_bytes, 1024 * 1024) // 4,
@@ -248,7 +248,7 @@ class BatchConsumer:
 
     def pause(self, topic: str, partitions: set[int]) -> None:
         """Fetch nothing of exactly these partitions of ``topic`` (the others of it are
-        resumed): event-time alignment (app.progress). Fetched records of a paused
+        resumed): event-time alignment (mlpulse.progress). Fetched records of a paused
         partition are dropped by aiokafka, and fetched again on resume."""
         if self.consumer is None:
             return

@@ -1,6 +1,6 @@
 """Dead-letter records: the reason, where the input came from, and its original bytes.
 
->>> from app.codec import Rejected
+>>> from mlpulse.codec import Rejected
 >>> record = dead_letter(Rejected("bad", None, b"\\xff"), "mlpulse.predictions", 0, 7, 0.0)
 >>> record.payload, record.payload_encoding, record.received_at
 ('/w==', 'base64', '1970-01-01T00:00:00Z')
@@ -12,9 +12,9 @@ import base64
 
 import msgspec
 
-from app.codec import Rejected
-from app.events import DeadLetter
-from app.timefmt import rfc3339
+from .codec import Rejected
+from .events import DeadLetter
+from .timefmt import rfc3339
 
 __all__ = ["dead_letter", "encode_dead_letter", "reason_category"]
 

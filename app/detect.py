@@ -1,17 +1,17 @@
 """Stage 3: closed windows → findings and metrics → rules → alert lifecycle → alert events.
 
 One :class:`Detect` per worker holds, per owned partition, a
-:class:`~app.detectors.monitor.ModelMonitor` per model version, an error-spike
+:class:`~mlpulse.detectors.monitor.ModelMonitor` per model version, an error-spike
 detector per log service, and the no-data watch per model. Each closed window's
-detector findings and metrics go through the :mod:`app.rules` (conditions) and
-the key's :class:`~app.alerts.Lifecycle` (pending → firing → resolved, with
+detector findings and metrics go through the :mod:`mlpulse.rules` (conditions) and
+the key's :class:`~mlpulse.alerts.Lifecycle` (pending → firing → resolved, with
 inhibition); a check that could not run changes nothing.
 
 After every window it touches, a key's whole state (monitor and alert states)
 is written to a :class:`SnapshotStore` — a changelog-backed Faust table in the
 worker — and read back when a key shows up on a worker without it in memory.
 
->>> from app.config import Settings
+>>> from mlpulse.config import Settings
 >>> detect = Detect(Settings(window_seconds=60))
 >>> detect.seen(0, "fraud", now_wall_s=0)
 []
@@ -32,19 +32,19 @@ from typing import Any, Protocol
 
 import msgspec
 
-from app.aggregates import PredictionAggregate
-from app.alerts import Lifecycle
-from app.config import Settings
-from app.detectors.anomaly import LogErrorSpike
-from app.detectors.finding import Finding
-from app.detectors.monitor import ModelMonitor
-from app.detectors.profile import WindowProfile
-from app.detectors.reference import Reference, build_reference, contribution
-from app.detectors.settings import DetectorSettings, ModelDetectors
-from app.events import AlertEvent, LogWindow, PredictionEvent, PredictionWindow
-from app.join import Revised
-from app.rules import Rules
-from app.summarize import Closed
+from .aggregates import PredictionAggregate
+from .alerts import Lifecycle
+from .config import Settings
+from .detectors.anomaly import LogErrorSpike
+from .detectors.finding import Finding
+from .detectors.monitor import ModelMonitor
+from .detectors.profile import WindowProfile
+from .detectors.reference import Reference, build_reference, contribution
+from .detectors.settings import DetectorSettings, ModelDetectors
+from .events import AlertEvent, LogWindow, PredictionEvent, PredictionWindow
+from .join import Revised
+from .rules import Rules
+from .summarize import Closed
 
 __all__ = ["Detect", "MemoryStore", "SnapshotStore", "load_reference_file", "window_metrics"]
 

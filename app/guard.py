@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import collections
 
-from app.aggregates import OTHER
+from .aggregates import OTHER
 
 __all__ = ["OTHER", "CardinalityGuard"]
 

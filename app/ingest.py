@@ -5,7 +5,7 @@ each message and groups its valid events by model (predictions and feedback) or
 service (logs), so the pipeline can repartition them: every event of one model then
 reaches the one partition, and so the one worker, that owns the model's windows.
 
->>> from app.config import Settings
+>>> from mlpulse.config import Settings
 >>> ingest = Ingest(Settings())
 >>> routed = ingest.predictions(
 ...     b'[{"event_id": "1", "timestamp": 5, "model": "a"}, {"event_id": "2"}]',
@@ -24,12 +24,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from app.checkpoint import SEQ_BITS
-from app.codec import Codec, Decoded, InternalCodec, group_by
-from app.config import Settings
-from app.deadletter import dead_letter
-from app.events import DeadLetter, FeedbackEvent, LogEvent, PredictionEvent
-from app.tracing import trace_from_headers
+from .checkpoint import SEQ_BITS
+from .codec import Codec, Decoded, InternalCodec, group_by
+from .config import Settings
+from .deadletter import dead_letter
+from .events import DeadLetter, FeedbackEvent, LogEvent, PredictionEvent
+from .tracing import trace_from_headers
 
 __all__ = ["SLICE_BYTES", "Ingest", "Record", "Routed", "slices"]
 
@@ -51,7 +51,7 @@ class Routed:
     accepted: int = 0
     newest_s: float = -math.inf
     """The newest event time of the valid events (:meth:`Ingest.fetch` sets it): how
-    far the input partition they were read from has come (:mod:`app.progress`)."""
+    far the input partition they were read from has come (:mod:`mlpulse.progress`)."""
     origins: list[tuple[list[Any], Sequence[int], Sequence[int]]] = field(
         default_factory=list)
     """Valid events as decoded, with their input partitions and sequence numbers

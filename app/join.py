@@ -2,8 +2,8 @@
 
 Each prediction window (of one model version) keeps the predictions that still
 await a label: ``event_id →`` its prediction and event time. A label
-(:class:`~app.events.FeedbackEvent`) is looked up among its model's windows,
-newest first, and scored into that window's :class:`~app.performance.Performance`;
+(:class:`~mlpulse.events.FeedbackEvent`) is looked up among its model's windows,
+newest first, and scored into that window's :class:`~mlpulse.performance.Performance`;
 the entry goes, so a repeated label counts once. A label that arrives before its
 prediction has been consumed waits (bounded) until the model's predictions have
 moved a window and its lateness past the label's time.
@@ -20,7 +20,7 @@ again, with ``performance`` updated and ``revision`` + 1, at most once per
 ``revision_interval_s`` of wall clock (and once more when the window leaves the
 index with changes not yet sent).
 
->>> from app.events import FeedbackEvent, PredictionEvent, PredictionWindow
+>>> from mlpulse.events import FeedbackEvent, PredictionEvent, PredictionWindow
 >>> join = LabelJoin(window_s=60, horizon_s=3600, revision_interval_s=0)
 >>> window = join.open(0, ("fraud", "v1"))
 >>> window.remember([PredictionEvent(event_id=str(i), timestamp=10.0 + i, model="fraud",
@@ -55,8 +55,8 @@ from dataclasses import dataclass
 import msgspec
 import numpy as np
 
-from app.events import FeedbackEvent, PredictionEvent, PredictionWindow
-from app.performance import Performance
+from .events import FeedbackEvent, PredictionEvent, PredictionWindow
+from .performance import Performance
 
 __all__ = ["LabelJoin", "Revised", "WindowLabels"]
 
@@ -252,7 +252,7 @@ class LabelJoin:
         self.newest_prediction_s: dict[str, float] = {}
         self.aligned_s: dict[int, float] = {}
         """Per partition, how far every input partition of predictions has come (the
-        slowest's newest event time; app.progress): a label waits for its prediction until
+        slowest's newest event time; mlpulse.progress): a label waits for its prediction until
         then, not only until its model's newest prediction (read from the fastest)."""
         self.early: dict[str, dict[str, tuple[object, float]]] = {}
         """Per model, labels whose prediction has not been seen yet."""

@@ -22,8 +22,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from app.aggregates import OTHER, value_key
-from app.events import PerformanceSummary
+from .aggregates import OTHER, value_key
+from .events import PerformanceSummary
 
 __all__ = ["Performance"]
 

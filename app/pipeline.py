@@ -10,7 +10,7 @@ Data flow (one line per step, item shape on the right)::
                                                 header mlpulse-origin (where each was read);
                                                 empty messages with header mlpulse-progress:
                                                 how far each input partition read here has
-                                                come (app.progress: windows wait for the
+                                                come (mlpulse.progress: windows wait for the
                                                 slowest; applied directly when the owner is
                                                 here and nothing is in flight)
     mlpulse.predictions.by-model ─ summarize_predictions
@@ -25,7 +25,7 @@ Data flow (one line per step, item shape on the right)::
     checkpoint (each commit interval, a snapshot in the ingest task, written while it reads
         on) ─▶ <group>-checkpoints-changelog: per owned partition its windows + the input
         offsets and origins they hold; then input offsets are committed and repartitioned
-        messages acked. A new owner reads it back (app.checkpoint.CheckpointReader) and
+        messages acked. A new owner reads it back (mlpulse.checkpoint.CheckpointReader) and
         restores it.
     web: /metrics (Prometheus), /status (live page), /api/status (its JSON)
     timer close_idle_windows (every idle_check_seconds) ─▶ mlpulse.windows, mlpulse.alerts
@@ -59,8 +59,8 @@ from aiokafka.errors import KafkaError
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from app.allocator import Trimmer
-from app.checkpoint import (
+from .allocator import Trimmer
+from .checkpoint import (
     ORIGIN_HEADER,
     Checkpoint,
     CheckpointReader,
@@ -70,27 +70,27 @@ from app.checkpoint import (
     origin_of,
     pack_origin,
 )
-from app.codec import chunk_spans, chunked, group_by
-from app.config import Settings
-from app.consumer import BatchConsumer, Write
-from app.deadletter import encode_dead_letter, reason_category
-from app.detect import Detect
-from app.events import AlertEvent, DeadLetter, PredictionWindow, WindowSummary
-from app.ingest import SLICE_BYTES, Ingest, Routed, slices
-from app.join import Revised
-from app.metrics import Metrics
-from app.progress import (
+from .codec import chunk_spans, chunked, group_by
+from .config import Settings
+from .consumer import BatchConsumer, Write
+from .deadletter import encode_dead_letter, reason_category
+from .detect import Detect
+from .events import AlertEvent, DeadLetter, PredictionWindow, WindowSummary
+from .ingest import SLICE_BYTES, Ingest, Routed, slices
+from .join import Revised
+from .metrics import Metrics
+from .progress import (
     PROGRESS_HEADER,
     InputClocks,
     encode_progress,
     progress_of,
     too_far_ahead,
 )
-from app.security import BasicAuth, auth_middleware, faust_credentials, kafka_options
-from app.status import Status, StatusCollector
-from app.store import TableStore, partition_for
-from app.summarize import Closed, Summarizer, encode_summary, summary_key
-from app.topics import Topics, checkpoint_changelog, detector_changelog
+from .security import BasicAuth, auth_middleware, faust_credentials, kafka_options
+from .status import Status, StatusCollector
+from .store import TableStore, partition_for
+from .summarize import Closed, Summarizer, encode_summary, summary_key
+from .topics import Topics, checkpoint_changelog, detector_changelog
 
 __all__ = ["Pipeline", "create_app"]
 
@@ -223,7 +223,7 @@ class Pipeline:
         assert table.changelog_topic.get_topic_name() == detector_changelog(s)
         self.store.attach(table)
         # per partition: its windows with the input offsets and hop positions they hold
-        # (a compacted topic, read by a new owner itself: app.checkpoint.CheckpointReader)
+        # (a compacted topic, read by a new owner itself: mlpulse.checkpoint.CheckpointReader)
         checkpoints = topic(checkpoint_changelog(s))
         self.checkpoint_reader = CheckpointReader(
             checkpoint_changelog(s), {"bootstrap_servers": s.bootstrap_or_error,
@@ -429,7 +429,7 @@ class Pipeline:
 
         async def progress(kind: str, now: float, *, force: bool = False) -> None:
             """Tell every owner of ``kind``'s windows how far the input partitions read here
-            have come (app.progress): the owner here directly unless events of those
+            have come (mlpulse.progress): the owner here directly unless events of those
             partitions are on their way to it through the internal topic, the others (and
             then this one) by a message on that topic, after those events; then pause the
             input partitions that run too far ahead of the slowest."""
@@ -619,7 +619,7 @@ class Pipeline:
             return web.bytes(generate_latest(self.registry),
                              headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-        page = importlib.resources.files("app.web").joinpath("status.html").read_bytes()
+        page = importlib.resources.files(f"{__package__}.web").joinpath("status.html").read_bytes()
 
         @app.page("/status")
         async def status_page(web: Any, request: Any) -> Any:

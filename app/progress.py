@@ -51,7 +51,7 @@ from typing import Any
 
 import msgspec
 
-from app.checkpoint import header
+from .checkpoint import header
 
 __all__ = ["BEHIND", "CAUGHT_UP", "IDLE", "PROGRESS_HEADER", "InputClocks", "Report",
            "Watermarks", "decode_progress",

@@ -33,7 +33,7 @@ detector finding, error rate above 5% and p99 latency above 1 s for 2 windows.
 >>> Rules.from_mapping({"rules": [{"name": "x", "expr": "p99 >> 5"}]})
 Traceback (most recent call last):
 ...
-app.errors.ConfigError: rules[0].expr: expected `<metric> <op> <number>`, got 'p99 >> 5'
+mlpulse.errors.ConfigError: rules[0].expr: expected `<metric> <op> <number>`, got 'p99 >> 5'
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from app.detectors.finding import Finding
-from app.errors import ConfigError
+from .detectors.finding import Finding
+from .errors import ConfigError
 
 __all__ = ["DEFAULT_INHIBIT", "DEFAULT_RULES", "Condition", "Inhibit", "Rule", "Rules"]
 

@@ -5,9 +5,9 @@ into what aiokafka clients take (:func:`kafka_options`: the ingest consumer, the
 producers, the admin client, the bridge, ``mlpulse tail``) and what Faust takes
 (:func:`faust_credentials`), so the worker's consumer group, its internal topics and
 its own clients all connect the same way. Secrets are kept out of ``repr`` (and so out
-of logs): :class:`~app.config.Settings` hides them.
+of logs): :class:`~mlpulse.config.Settings` hides them.
 
->>> from app.config import Settings
+>>> from mlpulse.config import Settings
 >>> kafka_options(Settings())
 {'security_protocol': 'PLAINTEXT'}
 >>> options = kafka_options(Settings(kafka_security_protocol="SASL_PLAINTEXT",
@@ -28,10 +28,10 @@ import hmac
 import ssl
 from typing import TYPE_CHECKING, Any
 
-from app.errors import ConfigError
+from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from app.config import Settings
+    from .config import Settings
 
 __all__ = ["PROTOCOLS", "SASL_MECHANISMS", "BasicAuth", "auth_middleware", "faust_credentials",
            "kafka_options", "ssl_context"]

@@ -7,7 +7,7 @@ the status page through :meth:`Status.to_json`. Bounded: series exist only for
 names the cardinality guard admitted, each keeps ``history`` points, and the
 series of partitions that moved to another worker are dropped.
 
->>> from app.events import LogWindow
+>>> from mlpulse.events import LogWindow
 >>> status = Status(history=3)
 >>> status.on_window(0, LogWindow(service="api", window_start="2026-01-01T00:00:00Z",
 ...     window_end="2026-01-01T00:01:00Z", count=10, error_count=1, error_rate=0.1,
@@ -28,8 +28,8 @@ import msgspec
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from app.detectors.finding import Finding
-from app.events import AlertEvent, LogWindow, PredictionWindow, WindowSummary
+from .detectors.finding import Finding
+from .events import AlertEvent, LogWindow, PredictionWindow, WindowSummary
 
 __all__ = ["Status", "StatusCollector"]
 

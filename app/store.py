@@ -1,4 +1,4 @@
-"""Detector state in a Faust table: the worker's :class:`~app.detect.SnapshotStore`.
+"""Detector state in a Faust table: the worker's :class:`~mlpulse.detect.SnapshotStore`.
 
 Values are written straight into the table's store and its changelog partition
 (the partition of the model's internal topic), so snapshots can be taken from
@@ -36,7 +36,7 @@ def _routing_key(key: bytes) -> bytes:
 
 
 class TableStore:
-    """A :class:`~app.detect.SnapshotStore` over a Faust table of raw bytes."""
+    """A :class:`~mlpulse.detect.SnapshotStore` over a Faust table of raw bytes."""
 
     def __init__(self, partitions: int) -> None:
         self.partitions = partitions

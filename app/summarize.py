@@ -2,11 +2,11 @@
 
 One :class:`Summarizer` per worker holds the windows of the partitions it owns
 (predictions keyed by model, logs keyed by service). It is fed the internal
-payloads that :mod:`app.ingest` produced and is asked, after each batch and on
+payloads that :mod:`mlpulse.ingest` produced and is asked, after each batch and on
 a wall-clock timer, for the windows that closed.
 
->>> from app.config import Settings
->>> from app.ingest import Ingest
+>>> from mlpulse.config import Settings
+>>> from mlpulse.ingest import Ingest
 >>> settings = Settings(window_seconds=60, lateness_seconds=0)
 >>> routed = Ingest(settings).predictions(
 ...     b'[{"event_id": "1", "timestamp": 5, "model": "a", "latency_ms": 12}]',
@@ -26,15 +26,15 @@ from typing import Any
 
 import msgspec
 
-from app.aggregates import LogAggregate, PredictionAggregate
-from app.codec import InternalCodec, group_by
-from app.config import Settings
-from app.events import FeedbackEvent, LogEvent, PredictionEvent, WindowSummary
-from app.guard import CardinalityGuard
-from app.join import LabelJoin, Revised, WindowLabels
-from app.progress import Report, Watermarks
-from app.timefmt import rfc3339
-from app.windows import TumblingWindows
+from .aggregates import LogAggregate, PredictionAggregate
+from .codec import InternalCodec, group_by
+from .config import Settings
+from .events import FeedbackEvent, LogEvent, PredictionEvent, WindowSummary
+from .guard import CardinalityGuard
+from .join import LabelJoin, Revised, WindowLabels
+from .progress import Report, Watermarks
+from .timefmt import rfc3339
+from .windows import TumblingWindows
 
 __all__ = ["Closed", "Summarizer", "encode_summary", "summary_key"]
 
@@ -101,7 +101,7 @@ class Summarizer:
     def sources(self, stream: str, count: int) -> None:
         """``stream`` (``"predictions"`` or ``"logs"``) is read from ``count`` input
         partitions, any of which can carry any model (service): its windows close on the
-        slowest of them (:mod:`app.progress`)."""
+        slowest of them (:mod:`mlpulse.progress`)."""
         self.watermarks.sources(stream, count)
         table = self._predictions if stream == "predictions" else self._logs
         for partition, windows in table.items():
@@ -112,9 +112,9 @@ class Summarizer:
         """A reader's progress of input partitions of ``stream``, as of after every event
         of theirs that reached ``partition`` before; moves the aligned watermark.
 
-        >>> from app.config import Settings
-        >>> from app.events import PredictionEvent
-        >>> from app.progress import CAUGHT_UP
+        >>> from mlpulse.config import Settings
+        >>> from mlpulse.events import PredictionEvent
+        >>> from mlpulse.progress import CAUGHT_UP
         >>> s = Summarizer(Settings(window_seconds=10, lateness_seconds=0))
         >>> s.sources("predictions", 2)
         >>> def event(t): return PredictionEvent(event_id=str(t), timestamp=t, model="m")
@@ -260,8 +260,8 @@ class Summarizer:
         (restored at ``now_wall_s``: the idle close gives restored windows their full time
         from then).
 
-        >>> from app.config import Settings
-        >>> from app.events import PredictionEvent
+        >>> from mlpulse.config import Settings
+        >>> from mlpulse.events import PredictionEvent
         >>> one, two = Summarizer(Settings()), Summarizer(Settings())
         >>> one.add_prediction_events(2, [PredictionEvent(event_id="1", timestamp=5.0,
         ...                                               model="m")], now_wall_s=0)

@@ -1,7 +1,7 @@
 """Test kit: the whole pipeline in memory, with a clock you advance.
 
-:class:`LocalPipeline` runs the same :class:`~app.ingest.Ingest` and
-:class:`~app.summarize.Summarizer` as a Faust worker, routing by key to
+:class:`LocalPipeline` runs the same :class:`~mlpulse.ingest.Ingest` and
+:class:`~mlpulse.summarize.Summarizer` as a Faust worker, routing by key to
 in-memory partitions, so window, codec and dead-letter behaviour can be tested
 without a broker.
 
@@ -19,13 +19,13 @@ from typing import Any
 
 import msgspec
 
-from app.config import Settings
-from app.detect import Detect, MemoryStore
-from app.events import AlertEvent, DeadLetter, WindowSummary
-from app.ingest import Ingest
-from app.status import Status
-from app.store import partition_for
-from app.summarize import Closed, Summarizer
+from .config import Settings
+from .detect import Detect, MemoryStore
+from .events import AlertEvent, DeadLetter, WindowSummary
+from .ingest import Ingest
+from .status import Status
+from .store import partition_for
+from .summarize import Closed, Summarizer
 
 __all__ = ["FakeClock", "LocalPipeline"]
 

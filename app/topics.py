@@ -1,6 +1,6 @@
 """Topic names and their explicit creation (never rely on broker auto-creation).
 
->>> from app.config import Settings
+>>> from mlpulse.config import Settings
 >>> Topics(Settings(topic_prefix="acme.")).predictions_by_model
 'acme.predictions.by-model'
 """
@@ -13,9 +13,9 @@ import time
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from app.config import Settings
-from app.errors import BrokerError
-from app.security import kafka_options
+from .config import Settings
+from .errors import BrokerError
+from .security import kafka_options
 
 __all__ = ["Topics", "checkpoint_changelog", "detector_changelog", "ensure_topics"]
 
@@ -48,7 +48,7 @@ def detector_changelog(settings: Settings) -> str:
 
 
 def checkpoint_changelog(settings: Settings) -> str:
-    """The compacted topic of the workers' checkpoints (see :mod:`app.checkpoint`)."""
+    """The compacted topic of the workers' checkpoints (see :mod:`mlpulse.checkpoint`)."""
     return f"{settings.group_id}-checkpoints-changelog"
 
 

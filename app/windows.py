@@ -7,7 +7,7 @@ partition it owns and feeds it batches of events with the wall-clock time.
 * A window closes once two watermarks have passed its end:
 
   - the *aligned* watermark (:meth:`TumblingWindows.align`, from
-    :class:`app.progress.Watermarks`): every input partition that is not idle has moved
+    :class:`mlpulse.progress.Watermarks`): every input partition that is not idle has moved
     past the window's end plus ``lateness_s``, so none can still carry its events,
     however unevenly the partitions are read (a backlog, a restart, a rebalance);
   - the key's own watermark (key: model and version, or service): the newest event time

@@ -530,7 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bench: sizes and --repeat must be > 0, --warmup >= 0", file=sys.stderr)
         return 2
 
-    from app.broker import EmbeddedBroker
+    from mlpulse.broker import EmbeddedBroker
 
     signal.signal(signal.SIGTERM, _interrupt)  # stop workers and broker on SIGTERM too
     load_before = os.getloadavg()

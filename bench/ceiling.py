@@ -2,7 +2,7 @@
 
 No consumer group (partitions assigned by hand, read from the earliest offset,
 no commits), ``getmany`` with large ``max_records`` and fetch sizes, and every
-message value decoded into :class:`app.events.PredictionEvent` structs with one
+message value decoded into :class:`mlpulse.events.PredictionEvent` structs with one
 msgspec call (``list[PredictionEvent]`` for envelopes); the events are then
 dropped. No Python streaming framework can do less per message and still look
 at every event, so this bounds what mlpulse's consumer can reach on this broker.
@@ -33,7 +33,7 @@ from typing import Any
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app.events import PredictionEvent
+from mlpulse.events import PredictionEvent
 
 __all__ = ["consume", "main"]
 

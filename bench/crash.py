@@ -131,11 +131,11 @@ def stream(args: argparse.Namespace) -> tuple[list[tuple[str | None, bytes]], Tr
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from aiokafka import AIOKafkaProducer
 
-    from app.broker import EmbeddedBroker
-    from app.config import Settings
-    from app.topics import Topics, ensure_topics_async
     from bench.runner import Subprocess, _signal_group, _wait_for, worker_env
     from bench.runner import _assigned_at as assigned_at
+    from mlpulse.broker import EmbeddedBroker
+    from mlpulse.config import Settings
+    from mlpulse.topics import Topics, ensure_topics_async
 
     messages, truth = stream(args)
     rng = random.Random(args.seed + 1)
@@ -149,7 +149,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             env = worker_env(settings, workdir / name, MLPULSE_WINDOW_SECONDS=str(WINDOW_S),
                              MLPULSE_LATENESS_SECONDS=str(getattr(args, "lateness", 1.0)),
                              MLPULSE_IDLE_CHECK_SECONDS="0.25")
-            return Subprocess([sys.executable, "-m", "app", "worker"], env,
+            return Subprocess([sys.executable, "-m", "mlpulse", "worker"], env,
                               workdir / f"{name}.log")
 
         reader = Records(broker.bootstrap, topics.windows)

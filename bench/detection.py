@@ -3,11 +3,11 @@
 ``python -m bench.detection [--quick]`` prints a table and writes
 ``bench/results/detection.json``. Everything runs in process: no broker, no worker. Each
 stream goes window by window through exactly what the worker does per model version —
-:class:`~app.aggregates.PredictionAggregate` with the monitor's
-:class:`~app.detectors.profile.WindowProfile`, then
-:meth:`~app.detectors.monitor.ModelMonitor.on_window` — and the same windows feed:
+:class:`~mlpulse.aggregates.PredictionAggregate` with the monitor's
+:class:`~mlpulse.detectors.profile.WindowProfile`, then
+:meth:`~mlpulse.detectors.monitor.ModelMonitor.on_window` — and the same windows feed:
 
-mlpulse is the worker's detection stage, :class:`~app.detect.Detect`: every detector, the
+mlpulse is the worker's detection stage, :class:`~mlpulse.detect.Detect`: every detector, the
 built-in rules and the alert lifecycle; its alerts are the ``firing`` alert events it raises.
 
 * **ADWIN defaults**: plain ``river.drift.ADWIN()`` per signal, fed event by event with
@@ -93,13 +93,13 @@ import numpy as np
 from river import drift
 from scipy import stats
 
-from app.aggregates import PredictionAggregate
-from app.config import Settings
-from app.detect import Detect
-from app.detectors.finding import Finding
-from app.events import PredictionEvent
-from app.summarize import Closed
-from app.timefmt import rfc3339
+from mlpulse.aggregates import PredictionAggregate
+from mlpulse.config import Settings
+from mlpulse.detect import Detect
+from mlpulse.detectors.finding import Finding
+from mlpulse.events import PredictionEvent
+from mlpulse.summarize import Closed
+from mlpulse.timefmt import rfc3339
 
 __all__ = ["main", "run"]
 
@@ -373,7 +373,7 @@ class Detector(Protocol):
 
 
 class Mlpulse:
-    """The worker's detection stage (:class:`~app.detect.Detect`: every detector, the
+    """The worker's detection stage (:class:`~mlpulse.detect.Detect`: every detector, the
     built-in rules and the alert lifecycle) fed as the worker feeds it; alerts = the
     ``firing`` alert events it raises."""
 
@@ -903,7 +903,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "burst_windows": BURST_WINDOWS, "ramp_windows": RAMP_WINDOWS,
                    "phishing_targets": PHISHING_TARGETS,
                    "mlpulse_settings": "defaults (reference: windows 3, min_events 300), "
-                                       "built-in rules and alert lifecycle (app.detect)",
+                                       "built-in rules and alert lifecycle (mlpulse.detect)",
                    "evidently_p_value": P_VALUE},
         "method": __doc__,
         "runtime_s": round(elapsed, 1),

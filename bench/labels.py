@@ -111,11 +111,11 @@ class Latest(SummaryReader):
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from aiokafka import AIOKafkaProducer
 
-    from app.broker import EmbeddedBroker
-    from app.config import Settings
-    from app.topics import Topics, ensure_topics_async
     from bench.runner import Subprocess, _wait_for, worker_env
     from bench.runner import _assigned_at as assigned_at
+    from mlpulse.broker import EmbeddedBroker
+    from mlpulse.config import Settings
+    from mlpulse.topics import Topics, ensure_topics_async
 
     predictions, labels, truth = stream(args)
     tag = uuid.uuid4().hex[:8]
@@ -146,7 +146,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             env = worker_env(settings, workdir / "w", MLPULSE_WINDOW_SECONDS=str(
                 args.window_seconds), MLPULSE_LATENESS_SECONDS="1",
                 MLPULSE_IDLE_CHECK_SECONDS="0.25", MLPULSE_REVISION_INTERVAL_SECONDS="1")
-            worker = Subprocess([sys.executable, "-m", "app", "worker"], env,
+            worker = Subprocess([sys.executable, "-m", "mlpulse", "worker"], env,
                                 workdir / "w.log")
             await _wait_for("partition assignment", lambda: assigned_at(worker.log_text()),
                             worker, timeout_s=90)

@@ -1,6 +1,6 @@
 """``python -m bench.latency``: end-to-end latency from a window's last event to its summary.
 
-Setup: the embedded broker and ONE real worker process (``python -m app worker``, detectors
+Setup: the embedded broker and ONE real worker process (``python -m mlpulse worker``, detectors
 on) with 2 s windows, 1 s lateness and ``MLPULSE_IDLE_CHECK_SECONDS=0.25``. Once the worker
 owns its partitions, this process produces events in real time (event time = the wall
 clock when the event is made) for 3 models at a steady 2,000 events/s in total: every
@@ -186,10 +186,10 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    from app.broker import EmbeddedBroker, free_port
-    from app.config import Settings
-    from app.topics import Topics, ensure_topics_async
     from bench.runner import CpuSampler, Subprocess, _clean_env, wait_reading
+    from mlpulse.broker import EmbeddedBroker, free_port
+    from mlpulse.config import Settings
+    from mlpulse.topics import Topics, ensure_topics_async
 
     tag = uuid.uuid4().hex[:8]
     with EmbeddedBroker() as broker:
@@ -205,7 +205,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             MLPULSE_IDLE_CHECK_SECONDS=str(args.idle_check),
             MLPULSE_WEB_PORT=str(free_port()), MLPULSE_DATA_DIR=str(workdir / "data"),
             MLPULSE_LOG_LEVEL="info", MLPULSE_LOG_FORMAT="json")
-        worker = Subprocess([sys.executable, "-m", "app", "worker"], env,
+        worker = Subprocess([sys.executable, "-m", "mlpulse", "worker"], env,
                             workdir / "latency-worker.log")
         summaries = Summaries(broker.bootstrap, topics.windows)
         pids = {"worker": worker.process.pid}

@@ -1,7 +1,7 @@
 """``python -m bench.memory``: resident memory of a worker's state, 1,000 series × 20 features.
 
 What is measured: the RSS (``/proc/self/status`` ``VmRSS``) of a Python process that runs
-the whole pipeline in memory (:class:`app.testing.LocalPipeline`: the worker's own ingest,
+the whole pipeline in memory (:class:`mlpulse.testing.LocalPipeline`: the worker's own ingest,
 summarizer, detectors, label join and status view, no Kafka), before and after it was
 fed, with ``gc.collect()`` before each reading. Each case runs in a fresh subprocess:
 
@@ -173,7 +173,7 @@ class Traffic:
 
 def _warm_up() -> None:
     """Run every code path once on a throwaway pipeline (lazy imports, caches)."""
-    from app.testing import LocalPipeline
+    from mlpulse.testing import LocalPipeline
 
     pipe = LocalPipeline()
     traffic = Traffic(2, 1, 120, seed=99)
@@ -185,8 +185,8 @@ def _warm_up() -> None:
 
 def run_child(case: str, args: argparse.Namespace) -> dict[str, Any]:
     """Feed a fresh LocalPipeline; RSS before and after, and what the state holds."""
-    from app.config import Settings
-    from app.testing import LocalPipeline
+    from mlpulse.config import Settings
+    from mlpulse.testing import LocalPipeline
 
     overrides = CASES[case][1]
     _warm_up()
@@ -257,11 +257,11 @@ async def _run_worker(args: argparse.Namespace, workdir: Path) -> dict[str, Any]
     """The same traffic through a real worker on the embedded broker; its RSS."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from app.broker import EmbeddedBroker
-    from app.config import Settings
-    from app.topics import Topics, ensure_topics_async
     from bench.runner import Subprocess, _wait_for, worker_env
     from bench.runner import _assigned_at as assigned_at
+    from mlpulse.broker import EmbeddedBroker
+    from mlpulse.config import Settings
+    from mlpulse.topics import Topics, ensure_topics_async
 
     traffic = Traffic(args.models, args.versions, args.events_per_window, args.later_events)
     closed_expected = traffic.series * (args.windows - 1)
@@ -272,7 +272,7 @@ async def _run_worker(args: argparse.Namespace, workdir: Path) -> dict[str, Any]
         topics = Topics(settings)
         await ensure_topics_async(settings)
         env = worker_env(settings, workdir / "worker-data")
-        worker = Subprocess([sys.executable, "-m", "app", "worker"], env,
+        worker = Subprocess([sys.executable, "-m", "mlpulse", "worker"], env,
                             workdir / "memory-worker.log")
         consumer = AIOKafkaConsumer(topics.windows, bootstrap_servers=broker.bootstrap,
                                     group_id=None, auto_offset_reset="earliest")
@@ -313,7 +313,7 @@ async def _run_worker(args: argparse.Namespace, workdir: Path) -> dict[str, Any]
             worker.stop()
     return {
         "case": "worker",
-        "label": "real worker process (defaults), python -m app worker",
+        "label": "real worker process (defaults), python -m mlpulse worker",
         "series": traffic.series,
         "events": traffic.events(args.windows),
         "windows_closed": closed,
@@ -408,11 +408,11 @@ def main(argv: list[str] | None = None) -> int:
                    "events_per_series_per_window": args.events_per_window,
                    "events_per_series_per_later_window": later,
                    "windows": args.windows, "window_seconds": WINDOW_S},
-        "method": ("VmRSS of a fresh process running app.testing.LocalPipeline (defaults but "
+        "method": ("VmRSS of a fresh process running mlpulse.testing.LocalPipeline (defaults but "
                    "the case's overrides), after gc.collect(), before (imports + empty "
                    "pipeline, after a warm-up on a throwaway one) and after feeding the "
                    "series; the last window stays open. Worker case (--worker): VmRSS of "
-                   "'python -m app worker' after its partition assignment and after it "
+                   "'python -m mlpulse worker' after its partition assignment and after it "
                    "closed the same windows, no gc.collect()."),
         "cases": results,
         "failures": failures,

@@ -31,10 +31,10 @@ from typing import IO, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app.broker import free_port
-from app.config import Settings
-from app.topics import Topics, ensure_topics_async
 from bench.workload import Message, produce
+from mlpulse.broker import free_port
+from mlpulse.config import Settings
+from mlpulse.topics import Topics, ensure_topics_async
 
 __all__ = ["CaseFailed", "CaseResult", "run_mlpulse", "run_naive"]
 
@@ -187,7 +187,7 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 
 def worker_env(settings: Settings, data_dir: Path, **extra: str) -> dict[str, str]:
-    """The environment of a ``python -m app worker`` of ``settings`` (broker, topic prefix,
+    """The environment of a ``python -m mlpulse worker`` of ``settings`` (broker, topic prefix,
     group) on a free web port, logging JSON at info level, accepting any event time;
     ``extra`` adds or overrides ``MLPULSE_*`` variables."""
     return _clean_env(**{
@@ -449,7 +449,9 @@ async def run_mlpulse(
         config = workdir / f"mlpulse-{tag}.yaml"
         config.write_text(json.dumps({"detectors": detectors}))   # JSON is YAML
         env["MLPULSE_CONFIG"] = str(config)
-    command = [sys.executable, "-m", "app", "worker"]
+    # another checkout's worker runs from its source directory (commits before the package
+    # imported as mlpulse had only app/; app/ of later ones runs too: relative imports)
+    command = [sys.executable, "-m", "mlpulse" if root is None else "app", "worker"]
     if profile_dir is not None:
         profile_dir.mkdir(parents=True, exist_ok=True)
         command[1:1] = ["-m", "cProfile", "-o", str(profile_dir / f"mlpulse-{tag}.prof")]

@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
 def balanced_models(partitions: int = PARTITIONS,
                     per_partition: int = MODELS_PER_PARTITION) -> list[str]:
     """Model names, ``per_partition`` on each partition (Kafka's default partitioner)."""
-    from app.store import partition_for
+    from mlpulse.store import partition_for
 
     chosen: dict[int, list[str]] = {p: [] for p in range(partitions)}
     i = 0
@@ -171,10 +171,10 @@ async def run_case(bootstrap: str, broker_pid: int | None, workers: int, *,
                    per_model: dict[str, int], workdir: Path, timeout_s: float
                    ) -> dict[str, Any]:
     """One run: fresh topics and group, pre-filled; ``workers`` processes started at once."""
-    from app.broker import free_port
-    from app.config import Settings
-    from app.store import partition_for
-    from app.topics import Topics, ensure_topics_async
+    from mlpulse.broker import free_port
+    from mlpulse.config import Settings
+    from mlpulse.store import partition_for
+    from mlpulse.topics import Topics, ensure_topics_async
 
     tag = uuid.uuid4().hex[:8]
     settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=f"scale-{tag}.",
@@ -197,7 +197,7 @@ async def run_case(bootstrap: str, broker_pid: int | None, workers: int, *,
                 MLPULSE_MAX_FUTURE_SKEW_SECONDS="1e12", MLPULSE_WEB_PORT=str(free_port()),
                 MLPULSE_DATA_DIR=str(workdir / f"scale-{tag}-{index}"),
                 MLPULSE_LOG_LEVEL="info", MLPULSE_LOG_FORMAT="json")
-            procs.append(Subprocess([sys.executable, "-m", "app", "worker"], env,
+            procs.append(Subprocess([sys.executable, "-m", "mlpulse", "worker"], env,
                                     workdir / f"scale-{tag}-{index}.log"))
         pids = {f"worker{i}": p.process.pid for i, p in enumerate(procs)}
         if broker_pid is not None:
@@ -291,7 +291,7 @@ async def run_case(bootstrap: str, broker_pid: int | None, workers: int, *,
 
 
 async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, list[dict[str, Any]]]:
-    from app.broker import EmbeddedBroker
+    from mlpulse.broker import EmbeddedBroker
 
     started = time.perf_counter()
     events, messages, cutoff, per_model = workload(args.events, args.envelope_size)

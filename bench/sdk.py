@@ -76,7 +76,7 @@ def _call_stats(durations_ns: list[int]) -> dict[str, float]:
 
 def run_sdk(bootstrap: str, prefix: str, warm: list[dict[str, Any]],
             calls: list[dict[str, Any]]) -> dict[str, Any]:
-    from app.sdk.producer import Telemetry
+    from mlpulse.sdk.producer import Telemetry
 
     telemetry = Telemetry(bootstrap, topic_prefix=prefix)
     try:
@@ -185,9 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.events <= WARMUP or args.models <= 0:
         print(f"bench.sdk: --events must be > {WARMUP}", file=sys.stderr)
         return 2
-    from app.broker import EmbeddedBroker
-    from app.config import Settings
-    from app.topics import Topics, ensure_topics
+    from mlpulse.broker import EmbeddedBroker
+    from mlpulse.config import Settings
+    from mlpulse.topics import Topics, ensure_topics
 
     calls = serving_calls(args.events, args.models)
     warm = serving_calls(WARMUP, args.models, seed=12)

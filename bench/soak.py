@@ -1,6 +1,6 @@
 """``python -m bench.soak``: a soak test of one real worker under steady load: memory, lag.
 
-Setup: the embedded broker and ONE real worker process (``python -m app worker``, defaults:
+Setup: the embedded broker and ONE real worker process (``python -m mlpulse worker``, defaults:
 detectors on, label join on) with ``--window-seconds`` windows (default 10 s, so windows
 close often) and its default 10 s lateness. Once the worker owns its partitions (its
 ``mlpulse assigned`` and ``mlpulse ingest reads`` log lines), this process produces a
@@ -381,10 +381,10 @@ def _log_findings(text: str) -> dict[str, Any]:
 async def run(state: Soak, workdir: Path) -> None:
     from aiokafka import AIOKafkaProducer
 
-    from app.broker import EmbeddedBroker, free_port
-    from app.config import Settings
-    from app.topics import Topics, ensure_topics_async
     from bench.runner import Subprocess, wait_reading, worker_env
+    from mlpulse.broker import EmbeddedBroker, free_port
+    from mlpulse.config import Settings
+    from mlpulse.topics import Topics, ensure_topics_async
 
     args = state.args
     tag = uuid.uuid4().hex[:8]
@@ -417,7 +417,7 @@ async def run(state: Soak, workdir: Path) -> None:
         env = worker_env(settings, workdir / "data",
                          MLPULSE_WINDOW_SECONDS=str(args.window_seconds),
                          MLPULSE_WEB_PORT=str(port))
-        worker = Subprocess([sys.executable, "-m", "app", "worker"], env,
+        worker = Subprocess([sys.executable, "-m", "mlpulse", "worker"], env,
                             workdir / "soak-worker.log")
         broker_pid = (broker.process.pid if broker is not None and broker.process is not None
                       else None)
@@ -640,7 +640,7 @@ def _print_report(state: Soak, summary: dict[str, Any], status: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from app.config import Settings
+    from mlpulse.config import Settings
 
     args = _parser().parse_args(argv)
     if args.rate <= 0 or args.duration_seconds <= 0 or args.sample_seconds <= 0:
@@ -679,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
                    "versions": len(VERSIONS),
                    "features": {"numeric": len(NUMERIC), "categorical": len(CATEGORIES)},
                    "workers": 1},
-        "method": ("one real worker (python -m app worker, defaults but the window) on the "
+        "method": ("one real worker (python -m mlpulse worker, defaults but the window) on the "
                    "embedded broker; events stamped with the wall clock, sent as JSON-array "
                    "envelopes keyed by model at a steady rate paced on the wall clock; every "
                    "sample: the worker's VmRSS, mlpulse_events_total{outcome=accepted} of the "

@@ -46,7 +46,7 @@ Message = tuple[bytes | None, bytes]  # (key, value)
 def generate(n_events: int, n_models: int = 10, rate_per_s: float = 1000.0,
              seed: int = 1) -> list[Event]:
     """``n_events`` simulated prediction events, round-robin over the models, in time order."""
-    from app.sdk.simulator import Simulator
+    from mlpulse.sdk.simulator import Simulator
 
     simulator = Simulator(n_models=n_models, seed=seed)
     return list(simulator.events(start_s=T0, duration_s=n_events / rate_per_s,

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from river import anomaly
 
-from app.detectors.finding import Finding
+from .finding import Finding
 
 __all__ = ["LatencyAnomaly", "LogErrorSpike", "WindowAnomaly", "sampling_sd", "window_samples",
            "window_vector"]
@@ -56,7 +56,7 @@ _COLUMN = {metric: i for i, metric in enumerate(METRICS)}
 
 
 def window_vector(summary: Any, duration_s: float, null_rate: float) -> dict[str, float]:
-    """The health vector of a :class:`~app.events.PredictionWindow` lasting ``duration_s``."""
+    """The health vector of a :class:`~mlpulse.events.PredictionWindow` lasting ``duration_s``."""
     out = {"throughput_per_s": summary.count / duration_s,
            "error_rate": summary.error_rate, "null_rate": null_rate}
     if summary.latency_ms is not None:

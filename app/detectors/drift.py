@@ -17,7 +17,7 @@ A signal drifts when the change is both *significant* and *large*:
 
 Windows with fewer than ``min_events`` values are not tested (too little evidence).
 
->>> from app.detectors.reference import NumericRef
+>>> from mlpulse.detectors.reference import NumericRef
 >>> edges = np.array([-9.0, -1.0, 0.0, 1.0, 9.0])
 >>> ref = NumericRef(edges=edges, counts=np.array([0, 160, 340, 340, 160, 0]),
 ...                  mean=0.0, std=1.0, min=-9.0, max=9.0)
@@ -41,8 +41,8 @@ import msgspec
 import numpy as np
 from scipy import special, stats
 
-from app.detectors.distance import EPSILON, chi_square, js_distance, psi
-from app.detectors.reference import CategoricalRef, NumericRef
+from .distance import EPSILON, chi_square, js_distance, psi
+from .reference import CategoricalRef, NumericRef
 
 __all__ = ["DriftResult", "DriftThresholds", "categorical_drift", "numeric_drift"]
 

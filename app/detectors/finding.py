@@ -1,7 +1,7 @@
 """What a detector says about one window: a :class:`Finding`, firing or clear.
 
 A finding names its rule and the labels that make it one alert (model, version,
-feature or signal); the alert policy (:mod:`app.detect`) turns a change of its
+feature or signal); the alert policy (:mod:`mlpulse.detect`) turns a change of its
 ``firing`` state into a firing or resolved alert event. A check that could not
 run (too little data) returns no finding, and the alert state stays as it was.
 """

@@ -3,15 +3,15 @@
 A :class:`ModelMonitor` owns the version's reference (built per its reference
 mode), its per-event detectors (ADWIN per signal, HalfSpaceTrees on sampled
 latencies), and its window-anomaly detector.
-For each window it hands out a :class:`~app.detectors.profile.WindowProfile`
+For each window it hands out a :class:`~mlpulse.detectors.profile.WindowProfile`
 (``new_profile``) and, when the window closes, returns the window's
-:class:`~app.detectors.finding.Finding`\\ s (``on_window``): distribution drift of
+:class:`~mlpulse.detectors.finding.Finding`\\ s (``on_window``): distribution drift of
 features and outputs, data quality, mean shifts seen by ADWIN, window anomalies.
 ``snapshot``/``restore`` round-trip all of it as plain data (msgpack-able).
 
->>> from app.aggregates import PredictionAggregate
->>> from app.detectors.settings import DetectorSettings
->>> from app.events import PredictionEvent
+>>> from mlpulse.aggregates import PredictionAggregate
+>>> from mlpulse.detectors.settings import DetectorSettings
+>>> from mlpulse.events import PredictionEvent
 >>> rng = np.random.default_rng(0)
 >>> cfg = DetectorSettings.from_mapping({"reference": {"windows": 2}}).for_model("m")
 >>> monitor = ModelMonitor("m", "v1", cfg, window_seconds=60)
@@ -40,15 +40,15 @@ from typing import Any
 
 import numpy as np
 
-from app.aggregates import PredictionAggregate
-from app.detectors.adwin import ChangeDetectors
-from app.detectors.anomaly import LatencyAnomaly, WindowAnomaly, window_samples, window_vector
-from app.detectors.drift import DriftResult, categorical_drift, numeric_drift
-from app.detectors.finding import Finding
-from app.detectors.profile import WindowProfile
-from app.detectors.quality import check_quality
-from app.detectors.reference import Contribution, Reference, build_reference, contribution
-from app.detectors.settings import ModelDetectors
+from ..aggregates import PredictionAggregate
+from .adwin import ChangeDetectors
+from .anomaly import LatencyAnomaly, WindowAnomaly, window_samples, window_vector
+from .drift import DriftResult, categorical_drift, numeric_drift
+from .finding import Finding
+from .profile import WindowProfile
+from .quality import check_quality
+from .reference import Contribution, Reference, build_reference, contribution
+from .settings import ModelDetectors
 
 __all__ = ["ModelMonitor"]
 

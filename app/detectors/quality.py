@@ -3,10 +3,10 @@
 Per feature: null rate jump, values outside the reference range, categories the
 reference never saw, a change of type (numbers become strings or back), a
 feature gone missing or newly appearing. Each check returns a
-:class:`~app.detectors.finding.Finding`, firing or clear; too little data, no finding.
+:class:`~mlpulse.detectors.finding.Finding`, firing or clear; too little data, no finding.
 
->>> from app.aggregates import PredictionAggregate
->>> from app.detectors.reference import CategoricalRef, Reference
+>>> from mlpulse.aggregates import PredictionAggregate
+>>> from mlpulse.detectors.reference import CategoricalRef, Reference
 >>> ref = Reference(numeric={}, categorical={"f:c": CategoricalRef({"a": 90, "b": 10})},
 ...                 events=100, windows=1, error_rate=0.0, start_s=0, end_s=60)
 >>> agg = PredictionAggregate()
@@ -24,9 +24,9 @@ from typing import Annotated, Any
 import msgspec
 import numpy as np
 
-from app.aggregates import FeatureStats, PredictionAggregate
-from app.detectors.finding import Finding
-from app.detectors.reference import Reference
+from ..aggregates import FeatureStats, PredictionAggregate
+from .finding import Finding
+from .reference import Reference
 
 __all__ = ["QualityThresholds", "check_quality"]
 
@@ -147,5 +147,5 @@ def _type_and_range(
 
 def _ev(features: dict[str, Any]) -> Any:
     """A prediction event with ``features`` (for the examples)."""
-    from app.events import PredictionEvent
+    from ..events import PredictionEvent
     return PredictionEvent(event_id="e", timestamp=0.0, model="m", features=features)

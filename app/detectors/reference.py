@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from app.aggregates import PredictionAggregate
-from app.detectors.distance import quantile_edges
-from app.detectors.profile import WindowProfile, bin_counts
+from ..aggregates import PredictionAggregate
+from .distance import quantile_edges
+from .profile import WindowProfile, bin_counts
 
 __all__ = [
     "CategoricalRef",

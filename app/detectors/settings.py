@@ -13,7 +13,7 @@ overrides the drift thresholds of one feature::
           features:
             amount: {psi: 0.05}
 
-Mistakes come back as :class:`~app.errors.ConfigError` naming the field.
+Mistakes come back as :class:`~mlpulse.errors.ConfigError` naming the field.
 
 >>> s = DetectorSettings.from_mapping(
 ...     {"drift": {"psi": 0.2}, "models": {"fraud": {"features": {"amount": {"psi": 0.05}}}}})
@@ -23,7 +23,7 @@ Mistakes come back as :class:`~app.errors.ConfigError` naming the field.
 >>> DetectorSettings.from_mapping({"drift": {"psi": "high"}})
 Traceback (most recent call last):
 ...
-app.errors.ConfigError: detectors: Expected `float`, got `str` - at `$.drift.psi`
+mlpulse.errors.ConfigError: detectors: Expected `float`, got `str` - at `$.drift.psi`
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from app.detectors.drift import DriftThresholds
-from app.detectors.quality import QualityThresholds
-from app.errors import ConfigError
+from ..errors import ConfigError
+from .drift import DriftThresholds
+from .quality import QualityThresholds
 
 __all__ = ["DetectorSettings", "ModelDetectors", "ReferenceSpec"]
 

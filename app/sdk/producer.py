@@ -34,8 +34,8 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from app.errors import MlpulseError
-from app.tracing import current_trace_id
+from ..errors import MlpulseError
+from ..tracing import current_trace_id
 
 __all__ = ["Telemetry", "default_telemetry", "monitor_prediction"]
 
@@ -62,7 +62,7 @@ class Telemetry:
         kafka_options: Mapping[str, Any] | None = None,
     ) -> None:
         """``kafka_options``: more keyword arguments for the ``AIOKafkaProducer`` (TLS,
-        SASL: :func:`app.security.kafka_options` makes them from settings)."""
+        SASL: :func:`mlpulse.security.kafka_options` makes them from settings)."""
         self.bootstrap = bootstrap
         self.kafka_options = dict(kafka_options or {})
         self.topics = {
@@ -352,8 +352,8 @@ def default_telemetry() -> Telemetry:
     global _default  # noqa: PLW0603 - one sender per process, by design
     with _default_lock:
         if _default is None:
-            from app.config import Settings
-            from app.security import kafka_options
+            from ..config import Settings
+            from ..security import kafka_options
 
             settings = Settings.from_env()
             if not settings.kafka_bootstrap:

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from app.sdk.producer import Telemetry
+from .producer import Telemetry
 
 __all__ = ["MALFORMED_SAMPLES", "Injection", "Simulator"]
 

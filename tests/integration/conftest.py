@@ -26,9 +26,9 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.broker import EmbeddedBroker, free_port
-from app.config import Settings
-from app.topics import Topics, ensure_topics
+from mlpulse.broker import EmbeddedBroker, free_port
+from mlpulse.config import Settings
+from mlpulse.topics import Topics, ensure_topics
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -65,7 +65,7 @@ def settings(broker: EmbeddedBroker, request: pytest.FixtureRequest) -> Settings
 
 
 class WorkerProcess:
-    """``python -m app worker`` in a subprocess, with its log file."""
+    """``python -m mlpulse worker`` in a subprocess, with its log file."""
 
     def __init__(self, settings: Settings, name: str) -> None:
         ARTIFACTS.mkdir(exist_ok=True)
@@ -82,7 +82,7 @@ class WorkerProcess:
             env["MLPULSE_CONFIG"] = str(config)
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app", "worker"], env=env,
+            [sys.executable, "-m", "mlpulse", "worker"], env=env,
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from app.broker import free_port
+from mlpulse.broker import free_port
 
 from .conftest import ARTIFACTS, _env, produce, stop_process_group
 
@@ -102,7 +102,7 @@ def test_bridge_delivers_firing_then_resolved_and_waits_out_an_outage(settings, 
     port = free_port()
     workdir = ARTIFACTS / f"{settings.group_id}-alertmanager"
     env = {**os.environ, **_env(settings), "MLPULSE_ALERTMANAGER_URL": f"http://127.0.0.1:{port}"}
-    bridge = Process([sys.executable, "-m", "app", "alertmanager-bridge"],
+    bridge = Process([sys.executable, "-m", "mlpulse", "alertmanager-bridge"],
                      ARTIFACTS / f"{settings.group_id}-bridge.log", env)
     am = None
     try:

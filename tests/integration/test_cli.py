@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def mlpulse(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
-    return subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mlpulse", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})},
                           check=False)
 

@@ -7,8 +7,8 @@ import asyncio
 
 import msgspec
 
-from app.config import Settings
-from app.sdk.simulator import Injection, Simulator
+from mlpulse.config import Settings
+from mlpulse.sdk.simulator import Injection, Simulator
 
 from .conftest import consume, produce
 

@@ -9,8 +9,8 @@ import time
 
 import msgspec
 
-from app.sdk.producer import Telemetry, monitor_prediction
-from app.sdk.simulator import MALFORMED_SAMPLES
+from mlpulse.sdk.producer import Telemetry, monitor_prediction
+from mlpulse.sdk.simulator import MALFORMED_SAMPLES
 
 from .conftest import consume, produce
 

@@ -6,7 +6,7 @@ import asyncio
 
 import msgspec
 
-from app.config import Settings
+from mlpulse.config import Settings
 
 from .conftest import consume, produce
 

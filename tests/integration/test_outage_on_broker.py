@@ -17,10 +17,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.broker import EmbeddedBroker, free_port
-from app.config import Settings
-from app.sdk.producer import Telemetry
-from app.topics import Topics, ensure_topics
+from mlpulse.broker import EmbeddedBroker, free_port
+from mlpulse.config import Settings
+from mlpulse.sdk.producer import Telemetry
+from mlpulse.topics import Topics, ensure_topics
 from tests.integration.conftest import WorkerProcess, consume
 from tests.integration.proxy import Proxy
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from app.broker import free_port
-from app.config import Settings
-from app.sdk.simulator import Injection, Simulator
+from mlpulse.broker import free_port
+from mlpulse.config import Settings
+from mlpulse.sdk.simulator import Injection, Simulator
 
 from .conftest import ARTIFACTS, consume, produce
 from .test_alertmanager import Process

@@ -23,11 +23,11 @@ import pytest
 import trustme
 from aiokafka import AIOKafkaConsumer
 
-from app.broker import EmbeddedBroker, free_port
-from app.config import Settings
-from app.sdk.producer import Telemetry
-from app.security import kafka_options
-from app.topics import Topics, ensure_topics
+from mlpulse.broker import EmbeddedBroker, free_port
+from mlpulse.config import Settings
+from mlpulse.sdk.producer import Telemetry
+from mlpulse.security import kafka_options
+from mlpulse.topics import Topics, ensure_topics
 from tests.integration.conftest import WorkerProcess
 from tests.integration.proxy import Proxy
 

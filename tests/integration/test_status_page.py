@@ -11,8 +11,8 @@ import urllib.request
 import msgspec
 import pytest
 
-from app.config import Settings
-from app.sdk.simulator import Injection, Simulator
+from mlpulse.config import Settings
+from mlpulse.sdk.simulator import Injection, Simulator
 
 from .conftest import ARTIFACTS, consume, produce
 

@@ -9,7 +9,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from app.sdk.simulator import Injection, Simulator
+from mlpulse.sdk.simulator import Injection, Simulator
 
 from .conftest import consume, produce
 

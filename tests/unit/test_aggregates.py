@@ -9,7 +9,7 @@ from ddsketch import DDSketch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.aggregates import (
+from mlpulse.aggregates import (
     OTHER,
     RELATIVE_ACCURACY,
     BoundedCounter,
@@ -18,7 +18,7 @@ from app.aggregates import (
     QuantileSketch,
     value_key,
 )
-from app.events import PredictionEvent
+from mlpulse.events import PredictionEvent
 
 
 def within_one_percent(got: float, values: np.ndarray, q: float) -> bool:
@@ -155,8 +155,8 @@ def _decoded_batches(seed: int, sizes: tuple[int, int]) -> list[list]:
     """Two batches of valid PredictionEvents made by the fuzzing generator."""
     import random
 
-    from app.codec import Codec
-    from app.events import PredictionEvent
+    from mlpulse.codec import Codec
+    from mlpulse.events import PredictionEvent
     from tests.fuzzing import NOW_S, _event
 
     rng = random.Random(seed)
@@ -173,7 +173,7 @@ def _decoded_batches(seed: int, sizes: tuple[int, int]) -> list[list]:
 def test_an_aggregate_restored_from_its_state_continues_exactly(seed, first, second):
     """state() → msgpack → restore() → more events gives exactly the summary of the
     aggregate that never stopped (what a checkpoint must guarantee)."""
-    from app.aggregates import PredictionAggregate
+    from mlpulse.aggregates import PredictionAggregate
 
     one, two = _decoded_batches(seed, (first, second))
     keys = {"model": "m", "model_version": "v1", "window_start": "s", "window_end": "e",
@@ -190,8 +190,8 @@ def test_an_aggregate_restored_from_its_state_continues_exactly(seed, first, sec
 
 
 def test_log_aggregate_state_round_trip():
-    from app.aggregates import LogAggregate
-    from app.events import LogEvent
+    from mlpulse.aggregates import LogAggregate
+    from mlpulse.events import LogEvent
 
     a = LogAggregate()
     a.add_batch([LogEvent(timestamp=1, level="ERROR", service="s", message="x")] * 3)

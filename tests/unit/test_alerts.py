@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from app.alerts import Lifecycle, fingerprint
-from app.config import Settings
-from app.detectors.finding import Finding
-from app.errors import ConfigError
-from app.rules import Condition, Rules
-from app.testing import FakeClock, LocalPipeline
+from mlpulse.alerts import Lifecycle, fingerprint
+from mlpulse.config import Settings
+from mlpulse.detectors.finding import Finding
+from mlpulse.errors import ConfigError
+from mlpulse.rules import Condition, Rules
+from mlpulse.testing import FakeClock, LocalPipeline
 
 LABELS = {"model": "fraud", "model_version": "v3"}
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.checkpoint import (
+from mlpulse.checkpoint import (
     CHUNK_BYTES,
     SEQ_BITS,
     Checkpoint,
@@ -20,11 +20,11 @@ from app.checkpoint import (
     next_slot,
     read_checkpoint,
 )
-from app.config import Settings
-from app.detect import MemoryStore
-from app.ingest import Ingest
-from app.sdk.simulator import Simulator
-from app.testing import FakeClock, LocalPipeline
+from mlpulse.config import Settings
+from mlpulse.detect import MemoryStore
+from mlpulse.ingest import Ingest
+from mlpulse.sdk.simulator import Simulator
+from mlpulse.testing import FakeClock, LocalPipeline
 from tests.unit.test_fetch import Rec, ev
 
 T0 = 1_700_000_000.0
@@ -184,7 +184,7 @@ async def test_a_partition_is_checkpointed_only_once_its_restore_is_done():
     would be lost (a crash test lost 300 events of two windows so)."""
     import asyncio
 
-    from app.pipeline import Pipeline
+    from mlpulse.pipeline import Pipeline
 
     pipeline = Pipeline(Settings(kafka_bootstrap="127.0.0.1:1"))
     release = asyncio.Event()

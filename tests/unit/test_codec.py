@@ -7,9 +7,9 @@ import json
 import msgspec
 import pytest
 
-from app.codec import Codec
-from app.deadletter import dead_letter
-from app.events import FeedbackEvent, LogEvent, PredictionEvent
+from mlpulse.codec import Codec
+from mlpulse.deadletter import dead_letter
+from mlpulse.events import FeedbackEvent, LogEvent, PredictionEvent
 
 NOW = 1_700_000_000.0
 GOOD = {"event_id": "e1", "timestamp": NOW - 5, "model": "fraud"}
@@ -162,7 +162,7 @@ def test_published_schema_and_decoder_agree(codec, event):
     """Checks done in __post_init__ (for speed) match what the JSON Schema promises."""
     import jsonschema
 
-    from app.events import schemas
+    from mlpulse.events import schemas
 
     schema = schemas()["prediction.schema.json"]
     valid_by_schema = jsonschema.Draft202012Validator(schema).is_valid(event)

@@ -9,8 +9,8 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.codec import Codec
-from app.events import LogEvent, PredictionEvent
+from mlpulse.codec import Codec
+from mlpulse.events import LogEvent, PredictionEvent
 
 NOW = 1_700_000_000.0
 SCALE = int(os.environ.get("MLPULSE_FUZZ_SCALE", "1"))

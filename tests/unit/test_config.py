@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.config import Settings
-from app.errors import ConfigError
+from mlpulse.config import Settings
+from mlpulse.errors import ConfigError
 
 
 def test_defaults():
@@ -52,7 +52,7 @@ def test_yaml_errors(tmp_path):
     ("inhibit:\n  - source: [no_data]\n", ":2: inhibit: Object missing required field `target`"),
 ])
 def test_check_config_names_line_and_field(tmp_path, capsys, text, expected):
-    from app.cli import main
+    from mlpulse.cli import main
 
     path = tmp_path / "mlpulse.yaml"
     path.write_text(text)
@@ -62,7 +62,7 @@ def test_check_config_names_line_and_field(tmp_path, capsys, text, expected):
 
 
 def test_check_config_accepts_a_good_file(tmp_path, capsys):
-    from app.cli import main
+    from mlpulse.cli import main
 
     path = tmp_path / "mlpulse.yaml"
     path.write_text("window_seconds: 30\nrules:\n  - detector: '*'\n"

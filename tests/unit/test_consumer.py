@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from aiokafka import TopicPartition
 
-from app.consumer import BatchConsumer
+from mlpulse.consumer import BatchConsumer
 
 TP = TopicPartition("in", 0)
 

@@ -6,9 +6,9 @@ import json
 import re
 from pathlib import Path
 
-import app
-from app.config import Settings
-from app.events import schemas
+import mlpulse
+from mlpulse.config import Settings
+from mlpulse.events import schemas
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,7 @@ def test_no_pickle_or_eval_in_the_code():
 
 
 def test_faust_app_uses_raw_serialisers():
-    from app.pipeline import Pipeline
+    from mlpulse.pipeline import Pipeline
 
     pipeline = Pipeline(Settings(kafka_bootstrap="127.0.0.1:1"))
     conf = pipeline.app.conf
@@ -41,4 +41,4 @@ def test_faust_app_uses_raw_serialisers():
 
 
 def test_version_exported():
-    assert app.__version__
+    assert mlpulse.__version__

@@ -16,7 +16,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from app.config import Settings
+from mlpulse.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,7 +67,7 @@ def test_compose_mounts_files_that_exist_and_prometheus_scrapes_the_workers():
 
 
 def test_grafana_dashboard_queries_only_metrics_a_worker_exposes():
-    from app.pipeline import Pipeline
+    from mlpulse.pipeline import Pipeline
 
     exposed = set()
     pipeline = Pipeline(Settings(kafka_bootstrap="localhost:9092"))

@@ -8,10 +8,10 @@ from pathlib import Path
 import jsonschema
 import msgspec
 
-from app.config import Settings
-from app.detect import MemoryStore
-from app.sdk.simulator import Injection, Simulator
-from app.testing import FakeClock, LocalPipeline
+from mlpulse.config import Settings
+from mlpulse.detect import MemoryStore
+from mlpulse.sdk.simulator import Injection, Simulator
+from mlpulse.testing import FakeClock, LocalPipeline
 
 T0 = 1_700_000_000.0
 WINDOW_S = 10.0
@@ -131,9 +131,9 @@ def test_a_quiet_model_gets_a_reference_and_waiting_for_it_is_bounded():
 
 
 def test_a_rule_on_throughput_gives_no_verdict_on_a_window_closed_because_events_stopped():
-    from app.detect import window_metrics
-    from app.events import PredictionWindow
-    from app.summarize import Closed
+    from mlpulse.detect import window_metrics
+    from mlpulse.events import PredictionWindow
+    from mlpulse.summarize import Closed
 
     summary = PredictionWindow(
         model="m", model_version="v1", window_start="", window_end="", count=30,

@@ -14,19 +14,19 @@ import msgspec
 import numpy as np
 import pytest
 
-from app.aggregates import PredictionAggregate
-from app.config import Settings
-from app.detect import load_reference_file
-from app.detectors.adwin import BLOCK, ChangeDetectors
-from app.detectors.anomaly import LatencyAnomaly, LogErrorSpike, WindowAnomaly
-from app.detectors.drift import DriftThresholds, numeric_drift
-from app.detectors.monitor import ModelMonitor
-from app.detectors.profile import Reservoir, WindowProfile, bin_counts
-from app.detectors.reference import Contribution, build_reference
-from app.detectors.settings import DetectorSettings
-from app.errors import ConfigError
-from app.events import PredictionEvent
-from app.timefmt import rfc3339
+from mlpulse.aggregates import PredictionAggregate
+from mlpulse.config import Settings
+from mlpulse.detect import load_reference_file
+from mlpulse.detectors.adwin import BLOCK, ChangeDetectors
+from mlpulse.detectors.anomaly import LatencyAnomaly, LogErrorSpike, WindowAnomaly
+from mlpulse.detectors.drift import DriftThresholds, numeric_drift
+from mlpulse.detectors.monitor import ModelMonitor
+from mlpulse.detectors.profile import Reservoir, WindowProfile, bin_counts
+from mlpulse.detectors.reference import Contribution, build_reference
+from mlpulse.detectors.settings import DetectorSettings
+from mlpulse.errors import ConfigError
+from mlpulse.events import PredictionEvent
+from mlpulse.timefmt import rfc3339
 
 WINDOW_S = 60.0
 
@@ -393,7 +393,7 @@ def test_latency_anomaly_pinned_and_snapshot_exact():
 
 
 def test_a_missing_reference_file_does_not_stop_the_worker(tmp_path):
-    from app.detect import Detect
+    from mlpulse.detect import Detect
 
     settings = Settings(detectors={"reference": {"mode": "file",
                                                  "path": str(tmp_path / "gone.json")}})

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from app.detectors.distance import chi_square, js_distance, ks_binned, psi, quantile_edges
+from mlpulse.detectors.distance import chi_square, js_distance, ks_binned, psi, quantile_edges
 
 
 def binned(edges: np.ndarray, sample: np.ndarray) -> np.ndarray:

@@ -9,8 +9,8 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.config import Settings
-from app.ingest import Ingest
+from mlpulse.config import Settings
+from mlpulse.ingest import Ingest
 
 T = 1_700_000_000.0
 

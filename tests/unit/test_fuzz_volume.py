@@ -15,10 +15,10 @@ import json
 import os
 from dataclasses import dataclass
 
-from app.config import Settings
-from app.events import PredictionWindow
-from app.ingest import Ingest
-from app.testing import FakeClock, LocalPipeline
+from mlpulse.config import Settings
+from mlpulse.events import PredictionWindow
+from mlpulse.ingest import Ingest
+from mlpulse.testing import FakeClock, LocalPipeline
 from tests.fuzzing import KINDS, NOW_S, messages
 
 INPUTS = int(os.environ.get("MLPULSE_FUZZ_INPUTS", "100000"))

@@ -7,9 +7,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from app.events import PredictionWindow
-from app.join import WINDOW_COST, LabelJoin
-from app.testing import LocalPipeline
+from mlpulse.events import PredictionWindow
+from mlpulse.join import WINDOW_COST, LabelJoin
+from mlpulse.testing import LocalPipeline
 
 T0 = 1_000_020.0   # window [1_000_020, 1_000_030) with 10 s windows
 RULES = [{"name": "accuracy_low", "expr": "performance.accuracy < 0.8", "for": 2,
@@ -178,7 +178,7 @@ def test_labels_between_batches_of_an_open_window_and_repeated_prediction_ids():
     """The index is columns sorted by id hash on lookup: labels that arrive while the window
     still grows find predictions of earlier and later batches; a prediction id sent twice
     (a replay) takes one label per copy and no more."""
-    from app.events import FeedbackEvent, PredictionEvent
+    from mlpulse.events import FeedbackEvent, PredictionEvent
 
     join = LabelJoin(window_s=60, horizon_s=3600, revision_interval_s=0)
     window = join.open(0, ("m", "v1"))

@@ -1,12 +1,12 @@
-"""The whole pipeline in memory (app.testing): envelopes vs single events, logs, late events."""
+"""The whole pipeline in memory (mlpulse.testing): envelopes vs single events, logs, late events."""
 
 from __future__ import annotations
 
 import msgspec
 import pytest
 
-from app.sdk.simulator import Simulator
-from app.testing import LocalPipeline
+from mlpulse.sdk.simulator import Simulator
+from mlpulse.testing import LocalPipeline
 
 T0 = 1_700_000_000.0
 
@@ -141,7 +141,7 @@ def test_a_pipeline_restored_from_partition_states_summarizes_like_one_that_neve
     feature statistics, late events) as the uninterrupted pipeline."""
     import random
 
-    from app.events import PredictionWindow
+    from mlpulse.events import PredictionWindow
 
     rng = random.Random(5)
     events = [{"event_id": str(i), "timestamp": 1000.0 + i * 0.05 + rng.uniform(-3, 0),

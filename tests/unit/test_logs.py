@@ -9,9 +9,9 @@ import logging.config
 import msgspec
 import pytest
 
-from app.config import Settings
-from app.errors import ConfigError
-from app.logs import logging_config
+from mlpulse.config import Settings
+from mlpulse.errors import ConfigError
+from mlpulse.logs import logging_config
 
 
 def test_json_lines_carry_context_and_exceptions(capsys):

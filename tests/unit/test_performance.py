@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.events import PerformanceSummary
-from app.performance import Performance
+from mlpulse.events import PerformanceSummary
+from mlpulse.performance import Performance
 
 
 def test_multiclass_macro_scores():

@@ -1,4 +1,4 @@
-"""Event-time alignment (app.progress) and the windows that close on it (app.summarize)."""
+"""Event-time alignment (mlpulse.progress) and the windows that close on it (mlpulse.summarize)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import random
 
 import pytest
 
-from app.config import Settings
-from app.events import PredictionEvent
-from app.progress import (
+from mlpulse.config import Settings
+from mlpulse.events import PredictionEvent
+from mlpulse.progress import (
     BEHIND,
     CAUGHT_UP,
     IDLE,
@@ -20,8 +20,8 @@ from app.progress import (
     encode_progress,
     too_far_ahead,
 )
-from app.store import partition_for
-from app.summarize import Summarizer
+from mlpulse.store import partition_for
+from mlpulse.summarize import Summarizer
 
 WINDOW_S = 5.0
 T0 = 1_700_000_000.0

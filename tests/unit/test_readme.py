@@ -6,7 +6,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from app.config import Settings
+from mlpulse.config import Settings
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from app.sdk.producer import Telemetry, chunked_with_counts, monitor_prediction
+from mlpulse.sdk.producer import Telemetry, chunked_with_counts, monitor_prediction
 
 
 def test_envelopes_stay_under_the_message_size():

@@ -8,9 +8,9 @@ import faust
 import pytest
 import trustme
 
-from app.config import Settings
-from app.errors import ConfigError
-from app.security import BasicAuth, faust_credentials, kafka_options
+from mlpulse.config import Settings
+from mlpulse.errors import ConfigError
+from mlpulse.security import BasicAuth, faust_credentials, kafka_options
 
 
 def test_sasl_scram_over_tls_for_aiokafka_and_faust(tmp_path):

@@ -6,10 +6,10 @@ import msgspec
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from app.events import PerformanceSummary, PredictionWindow
-from app.sdk.simulator import Injection, Simulator
-from app.status import StatusCollector
-from app.testing import LocalPipeline
+from mlpulse.events import PerformanceSummary, PredictionWindow
+from mlpulse.sdk.simulator import Injection, Simulator
+from mlpulse.status import StatusCollector
+from mlpulse.testing import LocalPipeline
 
 T0 = 1_700_000_000.0
 RULES = [{"name": "slow", "expr": "latency_ms.p99 > 300", "severity": "critical"},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from app.store import END_MARKER, TableStore, partition_for
+from mlpulse.store import END_MARKER, TableStore, partition_for
 
 
 class FakeTable:

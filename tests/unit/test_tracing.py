@@ -5,9 +5,9 @@ from __future__ import annotations
 import msgspec
 from opentelemetry.sdk.trace import TracerProvider
 
-from app.config import Settings
-from app.ingest import Ingest
-from app.tracing import current_trace_id, trace_from_headers
+from mlpulse.config import Settings
+from mlpulse.ingest import Ingest
+from mlpulse.tracing import current_trace_id, trace_from_headers
 
 PARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"

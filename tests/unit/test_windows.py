@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from app.windows import TumblingWindows
+from mlpulse.windows import TumblingWindows
 
 
 @dataclass
@@ -114,8 +114,8 @@ def test_windows_restored_from_their_state_close_exactly_as_if_never_stopped():
     events (on time, late and for a new window): the same summaries as without the stop."""
     import msgspec
 
-    from app.aggregates import PredictionAggregate
-    from app.events import PredictionEvent
+    from mlpulse.aggregates import PredictionAggregate
+    from mlpulse.events import PredictionEvent
 
     def event(i: int, t: float) -> PredictionEvent:
         return PredictionEvent(event_id=str(i), timestamp=t, model="m", latency_ms=float(i),
