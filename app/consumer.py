@@ -246,6 +246,10 @@ class BatchConsumer:
         """The input partitions read now."""
         return list(self._assigned)
 
+    def reading(self, topic: str) -> list[int]:
+        """The partitions of ``topic`` read now."""
+        return [tp.partition for tp in self._assigned if tp.topic == topic]
+
     def pause(self, topic: str, partitions: set[int]) -> None:
         """Fetch nothing of exactly these partitions of ``topic`` (the others of it are
         resumed): event-time alignment (mlpulse.progress). Fetched records of a paused
@@ -263,11 +267,12 @@ class BatchConsumer:
         self._paused = (self._paused - mine) | want
         log.debug("mlpulse ingest pauses %s", sorted(tp.partition for tp in want))
 
-    def caught_up(self, tp: Any) -> bool:
-        """Whether everything ``tp`` held at its last fetch response has been handled."""
+    def caught_up(self, topic: str, partition: int) -> bool:
+        """Whether everything the partition held at its last fetch response has been
+        handled."""
         if self.consumer is None:
             return False
-        tp = TopicPartition(tp.topic, tp.partition)
+        tp = TopicPartition(topic, partition)
         if tp not in self._assigned:
             return False
         try:

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import base64
 
-import msgspec
-
 from .codec import Rejected
 from .events import DeadLetter
 from .timefmt import rfc3339
 
-__all__ = ["dead_letter", "encode_dead_letter", "reason_category"]
-
-_encoder = msgspec.json.Encoder()
+__all__ = ["dead_letter", "reason_category"]
 
 
 def dead_letter(
@@ -44,10 +40,6 @@ def dead_letter(
         payload_encoding=encoding,  # type: ignore[arg-type]
         trace_id=trace_id,
     )
-
-
-def encode_dead_letter(record: DeadLetter) -> bytes:
-    return _encoder.encode(record)
 
 
 _CATEGORIES = (

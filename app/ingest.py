@@ -24,11 +24,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .checkpoint import SEQ_BITS
 from .codec import Codec, Decoded, InternalCodec, group_by
 from .config import Settings
 from .deadletter import dead_letter
 from .events import DeadLetter, FeedbackEvent, LogEvent, PredictionEvent
+from .repartition import SEQ_BITS
 from .tracing import trace_from_headers
 
 __all__ = ["SLICE_BYTES", "Ingest", "Record", "Routed", "slices"]

@@ -51,7 +51,7 @@ from typing import Any
 
 import msgspec
 
-from .checkpoint import header
+from .repartition import header
 
 __all__ = ["BEHIND", "CAUGHT_UP", "IDLE", "PROGRESS_HEADER", "InputClocks", "Report",
            "Watermarks", "decode_progress",

@@ -15,14 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from aiokafka.partitioner import murmur2
+from .repartition import partition_for
 
-__all__ = ["END_MARKER", "TableStore", "partition_for"]
-
-
-def partition_for(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives ``key`` (as for the internal topics)."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+__all__ = ["END_MARKER", "TableStore"]
 
 
 END_MARKER = b"e|"

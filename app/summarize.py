@@ -36,9 +36,7 @@ from .progress import Report, Watermarks
 from .timefmt import rfc3339
 from .windows import TumblingWindows
 
-__all__ = ["Closed", "Summarizer", "encode_summary", "summary_key"]
-
-_encoder = msgspec.json.Encoder()
+__all__ = ["Closed", "Summarizer"]
 
 ProfileFactory = Callable[[int, tuple[str, ...]], Any]
 """(partition, (model, version)) → the detectors' profile of a new window, or None."""
@@ -304,12 +302,3 @@ class Summarizer:
         return sum(w.open_windows for w in self._predictions.values()) + sum(
             w.open_windows for w in self._logs.values()
         )
-
-
-def summary_key(summary: WindowSummary) -> bytes:
-    """Message key of a summary on the windows topic: the model or service."""
-    return (summary.model if hasattr(summary, "model") else summary.service).encode()  # type: ignore[union-attr]
-
-
-def encode_summary(summary: WindowSummary) -> bytes:
-    return _encoder.encode(summary)

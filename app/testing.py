@@ -1,9 +1,13 @@
-"""Test kit: the whole pipeline in memory, with a clock you advance.
+"""Test kit: a worker's :class:`~mlpulse.engine.Engine` on in-memory topics, with a clock
+you advance.
 
-:class:`LocalPipeline` runs the same :class:`~mlpulse.ingest.Ingest` and
-:class:`~mlpulse.summarize.Summarizer` as a Faust worker, routing by key to
-in-memory partitions, so window, codec and dead-letter behaviour can be tested
-without a broker.
+:class:`LocalPipeline` runs the very engine a Faust worker runs (ingest, repartition,
+progress, windows, labels, detectors, alerts, checkpoints), one worker owning every
+partition: input messages become records of in-memory input partitions, hop messages go
+through in-memory internal topics and come back to :meth:`Engine.apply
+<mlpulse.engine.Engine.apply>`, and what the engine produces is decoded from its bytes.
+So window, codec, join, detection and dead-letter behaviour is tested on the worker's
+own path without a broker.
 
 >>> pipe = LocalPipeline(window_seconds=10, lateness_seconds=0)
 >>> pipe.send_predictions([{"event_id": "1", "timestamp": 3, "model": "m"}, {"oops": 1}])
@@ -15,17 +19,19 @@ without a broker.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
+from .checkpoint import Checkpoint
 from .config import Settings
 from .detect import Detect, MemoryStore
+from .engine import Engine, Outputs
 from .events import AlertEvent, DeadLetter, WindowSummary
-from .ingest import Ingest
+from .repartition import partition_for
 from .status import Status
-from .store import partition_for
-from .summarize import Closed, Summarizer
+from .summarize import Summarizer
 
 __all__ = ["FakeClock", "LocalPipeline"]
 
@@ -43,68 +49,114 @@ class FakeClock:
         self.now_s += seconds
 
 
+@dataclass(slots=True)
+class Record:
+    """An input message as the consumer hands it over."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    timestamp: int = 0
+
+
+@dataclass(slots=True)
+class Message:
+    """A message of an in-memory internal topic."""
+
+    partition: int
+    value: bytes
+    headers: list[tuple[str, bytes]] | None
+
+
+class _Reader:
+    """Every input partition is read, and caught up once its records are handled."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+
+    def reading(self, topic: str) -> list[int]:
+        return list(range(self.partitions))
+
+    def caught_up(self, topic: str, partition: int) -> bool:
+        return True
+
+
 class LocalPipeline:
     """Ingest → repartition → windows → summaries → detectors → alerts, in memory.
 
-    ``store`` keeps detector state; hand the same one to a new pipeline to play
-    a worker restart.
+    ``input_partitions``: partitions of each input topic (windows wait for the slowest).
+    ``store`` keeps detector state; hand the same one to a new pipeline to play a worker
+    restart.
     """
 
     def __init__(self, settings: Settings | None = None, clock: FakeClock | None = None,
                  partitions: int = 4, store: MemoryStore | None = None,
-                 **overrides: Any) -> None:
+                 input_partitions: int = 1, **overrides: Any) -> None:
         base = settings or Settings(max_future_skew_seconds=1e12)
+        base = base.replace(partitions=partitions)
         self.settings = base.replace(**overrides) if overrides else base
         self.clock = clock or FakeClock()
         self.partitions = partitions
-        self.ingest = Ingest(self.settings)
         self.store = store if store is not None else MemoryStore()
-        self.detect = Detect(self.settings, store=self.store)
-        self.summarizer = Summarizer(self.settings, profiles=self.detect.new_profile)
-        self.status = Status()
-        self.detect.on_findings = self.status.on_findings
+        self.engine = Engine(self.settings, store=self.store, clock=self.clock)
+        self.reader = _Reader(input_partitions)
         self.windows: list[WindowSummary] = []
         self.alerts: list[AlertEvent] = []
         self.dead_letters: list[DeadLetter] = []
-        self.late_events = 0
-        self._offset = 0
+        self.paused: dict[str, set[int]] = {}
+        self._offsets: dict[tuple[str, int], int] = {}
+        self._internal: dict[str, list[Message]] = {}
+        engine = self.engine
+        engine.assign({name: set(range(partitions)) for name in engine.streams})
+        for partition in engine.to_restore():
+            engine.restore(partition, None, 0)
+        engine.reads(dict.fromkeys(engine.by_topic, input_partitions))
+        engine.resume()
 
-    def _partition(self, key: str) -> int:
-        return partition_for(key.encode(), self.partitions)
+    # what a test reads
+    @property
+    def summarizer(self) -> Summarizer:
+        return self.engine.summarizer
 
-    def send(self, topic: str, value: bytes) -> None:
-        """One message on input topic ``topic`` ("predictions", "logs" or "feedback")."""
-        now = self.clock()
-        handler = getattr(self.ingest, topic)
-        routed = handler(value, topic=self.settings.topic(topic), partition=0,
-                         offset=self._offset, now_s=now)
-        self._offset += 1
-        self.dead_letters.extend(routed.dead_letters)
-        for key, events in routed.by_key.items():
-            if topic == "feedback":
-                self.summarizer.add_feedback(
-                    self._partition(key), self.summarizer.decode_feedback(
-                        self.ingest.encode_feedback(events)))
-            elif topic == "predictions":
-                payload = self.ingest.encode_predictions(events)
-                self.late_events += self.summarizer.add_predictions(
-                    self._partition(key), payload, now)
-                model = self.summarizer.guard.known_model(key)
-                self._alerts(self.detect.seen(self._partition(key), model, now))
-            else:
-                payload = self.ingest.encode_logs(events)
-                self.late_events += self.summarizer.add_logs(self._partition(key), payload, now)
-        self._closed(self.summarizer.close_due_windows(now, check_idle=False))
+    @property
+    def detect(self) -> Detect:
+        return self.engine.detect
 
-    def _closed(self, closed: list[Closed]) -> None:
-        self.windows.extend(c.summary for c in closed)
-        for c in closed:
-            self.status.on_window(c.partition, c.summary)
-        self._alerts(self.detect.on_closed(closed))
+    @property
+    def status(self) -> Status:
+        return self.engine.status
 
-    def _alerts(self, alerts: list[AlertEvent]) -> None:
-        self.alerts.extend(alerts)
-        self.status.on_alerts(alerts)
+    @property
+    def late_events(self) -> int:
+        """Events counted late so far."""
+        return int(sum(sample.value for metric in self.engine.metrics.late_events.collect()
+                       for sample in metric.samples if sample.name.endswith("_total")))
+
+    # what a test does
+    def send(self, topic: str, value: bytes, *, key: bytes | None = None,
+             partition: int = 0, headers: Sequence[tuple[str, bytes]] = ()) -> None:
+        """One message on input topic ``topic`` ("predictions", "logs" or "feedback"),
+        handled at once (a fetch of its own)."""
+        self.fetch([(topic, value, key, partition, list(headers))])
+
+    def fetch(self, messages: Sequence[tuple[str, bytes, bytes | None, int, list[Any]]]
+              ) -> None:
+        """Messages (stream, value, key, input partition, headers) handled as one fetch."""
+        records = []
+        for stream, value, key, partition, headers in messages:
+            topic = self.engine.streams[stream].topic
+            offset = self._offsets.get((topic, partition), 0)
+            self._offsets[(topic, partition)] = offset + 1
+            records.append(Record(topic, partition, offset, key, value, headers))
+        self._run(self.engine.ingest(records, self.reader))
+
+    def seek(self, stream: str, partition: int, offset: int) -> None:
+        """The next message of input ``partition`` of ``stream`` has ``offset`` (a worker
+        reads on from a checkpoint's offsets)."""
+        self._offsets[(self.engine.streams[stream].topic, partition)] = offset
 
     def send_predictions(self, events: Sequence[Any], envelope: bool = True) -> None:
         """Send events (dicts) as one envelope, or one message each."""
@@ -121,12 +173,53 @@ class LocalPipeline:
         self.send("feedback", msgspec.json.encode(list(events)))
 
     def advance(self, seconds: float) -> None:
-        """Move the clock and run the idle-close timer."""
+        """Move the clock and run the worker's timer."""
         self.clock.advance(seconds)
-        self._closed(self.summarizer.close_due_windows(self.clock()))
-        self._alerts(self.detect.check_no_data(self.clock()))
-        revised = self.summarizer.revisions(self.clock())
-        self.windows.extend(r.summary for r in revised)
-        for r in revised:
-            self.status.on_window(r.partition, r.summary)
-        self._alerts(self.detect.on_revised(revised))
+        self._run(self.engine.tick(self.reader))
+
+    def checkpoint(self) -> dict[int, Checkpoint]:
+        """The checkpoint a worker would write now, per partition (as a new owner reads it)."""
+        point = self.engine.checkpoint(dict(self._offsets))
+        out: dict[int, Checkpoint] = {}
+        if point is None:
+            return out
+        from .checkpoint import read_checkpoint
+
+        for partition in {p for p, _, _ in point.headers}:
+            table = {key: value for p, key, value in [*point.chunks, *point.headers]
+                     if p == partition}
+            restored = read_checkpoint(table.get, partition)
+            if restored is not None:
+                out[partition] = restored
+        point.headers_written()
+        point.done()
+        return out
+
+    # the in-memory topics
+    def _run(self, out: Outputs) -> None:
+        engine, topics = self.engine, self.engine.topics
+        internal = {s.internal: s for s in engine.streams.values()}
+        for topic, partitions in out.pauses.items():
+            self.paused[topic] = set(partitions)
+        for m in out.messages:
+            if m.topic in internal:
+                partition = m.partition if m.partition is not None else partition_for(
+                    m.key or b"", self.partitions)
+                self._internal.setdefault(m.topic, []).append(
+                    Message(partition, m.value, m.headers))
+            elif m.topic == topics.windows:
+                self.windows.append(_window.decode(m.value))
+            elif m.topic == topics.alerts:
+                self.alerts.append(_alert.decode(m.value))
+            elif m.topic == topics.deadletter:
+                self.dead_letters.append(_dead_letter.decode(m.value))
+        while any(self._internal.values()):
+            for topic, pending in list(self._internal.items()):
+                if pending:
+                    self._internal[topic] = []
+                    self._run(engine.apply(internal[topic], pending))
+
+
+_window = msgspec.json.Decoder(WindowSummary)
+_alert = msgspec.json.Decoder(AlertEvent)
+_dead_letter = msgspec.json.Decoder(DeadLetter)

@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
 def balanced_models(partitions: int = PARTITIONS,
                     per_partition: int = MODELS_PER_PARTITION) -> list[str]:
     """Model names, ``per_partition`` on each partition (Kafka's default partitioner)."""
-    from mlpulse.store import partition_for
+    from mlpulse.repartition import partition_for
 
     chosen: dict[int, list[str]] = {p: [] for p in range(partitions)}
     i = 0
@@ -173,7 +173,7 @@ async def run_case(bootstrap: str, broker_pid: int | None, workers: int, *,
     """One run: fresh topics and group, pre-filled; ``workers`` processes started at once."""
     from mlpulse.broker import free_port
     from mlpulse.config import Settings
-    from mlpulse.store import partition_for
+    from mlpulse.repartition import partition_for
     from mlpulse.topics import Topics, ensure_topics_async
 
     tag = uuid.uuid4().hex[:8]

@@ -89,7 +89,7 @@ def fill_bounded(windows: int, per_window: int) -> LabelJoin:
     p = pipe()
     for w in range(windows):
         window = join.open(0, ("m", "v1"))
-        events = p.ingest.predictions(
+        events = p.engine.ingest_stage.predictions(
             msgspec.json.encode(predictions("m", T0 + 10 * w, per_window, prefix=f"{w}-")),
             topic="t", partition=0, offset=0, now_s=0).by_key["m"]
         window.remember(events)

@@ -20,7 +20,7 @@ from mlpulse.progress import (
     encode_progress,
     too_far_ahead,
 )
-from mlpulse.store import partition_for
+from mlpulse.repartition import partition_for
 from mlpulse.summarize import Summarizer
 
 WINDOW_S = 5.0

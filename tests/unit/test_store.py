@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from mlpulse.store import END_MARKER, TableStore, partition_for
+from mlpulse.repartition import partition_for
+from mlpulse.store import END_MARKER, TableStore
 
 
 class FakeTable:
