@@ -1,13 +1,7 @@
-"""Mergeable per-window statistics, fed one batch at a time with numpy.
+"""The per-window aggregates of the domain: predictions and logs of one key in one window.
 
-No raw events are kept: each aggregate holds counts, moments, bounded counters
-and DDSketch quantile sketches, and two aggregates of the same window merge.
-
->>> stats = NumericStats()
->>> stats.add_many(np.array([1.0, 2.0, 3.0]))
->>> stats.add_many(np.array([4.0]))
->>> stats.count, stats.mean, round(stats.std, 6), stats.min, stats.max
-(4, 2.5, 1.118034, 1.0, 4.0)
+Built from the general sketches of :mod:`mlpulse.sketches`; no raw events are kept, and two
+aggregates of the same window merge.
 """
 
 from __future__ import annotations
@@ -16,12 +10,10 @@ import itertools
 import math
 import operator
 import sys
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
-from ddsketch.mapping import LogarithmicMapping
 
 from .events import (
     ERROR_LEVELS,
@@ -34,296 +26,13 @@ from .events import (
     PredictionEvent,
     PredictionWindow,
 )
+from .sketches import OTHER, BoundedCounter, NumericStats, QuantileSketch, stable
 
-__all__ = [
-    "OTHER",
-    "BoundedCounter",
-    "FeatureStats",
-    "LogAggregate",
-    "NumericStats",
-    "PredictionAggregate",
-    "QuantileSketch",
-    "value_key",
-]
+__all__ = ["FeatureStats", "LogAggregate", "PredictionAggregate"]
 
-OTHER = "__other__"
-RELATIVE_ACCURACY = 0.005
-"""DDSketch accuracy: half of the 1% the contract promises, for margin."""
 _MISSING = object()
 TRACE_SAMPLE = 5
 """Trace ids kept per window as exemplars."""
-
-
-def stable(value: float) -> float:
-    """``value`` to 12 significant digits: sums and means that depend on how the events
-    were split into batches (a window rebuilt from a checkpoint and a replay) come out the
-    same, and telemetry loses nothing by it.
-
-    >>> stable(0.4946075000000001) == stable(0.49460750000000003) == 0.4946075
-    True
-    """
-    return float(f"{value:.12g}") if math.isfinite(value) else value
-
-
-class QuantileSketch:
-    """DDSketch (relative-error quantiles): ddsketch's logarithmic mapping, bucket counts in
-    one numpy array (the library's store keeps a Python list of float objects: ~10 KB per
-    latency sketch, twice per open window of every series) filled a batch at a time.
-
-    >>> sketch = QuantileSketch()
-    >>> sketch.add_many(np.arange(1.0, 101.0))
-    >>> abs(sketch.quantile(0.5) - 50) / 50 < 0.01
-    True
-    """
-
-    __slots__ = ("_base", "_count", "_counts", "_max", "_min", "_sum", "_zero_count")
-    _mapping = LogarithmicMapping(RELATIVE_ACCURACY)
-
-    def __init__(self) -> None:
-        self._base = 0
-        """Key of ``_counts[0]``."""
-        self._counts = _NO_COUNTS
-        self._zero_count = 0
-        """Values too small for a bucket (zeros)."""
-        self._count = 0
-        self._sum = 0.0
-        self._min = math.inf
-        self._max = -math.inf
-
-    @property
-    def count(self) -> float:
-        return float(self._count)
-
-    def add_many(self, values: np.ndarray) -> None:
-        """Add non-negative values (smaller ones count as zeros)."""
-        if values.size == 0:
-            return
-        mapping = self._mapping
-        positive = values[values > mapping.min_possible]
-        if positive.size:
-            # LogarithmicMapping.key, vectorised: ceil(log2(v) * multiplier) + offset
-            keys = (np.ceil(np.log2(positive) * mapping._multiplier)
-                    + mapping._offset).astype(np.int64)
-            self._add_keys(int(keys.min()), np.bincount(keys - keys.min()))
-        self._zero_count += values.size - positive.size
-        self._count += values.size
-        self._sum += float(values.sum())
-        self._min = min(self._min, float(values.min()))
-        self._max = max(self._max, float(values.max()))
-
-    def _add_keys(self, base: int, counts: np.ndarray) -> None:
-        """Add ``counts[i]`` values to the bucket of key ``base + i``."""
-        if not self._counts.size:
-            self._base, self._counts = base, counts.astype(np.int64)
-            return
-        lo = min(self._base, base)
-        hi = max(self._base + self._counts.size, base + counts.size)
-        if lo < self._base or hi > self._base + self._counts.size:
-            grown = np.zeros(hi - lo, dtype=np.int64)
-            grown[self._base - lo: self._base - lo + self._counts.size] = self._counts
-            self._base, self._counts = lo, grown
-        self._counts[base - self._base: base - self._base + counts.size] += counts
-
-    def merge(self, other: QuantileSketch) -> None:
-        if other._counts.size:
-            self._add_keys(other._base, other._counts)
-        self._zero_count += other._zero_count
-        self._count += other._count
-        self._sum += other._sum
-        self._min = min(self._min, other._min)
-        self._max = max(self._max, other._max)
-
-    def quantile(self, q: float) -> float:
-        """DDSketch's ``get_quantile_value``: the bucket holding rank ``q * (count - 1)``."""
-        if not 0 <= q <= 1 or self._count == 0:
-            return float("nan")
-        rank = q * (self._count - 1)
-        if rank < self._zero_count:
-            return 0.0
-        cumulative = np.cumsum(self._counts)
-        index = int(np.searchsorted(cumulative, rank - self._zero_count, side="right"))
-        key = self._base + min(index, self._counts.size - 1)
-        return float(self._mapping.value(key))
-
-    @property
-    def mean(self) -> float:
-        return self._sum / self._count if self._count else float("nan")
-
-    @property
-    def max(self) -> float:
-        return float(self._max)
-
-    def state(self) -> list[Any]:
-        """Plain data (msgpack-ready): the non-empty buckets as (key, count) (then an
-        always-empty store of negatives: the layout of ddsketch's two stores) and the
-        totals."""
-        keys = np.flatnonzero(self._counts)
-        buckets = [[int(k), int(c)] for k, c in zip((keys + self._base).tolist(),
-                                                    self._counts[keys].tolist(), strict=True)]
-        return [buckets, [], self._zero_count, self._count, self._sum, self._min, self._max]
-
-    @classmethod
-    def from_state(cls, state: list[Any]) -> QuantileSketch:
-        out = cls()
-        positive, _negative, zeros, out._count, out._sum, out._min, out._max = state
-        out._zero_count = int(zeros)
-        out._count = int(out._count)
-        if positive:
-            keys = np.array([int(k) for k, _ in positive], dtype=np.int64)
-            counts = np.zeros(int(keys.max() - keys.min()) + 1, dtype=np.int64)
-            np.add.at(counts, keys - keys.min(), [int(c) for _, c in positive])
-            out._base, out._counts = int(keys.min()), counts
-        return out
-
-
-_NO_COUNTS = np.zeros(0, dtype=np.int64)
-
-
-class NumericStats:
-    """Count, mean, variance (Chan et al. merge), min and max."""
-
-    __slots__ = ("_m2", "count", "max", "mean", "min")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.mean = 0.0
-        self._m2 = 0.0
-        self.min = math.inf
-        self.max = -math.inf
-
-    def add_many(self, values: np.ndarray) -> None:
-        n = int(values.size)
-        if n == 0:
-            return
-        mean = float(values.mean())
-        m2 = float(((values - mean) ** 2).sum())
-        self._merge(n, mean, m2, float(values.min()), float(values.max()))
-
-    def state(self) -> list[float]:
-        return [self.count, self.mean, self._m2, self.min, self.max]
-
-    @classmethod
-    def from_state(cls, state: list[float]) -> NumericStats:
-        out = cls()
-        count, out.mean, out._m2, out.min, out.max = state
-        out.count = int(count)
-        return out
-
-    def merge(self, other: NumericStats) -> None:
-        if other.count:
-            self._merge(other.count, other.mean, other._m2, other.min, other.max)
-
-    def _merge(self, n: int, mean: float, m2: float, lo: float, hi: float) -> None:
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean += delta * n / total
-        self._m2 += m2 + delta * delta * self.count * n / total
-        self.count = total
-        self.min = min(self.min, lo)
-        self.max = max(self.max, hi)
-
-    @property
-    def std(self) -> float:
-        """Population standard deviation."""
-        return math.sqrt(self._m2 / self.count) if self.count else 0.0
-
-
-class BoundedCounter:
-    """Counts of at most ``max_keys`` distinct values; the rest are counted as ``__other__``.
-
-    >>> c = BoundedCounter(max_keys=2)
-    >>> c.add_many(["a", "b", "a", "c"])
-    >>> c.top(1)
-    {'a': 2, '__other__': 2}
-    """
-
-    __slots__ = ("counts", "max_keys", "other")
-
-    def __init__(self, max_keys: int = 1000) -> None:
-        self.counts: dict[str, int] = {}
-        self.other = 0
-        self.max_keys = max_keys
-
-    def add_many(self, values: Iterable[str]) -> None:
-        self.add_counts(Counter(values))
-
-    def add_values(self, values: list[object], kinds: set[type] | None = None) -> None:
-        """Count raw JSON values (spelled by :func:`value_key`): counted first, spelled once.
-        ``kinds``: their types, if the caller has them already.
-
-        >>> c = BoundedCounter()
-        >>> c.add_values([1.0, True, "a", 1.0, None])
-        >>> c.add_values(["a", "b"])
-        >>> c.counts
-        {'1': 2, 'true': 1, 'a': 2, 'null': 1, 'b': 1}
-        """
-        if kinds is None:
-            kinds = set(map(type, values))
-        if kinds == _STR:   # the usual class labels: each its own key
-            self.add_counts(Counter(values))  # type: ignore[arg-type]
-            return
-        if bool in kinds and not kinds.isdisjoint(_NUMBERS):
-            # (type, value) keeps True apart from 1.0, which hash alike
-            counted: Iterable[tuple[object, int]] = (
-                (v, n) for (_, v), n in Counter((v.__class__, v) for v in values).items())
-        else:
-            counted = Counter(values).items()
-        counts: dict[str, int] = {}
-        for value, n in counted:
-            key = value_key(value)
-            counts[key] = counts.get(key, 0) + n
-        self.add_counts(counts)
-
-    def add_counts(self, new: dict[str, int]) -> None:
-        counts = self.counts
-        for value, n in new.items():
-            if value in counts:
-                counts[value] += n
-            elif len(counts) < self.max_keys:
-                counts[sys.intern(value)] = n   # one string per value, not one per window
-            else:
-                self.other += n
-
-    def merge(self, other: BoundedCounter) -> None:
-        self.add_counts(other.counts)
-        self.other += other.other
-
-    def state(self) -> list[Any]:
-        return [self.counts, self.other, self.max_keys]
-
-    @classmethod
-    def from_state(cls, state: list[Any]) -> BoundedCounter:
-        counts, other, max_keys = state
-        out = cls(max_keys)
-        out.counts = {sys.intern(k): n for k, n in counts.items()}
-        out.other = other
-        return out
-
-    def top(self, k: int) -> dict[str, int]:
-        """The ``k`` most frequent values, then ``__other__`` for the rest (if any)."""
-        ranked = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        out = dict(ranked[:k])
-        other = self.other + sum(n for _, n in ranked[k:])
-        if other:
-            out[OTHER] = out.get(OTHER, 0) + other
-        return out
-
-
-def value_key(value: object) -> str:
-    """Text key of a categorical value: JSON spelling, integral floats without ``.0``.
-
-    >>> [value_key(v) for v in (True, None, 3.0, 0.25, "x")]
-    ['true', 'null', '3', '0.25', 'x']
-    """
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if type(value) is float:
-        return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
-    return str(value)
 
 
 class FeatureStats:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import collections
 
-from .aggregates import OTHER
+from .sketches import OTHER
 
 __all__ = ["OTHER", "CardinalityGuard"]
 

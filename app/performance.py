@@ -22,8 +22,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from .aggregates import OTHER, value_key
 from .events import PerformanceSummary
+from .sketches import OTHER, value_key
 
 __all__ = ["Performance"]
 

@@ -5,94 +5,21 @@ from __future__ import annotations
 import msgspec
 import numpy as np
 import pytest
-from ddsketch import DDSketch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlpulse.aggregates import (
+from mlpulse.aggregates import PredictionAggregate
+from mlpulse.events import PredictionEvent
+from mlpulse.sketches import (
     OTHER,
-    RELATIVE_ACCURACY,
-    BoundedCounter,
-    NumericStats,
-    PredictionAggregate,
-    QuantileSketch,
     value_key,
 )
-from mlpulse.events import PredictionEvent
 
 
 def within_one_percent(got: float, values: np.ndarray, q: float) -> bool:
     lo = np.quantile(values, q, method="lower")
     hi = np.quantile(values, q, method="higher")
     return lo * 0.99 <= got <= hi * 1.01
-
-
-@pytest.mark.parametrize("seed", range(5))
-@pytest.mark.parametrize("q", [0.05, 0.5, 0.95, 0.99])
-def test_sketch_quantiles_within_one_percent(seed, q):
-    values = np.random.default_rng(seed).lognormal(3, 1.2, size=5000)
-    sketch = QuantileSketch()
-    for chunk in np.array_split(values, 7):
-        sketch.add_many(chunk)
-    assert within_one_percent(sketch.quantile(q), values, q)
-    assert sketch.count == 5000
-    assert sketch.max == values.max()
-    assert sketch.mean == pytest.approx(values.mean())
-
-
-def test_vectorised_add_matches_ddsketch_scalar_add():
-    values = np.random.default_rng(3).exponential(50, size=2000)
-    values[:10] = 0.0
-    ours = QuantileSketch()
-    ours.add_many(values)
-    reference = DDSketch(relative_accuracy=RELATIVE_ACCURACY)
-    for v in values:
-        reference.add(float(v))
-    for q in (0.0, 0.01, 0.25, 0.5, 0.9, 0.99, 1.0):
-        assert ours.quantile(q) == pytest.approx(reference.get_quantile_value(q), rel=1e-9)
-
-
-def test_sketch_merge_equals_whole():
-    rng = np.random.default_rng(1)
-    a, b = rng.gamma(2, 10, 1000), rng.gamma(5, 3, 3000)
-    left, right, whole = QuantileSketch(), QuantileSketch(), QuantileSketch()
-    left.add_many(a)
-    right.add_many(b)
-    whole.add_many(np.concatenate([a, b]))
-    left.merge(right)
-    for q in (0.1, 0.5, 0.99):
-        assert left.quantile(q) == whole.quantile(q)
-
-
-@pytest.mark.parametrize("values", [[1.0], [1.0, 1.0], [-5.0, 0.0, 5.0, 1e6], list(range(100))])
-def test_numeric_stats_match_numpy_in_any_split(values):
-    arr = np.array(values, dtype=float)
-    for split in range(1, len(arr) + 1):
-        stats = NumericStats()
-        stats.add_many(arr[:split])
-        other = NumericStats()
-        other.add_many(arr[split:])
-        stats.merge(other)
-        assert stats.count == len(arr)
-        assert stats.mean == pytest.approx(arr.mean())
-        assert stats.std == pytest.approx(arr.std(), abs=1e-9)
-        assert (stats.min, stats.max) == (arr.min(), arr.max())
-
-
-def test_bounded_counter_folds_overflow_into_other():
-    counter = BoundedCounter(max_keys=3)
-    counter.add_many(["a", "b", "c", "d", "e", "a"])
-    assert counter.counts == {"a": 2, "b": 1, "c": 1}
-    assert counter.top(2) == {"a": 2, "b": 1, OTHER: 3}
-    assert sum(counter.top(10).values()) == 6
-
-
-@pytest.mark.parametrize(("value", "key"), [
-    (True, "true"), (False, "false"), (None, "null"), (1.0, "1"), (-2.0, "-2"),
-    (0.5, "0.5"), ("cat", "cat"), (1e300, "1e+300"),
-])
-def test_value_keys(value, key):
-    assert value_key(value) == key
 
 
 def event(i: int, **fields) -> PredictionEvent:
@@ -156,7 +83,6 @@ def _decoded_batches(seed: int, sizes: tuple[int, int]) -> list[list]:
     import random
 
     from mlpulse.codec import Codec
-    from mlpulse.events import PredictionEvent
     from tests.fuzzing import NOW_S, _event
 
     rng = random.Random(seed)
