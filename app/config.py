@@ -26,6 +26,10 @@ import yaml
 
 from .errors import ConfigError
 
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+"""The Kafka security protocols mlpulse connects with (``MLPULSE_KAFKA_SECURITY_PROTOCOL``)."""
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
 __all__ = ["Settings"]
 
 _PREFIX = "MLPULSE_"
@@ -216,8 +220,6 @@ class Settings:
 
 
     def _validate_security(self) -> None:
-        from .security import PROTOCOLS, SASL_MECHANISMS
-
         protocol = self.kafka_security_protocol
         if protocol not in PROTOCOLS:
             raise ConfigError(f"MLPULSE_KAFKA_SECURITY_PROTOCOL: must be one of "

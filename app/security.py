@@ -26,18 +26,13 @@ import base64
 import binascii
 import hmac
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .config import PROTOCOLS, SASL_MECHANISMS, Settings
 from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from .config import Settings
 
 __all__ = ["PROTOCOLS", "SASL_MECHANISMS", "BasicAuth", "auth_middleware", "faust_credentials",
            "kafka_options", "ssl_context"]
-
-PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:

@@ -16,12 +16,6 @@ from mlpulse.sketches import (
 )
 
 
-def within_one_percent(got: float, values: np.ndarray, q: float) -> bool:
-    lo = np.quantile(values, q, method="lower")
-    hi = np.quantile(values, q, method="higher")
-    return lo * 0.99 <= got <= hi * 1.01
-
-
 def event(i: int, **fields) -> PredictionEvent:
     return PredictionEvent(event_id=str(i), timestamp=float(i), model="m", **fields)
 
