@@ -1,4 +1,5 @@
-"""Command line: ``mlpulse worker | demo | simulate | broker | schemas | check-config``.
+"""Command line: ``mlpulse worker | demo | simulate | broker | schemas | check-config |
+alertmanager-bridge``.
 
 Settings come from ``MLPULSE_*`` variables and the ``MLPULSE_CONFIG`` YAML file
 (see :mod:`mlpulse.config`); flags exist only for what the simulator varies.
@@ -11,11 +12,8 @@ import asyncio
 import gc
 import json
 import logging
-import os
 import signal
 import sys
-import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -68,9 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="embedded broker + worker + simulator, printing output")
     demo.add_argument("--models", type=int, default=3)
     demo.add_argument("--rate", type=float, default=200.0, help="events per second")
-    demo.add_argument("--window-seconds", type=float, default=10.0)
+    demo.add_argument("--window-seconds", type=float, default=5.0)
     demo.add_argument("--duration", type=float, default=float("inf"), help="seconds to run")
-    demo.set_defaults(func=cmd_demo)
+    demo.set_defaults(func=_demo)
 
     simulate = sub.add_parser("simulate", help="send realistic traffic to a broker")
     simulate.add_argument("--bootstrap", default=None, help="default: MLPULSE_KAFKA_BOOTSTRAP")
@@ -112,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from .broker import EmbeddedBroker
 
-    _setup_logging(settings.log_level, settings.log_format)
+    setup_logging(settings.log_level, settings.log_format)
     if settings.kafka_bootstrap:
         return run_worker(settings)
     with EmbeddedBroker() as broker:
@@ -140,8 +138,9 @@ def run_worker(settings: Settings, extra_tasks: Sequence[Any] = ()) -> int:
         pipeline.app.task(task)
     from .logs import logging_config
 
+    # stdout is the demo's story: Faust's start-up spinner goes to stderr with the logs
     worker = Worker(pipeline.app, loglevel=settings.log_level.upper(), quiet=True,
-                    redirect_stdouts=False,
+                    redirect_stdouts=False, stdout=sys.stderr,
                     logging_config=logging_config(settings.log_level, settings.log_format))
     try:
         worker.execute_from_commandline()
@@ -154,7 +153,7 @@ def cmd_bridge(args: argparse.Namespace, settings: Settings) -> int:
     from .bridge import AlertmanagerBridge
     from .errors import ConfigError
 
-    _setup_logging(settings.log_level, settings.log_format)
+    setup_logging(settings.log_level, settings.log_format)
     url = args.url or settings.alertmanager_url
     if not url:
         raise ConfigError("alertmanager-bridge: set --url or MLPULSE_ALERTMANAGER_URL")
@@ -183,103 +182,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from .broker import EmbeddedBroker
-    from .sdk.producer import Telemetry
-    from .sdk.simulator import Injection, Simulator
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from .demo import cmd_demo
 
-    if "MLPULSE_LOG_LEVEL" not in os.environ:
-        settings = settings.replace(log_level="warning")
-    _setup_logging(settings.log_level, settings.log_format)
-    if "MLPULSE_WINDOW_SECONDS" not in os.environ:
-        settings = settings.replace(window_seconds=args.window_seconds, lateness_seconds=2.0)
-    with EmbeddedBroker() as broker:
-        settings = settings.replace(kafka_bootstrap=broker.bootstrap)
-        print(f"mlpulse demo: broker {broker.bootstrap}, window {settings.window_seconds:g} s, "
-              f"{args.models} models at {args.rate:g} events/s. Ctrl-C stops.", flush=True)
-        stop = threading.Event()
-        simulator = Simulator(
-            n_models=args.models, seed=int(time.time()), malformed_rate=0.002,
-            # after the references (first 3 windows) are built: a latency spike, then drift
-            injections=[Injection("latency", "model-0", start_s=6 * settings.window_seconds,
-                                  duration_s=2 * settings.window_seconds, magnitude=4.0),
-                        Injection("drift", "model-1", start_s=9 * settings.window_seconds,
-                                  feature="amount", magnitude=2.0),
-                        Injection("accuracy", "model-2", start_s=12 * settings.window_seconds,
-                                  magnitude=0.6)],
-            label_delay_s=settings.window_seconds * 1.5,
-        )
-
-        def simulate() -> None:
-            time.sleep(3)
-            with Telemetry(broker.bootstrap, topic_prefix=settings.topic_prefix) as telemetry:
-                simulator.run(telemetry, duration_s=args.duration, rate_per_s=args.rate, stop=stop)
-
-        threading.Thread(target=simulate, name="simulator", daemon=True).start()
-        if args.duration != float("inf"):
-            def _stop_later() -> None:
-                time.sleep(args.duration + settings.window_seconds + settings.lateness_seconds + 5)
-                os.kill(os.getpid(), signal.SIGTERM)
-            threading.Thread(target=_stop_later, daemon=True).start()
-
-        async def print_output() -> None:
-            await _print_topics(settings)
-
-        try:
-            return run_worker(settings, extra_tasks=[print_output])
-        finally:
-            stop.set()
-
-
-async def _print_topics(settings: Settings) -> None:
-    from aiokafka import AIOKafkaConsumer
-
-    from .security import kafka_options
-    from .topics import Topics
-
-    topics = Topics(settings)
-    consumer = AIOKafkaConsumer(topics.windows, topics.alerts, topics.deadletter,
-                                bootstrap_servers=settings.kafka_bootstrap,
-                                auto_offset_reset="earliest", group_id=None,
-                                **kafka_options(settings))
-    await consumer.start()
-    try:
-        async for message in consumer:
-            print(_describe(message.topic, json.loads(message.value)), flush=True)
-    except asyncio.CancelledError:
-        pass
-    finally:
-        await consumer.stop()
-
-
-def _describe(topic: str, record: dict[str, Any]) -> str:
-    if topic.endswith("alerts"):
-        labels = " ".join(f"{k}={v}" for k, v in record["labels"].items())
-        return (f"ALERT {record['status']:8} {record['severity']:8} {record['rule']:16} "
-                f"{labels}: {record['annotations']['summary']}")
-    if topic.endswith("deadletter"):
-        return f"DEAD-LETTER {record['error'][:100]}"
-    if record.get("kind") == "logs":
-        return (f"window {record['window_start']} logs  {record['service']:14} "
-                f"n={record['count']:5} error_rate={record['error_rate']:.3f}")
-    latency = record.get("latency_ms") or {}
-    amount = record.get("features", {}).get("amount", {})
-    return (f"window {record['window_start']} model {record['model']}/{record['model_version']} "
-            f"n={record['count']:5} errors={record['error_count']:3} "
-            f"p50={latency.get('p50', 0):7.1f}ms p99={latency.get('p99', 0):7.1f}ms "
-            f"amount.mean={amount.get('mean', 0):8.1f} late={record['late_events']}"
-            + _describe_performance(record))
-
-
-def _describe_performance(record: dict[str, Any]) -> str:
-    performance = record.get("performance")
-    if not performance:
-        return ""
-    accuracy = performance.get("accuracy")
-    text = f" labelled={performance['labelled']}"
-    if accuracy is not None:
-        text += f" accuracy={accuracy:.3f}"
-    return text + (f" (revision {record['revision']})" if record.get("revision") else "")
+    return cmd_demo(args, settings)
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
@@ -287,7 +193,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from .sdk.simulator import Simulator
     from .security import kafka_options
 
-    _setup_logging(settings.log_level, settings.log_format)
+    setup_logging(settings.log_level, settings.log_format)
     bootstrap = args.bootstrap or settings.bootstrap_or_error
     injections = [*map(_drift, args.drift), *map(_spike("latency"), args.latency_spike),
                   *map(_spike("errors"), args.error_burst), *map(_spike("accuracy"), args.accuracy)]
@@ -350,7 +256,7 @@ def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _setup_logging(level: str, log_format: str = "auto") -> None:
+def setup_logging(level: str, log_format: str = "auto") -> None:
     import logging.config
 
     from .logs import logging_config
