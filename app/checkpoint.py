@@ -30,14 +30,15 @@ import asyncio
 import hashlib
 import zlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
 
 T = TypeVar("T")
 
-__all__ = ["Checkpoint", "CheckpointReader", "checkpoint_records", "next_slot",
-           "read_checkpoint"]
+__all__ = ["Checkpoint", "CheckpointReader", "CheckpointRound", "CheckpointWriter",
+           "checkpoint_records", "next_slot", "read_checkpoint"]
 
 CHUNK_BYTES = 512 * 1024
 """Largest value of one checkpoint record (compressed)."""
@@ -113,6 +114,84 @@ def next_slot(get: Callable[[bytes], bytes | None], partition: int) -> int:
     """The slot the next checkpoint of ``partition`` goes to (not the current one's)."""
     raw = get(_header_key(partition))
     return 1 - _header.decode(raw).slot if raw else 0
+
+
+@dataclass(slots=True)
+class CheckpointRound:
+    """The checkpoints of every partition whose state changed since its last one.
+
+    Write ``chunks``, make them durable, then ``headers`` (a header is alone in the last
+    batch of its partition: a broker that reports the end of a partition as its last
+    batch's first offset + 1, as Tansu 0.6 does, still has a reader see every record
+    before it), then :meth:`headers_written`, make that durable, then :meth:`done`.
+    """
+
+    chunks: list[tuple[int, bytes, bytes]]
+    """(partition, key, value) records of the checkpoint topic."""
+    headers: list[tuple[int, bytes, bytes]]
+    headers_written: Callable[[], None]
+    """What follows the headers (the end markers of the detector states written)."""
+    done: Callable[[], None]
+    """The round is durable: the next one compares with it, and writes the other slot."""
+
+
+class CheckpointWriter:
+    """What was last written per partition, and the records of the next round.
+
+    >>> writer = CheckpointWriter()
+    >>> point = Checkpoint(state=b"windows", inputs={"in:1": 5}, hops={})
+    >>> first = writer.round({1: point})
+    >>> [key for _, key, _ in first.chunks + first.headers]
+    [b'c|1|0|0', b'c|1']
+    >>> first.done()
+    >>> writer.round({1: point}) is None   # unchanged: nothing to write
+    True
+    >>> changed = msgspec.structs.replace(point, inputs={"in:1": 6})
+    >>> [key for _, key, _ in writer.round({1: changed}).chunks]
+    [b'c|1|1|0']
+    """
+
+    def __init__(self) -> None:
+        self.written: dict[int, Checkpoint] = {}
+        """Fingerprint of the last checkpoint written (or restored) per partition."""
+        self.slots: dict[int, int] = {}
+        """The slot the next checkpoint of each partition goes to (not its last one's)."""
+
+    def restored(self, partition: int, point: Checkpoint | None, slot: int) -> None:
+        """A new owner read ``point`` (the slot after its own comes next)."""
+        self.slots[partition] = slot
+        if point is not None:
+            self.written[partition] = point.fingerprint()
+
+    def keep_only(self, partitions: set[int]) -> None:
+        for partition in set(self.written) - partitions:
+            del self.written[partition]
+
+    def round(self, points: Mapping[int, Checkpoint],
+              after_headers: Callable[[], None] | None = None) -> CheckpointRound | None:
+        """The records of the points that differ from the last written (None: none do,
+        and there is nothing ``after_headers``)."""
+        due = [(partition, point, mark) for partition, point in sorted(points.items())
+               if self.written.get(partition) != (mark := point.fingerprint())]
+        if not due and after_headers is None:
+            return None
+        chunks: list[tuple[int, bytes, bytes]] = []
+        headers: list[tuple[int, bytes, bytes]] = []
+        for partition, point, _ in due:
+            *parts, header = checkpoint_records(partition, point, self.slots.get(partition, 0))
+            chunks += [(partition, key, value) for key, value in parts]
+            headers.append((partition, *header))
+
+        def done() -> None:
+            for partition, _, mark in due:
+                self.slots[partition] = 1 - self.slots.get(partition, 0)
+                self.written[partition] = mark
+
+        return CheckpointRound(chunks, headers, after_headers or _nothing, done)
+
+
+def _nothing() -> None:
+    pass
 
 
 class CheckpointReader:

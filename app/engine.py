@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
-from .checkpoint import Checkpoint, checkpoint_records
+from .checkpoint import Checkpoint, CheckpointRound, CheckpointWriter
 from .codec import chunk_spans, chunked, group_by
 from .config import Settings
 from .deadletter import reason_category
@@ -63,7 +63,7 @@ from .streams import Stream, streams
 from .summarize import Closed, Summarizer
 from .topics import Topics
 
-__all__ = ["CheckpointRound", "Engine", "Hop", "Outputs", "Produce", "Reader"]
+__all__ = ["Engine", "Hop", "Outputs", "Produce", "Reader"]
 
 PROGRESS_INTERVAL_S = 0.1
 """Least wall-clock time between two progress messages of a worker to one internal
@@ -117,24 +117,6 @@ class Reader(Protocol):
         ...
 
 
-@dataclass(slots=True)
-class CheckpointRound:
-    """A checkpoint of every partition whose state changed since the last one.
-
-    Write ``chunks``, make them durable, then ``headers`` (a header is alone in the
-    last batch of its partition: a broker that reports the end of a partition as its
-    last batch's first offset + 1, as Tansu 0.6 does, still has a reader see every
-    record before it), then :meth:`headers_written`, make that durable, :meth:`done`.
-    """
-
-    chunks: list[tuple[int, bytes, bytes]]
-    """(partition, key, value) of the checkpoint topic."""
-    headers: list[tuple[int, bytes, bytes]]
-    headers_written: Callable[[], None]
-    """Marks the end of the detector states written since the last round."""
-    done: Callable[[], None]
-
-
 class Engine:
     """One worker's state and every step of its data flow."""
 
@@ -178,10 +160,7 @@ class Engine:
         """Internal partitions whose state this worker holds (restored from a checkpoint)."""
         self.input_offsets: dict[tuple[str, int], int] = {}
         """Next input offset per input partition read, as of the last checkpoint."""
-        self.written: dict[int, Checkpoint] = {}
-        """Fingerprint of the last checkpoint written (or restored) per partition."""
-        self.slots: dict[int, int] = {}
-        """The slot the next checkpoint of each partition goes to (not its last one's)."""
+        self.writer = CheckpointWriter()
         self.reading = False
         """Whether input is being read (not during a rebalance): idle windows and silent
         models are judged on the wall clock only then."""
@@ -482,40 +461,22 @@ class Engine:
         self.input_offsets.update(positions)
         aligned = {s.topic for s in self.streams.values() if s.aligned}
         n = self.settings.partitions
-        due: list[tuple[int, Checkpoint, Checkpoint]] = []
-        for partition in sorted(self.restored):
-            point = Checkpoint(
-                state=self.summarizer.partition_state(partition),
-                inputs={f"{topic}:{index}": offset
-                        for (topic, index), offset in self.input_offsets.items()
-                        if topic in aligned and index % n == partition},
-                hops=self.hops.state(partition))
-            mark = point.fingerprint()
-            if self.written.get(partition) != mark:
-                due.append((partition, point, mark))
+        points = {partition: Checkpoint(
+            state=self.summarizer.partition_state(partition),
+            inputs={f"{topic}:{index}": offset
+                    for (topic, index), offset in self.input_offsets.items()
+                    if topic in aligned and index % n == partition},
+            hops=self.hops.state(partition)) for partition in self.restored}
         take_touched = getattr(self.store, "take_touched", None)
         states: set[int] = take_touched() if take_touched is not None else set()
-        if not due and not states:
-            return None
-        chunks: list[tuple[int, bytes, bytes]] = []
-        headers: list[tuple[int, bytes, bytes]] = []
-        for partition, point, _ in due:
-            *parts, header = checkpoint_records(partition, point, self.slots.get(partition, 0))
-            chunks += [(partition, key, value) for key, value in parts]
-            headers.append((partition, *header))
+        mark_end: Callable[[int], None] | None = getattr(self.store, "mark_end", None)
 
-        def headers_written() -> None:   # detector states: see TableStore.mark_end
-            mark_end = getattr(self.store, "mark_end", None)
+        def mark_ends() -> None:   # detector states: see TableStore.mark_end
             for partition in sorted(states):
                 if mark_end is not None:
                     mark_end(partition)
 
-        def done() -> None:
-            for partition, _, mark in due:
-                self.slots[partition] = 1 - self.slots.get(partition, 0)
-                self.written[partition] = mark
-
-        return CheckpointRound(chunks, headers, headers_written, done)
+        return self.writer.round(points, mark_ends if states else None)
 
     # ---------------------------------------------------------- 6. partitions move
 
@@ -528,8 +489,7 @@ class Engine:
         self.summarizer.keep_only(predictions=predictions, logs=logs)
         self.hops.keep_only(predictions)
         self.restored &= predictions
-        for partition in set(self.written) - self.restored:
-            del self.written[partition]
+        self.writer.keep_only(self.restored)
         self.detect.keep_only(set().union(*self.owned.values()))
         self.status.keep_only(predictions | logs)
 
@@ -548,15 +508,14 @@ class Engine:
         offsets its last owner committed would be lost (seen in a crash test: 300 events
         of two windows). A partition that a newer assignment took meanwhile is left
         alone."""
-        self.slots[partition] = slot
         if partition not in self.owned["predictions"]:
             return {}
         self.restored.add(partition)
+        self.writer.restored(partition, point, slot)
         if point is None:
             return {}
         self.summarizer.restore_partition(partition, point.state, self.clock())
         self.hops.restore(partition, point.hops)
-        self.written[partition] = point.fingerprint()
         offsets = {}
         for name, offset in point.inputs.items():
             topic, _, index = name.rpartition(":")

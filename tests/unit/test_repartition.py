@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from mlpulse.config import Settings
 from mlpulse.ingest import Ingest
 from mlpulse.repartition import SEQ_BITS, HopFilter, in_order
-from tests.unit.test_fetch import Rec, ev
+from tests.unit.test_ingest import Rec, ev
 
 T0 = 1_700_000_000.0
 
