@@ -57,7 +57,7 @@ def test_three_workers_one_killed_three_times_count_every_event_once(tmp_path):
     # SDK-style envelopes keyed by model: applied where they are read
     args = argparse.Namespace(events=200_000, models=10, events_per_second=2000.0,
                               rate=20_000.0, kills=3, workers=3, seed=1, keys="model",
-                              lateness=1.0, settle=30.0)
+                              lateness=1.0, settle=10.0)
     exact(asyncio.run(run(args, tmp_path)) | {"workers": 3}, tmp_path)
 
 

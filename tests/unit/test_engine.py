@@ -72,6 +72,9 @@ def test_late_events_are_counted_not_dropped_silently():
     assert pipe.late_events == 2
     pipe.advance(100)
     assert [(w.count, w.late_events) for w in pipe.windows] == [(1, 0), (1, 2)]
+    metric = pipe.engine.registry.get_sample_value
+    assert metric("mlpulse_late_events_total", {"kind": "predictions"}) == 2
+    assert metric("mlpulse_windows_closed_total", {"kind": "predictions"}) == 2
 
 
 def test_versions_get_separate_windows():
@@ -133,6 +136,8 @@ def test_cardinality_guard_folds_a_flood_of_model_names_and_features():
     assert all(len(w.features) == 3 and "__other__" in w.features for w in other)
     folded = pipe.summarizer.guard.folded
     assert (folded["model"], folded["version"], folded["feature"]) == (497, 3, 497 - len(other))
+    assert pipe.engine.registry.get_sample_value("mlpulse_series_folded_total",
+                                                 {"kind": "model"}) == 497
     presence = pipe.detect._presence   # the state a flood must not grow
     assert sum(len(models) for models in presence.values()) <= 3 + 4   # models + __other__s
 

@@ -33,3 +33,13 @@ def test_quick_start_is_two_commands():
     block = README.split("## Quick start", 1)[1].split("```")[1]
     commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
     assert commands == ["make run", "make test"]
+
+
+def test_every_test_the_docs_cite_exists():
+    root = Path(__file__).resolve().parents[2]
+    text = README + "".join(p.read_text() for p in sorted((root / "docs").glob("*.md")))
+    cited = set(re.findall(r"(tests/[\w/]+\.py)::(\w+)", text))
+    assert cited
+    missing = [(path, name) for path, name in sorted(cited)
+               if not (root / path).exists() or f"def {name}(" not in (root / path).read_text()]
+    assert missing == []
