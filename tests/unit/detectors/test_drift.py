@@ -1,0 +1,59 @@
+"""Drift tests: effect size at large n, exact KS p-values where they decide, category mixes."""
+
+
+from __future__ import annotations
+
+import numpy as np
+
+from mlpulse.detectors.drift import DriftThresholds, numeric_drift
+from mlpulse.detectors.monitor import ModelMonitor
+from mlpulse.detectors.profile import bin_counts
+from mlpulse.detectors.reference import Contribution, build_reference
+from tests.unit.detectors.streams import WINDOW_S, config, events, firing, run_window
+
+
+def test_large_windows_are_judged_by_effect_size_not_p_value():
+    rng = np.random.default_rng(13)
+    reference = rng.normal(0, 1, 2000)
+    c = Contribution(0, 60, 2000, 0, samples={"f:x": (reference, 2000)})
+    ref = build_reference([c]).numeric["f:x"]
+    t = DriftThresholds()
+    tiny_shift = bin_counts(ref.edges, rng.normal(0.03, 1, 200_000))
+    assert not numeric_drift(ref, tiny_shift, t).drifted
+    real_shift = bin_counts(ref.edges, rng.normal(0.5, 1, 200_000))
+    assert numeric_drift(ref, real_shift, t).drifted
+    assert numeric_drift(ref, bin_counts(ref.edges, rng.normal(3, 1, 50)), t) is None
+
+
+def test_ks_p_value_is_exact_where_it_decides():
+    """The exact KS distribution where the effect is large enough for the p-value to
+    decide the verdict; the asymptotic one (never below it here) elsewhere."""
+    from scipy import stats
+
+    rng = np.random.default_rng(15)
+    c = Contribution(0, 60, 2000, 0, samples={"f:x": (rng.normal(0, 1, 2000), 2000)})
+    ref = build_reference([c]).numeric["f:x"]
+    t = DriftThresholds()
+    for shift, large in ((0.6, True), (0.02, False)):
+        result = numeric_drift(ref, bin_counts(ref.edges, rng.normal(shift, 1, 5000)), t)
+        assert result is not None and (result.effect >= t.psi) is large
+        exact = float(stats.kstwo.sf(result.statistic, 500))   # n_eff of two capped 1000s
+        if large:
+            assert result.p_value == exact and result.drifted
+        else:
+            assert exact <= result.p_value <= exact * 1.1 + 1e-12
+
+
+def test_category_mix_change_and_unseen_values():
+    rng = np.random.default_rng(17)
+    monitor = ModelMonitor("m", "v1", config(adwin={"enabled": False}), WINDOW_S)
+    usual = ["US", "DE", "FR", "GB"]
+    for w in range(3):
+        run_window(monitor, events(rng, 400, w * WINDOW_S,
+                                   country=lambda r: usual[int(r.integers(4))]), w)
+    skewed = firing(run_window(monitor, events(
+        rng, 400, 3 * WINDOW_S, country=lambda r: "US" if r.random() < 0.7 else "DE"), 3))
+    assert ("feature_drift", "country") in skewed
+    unseen = firing(run_window(monitor, events(
+        rng, 400, 4 * WINDOW_S, country=lambda r: "XX" if r.random() < 0.2 else "US"), 4))
+    assert ("unseen_category", "country") in unseen
