@@ -30,7 +30,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-__all__ = ["BatchConsumer", "Checkpoint", "Write"]
+__all__ = ["BatchConsumer", "TakeCheckpoint", "Write"]
 
 log = logging.getLogger("mlpulse.consumer")
 
@@ -46,7 +46,7 @@ events/s of ``make bench`` (102k -> 114k at a quarter)."""
 
 Handler = Callable[[Sequence[Any]], Awaitable[None]]
 Write = Callable[[], Awaitable[None]]
-Checkpoint = Callable[[Mapping[TopicPartition, int]], Awaitable[Write | None]]
+TakeCheckpoint = Callable[[Mapping[TopicPartition, int]], Awaitable[Write | None]]
 """Takes a checkpoint's snapshot (of the state the handled records built, with their
 positions) and returns what writes it (None: nothing to write)."""
 
@@ -56,7 +56,7 @@ class BatchConsumer:
 
     def __init__(
         self, *, bootstrap: str, group_id: str, handle: Handler,
-        checkpoint: Checkpoint, max_records: int = 2000,
+        checkpoint: TakeCheckpoint, max_records: int = 2000,
         max_fetch_bytes: int = 1024 * 1024, commit_interval_s: float = 1.0,
         close_timeout_s: float = 5.0, kafka: Mapping[str, Any] | None = None,
     ) -> None:

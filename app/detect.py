@@ -44,6 +44,7 @@ from .detectors.settings import DetectorSettings, ModelDetectors
 from .events import AlertEvent, LogWindow, PredictionEvent, PredictionWindow
 from .join import Revised
 from .rules import Rules
+from .store import model_key, presence_key, presence_model, service_key
 from .summarize import Closed
 
 __all__ = ["Detect", "MemoryStore", "SnapshotStore", "load_reference_file", "window_metrics"]
@@ -192,7 +193,7 @@ class Detect:
         services = self._services.setdefault(c.partition, {})
         entry = services.get(service)
         if entry is None:
-            stored = self.store.get(c.partition, b"l|" + service.encode())
+            stored = self.store.get(c.partition, service_key(service))
             if stored is not None:
                 data = msgspec.msgpack.decode(stored)
                 entry = (LogErrorSpike.restore(data["spike"]), Lifecycle(data["alerts"]),
@@ -211,7 +212,7 @@ class Detect:
         conditions = (self.rules.evaluate_findings([finding] if finding else [], labels)
                       + self.rules.evaluate_metrics(window_metrics(c), labels, source="logs"))
         events = alerts.apply(conditions, c.start_s, c.end_s)
-        self.store.put(c.partition, b"l|" + service.encode(), msgspec.msgpack.encode(
+        self.store.put(c.partition, service_key(service), msgspec.msgpack.encode(
             {"spike": spike.snapshot(), "alerts": alerts.snapshot(), "last_end_s": c.end_s}))
         return events
 
@@ -284,7 +285,7 @@ class Detect:
         model, version = key
         config = self.config.for_model(model)
         hst = self._hst_allowed(config)
-        stored = self.store.get(partition, _model_key(key))
+        stored = self.store.get(partition, model_key(key))
         if stored is not None:
             try:
                 data = _unpack(stored)
@@ -301,19 +302,19 @@ class Detect:
                            Lifecycle())
 
     def _save_model(self, partition: int, key: tuple[str, ...], state: _ModelState) -> None:
-        self.store.put(partition, _model_key(key), _pack(
+        self.store.put(partition, model_key(key), _pack(
             {"monitor": state.monitor.snapshot(), "alerts": state.alerts.snapshot(),
              "last_end_s": state.last_end_s}))
 
     def _load_presence(self, partition: int, model: str, now_wall_s: float) -> _Presence:
-        stored = self.store.get(partition, b"n|" + model.encode())
+        stored = self.store.get(partition, presence_key(model))
         if stored is None:
             return _Presence(now_wall_s, Lifecycle())
         data = msgspec.msgpack.decode(stored)
         return _Presence(data["last_seen_wall_s"], Lifecycle(data["alerts"]))
 
     def _save_presence(self, partition: int, model: str, presence: _Presence) -> None:
-        self.store.put(partition, b"n|" + model.encode(), msgspec.msgpack.encode(
+        self.store.put(partition, presence_key(model), msgspec.msgpack.encode(
             {"last_seen_wall_s": presence.last_seen_wall_s,
              "alerts": presence.alerts.snapshot()}))
 
@@ -328,12 +329,11 @@ class Detect:
         self._restored.add(partition)
         models = self._presence.setdefault(partition, {})
         for key, value in self.store.items(partition):
-            if key.startswith(b"n|"):
-                model = key[2:].decode()
-                if model not in models:
-                    data = msgspec.msgpack.decode(value)
-                    models[model] = _Presence(max(data["last_seen_wall_s"], now_wall_s),
-                                              Lifecycle(data["alerts"]))
+            model = presence_model(key)
+            if model is not None and model not in models:
+                data = msgspec.msgpack.decode(value)
+                models[model] = _Presence(max(data["last_seen_wall_s"], now_wall_s),
+                                          Lifecycle(data["alerts"]))
 
     def keep_only(self, partitions: set[int]) -> None:
         """Forget partitions this worker no longer owns (their state stays in the store)."""
@@ -392,10 +392,6 @@ def _unpack(stored: bytes) -> Any:
     True
     """
     return msgspec.msgpack.decode(zlib.decompress(stored) if stored[:1] == b"\x78" else stored)
-
-
-def _model_key(key: tuple[str, ...]) -> bytes:
-    return b"p|" + "|".join(key).encode()
 
 
 def _seed(key: tuple[str, ...]) -> int:

@@ -226,7 +226,7 @@ class Engine:
                 time.perf_counter() - started)
             metrics.batch_messages.labels(stage=f"ingest_{stream.name}").observe(
                 sum(len(whole) for whole in parts.values()))
-        self._emit(self.summarizer.close_due_windows(now, check_idle=False), raised, out)
+        self._emit(self.summarizer.close_due(now, check_idle=False), raised, out)
         return out
 
     def _decode(self, stream: Stream, records: Sequence[Record], now: float) -> Routed:
@@ -378,7 +378,7 @@ class Engine:
         if mine:
             for partition in {p for p, _ in grouped} & self.owned[stream.name]:
                 self._direct(stream, partition, mine)
-        self._emit(self.summarizer.close_due_windows(now, check_idle=False), raised, out)
+        self._emit(self.summarizer.close_due(now, check_idle=False), raised, out)
         return out
 
     def _apply(self, stream: Stream, partition: int, name: str, events: list[Any], *,
@@ -412,12 +412,12 @@ class Engine:
             for partition in self.owned["predictions"]:
                 self.detect.restore_presence(partition, now)
         if not self.reading:
-            self._emit(self.summarizer.close_due_windows(now, check_idle=False), [], out)
+            self._emit(self.summarizer.close_due(now, check_idle=False), [], out)
             return out
         self._progress(self.predictions, now, reader, out)
         self._progress(self.logs, now, reader, out)
         self._align_labels(now, reader, out)
-        self._emit(self.summarizer.close_due_windows(now), self.detect.check_no_data(now), out,
+        self._emit(self.summarizer.close_due(now), self.detect.check_no_data(now), out,
                    self.summarizer.revisions(now))
         return out
 

@@ -6,8 +6,14 @@ timers too, not only while a stream event is being processed. Faust restores
 the table from the changelog when partitions are assigned, before the agents
 resume: a worker that takes over a partition finds its models' state there.
 
->>> partition_for(b"model-0", 4) == partition_for(b"model-0", 4) < 4
-True
+Snapshot keys (encoded and decoded here only): ``p|model|version`` a model version's
+detectors, ``n|model`` a model's presence (no-data alerts), ``l|service`` a log service's
+detector; each is routed by its model or service, like its events.
+
+>>> model_key(("fraud", "v2")), presence_key("fraud"), service_key("api")
+(b'p|fraud|v2', b'n|fraud', b'l|api')
+>>> presence_model(b"n|fraud"), presence_model(b"p|fraud|v2"), routing_key(b"p|fraud|v2")
+('fraud', None, b'fraud')
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from typing import Any
 
 from .repartition import partition_for
 
-__all__ = ["END_MARKER", "TableStore"]
+__all__ = ["END_MARKER", "TableStore", "model_key", "presence_key", "presence_model",
+           "routing_key", "service_key"]
 
 
 END_MARKER = b"e|"
@@ -25,8 +32,28 @@ END_MARKER = b"e|"
 empty, which :meth:`TableStore.get` reads as no state."""
 
 
-def _routing_key(key: bytes) -> bytes:
-    """``p|model|version``, ``n|model`` and ``l|service`` are routed by model / service."""
+def model_key(key: tuple[str, ...]) -> bytes:
+    """The snapshot key of a model version's detectors."""
+    return b"p|" + "|".join(key).encode()
+
+
+def presence_key(model: str) -> bytes:
+    """The snapshot key of a model's presence (when it was last seen, its no-data alert)."""
+    return b"n|" + model.encode()
+
+
+def service_key(service: str) -> bytes:
+    """The snapshot key of a log service's error-spike detector."""
+    return b"l|" + service.encode()
+
+
+def presence_model(key: bytes) -> str | None:
+    """The model of a presence key (None: another kind of key)."""
+    return key[2:].decode() if key.startswith(b"n|") else None
+
+
+def routing_key(key: bytes) -> bytes:
+    """The model or service a snapshot key is routed by (its partition's)."""
     return key[2:].split(b"|", 1)[0]
 
 
@@ -70,4 +97,4 @@ class TableStore:
     def items(self, partition: int) -> Iterable[tuple[bytes, bytes]]:
         return [(key, value) for key, value in list(self.table.data.items())
                 if isinstance(key, bytes) and isinstance(value, bytes) and value
-                and partition_for(_routing_key(key), self.partitions) == partition]
+                and partition_for(routing_key(key), self.partitions) == partition]

@@ -14,7 +14,8 @@ a wall-clock timer, for the windows that closed.
 >>> s = Summarizer(settings)
 >>> s.add_prediction_events(0, routed.by_key["a"], now_wall_s=100)
 0
->>> [(w.model, w.window_start, w.count) for w in s.close_due(now_wall_s=1000)]
+>>> [(c.summary.model, c.summary.window_start, c.summary.count)
+...  for c in s.close_due(now_wall_s=1000)]
 [('a', '1970-01-01T00:00:00Z', 1)]
 """
 
@@ -124,7 +125,8 @@ class Summarizer:
         >>> s.add_prediction_events(0, [event(3.0)], now_wall_s=0)   # ... and its events
         0
         >>> s.progress(0, "predictions", {1: (12.0, CAUGHT_UP)})
-        >>> [(w.window_start, w.count) for w in s.close_due(now_wall_s=0, check_idle=False)]
+        >>> [(c.summary.window_start, c.summary.count)
+        ...  for c in s.close_due(now_wall_s=0, check_idle=False)]
         [('1970-01-01T00:00:00Z', 2)]
         """
         if not self.watermarks.update(partition, stream, report):
@@ -198,16 +200,11 @@ class Summarizer:
         service = self.guard.service(events[0].service, now_wall_s, len(events))
         return windows.add((service,), events, now_wall_s)
 
-    def close_due(self, now_wall_s: float, check_idle: bool = True) -> list[WindowSummary]:
-        """Summaries of every window that is due to close, oldest first per partition.
+    def close_due(self, now_wall_s: float, check_idle: bool = True) -> list[Closed]:
+        """Every window that is due to close, oldest first per partition, with its summary.
 
-        ``check_idle=False`` only closes what the watermark passed (cheap: the
-        pipeline asks after every batch; the idle timer asks with the default).
-        """
-        return [closed.summary for closed in self.close_due_windows(now_wall_s, check_idle)]
-
-    def close_due_windows(self, now_wall_s: float, check_idle: bool = True) -> list[Closed]:
-        """Like :meth:`close_due`, with each window's partition, key and aggregate."""
+        ``check_idle=False`` only closes what the watermark passed (cheap: the engine asks
+        after every batch; the clock's tick asks with the default)."""
         out: list[Closed] = []
         for partition, windows in self._predictions.items():
             for closed in windows.close_due(now_wall_s, check_idle):
@@ -265,7 +262,7 @@ class Summarizer:
         ...                                               model="m")], now_wall_s=0)
         0
         >>> two.restore_partition(2, one.partition_state(2))
-        >>> [(w.model, w.count) for w in two.close_due(now_wall_s=1000)]
+        >>> [(c.summary.model, c.summary.count) for c in two.close_due(now_wall_s=1000)]
         [('m', 1)]
         """
         state = msgspec.msgpack.decode(data)

@@ -31,7 +31,10 @@ import numpy as np
 __all__ = ["Reservoir", "WindowProfile", "bin_counts"]
 
 
-class ChangeDetectors(Protocol):
+class ChangeFeed(Protocol):
+    """Where a window profile feeds each signal's values as they come (the ADWIN change
+    detectors, :class:`mlpulse.detectors.adwin.ChangeDetectors`)."""
+
     def update(self, signal: str, values: np.ndarray) -> None: ...
 
 
@@ -104,7 +107,7 @@ class WindowProfile:
 
     def __init__(
         self, edges: Mapping[str, np.ndarray] | None = None, sample_size: int = 0,
-        changes: ChangeDetectors | None = None, rng: np.random.Generator | None = None,
+        changes: ChangeFeed | None = None, rng: np.random.Generator | None = None,
         rows: Mapping[str, int] | None = None,
     ) -> None:
         self.edges = edges or {}

@@ -61,7 +61,7 @@ def read_skewed(stream: dict[int, list[PredictionEvent]], *, aligned: bool, fetc
     clocks.assigned("predictions", stream, now)
 
     def drain(check_idle: bool) -> None:
-        for w in s.close_due(now, check_idle=check_idle):
+        for w in [c.summary for c in s.close_due(now, check_idle=check_idle)]:
             counts[(w.model, _start(w.window_start))] += w.count
 
     while any(positions[i] < len(stream[i]) for i in stream):
@@ -144,7 +144,7 @@ def test_a_window_waits_for_a_busy_partition_even_when_idle_on_the_wall_clock():
     s.progress(0, "predictions", {0: (30.0, CAUGHT_UP), 1: (5.0, BEHIND)})
     assert s.close_due(now_wall_s=1000) == []   # partition 1 is still being read
     s.progress(0, "predictions", {1: (5.0, IDLE)})
-    assert [w.count for w in s.close_due(now_wall_s=1000)] == [1]
+    assert [c.summary.count for c in s.close_due(now_wall_s=1000)] == [1]
 
 
 def test_a_quiet_window_waits_while_a_backlog_is_read_even_past_the_aligned_watermark():
@@ -159,7 +159,7 @@ def test_a_quiet_window_waits_while_a_backlog_is_read_even_past_the_aligned_wate
     assert s.close_due(now_wall_s=1000) == []   # a's window is idle, but a backlog is read
     s.add_prediction_events(0, [PredictionEvent(event_id="a2", timestamp=4.0, model="a")], 1000)
     s.progress(0, "predictions", {0: (50.0, CAUGHT_UP)})
-    closed = s.close_due(now_wall_s=2000)
+    closed = [c.summary for c in s.close_due(now_wall_s=2000)]
     assert [(w.model, w.count, w.late_events) for w in closed] == [("a", 2, 0)]
 
 
@@ -173,7 +173,8 @@ def test_a_model_whose_clock_lags_keeps_its_events():
     s.progress(0, "predictions", {0: (119.0, CAUGHT_UP)})
     assert s.add_prediction_events(0, slow[:10], 0) == 0
     assert s.add_prediction_events(0, slow[10:], 0) == 0
-    windows = {(w.model, w.window_start): w.count for w in s.close_due(0, check_idle=False)}
+    closed = [c.summary for c in s.close_due(0, check_idle=False)]
+    windows = {(w.model, w.window_start): w.count for w in closed}
     assert windows[("b", "1970-01-01T00:01:10Z")] == 10
 
 
@@ -189,7 +190,7 @@ def test_progress_is_part_of_the_partition_checkpoint():
     assert two.watermarks.state(1) == one.watermarks.state(1)
     assert two.close_due(0, check_idle=False) == []
     two.progress(1, "predictions", {1: (11.0, CAUGHT_UP)})
-    assert [w.count for w in two.close_due(0, check_idle=False)] == [1]
+    assert [c.summary.count for c in two.close_due(0, check_idle=False)] == [1]
 
 
 def test_reports_round_trip_through_the_header():
