@@ -157,10 +157,6 @@ class Summarizer:
     def decode_logs(self, payload: bytes) -> list[LogEvent]:
         return self._log_codec.decode(payload)
 
-    def add_predictions(self, partition: int, payload: bytes, now_wall_s: float) -> int:
-        """Aggregate one routed payload; return the number of late events."""
-        return self.add_prediction_events(partition, self.decode_predictions(payload), now_wall_s)
-
     def add_prediction_events(
         self, partition: int, events: list[PredictionEvent], now_wall_s: float
     ) -> int:
@@ -188,9 +184,6 @@ class Summarizer:
     def revisions(self, now_wall_s: float) -> list[Revised]:
         """Summaries of closed windows that labels changed since they were emitted."""
         return self.join.revisions(now_wall_s) if self.join is not None else []
-
-    def add_logs(self, partition: int, payload: bytes, now_wall_s: float) -> int:
-        return self.add_log_events(partition, self.decode_logs(payload), now_wall_s)
 
     def add_log_events(self, partition: int, events: list[LogEvent], now_wall_s: float) -> int:
         """Aggregate routed log events (all of one service)."""
