@@ -49,6 +49,7 @@ from .ingest import SLICE_BYTES, Ingest, Record, Routed, slices
 from .join import Revised
 from .metrics import Metrics
 from .outputs import alert_key, encode, window_key
+from .ownership import Ownership
 from .progress import (
     PROGRESS_HEADER,
     InputClocks,
@@ -144,8 +145,10 @@ class Engine:
         self.status = Status()
         self.detect.on_findings = self.status.on_findings
         self.registry.register(StatusCollector(self.status, lambda: self.summarizer.guard.folded))
-        self.owned: dict[str, set[int]] = {name: set() for name in self.streams}
-        """Internal partitions owned per stream (those of the consumer group's assignment)."""
+        self.ownership = Ownership(
+            partitions=settings.partitions,
+            streams={name: stream.topic for name, stream in self.streams.items()})
+        """Which partitions are owned here and held, with the input offsets they hold."""
         self.hops = HopFilter()
         self.clocks = InputClocks(settings.idle_partition_seconds)
         """Event-time progress of the input partitions this worker reads."""
@@ -156,10 +159,6 @@ class Engine:
         """(stream, internal partition) → when and what progress was last sent to it."""
         self.reports: dict[str, Report] = {}
         """Stream → the latest progress report of the input partitions read here."""
-        self.restored: set[int] = set()
-        """Internal partitions whose state this worker holds (restored from a checkpoint)."""
-        self.input_offsets: dict[tuple[str, int], int] = {}
-        """Next input offset per input partition read, as of the last checkpoint."""
         self.writer = CheckpointWriter()
         self.reading = False
         """Whether input is being read (not during a rebalance): idle windows and silent
@@ -458,15 +457,13 @@ class Engine:
         """Snapshot the windows of every owned partition with the input offsets and hop
         positions they hold (``positions``: next input offset per input partition read);
         None when nothing changed."""
-        self.input_offsets.update(positions)
+        own = self.ownership
+        own.read_to(positions)
         aligned = {s.topic for s in self.streams.values() if s.aligned}
-        n = self.settings.partitions
         points = {partition: Checkpoint(
             state=self.summarizer.partition_state(partition),
-            inputs={f"{topic}:{index}": offset
-                    for (topic, index), offset in self.input_offsets.items()
-                    if topic in aligned and index % n == partition},
-            hops=self.hops.state(partition)) for partition in self.restored}
+            inputs=own.inputs_of(partition, aligned),
+            hops=self.hops.state(partition)) for partition in own.held}
         take_touched = getattr(self.store, "take_touched", None)
         states: set[int] = take_touched() if take_touched is not None else set()
         mark_end: Callable[[int], None] | None = getattr(self.store, "mark_end", None)
@@ -484,18 +481,23 @@ class Engine:
         """The consumer group gave this worker these internal partitions per stream
         (Faust rebalances eagerly: everything is revoked, then the new assignment
         arrives). Keep the state of partitions that stayed; drop the rest."""
-        self.owned = {name: set(owned.get(name, set())) for name in self.streams}
-        predictions, logs = self.owned["predictions"], self.owned["logs"]
+        own = self.ownership
+        own.assign(owned)
+        predictions, logs = own.owned["predictions"], own.owned["logs"]
         self.summarizer.keep_only(predictions=predictions, logs=logs)
         self.hops.keep_only(predictions)
-        self.restored &= predictions
-        self.writer.keep_only(self.restored)
-        self.detect.keep_only(set().union(*self.owned.values()))
+        self.writer.keep_only(own.held)
+        self.detect.keep_only(set().union(*own.owned.values()))
         self.status.keep_only(predictions | logs)
+
+    @property
+    def owned(self) -> dict[str, set[int]]:
+        """Internal partitions owned per stream."""
+        return self.ownership.owned
 
     def to_restore(self) -> list[int]:
         """Owned partitions whose state is not here yet: read their checkpoints."""
-        return sorted(self.owned["predictions"] - self.restored)
+        return self.ownership.to_restore()
 
     def restore(self, partition: int, point: Checkpoint | None, slot: int
                 ) -> dict[tuple[str, int], int]:
@@ -510,35 +512,28 @@ class Engine:
         alone."""
         if partition not in self.owned["predictions"]:
             return {}
-        self.restored.add(partition)
         self.writer.restored(partition, point, slot)
         if point is None:
-            return {}
+            return self.ownership.hold(partition, {})
         self.summarizer.restore_partition(partition, point.state, self.clock())
         self.hops.restore(partition, point.hops)
-        offsets = {}
-        for name, offset in point.inputs.items():
-            topic, _, index = name.rpartition(":")
-            offsets[(topic, int(index))] = offset
-        self.input_offsets.update(offsets)
         log.info("mlpulse restored partition %d from its checkpoint (%d bytes of windows)",
                  partition, len(point.state))
-        return offsets
+        return self.ownership.hold(partition, point.inputs)
 
     def reads(self, counts: Mapping[str, int]) -> list[tuple[str, int]]:
         """The input partitions to read (``counts``: partitions per input topic): input
-        partition i goes with internal partition i mod N."""
+        partition i goes with internal partition i mod N; windows wait for the slowest of
+        them."""
         now = self.clock()
         out: list[tuple[str, int]] = []
-        n = self.settings.partitions
-        for stream in self.streams.values():
-            count = counts.get(stream.topic) or n
-            mine = self.owned[stream.name]
-            indices = [i for i in range(count) if i % n in mine]
+        for name, indices in self.ownership.reads(counts).items():
+            stream = self.streams[name]
             out += [(stream.topic, i) for i in indices]
-            if stream.aligned:   # windows wait for the slowest of them
-                self.summarizer.sources(stream.name, count)
-                self.clocks.assigned(stream.name, indices, now)
+            if stream.aligned:
+                self.summarizer.sources(name, counts.get(stream.topic) or
+                                        self.settings.partitions)
+                self.clocks.assigned(name, indices, now)
         return out
 
     def resume(self) -> None:

@@ -264,7 +264,7 @@ def test_a_partition_is_checkpointed_only_once_its_restore_is_done():
     assert engine.checkpoint({}) is None        # the reads are under way: nothing held
     engine.assign({"predictions": {2}, "logs": {2}, "feedback": {2}})   # 3 went meanwhile
     assert engine.restore(2, None, 0) == {} and engine.restore(3, None, 0) == {}
-    assert engine.restored == {2}
+    assert engine.ownership.held == {2}
     assert engine.checkpoint({}) is not None    # now it is held
 
 
