@@ -43,3 +43,10 @@ def test_every_test_the_docs_cite_exists():
     missing = [(path, name) for path, name in sorted(cited)
                if not (root / path).exists() or f"def {name}(" not in (root / path).read_text()]
     assert missing == []
+
+
+def test_the_architecture_table_names_every_module():
+    app = Path(__file__).resolve().parents[2] / "app"
+    modules = {p.stem for p in app.glob("*.py")} - {"__init__", "__main__"}
+    table = README.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    assert sorted(m for m in modules if f"`{m}`" not in table) == []
