@@ -213,7 +213,11 @@ class Pipeline:
             self.ingest_consumer.commit_soon()
 
     async def _ingest(self, records: Any) -> None:
-        await self._send(self.engine.ingest(records, self.ingest_consumer))
+        # under the lock until its messages are with the producer: a tick in between would
+        # report progress that covers events not handed over yet (the report could overtake
+        # them on the internal topic)
+        async with self.state_lock:
+            await self._send(self.engine.ingest(records, self.ingest_consumer))
 
     async def _checkpoint(self, positions: Any) -> Write | None:
         """Snapshot the state of every owned partition with the input offsets it holds;
