@@ -321,6 +321,8 @@ class Pipeline:
                         "(%s); the next rebalance does", exc)
 
     async def _on_shutdown(self, sender: Any, **kwargs: Any) -> None:
+        if self._refetch is not None:
+            self._refetch.cancel()
         await self.checkpoint_reader.close()
 
     def _highwater(self, tp: TP) -> int | None:
