@@ -159,8 +159,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from .sdk.simulator import Injection, Simulator
     from .topics import Topics
 
-    if "MLPULSE_LOG_LEVEL" not in os.environ:
-        settings = settings.replace(log_level="warning")
+    if "MLPULSE_LOG_LEVEL" not in os.environ:   # the story counts the dead letters itself
+        settings = settings.replace(log_level="error")
     setup_logging(settings.log_level, settings.log_format)
     if "MLPULSE_WINDOW_SECONDS" not in os.environ:
         settings = settings.replace(window_seconds=args.window_seconds, lateness_seconds=1.0)

@@ -220,11 +220,11 @@ class Engine:
                 self.clocks.read(stream.name, index, newest.get(index, -math.inf), now)
             if stream.aligned:
                 self._progress(stream, now, reader, out)
-            self._align_labels(now, reader, out)
             metrics.batch_duration.labels(stage=f"ingest_{stream.name}").observe(
                 time.perf_counter() - started)
             metrics.batch_messages.labels(stage=f"ingest_{stream.name}").observe(
                 sum(len(whole) for whole in parts.values()))
+        self._align_labels(now, reader, out)   # once all of the fetch's clocks moved
         self._emit(self.summarizer.close_due(now, check_idle=False), raised, out)
         return out
 
