@@ -101,6 +101,10 @@ class FeatureStats:
 class Profile(Protocol):
     def add(self, signal: str, values: np.ndarray) -> None: ...
 
+    def state(self) -> Any: ...
+
+    def restore(self, state: Any) -> None: ...
+
 
 class Labels(Protocol):
     def remember(self, events: Sequence[PredictionEvent], predictions: list[object],
@@ -238,9 +242,10 @@ class PredictionAggregate:
         self.trace_ids = (self.trace_ids + other.trace_ids)[:TRACE_SAMPLE]
 
     def state(self) -> dict[str, Any]:
-        """This aggregate as plain data (msgpack-ready), without its ``profile`` and
-        ``labels``: their owners keep their own state."""
+        """This aggregate as plain data (msgpack-ready), with what its ``profile`` keeps
+        (the detectors' bin counts), without its ``labels`` (the label index keeps them)."""
         return {
+            "profile": self.profile.state() if self.profile is not None else None,
             "count": self.count, "error_count": self.error_count,
             "latency": self.latency.state(), "confidence": self.confidence.state(),
             "low_confidence": self.low_confidence, "predictions": self.predictions.state(),
@@ -253,8 +258,8 @@ class PredictionAggregate:
         }
 
     def restore(self, state: dict[str, Any]) -> PredictionAggregate:
-        """Take the counts of ``state`` (from :meth:`state`); keep this aggregate's
-        settings, profile and labels. Returns self.
+        """Take the counts of ``state`` (from :meth:`state`), and its profile's into this
+        one's; keep this aggregate's settings and labels. Returns self.
 
         >>> a = PredictionAggregate()
         >>> a.add_batch([PredictionEvent(event_id="1", timestamp=1, model="m", latency_ms=5.0,
@@ -278,6 +283,8 @@ class PredictionAggregate:
         self.cost_usd = state["cost_usd"]
         self.cache_hits, self.cache_known = state["cache_hits"], state["cache_known"]
         self.trace_ids = list(state["trace_ids"])
+        if self.profile is not None and state.get("profile") is not None:
+            self.profile.restore(state["profile"])
         return self
 
     def result(

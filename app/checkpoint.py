@@ -126,8 +126,8 @@ class CheckpointRound:
     before it), then :meth:`headers_written`, make that durable, then :meth:`done`.
     """
 
-    chunks: list[tuple[int, bytes, bytes]]
-    """(partition, key, value) records of the checkpoint topic."""
+    chunks: list[tuple[int, bytes, bytes | None]]
+    """(partition, key, value) records of the checkpoint topic (None: a tombstone)."""
     headers: list[tuple[int, bytes, bytes]]
     headers_written: Callable[[], None]
     """What follows the headers (the end markers of the detector states written)."""
@@ -168,14 +168,20 @@ class CheckpointWriter:
             del self.written[partition]
 
     def round(self, points: Mapping[int, Checkpoint],
-              after_headers: Callable[[], None] | None = None) -> CheckpointRound | None:
-        """The records of the points that differ from the last written (None: none do,
-        and there is nothing ``after_headers``)."""
+              after_headers: Callable[[], None] | None = None,
+              records: Mapping[int, list[tuple[bytes, bytes | None]]] | None = None,
+              written: Callable[[], None] | None = None) -> CheckpointRound | None:
+        """The records of the points that differ from the last written, after the other
+        ``records`` of their partitions (keys outside the checkpoints' own; None values
+        are tombstones); None when there is nothing to write, nor ``after_headers``.
+        ``written`` is called once the round is durable."""
         due = [(partition, point, mark) for partition, point in sorted(points.items())
                if self.written.get(partition) != (mark := point.fingerprint())]
-        if not due and after_headers is None:
+        extra = [(partition, key, value) for partition, rows in sorted((records or {}).items())
+                 for key, value in rows]
+        if not due and not extra and after_headers is None:
             return None
-        chunks: list[tuple[int, bytes, bytes]] = []
+        chunks: list[tuple[int, bytes, bytes | None]] = extra
         headers: list[tuple[int, bytes, bytes]] = []
         for partition, point, _ in due:
             *parts, header = checkpoint_records(partition, point, self.slots.get(partition, 0))
@@ -186,6 +192,8 @@ class CheckpointWriter:
             for partition, _, mark in due:
                 self.slots[partition] = 1 - self.slots.get(partition, 0)
                 self.written[partition] = mark
+            if written is not None:
+                written()
 
         return CheckpointRound(chunks, headers, after_headers or _nothing, done)
 
@@ -208,9 +216,10 @@ class CheckpointReader:
         self._consumer: Any = None
 
     async def read(self, partition: int, timeout_s: float = 30.0
-                   ) -> tuple[Checkpoint | None, int]:
-        """The checkpoint (None if there is none) and the slot the next one goes to.
-        Raises ValueError for a corrupt one."""
+                   ) -> tuple[Checkpoint | None, int, dict[bytes, bytes]]:
+        """The checkpoint (None if there is none), the slot the next one goes to, and
+        every record of the partition (the label index's chunks are among them). Raises
+        ValueError for a corrupt one."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         if self._consumer is None:
@@ -232,9 +241,14 @@ class CheckpointReader:
                                      f"{timeout_s:.0f} s")
                 batch = await consumer.getmany(tp, timeout_ms=500)
                 for message in batch.get(tp, []):
-                    if message.key is not None and message.value is not None:
+                    if message.key is None:
+                        continue
+                    if message.value is None:   # a tombstone
+                        records.pop(message.key, None)
+                    else:
                         records[message.key] = message.value
-        return read_checkpoint(records.get, partition), next_slot(records.get, partition)
+        return (read_checkpoint(records.get, partition), next_slot(records.get, partition),
+                records)
 
     async def close(self) -> None:
         if self._consumer is not None:

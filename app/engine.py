@@ -40,7 +40,7 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry
 
 from .checkpoint import Checkpoint, CheckpointRound, CheckpointWriter
-from .codec import chunk_spans, chunked, group_by
+from .codec import chunk_spans, group_by
 from .config import Settings
 from .deadletter import reason_category
 from .detect import Detect, SnapshotStore
@@ -205,8 +205,6 @@ class Engine:
                     routed = self._decode(stream, batch, now)
                     if routed.newest_s > newest.get(index, -math.inf):
                         newest[index] = routed.newest_s
-                    if not stream.aligned:
-                        routed.by_key, routed.repartition = routed.all_by_key(), {}
                     for key in list(routed.by_key):
                         partition = self._home(key.encode())
                         if partition in owned:
@@ -229,8 +227,7 @@ class Engine:
         return out
 
     def _decode(self, stream: Stream, records: Sequence[Record], now: float) -> Routed:
-        routed = self.ingest_stage.fetch(stream.name, records, now,
-                                         self.local if stream.aligned else None)
+        routed = self.ingest_stage.fetch(stream.name, records, now, self.local)
         metrics = self.metrics
         metrics.messages.labels(topic=stream.topic).inc(len(records))
         metrics.events.labels(topic=stream.topic, outcome="accepted").inc(routed.accepted)
@@ -245,26 +242,20 @@ class Engine:
     def _publish(self, stream: Stream, routed: Routed, out: Outputs) -> None:
         """Repartition events: one message (or several in order, if large) per internal
         partition, saying where each event was read: each input partition's events then
-        reach an internal partition in order (what the replay filter needs). Labels go one
-        message per model."""
+        reach an internal partition in order (what the replay filter needs)."""
         encode_events = getattr(self.ingest_stage, f"encode_{stream.name}")
         limit = self.settings.internal_message_bytes
-        if not stream.aligned:
-            for key, events in routed.all_by_key().items():
-                for payload in chunked(events, encode_events, limit):
-                    out.messages.append(Produce(stream.internal, payload, key=key.encode()))
-        else:
-            by_partition: dict[int, list[Any]] = {}
-            for key, events in routed.all_by_key().items():
-                by_partition.setdefault(self._home(key.encode()), []).extend(events)
-            for partition, unordered in by_partition.items():
-                events, sources, seqs = in_order(unordered, *routed.origin(unordered))
-                for source, seq in dict(zip(sources, seqs, strict=True)).items():
-                    self.published[(partition, stream.topic, source)] = seq
-                for span, payload in chunk_spans(events, encode_events, limit):
-                    out.messages.append(Produce(
-                        stream.internal, payload, partition=partition,
-                        headers=[(ORIGIN_HEADER, pack_origin(sources[span], seqs[span]))]))
+        by_partition: dict[int, list[Any]] = {}
+        for key, events in routed.all_by_key().items():
+            by_partition.setdefault(self._home(key.encode()), []).extend(events)
+        for partition, unordered in by_partition.items():
+            events, sources, seqs = in_order(unordered, *routed.origin(unordered))
+            for source, seq in dict(zip(sources, seqs, strict=True)).items():
+                self.published[(partition, stream.topic, source)] = seq
+            for span, payload in chunk_spans(events, encode_events, limit):
+                out.messages.append(Produce(
+                    stream.internal, payload, partition=partition,
+                    headers=[(ORIGIN_HEADER, pack_origin(sources[span], seqs[span]))]))
         for record in routed.dead_letters:
             out.messages.append(Produce(self.topics.deadletter, encode(record)))
         if routed.dead_letters:
@@ -345,12 +336,6 @@ class Engine:
         close what the watermark passed."""
         out = Outputs()
         now = self.clock()
-        if not stream.aligned:
-            summarizer = self.summarizer
-            for message in messages:
-                summarizer.add_feedback(message.partition,
-                                        summarizer.decode_feedback(message.value))
-            return out
         decode = getattr(self.summarizer, f"decode_{stream.name}")
         grouped: dict[tuple[int, str], list[Any]] = {}
         reports: list[tuple[int, dict[int, tuple[float, int]]]] = []
@@ -373,7 +358,7 @@ class Engine:
             self.summarizer.progress(partition, stream.name, report)
         # this worker's own latest report, where the events it covers have all arrived
         # now (the windows close without waiting for the next report)
-        mine = self.reports.get(stream.name)
+        mine = self.reports.get(stream.name) if stream.aligned else None
         if mine:
             for partition in {p for p, _ in grouped} & self.owned[stream.name]:
                 self._direct(stream, partition, mine)
@@ -459,11 +444,13 @@ class Engine:
         None when nothing changed."""
         own = self.ownership
         own.read_to(positions)
-        aligned = {s.topic for s in self.streams.values() if s.aligned}
+        topics = {s.topic for s in self.streams.values()}
+        summarizer = self.summarizer
         points = {partition: Checkpoint(
-            state=self.summarizer.partition_state(partition),
-            inputs=own.inputs_of(partition, aligned),
+            state=summarizer.partition_state(partition),
+            inputs=own.inputs_of(partition, topics),
             hops=self.hops.state(partition)) for partition in own.held}
+        records = {partition: summarizer.partition_records(partition) for partition in points}
         take_touched = getattr(self.store, "take_touched", None)
         states: set[int] = take_touched() if take_touched is not None else set()
         mark_end: Callable[[int], None] | None = getattr(self.store, "mark_end", None)
@@ -473,7 +460,14 @@ class Engine:
                 if mark_end is not None:
                     mark_end(partition)
 
-        return self.writer.round(points, mark_ends if states else None)
+        def written() -> None:
+            for partition in points:
+                summarizer.records_written(partition)
+
+        point = self.writer.round(points, mark_ends if states else None, records, written)
+        if point is None:
+            written()   # nothing new: what the last checkpoint does not name can go
+        return point
 
     # ---------------------------------------------------------- 6. partitions move
 
@@ -499,10 +493,12 @@ class Engine:
         """Owned partitions whose state is not here yet: read their checkpoints."""
         return self.ownership.to_restore()
 
-    def restore(self, partition: int, point: Checkpoint | None, slot: int
+    def restore(self, partition: int, point: Checkpoint | None, slot: int,
+                records: Callable[[bytes], bytes | None] | None = None
                 ) -> dict[tuple[str, int], int]:
-        """Take over ``partition`` from its last checkpoint (None: start afresh); the
-        input offsets to read from.
+        """Take over ``partition`` from its last checkpoint (None: start afresh) and the
+        other records of the checkpoint topic (``records``: the label index's); the input
+        offsets to read from.
 
         The partition counts as held (and so is checkpointed) only once its state is in:
         a checkpoint round while the read was under way would otherwise write the
@@ -515,7 +511,7 @@ class Engine:
         self.writer.restored(partition, point, slot)
         if point is None:
             return self.ownership.hold(partition, {})
-        self.summarizer.restore_partition(partition, point.state, self.clock())
+        self.summarizer.restore_partition(partition, point.state, self.clock(), records)
         self.hops.restore(partition, point.hops)
         log.info("mlpulse restored partition %d from its checkpoint (%d bytes of windows)",
                  partition, len(point.state))

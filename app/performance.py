@@ -68,6 +68,28 @@ class Performance:
             return name
         return OTHER
 
+    def state(self) -> list[Any]:
+        """These counters as plain data (msgpack-ready).
+
+        >>> p = Performance()
+        >>> p.add([("cat", "cat", 1.0), (0.5, 0.25, 2.0)])
+        >>> q = Performance.from_state(p.state())
+        >>> q.result(predictions=2) == p.result(predictions=2)
+        True
+        """
+        return [[[p, t, n] for (p, t), n in self.confusion.items()], sorted(self.classes),
+                self.labelled, self.numeric, self.abs_error, self.sq_error, self.delay_sum_s,
+                self.delay_max_s]
+
+    @classmethod
+    def from_state(cls, state: list[Any], max_classes: int = 100) -> Performance:
+        out = cls(max_classes)
+        confusion, classes, out.labelled, out.numeric, out.abs_error, out.sq_error, \
+            out.delay_sum_s, out.delay_max_s = state
+        out.confusion = {(p, t): n for p, t, n in confusion}
+        out.classes = set(classes)
+        return out
+
     def result(self, predictions: int) -> PerformanceSummary:
         """The window's quality, given how many predictions it had."""
         out: dict[str, Any] = {

@@ -190,10 +190,9 @@ class Pipeline:
                     hops = [event.message for event in batch
                             if event.message.partition in owned]
                     await self._send(engine.apply(stream, hops))
-                    if stream.aligned:   # acked once a checkpoint holds their events
-                        for message in hops:
-                            message.incref()
-                            self.held.append(message)
+                    for message in hops:   # acked once a checkpoint holds their events
+                        message.incref()
+                        self.held.append(message)
                 duration.observe(time.perf_counter() - started)
                 size.observe(len(batch))
                 for event in batch:
@@ -282,12 +281,14 @@ class Pipeline:
         engine = self.engine
         offsets: dict[TopicPartition, int] = {}
         for partition in engine.to_restore():
+            records: dict[bytes, bytes] = {}
             try:
-                point, slot = await self.checkpoint_reader.read(partition)
+                point, slot, records = await self.checkpoint_reader.read(partition)
             except (ValueError, KafkaError) as exc:   # never crash on it: start afresh
                 log.error("mlpulse: %s; partition %d starts with no windows", exc, partition)
                 point, slot = None, 0
-            for (topic, index), offset in engine.restore(partition, point, slot).items():
+            restored = engine.restore(partition, point, slot, records.get)
+            for (topic, index), offset in restored.items():
                 offsets[TopicPartition(topic, index)] = offset
         counts = {name: await self.ingest_consumer.partitions(name) or 0
                   for name in engine.by_topic}
@@ -337,8 +338,7 @@ class Pipeline:
 
 _AGENTS = {"predictions": "summarize_predictions", "logs": "summarize_logs",
            "feedback": "join_feedback"}
-"""Agent (and batch-metric stage) name per stream: labels are joined, not summarized (they
-are not in checkpoints: acked as they are applied)."""
+"""Agent (and batch-metric stage) name per stream: labels are joined, not summarized."""
 
 _encoder = msgspec.json.Encoder()
 

@@ -139,9 +139,10 @@ class Summarizer:
         if stream == "predictions" and self.join is not None:
             self.join.progress(partition, watermark_s + self.settings.lateness_seconds)
 
-    def _prediction_factory(self, partition: int) -> Callable[[tuple[str, ...]], Any]:
+    def _prediction_factory(self, partition: int, with_labels: bool = True
+                            ) -> Callable[[tuple[str, ...]], Any]:
         profiles = self.profiles
-        join = self.join
+        join = self.join if with_labels else None
 
         def new(key: tuple[str, ...]) -> PredictionAggregate:
             profile = profiles(partition, key) if profiles is not None else None
@@ -230,9 +231,9 @@ class Summarizer:
     def partition_state(self, partition: int) -> bytes:
         """The open windows of ``partition`` (predictions and logs) with their watermarks,
         and the progress of the input partitions, as msgpack: what a checkpoint of the
-        partition holds. The detectors' per-window profiles and the label index are not in
-        it (a restored window's drift tests see the events after the restore; labels of
-        earlier predictions are not matched).
+        partition holds, with the detectors' bin counts of each open window and the label
+        index's counters (its predictions are in :meth:`partition_records`, taken after
+        this).
         """
         predictions = self._predictions.get(partition)
         logs = self._logs.get(partition)
@@ -240,13 +241,25 @@ class Summarizer:
             "predictions": predictions.state(PredictionAggregate.state) if predictions else [],
             "logs": logs.state(LogAggregate.state) if logs else [],
             "progress": self.watermarks.state(partition),
+            "labels": self.join.state(partition) if self.join is not None else None,
         })
 
+    def partition_records(self, partition: int) -> list[tuple[bytes, bytes | None]]:
+        """Checkpoint records to write with the last :meth:`partition_state` of
+        ``partition`` (the label index's new chunks; None: a tombstone)."""
+        return self.join.records(partition) if self.join is not None else []
+
+    def records_written(self, partition: int) -> None:
+        """The last state and records of ``partition`` are durable."""
+        if self.join is not None:
+            self.join.written(partition)
+
     def restore_partition(self, partition: int, data: bytes,
-                          now_wall_s: float = float("-inf")) -> None:
+                          now_wall_s: float = float("-inf"),
+                          records: Callable[[bytes], bytes | None] | None = None) -> None:
         """Replace the windows of ``partition`` by those of a :meth:`partition_state`
         (restored at ``now_wall_s``: the idle close gives restored windows their full time
-        from then).
+        from then), and its label index by the one in ``records`` (the checkpoint topic's).
 
         >>> from mlpulse.config import Settings
         >>> from mlpulse.events import PredictionEvent
@@ -262,10 +275,19 @@ class Summarizer:
         self._predictions.pop(partition, None)
         self._logs.pop(partition, None)
         self.watermarks.restore(partition, state.get("progress", {}))
+        labels: dict[tuple[Any, ...], WindowLabels] = {}
+        if self.join is not None and state.get("labels") and records is not None:
+            labels = self.join.restore(partition, state["labels"], records)
         if state["predictions"]:
-            factory = self._prediction_factory(partition)
-            self._windows(self._predictions, partition, factory).restore(
-                state["predictions"], lambda key, data: factory(key).restore(data), now_wall_s)
+            factory = self._prediction_factory(partition, with_labels=False)
+            windows = self._windows(self._predictions, partition, factory)
+            windows.restore(state["predictions"],
+                            lambda key, data: factory(key).restore(data), now_wall_s)
+            for key, start_s, aggregate in windows.opened():   # their label index
+                if self.join is not None:
+                    aggregate.labels = labels.pop((key, start_s), None) or self.join.open(
+                        partition, key)
+            windows.new_aggregate = self._prediction_factory(partition)
         if state["logs"]:
             self._windows(self._logs, partition, lambda key: LogAggregate()).restore(
                 state["logs"], lambda key, data: LogAggregate().restore(data), now_wall_s)

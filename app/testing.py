@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, next_slot, read_checkpoint
 from .config import Settings
 from .detect import Detect, MemoryStore
 from .engine import Engine, Outputs
@@ -109,6 +109,8 @@ class LocalPipeline:
         self.paused: dict[str, set[int]] = {}
         self._offsets: dict[tuple[str, int], int] = {}
         self._internal: dict[str, list[Message]] = {}
+        self.checkpoints: dict[int, dict[bytes, bytes]] = {}
+        """The checkpoint topic: its records per partition (:meth:`checkpoint` writes)."""
         engine = self.engine
         engine.assign({name: set(range(partitions)) for name in engine.streams})
         for partition in engine.to_restore():
@@ -178,22 +180,37 @@ class LocalPipeline:
         self._run(self.engine.tick(self.reader))
 
     def checkpoint(self) -> dict[int, Checkpoint]:
-        """The checkpoint a worker would write now, per partition (as a new owner reads it)."""
+        """The checkpoint a worker would write now, per partition (as a new owner reads
+        it); the records go to :attr:`checkpoints` (the checkpoint topic, compacted)."""
         point = self.engine.checkpoint(dict(self._offsets))
         out: dict[int, Checkpoint] = {}
         if point is None:
             return out
-        from .checkpoint import read_checkpoint
-
+        for partition, key, value in [*point.chunks, *point.headers]:
+            table = self.checkpoints.setdefault(partition, {})
+            if value is None:
+                table.pop(key, None)
+            else:
+                table[key] = value
         for partition in {p for p, _, _ in point.headers}:
-            table = {key: value for p, key, value in [*point.chunks, *point.headers]
-                     if p == partition}
-            restored = read_checkpoint(table.get, partition)
+            restored = read_checkpoint(self.checkpoints[partition].get, partition)
             if restored is not None:
                 out[partition] = restored
         point.headers_written()
         point.done()
         return out
+
+    def restore(self, checkpoints: dict[int, dict[bytes, bytes]]) -> None:
+        """Take over every partition from the checkpoint topic of another pipeline (a
+        worker restarted after ``kill -9``): its state, and input read on from the
+        checkpoints' offsets (:meth:`fetch` then numbers the messages from there)."""
+        engine = self.engine
+        self.checkpoints = {p: dict(table) for p, table in checkpoints.items()}
+        for partition, table in self.checkpoints.items():
+            point = read_checkpoint(table.get, partition)
+            offsets = engine.restore(partition, point, next_slot(table.get, partition),
+                                     table.get)
+            self._offsets.update(offsets)
 
     # the in-memory topics
     def _run(self, out: Outputs) -> None:

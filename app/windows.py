@@ -168,6 +168,11 @@ class TumblingWindows(Generic[A]):
     def open_windows(self) -> int:
         return sum(len(windows) for windows in self._open.values())
 
+    def opened(self) -> list[tuple[Key, float, A]]:
+        """Every open window: (key, start, aggregate)."""
+        return [(key, start_s, window.aggregate) for key, windows in self._open.items()
+                for start_s, window in windows.items()]
+
     def window_start(self, event_time_s: float) -> float:
         start = math.floor(event_time_s / self.size_s) * self.size_s
         return int(start) if float(start).is_integer() else start

@@ -201,6 +201,8 @@ def run_child(case: str, args: argparse.Namespace) -> dict[str, Any]:
     for window, _model, payload in traffic.messages(args.windows):
         if window != current:   # a window of event time is a window of (fake) wall clock;
             pipe.advance(WINDOW_S)   # the worker's timer: idle close, no data, revisions
+            pipe.checkpoint()   # as a worker does (the label index's new records go out)
+            pipe.checkpoints.clear()   # ... to the broker
             current = window
         pipe.send("predictions", payload)
         events += traffic.per_series(window) * len(traffic.versions)

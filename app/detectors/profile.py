@@ -12,6 +12,11 @@ numeric *signal* (a feature ``f:<name>``, or an output: ``o:latency_ms``,
 and passes every value on to the model's per-event change detectors (ADWIN).
 State is bounded: ``B + 2`` integers or ``sample_size`` floats per signal.
 
+A checkpoint holds the bin counts (:meth:`WindowProfile.state`: a restored window judges
+drift on all of its events), not the samples: those only feed a reference being built,
+and would cost ~5 KB per signal and window in every checkpoint (a window restored while
+it builds a reference contributes a sample of its events after the restore).
+
 >>> profile = WindowProfile(edges={"f:x": np.array([0.0, 1.0, 2.0])}, sample_size=4)
 >>> profile.add("f:x", np.array([-5.0, 0.5, 1.5, 1.7, 9.0]))
 >>> profile.counts("f:x", profile.edges["f:x"]).tolist()   # below, [0, 1), [1, 2), above
@@ -23,8 +28,9 @@ State is bounded: ``B + 2`` integers or ``sample_size`` floats per signal.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -103,7 +109,8 @@ class WindowProfile:
     array per signal and window took ~200 B each, 20 features × 1,000 series × 2 windows).
     """
 
-    __slots__ = ("_rows", "_table", "changes", "edges", "rng", "sample_size", "samples")
+    __slots__ = ("_digest", "_rows", "_table", "changes", "edges", "rng", "sample_size",
+                 "samples")
 
     def __init__(
         self, edges: Mapping[str, np.ndarray] | None = None, sample_size: int = 0,
@@ -118,6 +125,49 @@ class WindowProfile:
         """Row of each binned signal in the table (``Reference.rows``: shared)."""
         self._table: np.ndarray | None = None
         self.samples: dict[str, Reservoir] = {}
+        self._digest: int | None = None
+
+    @property
+    def digest(self) -> int:
+        """A checksum of the bins (signals, rows and edges): a restored window takes the
+        counts of its checkpoint only onto the same bins."""
+        if self._digest is None:
+            crc = 0
+            for signal, _row in sorted(self._rows.items(), key=lambda item: item[1]):
+                crc = zlib.crc32(signal.encode(), crc)
+                edges = self.edges.get(signal)
+                if edges is not None:
+                    crc = zlib.crc32(np.ascontiguousarray(edges, np.float64).tobytes(), crc)
+            self._digest = crc
+        return self._digest
+
+    def state(self) -> list[Any] | None:
+        """The bin counts as plain data (None: none yet), for a checkpoint.
+
+        >>> edges = {"f:x": np.array([0.0, 1.0])}
+        >>> one = WindowProfile(edges=edges)
+        >>> one.add("f:x", np.array([-1.0, 0.5, 0.7]))
+        >>> two = WindowProfile(edges=edges)
+        >>> two.restore(one.state())
+        >>> two.counts("f:x", edges["f:x"]).tolist()
+        [1, 2, 0]
+        >>> other = WindowProfile(edges={"f:x": np.array([0.0, 2.0])})   # another reference
+        >>> other.restore(one.state())
+        >>> other.counts("f:x", other.edges["f:x"]) is None
+        True
+        """
+        if self._table is None:
+            return None
+        return [self.digest, self._table.tolist()]
+
+    def restore(self, state: list[Any] | None) -> None:
+        """Take the bin counts of a :meth:`state`, if they were counted on these bins."""
+        if not state or not self.edges or state[0] != self.digest:
+            return
+        table = np.array(state[1], dtype=np.int64)
+        width = 1 + max(e.size for e in self.edges.values())
+        if table.shape == (len(self._rows), width):
+            self._table = table
 
     def add(self, signal: str, values: np.ndarray) -> None:
         """Fold a batch of one signal's values (finite floats, event order)."""

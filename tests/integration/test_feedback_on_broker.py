@@ -146,3 +146,74 @@ def test_labels_before_with_and_after_their_predictions_all_join(settings: Setti
         assert w["performance"]["accuracy"] == sum(right) / len(right), (model, start)
     assert worker.metric("mlpulse_labels_total", {"outcome": "joined"}) == 3600.0
     assert worker.metric("mlpulse_labels_total", {"outcome": "unmatched"}) in (None, 0.0)
+
+
+def test_labels_sent_after_a_kill_join_the_predictions_made_before_it(
+        settings: Settings, start_worker, topics):
+    """Predictions, their windows closed and checkpointed, then ``kill -9``: a new worker
+    restores the label index from the checkpoint topic, and every label sent afterwards
+    joins. One window is still open at the kill (its predictions are in the index too)."""
+    import os
+    import random
+    import signal
+    import time
+    from datetime import datetime
+
+    rng = random.Random(7)
+    first = start_worker("w1", feedback_min_labels=10, revision_interval_seconds=0.5)
+    first.wait_assigned()
+    models = ("model-a", "model-b")
+    predictions: list[dict] = []
+    labels: list[dict] = []
+    truth: dict[tuple[str, int], list[bool]] = {}
+    for m in models:
+        for w in range(4):
+            for i in range(150):
+                event = {"event_id": f"{m}-{w}-{i}", "timestamp": T0 + 2 * w + i * 0.01,
+                         "model": m, "model_version": "v1",
+                         "prediction": rng.choice(["fraud", "legit"]), "latency_ms": 5.0}
+                right = rng.random() < 0.7
+                predictions.append(event)
+                labels.append({"event_id": event["event_id"], "timestamp": T0 + 300,
+                               "model": m, "label": event["prediction"] if right else
+                               ("legit" if event["prediction"] == "fraud" else "fraud")})
+                truth.setdefault((m, w), []).append(right)
+    chunks = [predictions[i:i + 50] for i in range(0, len(predictions), 50)]
+    asyncio.run(produce(settings, topics.predictions, [msgspec.json.encode(c) for c in chunks]))
+    asyncio.run(consume(settings, topics.windows, lambda r: len(
+        {(w["model"], w["window_start"]) for w in r}) >= 6, timeout_s=60))
+    time.sleep(3)   # a checkpoint (each second) holds the index
+    os.killpg(first.process.pid, signal.SIGKILL)
+    first.process.wait()
+
+    second = start_worker("w2", feedback_min_labels=10, revision_interval_seconds=0.5)
+    second.wait_assigned()
+    chunks = [labels[i:i + 100] for i in range(0, len(labels), 100)]
+    asyncio.run(produce(settings, topics.feedback, [msgspec.json.encode(c) for c in chunks]))
+
+    def latest(records: list[dict]) -> dict[tuple[str, str], dict]:
+        out: dict[tuple[str, str], dict] = {}
+        for w in records:
+            key = (w["model"], w["window_start"])
+            if key not in out or w["revision"] >= out[key]["revision"]:
+                out[key] = w
+        return out
+
+    def complete(records: list[dict]) -> bool:
+        done = latest(records)
+        return len(done) == 8 and all(
+            (w["performance"] or {}).get("labelled") == w["count"] for w in done.values())
+
+    records = asyncio.run(consume(settings, topics.windows, complete, timeout_s=90,
+                                  settle_s=2))
+    done = latest(records)
+    assert complete(records), {k: (w["count"], (w["performance"] or {}).get("labelled"))
+                               for k, w in done.items()}
+    for (model, start), w in done.items():
+        index = round((datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp()
+                       - T0) / 2)
+        right = truth[(model, index)]
+        assert w["count"] == len(right) == 150
+        assert w["performance"]["accuracy"] == sum(right) / len(right), (model, start)
+    assert second.metric("mlpulse_labels_total", {"outcome": "joined"}) == 1200.0
+    assert second.metric("mlpulse_labels_total", {"outcome": "unmatched"}) in (None, 0.0)

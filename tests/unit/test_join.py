@@ -229,3 +229,100 @@ def test_failed_calls_in_a_batch_are_not_judged_and_the_rest_keep_their_times():
     assert perf.label_delay_max_seconds == pytest.approx(50 - 0.01)
     assert perf.label_delay_mean_seconds == pytest.approx(50 - 0.11 / 3)
     assert join.counts["joined"] == 3
+
+
+def test_labels_after_a_crash_join_the_predictions_made_before_it():
+    """A worker checkpoints, reads on, and is killed: a new one restores the checkpoint
+    (label index included), reads the input again from its offsets, then every label
+    arrives. Each window's final performance equals that of a worker that never stopped,
+    and no label goes unmatched."""
+    enc = msgspec.json.encode
+    before = [enc(predictions("m", T0, 20, prefix="a")),
+              enc(predictions("m", T0 + 10, 20, prefix="b")),
+              enc(predictions("m", T0 + 20, 10, prefix="c")),               # open at the crash
+              enc(labels("m", [f"a{i}" for i in range(5)], 1.0, at=T0 + 25)),
+              enc(labels("m", ["d0", "d1"], 0.0, at=T0 + 26))]              # before their own
+    after = [enc(predictions("m", T0 + 25, 10, prefix="c1")),
+             enc(labels("m", [f"a{i}" for i in range(5, 10)], 0.0, at=T0 + 27))]
+    later = [enc(predictions("m", T0 + 30, 2, prefix="d")),
+             enc(predictions("m", T0 + 45, 1, prefix="e")),
+             enc(labels("m", [f"a{i}" for i in range(10, 20)] + [f"b{i}" for i in range(20)]
+                        + [f"c{i}" for i in range(10)] + [f"c1{i}" for i in range(10)],
+                        1.0, at=T0 + 50))]
+
+    def send(p: LocalPipeline, payloads: list[bytes]) -> None:
+        for payload in payloads:
+            stream = "feedback" if b'"label"' in payload else "predictions"
+            p.send(stream, payload)
+
+    def final(p: LocalPipeline) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for w in sorted(windows_of(p, "m"), key=lambda w: w.revision):
+            out[w.window_start] = w.performance
+        return out
+
+    straight = pipe()
+    send(straight, before + after + later)
+    straight.advance(1)
+
+    first = pipe()
+    send(first, before)
+    first.advance(1)
+    first.checkpoint()
+    send(first, after)   # read on, then killed: this is lost
+
+    second = pipe(clock=first.clock)
+    second.restore(first.checkpoints)
+    for stream, sent in (("predictions", [m for m in before + after if b'"label"' not in m]),
+                         ("feedback", [m for m in before + after if b'"label"' in m])):
+        offset = second._offsets.get((second.engine.streams[stream].topic, 0), 0)
+        send(second, sent[offset:])
+    send(second, later)
+    second.advance(1)
+
+    want = final(straight)
+    assert len(want) == 4 and all(want.values())
+    assert final(second) == want
+    join = second.summarizer.join
+    assert join is not None and join.counts["unmatched"] == 0
+    labelled = {start: perf.labelled for start, perf in final(second).items() if perf}
+    assert sorted(labelled.values()) == [2, 20, 20, 20]
+
+
+def test_the_index_is_checkpointed_incrementally_and_what_leaves_is_deleted():
+    """Each checkpoint writes only what changed (new predictions, labels scored, a summary
+    once); the records of a window that left the index are deleted once no checkpoint
+    names it, so the compacted checkpoint topic does not grow with the windows."""
+    p = pipe(feedback_horizon_seconds=30)
+    engine = p.engine
+
+    def label_keys(kind: bytes = b"") -> set[bytes]:
+        return {k for t in p.checkpoints.values() for k in t
+                if k.startswith(b"l|") and kind in k.rsplit(b"|", 1)[1]}
+
+    p.send_predictions(predictions("m", T0, 10, prefix="a"))
+    p.checkpoint()
+    assert len(label_keys(b"p")) == 1 and not label_keys(b"s")
+    assert engine.checkpoint(dict(p._offsets)) is None   # nothing changed: nothing written
+    p.send_predictions(predictions("m", T0 + 10, 10, prefix="b"))   # closes window a
+    p.send_feedback(labels("m", ["a1", "a2"], 1.0, at=T0 + 12))
+    round_ = engine.checkpoint(dict(p._offsets))
+    assert round_ is not None
+    written = sorted(k.rsplit(b"|", 1)[1] for _, k, _ in round_.chunks if k.startswith(b"l|"))
+    assert written == [b"p0", b"s0", b"w"]   # b's predictions, a's labels and summary
+    for partition, key, value in [*round_.chunks, *round_.headers]:
+        p.checkpoints.setdefault(partition, {})[key] = value
+    round_.headers_written()
+    round_.done()
+    assert len(label_keys()) == 4
+    p.send_predictions(predictions("m", T0 + 100, 1, prefix="z"))   # a and b expire
+    p.advance(1)
+    p.checkpoint()
+    assert label_keys()   # the last checkpoint written named them until now
+    p.advance(1)
+    p.checkpoint()
+    join = engine.summarizer.join
+    assert join is not None
+    left = {w.name.split(b"|")[2] for ws in join.windows.values() for w in ws}
+    assert len(left) == 1   # z's window
+    assert {k.split(b"|")[2] for k in label_keys()} == left
