@@ -34,7 +34,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
@@ -48,17 +47,11 @@ from .events import AlertEvent, PredictionWindow
 from .ingest import SLICE_BYTES, Ingest, Record, Routed, slices
 from .join import Revised
 from .metrics import Metrics
-from .outputs import alert_key, encode, window_key
+from .outputs import Outputs, Produce, alert_key, encode, window_key
 from .ownership import Ownership
-from .progress import (
-    PROGRESS_HEADER,
-    InputClocks,
-    Report,
-    encode_progress,
-    progress_of,
-    too_far_ahead,
-)
+from .progress import progress_of
 from .repartition import ORIGIN_HEADER, HopFilter, in_order, origin_of, pack_origin, partition_for
+from .reporting import Reader, Reporter
 from .status import Status, StatusCollector
 from .streams import Stream, streams
 from .summarize import Closed, Summarizer
@@ -66,36 +59,7 @@ from .topics import Topics
 
 __all__ = ["Engine", "Hop", "Outputs", "Produce", "Reader"]
 
-PROGRESS_INTERVAL_S = 0.1
-"""Least wall-clock time between two progress messages of a worker to one internal
-partition (unless an input partition changed state: behind, caught up, idle): what a
-window's close may lag."""
-
 log = logging.getLogger("mlpulse.pipeline")
-
-
-@dataclass(slots=True)
-class Produce:
-    """One message to produce (``partition`` None: by ``key``, as Kafka's partitioner)."""
-
-    topic: str
-    value: bytes
-    key: bytes | None = None
-    partition: int | None = None
-    headers: list[tuple[str, bytes]] | None = None
-
-
-@dataclass(slots=True)
-class Outputs:
-    """What a step of the engine asks the worker to do, in order."""
-
-    messages: list[Produce] = field(default_factory=list)
-    """Messages to hand to the producer in this order (hop messages before the progress
-    reports that cover them)."""
-    pauses: dict[str, set[int]] = field(default_factory=dict)
-    """Input topic → exactly the partitions of it to pause now (the others resume)."""
-    checkpoint_soon: bool = False
-    """Windows closed: a checkpoint soon means a crash emits fewer of them again."""
 
 
 class Hop(Protocol):
@@ -104,18 +68,6 @@ class Hop(Protocol):
     partition: int
     value: bytes
     headers: Any
-
-
-class Reader(Protocol):
-    """What the engine asks of the consumer of the input topics."""
-
-    def reading(self, topic: str) -> list[int]:
-        """The partitions of ``topic`` read now."""
-        ...
-
-    def caught_up(self, topic: str, partition: int) -> bool:
-        """Whether everything the partition held at its last fetch has been handled."""
-        ...
 
 
 class Engine:
@@ -150,15 +102,8 @@ class Engine:
             streams={name: stream.topic for name, stream in self.streams.items()})
         """Which partitions are owned here and held, with the input offsets they hold."""
         self.hops = HopFilter()
-        self.clocks = InputClocks(settings.idle_partition_seconds)
-        """Event-time progress of the input partitions this worker reads."""
-        self.published: dict[tuple[int, str, int], int] = {}
-        """(internal partition, input topic, input partition) → last sequence number
-        repartitioned: events of it are on their way while the owner applied less."""
-        self.sent_progress: dict[tuple[str, int], tuple[float, dict[int, Any]]] = {}
-        """(stream, internal partition) → when and what progress was last sent to it."""
-        self.reports: dict[str, Report] = {}
-        """Stream → the latest progress report of the input partitions read here."""
+        self.reporter = Reporter(settings, self.summarizer, self.hops)
+        """How far the input partitions read here have come, and who heard of it."""
         self.writer = CheckpointWriter()
         self.reading = False
         """Whether input is being read (not during a rebalance): idle windows and silent
@@ -215,7 +160,7 @@ class Engine:
             # the input partitions' progress moves on only now that their events are on
             # their way: a progress report never overtakes the events it covers
             for index in parts:
-                self.clocks.read(stream.name, index, newest.get(index, -math.inf), now)
+                self.reporter.read(stream.name, index, newest.get(index, -math.inf), now)
             if stream.aligned:
                 self._progress(stream, now, reader, out)
             metrics.batch_duration.labels(stage=f"ingest_{stream.name}").observe(
@@ -250,8 +195,7 @@ class Engine:
             by_partition.setdefault(self._home(key.encode()), []).extend(events)
         for partition, unordered in by_partition.items():
             events, sources, seqs = in_order(unordered, *routed.origin(unordered))
-            for source, seq in dict(zip(sources, seqs, strict=True)).items():
-                self.published[(partition, stream.topic, source)] = seq
+            self.reporter.repartitioned(partition, stream.topic, sources, seqs)
             for span, payload in chunk_spans(events, encode_events, limit):
                 out.messages.append(Produce(
                     stream.internal, payload, partition=partition,
@@ -268,65 +212,18 @@ class Engine:
 
     def _progress(self, stream: Stream, now: float, reader: Reader, out: Outputs) -> None:
         """Tell every owner of ``stream``'s windows how far the input partitions read here
-        have come (mlpulse.progress): the owner here directly unless events of those
-        partitions are on their way to it through the internal topic, the others (and
-        then this one) by a message on that topic, after those events; then pause the
-        input partitions that run too far ahead of the slowest."""
-        topic = stream.topic
-        reading = reader.reading(topic)
-        if not reading:
-            return
-        report = self.clocks.report(stream.name, reading, now,
-                                    lambda _, index: reader.caught_up(topic, index))
-        self.reports[stream.name] = report
-        owned = self.owned[stream.name]
-        for partition in range(self.settings.partitions):
-            if partition in owned and self._direct(stream, partition, report) == len(report):
-                continue
-            last = self.sent_progress.get((stream.name, partition))
-            if last is not None:
-                sent_at, sent = last
-                if sent == report:
-                    continue
-                state_changed = any(sent.get(i, (0.0, state))[1] != state
-                                    for i, (_, state) in report.items())
-                if now - sent_at < PROGRESS_INTERVAL_S and not state_changed:
-                    continue
-            out.messages.append(Produce(stream.internal, b"", partition=partition,
-                                        headers=[(PROGRESS_HEADER, encode_progress(report))]))
-            self.sent_progress[(stream.name, partition)] = (now, report)
-        slowest = self.summarizer.watermarks.slowest_s(stream.name, owned, also=report)
-        out.pauses[topic] = too_far_ahead({i: r[0] for i, r in report.items()}, slowest,
-                                          self.settings.max_drift_seconds)
-
-    def _direct(self, stream: Stream, partition: int, report: Report) -> int:
-        """Apply to owned ``partition`` what ``report`` (of input partitions read here)
-        says of those whose repartitioned events all reached it; how many they were."""
-        topic = stream.topic
-        direct = {i: r for i, r in report.items()
-                  if self.published.get((partition, topic, i), -1)
-                  <= self.hops.last(partition, topic, i)}
-        if direct:
-            self.summarizer.progress(partition, stream.name, direct)
-        return len(direct)
+        have come (mlpulse.reporting); pause those too far ahead of the slowest."""
+        messages, paused = self.reporter.report(stream, self.owned[stream.name], now, reader)
+        out.messages += messages
+        if reader.reading(stream.topic):
+            out.pauses[stream.topic] = paused
 
     def _align_labels(self, now: float, reader: Reader, out: Outputs) -> None:
-        """Pause the label partitions that run more than a window (and the lateness) ahead
-        of the slowest prediction partition: a label waits for its prediction, so labels
-        read ahead of their predictions would pile up (bounded, then lost as unmatched)
-        while a backlog of both is read."""
-        reading = reader.reading(self.feedback.topic)
-        if not reading:
-            return
-        topic = self.predictions.topic
-        report = self.clocks.report("predictions", reader.reading(topic), now,
-                                    lambda _, index: reader.caught_up(topic, index))
-        slowest = self.summarizer.watermarks.slowest_s(
-            "predictions", self.owned["predictions"], also=report)
-        labels = {i: self.clocks.newest_s("feedback", i) for i in reading}
-        s = self.settings
-        out.pauses[self.feedback.topic] = too_far_ahead(
-            labels, slowest, s.window_seconds + s.lateness_seconds)
+        """Pause the label partitions that run ahead of the predictions."""
+        paused = self.reporter.align_labels(self.predictions, self.feedback,
+                                            self.owned["predictions"], now, reader)
+        if paused is not None:
+            out.pauses[self.feedback.topic] = paused
 
     # ------------------------------------------------------- 2. repartitioned messages
 
@@ -356,12 +253,9 @@ class Engine:
             self._apply(stream, partition, name, events, now=now, raised=raised)
         for partition, report in reports:   # in order: progress only moves forward
             self.summarizer.progress(partition, stream.name, report)
-        # this worker's own latest report, where the events it covers have all arrived
-        # now (the windows close without waiting for the next report)
-        mine = self.reports.get(stream.name) if stream.aligned else None
-        if mine:
-            for partition in {p for p, _ in grouped} & self.owned[stream.name]:
-                self._direct(stream, partition, mine)
+        if stream.aligned:
+            self.reporter.caught_up_with(
+                stream, {p for p, _ in grouped} & self.owned[stream.name])
         self._emit(self.summarizer.close_due(now, check_idle=False), raised, out)
         return out
 
@@ -529,7 +423,7 @@ class Engine:
             if stream.aligned:
                 self.summarizer.sources(name, counts.get(stream.topic) or
                                         self.settings.partitions)
-                self.clocks.assigned(name, indices, now)
+                self.reporter.assigned(name, indices, now)
         return out
 
     def resume(self) -> None:
@@ -538,8 +432,7 @@ class Engine:
         during the rebalance, so their idle time (and the models' silence) counts from
         now."""
         now = self.clock()
-        self.sent_progress.clear()
-        self.reports.clear()
+        self.reporter.reset()
         self.summarizer.touch(now)
         self.detect.touch(now)
         self.reading = True

@@ -134,10 +134,11 @@ class WindowLabels:
     into checkpoint records.
     """
 
-    __slots__ = ("active", "chunks", "count", "end_s", "fresh", "fresh_scored", "hashes",
-                 "join", "key", "last_revision_wall_s", "partition", "pending",
-                 "performance", "predictions", "revision", "scored", "scored_chunks",
-                 "sorted", "start_s", "summary", "summary_written", "times_s", "unwritten")
+    __slots__ = ("active", "chunks", "count", "end_s", "fresh", "fresh_hashes",
+                 "fresh_scored", "fresh_times_s", "hashes", "join", "key",
+                 "last_revision_wall_s", "partition", "pending", "performance", "predictions",
+                 "revision", "scored", "scored_chunks", "sorted", "start_s", "summary",
+                 "summary_written", "times_s", "unwritten")
 
     def __init__(self, join: LabelJoin, partition: int, key: tuple[str, ...]) -> None:
         self.join = join
@@ -158,8 +159,12 @@ class WindowLabels:
         self.revision = 0
         self.last_revision_wall_s = -math.inf
         self.active = True   # False once the window left the index
-        self.fresh: list[tuple[list[int], list[float], list[object]]] = []
-        self.fresh_scored: list[int] = []
+        self.fresh: list[object] = []
+        """Predictions since the last checkpoint, in arrival order (with their hashes and
+        times in ``fresh_hashes``, ``fresh_times_s``)."""
+        self.fresh_hashes = array.array("Q")
+        self.fresh_times_s = array.array("d")
+        self.fresh_scored = array.array("Q")
         self.chunks = 0
         """Checkpoint records of predictions made (``p0``, ``p1``, ...)."""
         self.scored_chunks = 0
@@ -201,10 +206,12 @@ class WindowLabels:
         values = join.values(predictions, kinds)
         self.predictions.extend(values)
         self.times_s.fromlist(times_s)   # twice as fast as extend() from a list
+        self.fresh_times_s.fromlist(times_s)
         hashes = list(map(_hash, map(_EVENT_ID, judged)))
         self.hashes.fromlist(hashes)
+        self.fresh_hashes.fromlist(hashes)
+        self.fresh.extend(values)
         self.scored.extend(bytes(len(judged)))
-        self.fresh.append((hashes, times_s, values))
         self.sorted = False
         self.pending += len(judged)
         join.size += len(judged)
@@ -282,23 +289,22 @@ class WindowLabels:
         name = self.name if (self.fresh or self.fresh_scored or (
             self.summary is not None and not self.summary_written)) else b""
         if self.fresh:
-            hashes = [h for part, _, _ in self.fresh for h in part]
-            times_s = [t for _, part, _ in self.fresh for t in part]
-            values = [v for _, _, part in self.fresh for v in part]
-            self.fresh = []
-            for i in range(0, len(hashes), CHUNK_PREDICTIONS):
+            hashes, times_s, values = self.fresh_hashes, self.fresh_times_s, self.fresh
+            for i in range(0, len(values), CHUNK_PREDICTIONS):
                 chunk = slice(i, i + CHUNK_PREDICTIONS)
-                value = _msgpack.encode([array.array("Q", hashes[chunk]).tobytes(),
-                                         array.array("d", times_s[chunk]).tobytes(),
+                value = _msgpack.encode([hashes[chunk].tobytes(), times_s[chunk].tobytes(),
                                          values[chunk]])
                 self.unwritten.append((name + b"|p%d" % self.chunks, value))
                 self.chunks += 1
+            self.fresh, self.fresh_hashes, self.fresh_times_s = (
+                [], array.array("Q"), array.array("d"))
         if self.fresh_scored:
-            for i in range(0, len(self.fresh_scored), CHUNK_PREDICTIONS):
-                part = array.array("Q", self.fresh_scored[i:i + CHUNK_PREDICTIONS])
-                self.unwritten.append((name + b"|s%d" % self.scored_chunks, part.tobytes()))
+            scored = self.fresh_scored
+            for i in range(0, len(scored), CHUNK_PREDICTIONS):
+                part = scored[i:i + CHUNK_PREDICTIONS].tobytes()
+                self.unwritten.append((name + b"|s%d" % self.scored_chunks, part))
                 self.scored_chunks += 1
-            self.fresh_scored = []
+            self.fresh_scored = array.array("Q")
         if self.summary is not None and not self.summary_written:
             self.unwritten.append((name + b"|w", self.summary))
             self.summary_written = True
@@ -513,7 +519,9 @@ class LabelJoin:
         window.times_s = array.array("d")
         window.hashes = array.array("Q")
         window.scored = bytearray()
-        window.fresh, window.fresh_scored, window.unwritten = [], [], []
+        window.fresh, window.unwritten = [], []
+        window.fresh_hashes, window.fresh_scored = array.array("Q"), array.array("Q")
+        window.fresh_times_s = array.array("d")
         window.active = False
         windows = self.windows.get(window.key[0])
         if windows is not None and window in windows:

@@ -13,13 +13,39 @@ records stay in order on one partition; dead letters are not keyed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import msgspec
 
 from .events import AlertEvent, DeadLetter, WindowSummary
 
-__all__ = ["alert_key", "encode", "window_key"]
+__all__ = ["Outputs", "Produce", "alert_key", "encode", "window_key"]
 
 _encoder = msgspec.json.Encoder()
+
+
+@dataclass(slots=True)
+class Produce:
+    """One message to produce (``partition`` None: by ``key``, as Kafka's partitioner)."""
+
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    partition: int | None = None
+    headers: list[tuple[str, bytes]] | None = None
+
+
+@dataclass(slots=True)
+class Outputs:
+    """What a step of the engine asks the worker to do, in order."""
+
+    messages: list[Produce] = field(default_factory=list)
+    """Messages to hand to the producer in this order (hop messages before the progress
+    reports that cover them)."""
+    pauses: dict[str, set[int]] = field(default_factory=dict)
+    """Input topic → exactly the partitions of it to pause now (the others resume)."""
+    checkpoint_soon: bool = False
+    """Windows closed: a checkpoint soon means a crash emits fewer of them again."""
 
 
 def encode(record: WindowSummary | AlertEvent | DeadLetter) -> bytes:
