@@ -172,7 +172,7 @@ class Engine:
         return out
 
     def _decode(self, stream: Stream, records: Sequence[Record], now: float) -> Routed:
-        routed = self.ingest_stage.fetch(stream.name, records, now, self.local)
+        routed = self.ingest_stage.fetch(stream, records, now, self.local)
         metrics = self.metrics
         metrics.messages.labels(topic=stream.topic).inc(len(records))
         metrics.events.labels(topic=stream.topic, outcome="accepted").inc(routed.accepted)
@@ -188,7 +188,7 @@ class Engine:
         """Repartition events: one message (or several in order, if large) per internal
         partition, saying where each event was read: each input partition's events then
         reach an internal partition in order (what the replay filter needs)."""
-        encode_events = getattr(self.ingest_stage, f"encode_{stream.name}")
+        ingest = self.ingest_stage
         limit = self.settings.internal_message_bytes
         by_partition: dict[int, list[Any]] = {}
         for key, events in routed.all_by_key().items():
@@ -196,6 +196,7 @@ class Engine:
         for partition, unordered in by_partition.items():
             events, sources, seqs = in_order(unordered, *routed.origin(unordered))
             self.reporter.repartitioned(partition, stream.topic, sources, seqs)
+            encode_events = functools.partial(ingest.encode, stream)
             for span, payload in chunk_spans(events, encode_events, limit):
                 out.messages.append(Produce(
                     stream.internal, payload, partition=partition,
@@ -233,11 +234,11 @@ class Engine:
         close what the watermark passed."""
         out = Outputs()
         now = self.clock()
-        decode = getattr(self.summarizer, f"decode_{stream.name}")
+        decode = self.ingest_stage.decode_internal
         grouped: dict[tuple[int, str], list[Any]] = {}
         reports: list[tuple[int, dict[int, tuple[float, int]]]] = []
         for message in messages:
-            events = decode(message.value) if message.value else []
+            events = decode(stream, message.value) if message.value else []
             origin = origin_of(message.headers) if events else None
             if origin is not None:
                 admitted = self.hops.admit(message.partition, stream.topic, *origin)

@@ -29,12 +29,11 @@ from .config import Settings
 from .deadletter import dead_letter
 from .events import DeadLetter, FeedbackEvent, LogEvent, PredictionEvent
 from .repartition import SEQ_BITS
+from .streams import Stream
 from .tracing import trace_from_headers
 
 __all__ = ["SLICE_BYTES", "Ingest", "Record", "Routed", "slices"]
 
-_CODEC_OF = {"predictions": "prediction", "logs": "log", "feedback": "feedback"}
-_KEY_OF = {"predictions": "model", "logs": "service", "feedback": "model"}
 
 
 @dataclass(slots=True)
@@ -114,28 +113,20 @@ class Record(Protocol):
 
 
 class Ingest:
-    """Decoders and router for the three input topics."""
+    """Decoders and router of the input streams (:class:`~mlpulse.streams.Stream`)."""
 
     def __init__(self, settings: Settings) -> None:
-        def codec(event_type: Any) -> Any:
-            return Codec(
-                event_type,
-                max_message_bytes=settings.max_message_bytes,
-                max_batch_events=settings.max_batch_events,
-                max_future_skew_seconds=settings.max_future_skew_seconds,
-            )
+        self._codecs: dict[type, Codec[Any]] = {
+            event_type: Codec(event_type, max_message_bytes=settings.max_message_bytes,
+                              max_batch_events=settings.max_batch_events,
+                              max_future_skew_seconds=settings.max_future_skew_seconds)
+            for event_type in (PredictionEvent, LogEvent, FeedbackEvent)}
+        self._internal: dict[type, InternalCodec[Any]] = {
+            event_type: InternalCodec(event_type) for event_type in self._codecs}
 
-        self.prediction_codec: Codec[PredictionEvent] = codec(PredictionEvent)
-        self.log_codec: Codec[LogEvent] = codec(LogEvent)
-        self.feedback_codec: Codec[FeedbackEvent] = codec(FeedbackEvent)
-        self.prediction_internal = InternalCodec(PredictionEvent)
-        self.log_internal = InternalCodec(LogEvent)
-        self.feedback_internal = InternalCodec(FeedbackEvent)
-
-    def fetch(self, kind: str, records: Sequence[Record], now_s: float,
+    def fetch(self, stream: Stream, records: Sequence[Record], now_s: float,
               local: Callable[[bytes, int], bool] | None = None) -> Routed:
-        """Decode and route a fetch of messages of input topic ``kind`` ("predictions",
-        "logs" or "feedback").
+        """Decode and route a fetch of messages of ``stream``'s input topic.
 
         Single-event messages (the common case for producers other than the SDK) are
         decoded together as one array — one decoder call, not one per message; if any
@@ -146,8 +137,8 @@ class Ingest:
         ``by_key``, the others to ``repartition``.
         """
         here = local if local is not None else _anywhere
-        decode = getattr(self, kind)
-        codec: Codec[Any] = getattr(self, f"{_CODEC_OF[kind]}_codec")
+        event_type, attr = stream.event_type, stream.key
+        codec = self._codecs[event_type]
         routed = Routed()
         single: list[Record] = []
         for r in records:
@@ -157,17 +148,15 @@ class Ingest:
                     and trace_from_headers(r.headers) is None):
                 single.append(r)
             else:
-                routed.merge(_numbered(decode(value or b"", topic=r.topic,
-                                              partition=r.partition, offset=r.offset,
-                                              now_s=now_s,
-                                              trace_id=trace_from_headers(r.headers)),
-                                       r, here))
+                routed.merge(_numbered(self.decode(
+                    event_type, attr, value or b"", topic=r.topic, partition=r.partition,
+                    offset=r.offset, now_s=now_s, trace_id=trace_from_headers(r.headers)),
+                    r, here))
         step = codec.max_batch_events
         for start in range(0, len(single), step):
             chunk = single[start:start + step]
             events = codec.decode_joined([r.value for r in chunk], now_s)
             if events is not None:   # one event per message
-                attr = _KEY_OF[kind]
                 keyed = [r.key is not None and r.key == getattr(e, attr).encode()
                          and here(r.key, r.partition) for r, e in zip(chunk, events, strict=True)]
                 one = Routed(accepted=len(events), newest_s=max(
@@ -184,52 +173,43 @@ class Ingest:
                 routed.merge(one)
                 continue
             for r in chunk:
-                routed.merge(_numbered(decode(r.value, topic=r.topic, partition=r.partition,
-                                              offset=r.offset, now_s=now_s), r, here))
+                routed.merge(_numbered(self.decode(
+                    event_type, attr, r.value, topic=r.topic, partition=r.partition,
+                    offset=r.offset, now_s=now_s), r, here))
         return routed
 
-    def encode_predictions(self, events: list[PredictionEvent]) -> bytes:
-        """Internal payload (msgpack) of routed prediction events."""
-        return self.prediction_internal.encode(events)
+    def encode(self, stream: Stream, events: list[Any]) -> bytes:
+        """Internal payload (msgpack) of routed events of ``stream``."""
+        return self._internal[stream.event_type].encode(events)
 
-    def encode_logs(self, events: list[LogEvent]) -> bytes:
-        return self.log_internal.encode(events)
+    def decode_internal(self, stream: Stream, payload: bytes) -> list[Any]:
+        """The events of an internal payload of ``stream`` (validated before: not again)."""
+        return self._internal[stream.event_type].decode(payload)
 
-    def encode_feedback(self, events: list[FeedbackEvent]) -> bytes:
-        return self.feedback_internal.encode(events)
-
-    def predictions(
-        self, value: bytes, *, topic: str, partition: int | None, offset: int | None,
-        now_s: float, trace_id: str | None = None,
+    def decode(
+        self, event_type: type, key: str, value: bytes, *, topic: str, partition: int | None,
+        offset: int | None, now_s: float, trace_id: str | None = None,
     ) -> Routed:
-        """``trace_id`` (of the message's ``traceparent`` header) goes to its events that
-        have none, and to its dead letters."""
-        decoded = self.prediction_codec.decode(value, now_s)
-        if trace_id is not None:
+        """One message's events of ``event_type``, by their routing field ``key``; its
+        dead letters. ``trace_id`` (of the message's ``traceparent`` header) goes to its
+        events that have none (labels have none), and to its dead letters."""
+        decoded = self._codecs[event_type].decode(value, now_s)
+        if trace_id is not None and event_type is not FeedbackEvent:   # labels have no trace
             _inherit_trace(decoded.events, trace_id)
         routed = _rejections(decoded, topic, partition, offset, now_s, trace_id=trace_id)
-        routed.by_key = group_by(decoded.events, "model")
+        routed.by_key = group_by(decoded.events, key)
         return routed
 
-    def logs(
-        self, value: bytes, *, topic: str, partition: int | None, offset: int | None,
-        now_s: float, trace_id: str | None = None,
-    ) -> Routed:
-        decoded = self.log_codec.decode(value, now_s)
-        if trace_id is not None:
-            _inherit_trace(decoded.events, trace_id)
-        routed = _rejections(decoded, topic, partition, offset, now_s, trace_id=trace_id)
-        routed.by_key = group_by(decoded.events, "service")
-        return routed
+    def predictions(self, value: bytes, **where: Any) -> Routed:
+        """One message of prediction events (``topic``, ``partition``, ``offset``,
+        ``now_s``, ``trace_id``: as :meth:`decode`)."""
+        return self.decode(PredictionEvent, "model", value, **where)
 
-    def feedback(
-        self, value: bytes, *, topic: str, partition: int | None, offset: int | None,
-        now_s: float, trace_id: str | None = None,
-    ) -> Routed:
-        decoded = self.feedback_codec.decode(value, now_s)
-        routed = _rejections(decoded, topic, partition, offset, now_s, trace_id=trace_id)
-        routed.by_key = group_by(decoded.events, "model")
-        return routed
+    def logs(self, value: bytes, **where: Any) -> Routed:
+        return self.decode(LogEvent, "service", value, **where)
+
+    def feedback(self, value: bytes, **where: Any) -> Routed:
+        return self.decode(FeedbackEvent, "model", value, **where)
 
 
 SLICE_BYTES = 256 * 1024

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import Settings
+from .events import FeedbackEvent, LogEvent, PredictionEvent
 from .topics import Topics
 
 __all__ = ["Stream", "streams"]
@@ -33,11 +34,14 @@ class Stream:
     aligned: bool
     """Whether windows of it wait for the slowest input partition (:mod:`mlpulse.progress`);
     labels are not windowed: they wait for their predictions instead."""
+    event_type: type
+    """What its messages hold (one event or an array: the codec validates them)."""
 
 
 def streams(settings: Settings) -> tuple[Stream, Stream, Stream]:
     """Predictions, logs and feedback under ``settings``' topic names."""
     t = Topics(settings)
-    return (Stream("predictions", t.predictions, t.predictions_by_model, "model", True),
-            Stream("logs", t.logs, t.logs_by_service, "service", True),
-            Stream("feedback", t.feedback, t.feedback_by_model, "model", False))
+    return (Stream("predictions", t.predictions, t.predictions_by_model, "model", True,
+                   PredictionEvent),
+            Stream("logs", t.logs, t.logs_by_service, "service", True, LogEvent),
+            Stream("feedback", t.feedback, t.feedback_by_model, "model", False, FeedbackEvent))

@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 
 from .aggregates import LogAggregate, PredictionAggregate
-from .codec import InternalCodec, group_by
+from .codec import group_by
 from .config import Settings
 from .events import FeedbackEvent, LogEvent, PredictionEvent, WindowSummary
 from .guard import CardinalityGuard
@@ -65,9 +65,6 @@ class Summarizer:
         self.profiles = profiles
         self._predictions: dict[int, TumblingWindows[PredictionAggregate]] = {}
         self._logs: dict[int, TumblingWindows[LogAggregate]] = {}
-        self._prediction_codec = InternalCodec(PredictionEvent)
-        self._log_codec = InternalCodec(LogEvent)
-        self._feedback_codec = InternalCodec(FeedbackEvent)
         self.guard = CardinalityGuard(
             max_models=settings.max_models, max_versions=settings.max_versions,
             max_services=settings.max_services, idle_s=settings.series_idle_seconds)
@@ -152,12 +149,6 @@ class Summarizer:
                 max_features=self.settings.max_features)
         return new
 
-    def decode_predictions(self, payload: bytes) -> list[PredictionEvent]:
-        return self._prediction_codec.decode(payload)
-
-    def decode_logs(self, payload: bytes) -> list[LogEvent]:
-        return self._log_codec.decode(payload)
-
     def add_prediction_events(
         self, partition: int, events: list[PredictionEvent], now_wall_s: float
     ) -> int:
@@ -173,9 +164,6 @@ class Summarizer:
             version = guard.version(model, name, now_wall_s, len(group))
             late += windows.add((model, version), group, now_wall_s)
         return late
-
-    def decode_feedback(self, payload: bytes) -> list[FeedbackEvent]:
-        return self._feedback_codec.decode(payload)
 
     def add_feedback(self, partition: int, events: list[FeedbackEvent]) -> None:
         """Join labels (all of one model) to the predictions of that model's windows."""

@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from mlpulse.config import Settings
 from mlpulse.events import PredictionWindow
 from mlpulse.ingest import Ingest
+from mlpulse.streams import streams
 from mlpulse.testing import FakeClock, LocalPipeline
 from tests.fuzzing import KINDS, NOW_S, messages
+
+PREDICTIONS = streams(Settings())[0]
 
 INPUTS = int(os.environ.get("MLPULSE_FUZZ_INPUTS", "100000"))
 SETTINGS = Settings(max_message_bytes=1_000_000, max_future_skew_seconds=300.0,
@@ -54,7 +57,7 @@ def test_hostile_inputs_at_volume_are_counted_or_dead_lettered_exactly_once():
     fetch: list[Record] = []
 
     def check_fetch() -> None:
-        routed = ingest.fetch("predictions", fetch, NOW_S)
+        routed = ingest.fetch(PREDICTIONS, fetch, NOW_S)
         assert routed.accepted == sum(singles[r.offset][0] for r in fetch)
         got = collections.defaultdict(set)
         for letter in routed.dead_letters:

@@ -11,6 +11,9 @@ from hypothesis import strategies as st
 
 from mlpulse.config import Settings
 from mlpulse.ingest import Ingest
+from mlpulse.streams import streams
+
+PREDICTIONS = streams(Settings())[0]
 
 T = 1_700_000_000.0
 
@@ -42,7 +45,7 @@ def one_by_one(ingest: Ingest, records: list[Rec]):
 
 
 def fetched(ingest: Ingest, records: list[Rec]):
-    routed = ingest.fetch("predictions", records, T)
+    routed = ingest.fetch(PREDICTIONS, records, T)
     return {"accepted": routed.accepted,
             "ids": [e.event_id for es in routed.all_by_key().values() for e in es],
             "dead": [(d.offset, d.index, d.error) for d in routed.dead_letters]}
@@ -67,7 +70,7 @@ def test_valid_singles_are_decoded_together_and_bad_ones_keep_their_offsets():
     records[41] = Rec(ev(41), 41, headers=[("traceparent", parent)])
     same(fetched(ingest, records), one_by_one(ingest, records))
     assert len(fetched(ingest, records)["dead"]) == 4
-    traced = ingest.fetch("predictions", [records[41]], T).repartition["m2"][0]
+    traced = ingest.fetch(PREDICTIONS, [records[41]], T).repartition["m2"][0]
     assert traced.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
@@ -93,17 +96,17 @@ def test_events_of_messages_keyed_by_their_model_are_told_apart_from_the_others(
     envelope = msgspec.json.encode([msgspec.json.decode(ev(i)) for i in (3, 4, 6)])  # m0, m1
     records = [Rec(ev(0), 0, key=b"m0"), Rec(ev(1), 1), Rec(ev(2), 2, key=b"m0"),
                Rec(envelope, 3, key=b"m0")]
-    routed = ingest.fetch("predictions", records, T)
+    routed = ingest.fetch(PREDICTIONS, records, T)
     keyed = {k: sorted(e.event_id for e in es) for k, es in routed.by_key.items()}
     repartition = {k: sorted(e.event_id for e in es) for k, es in routed.repartition.items()}
     assert keyed == {"m0": ["0", "3", "6"]}
     assert repartition == {"m1": ["1", "4"], "m2": ["2"]}
     # all keyed right: the fast path keeps every event in by_key
-    singles = ingest.fetch("predictions", [Rec(ev(i), i, key=f"m{i % 3}".encode())
+    singles = ingest.fetch(PREDICTIONS, [Rec(ev(i), i, key=f"m{i % 3}".encode())
                                            for i in range(9)], T)
     assert singles.repartition == {} and sum(map(len, singles.by_key.values())) == 9
     # keyed right, but read from a partition ``local`` says is not the key's: repartitioned
-    moved = ingest.fetch("predictions", [Rec(ev(0), 0, key=b"m0", partition=1),
+    moved = ingest.fetch(PREDICTIONS, [Rec(ev(0), 0, key=b"m0", partition=1),
                                          Rec(ev(3), 1, key=b"m0", partition=2)], T,
                          local=lambda key, partition: partition == 2)
     assert [e.event_id for e in moved.by_key["m0"]] == ["3"]

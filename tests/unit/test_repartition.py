@@ -11,7 +11,10 @@ from hypothesis import strategies as st
 from mlpulse.config import Settings
 from mlpulse.ingest import Ingest
 from mlpulse.repartition import SEQ_BITS, HopFilter, in_order
+from mlpulse.streams import streams
 from tests.unit.test_ingest import Rec, ev
+
+PREDICTIONS = streams(Settings())[0]
 
 T0 = 1_700_000_000.0
 
@@ -55,7 +58,7 @@ def test_every_event_of_a_fetch_has_its_own_increasing_sequence_number():
     envelope = msgspec.json.encode([msgspec.json.decode(ev(i)) for i in range(10, 16)])
     records = [Rec(ev(1), 40), Rec(envelope, 41), Rec(ev(2), 42), Rec(b"{broken", 43),
                Rec(ev(4), 44)]
-    routed = ingest.fetch("predictions", records, T0)
+    routed = ingest.fetch(PREDICTIONS, records, T0)
     seen = []
     for events in routed.all_by_key().values():
         ordered, sources, seqs = in_order(events, *routed.origin(events))
@@ -64,7 +67,7 @@ def test_every_event_of_a_fetch_has_its_own_increasing_sequence_number():
         seen += seqs
     assert len(seen) == len(set(seen)) == routed.accepted == 9
     # a replay of the same messages numbers them the same
-    again = ingest.fetch("predictions", records, T0)
+    again = ingest.fetch(PREDICTIONS, records, T0)
     assert sorted(s for es in again.all_by_key().values() for s in again.origin(es)[1]) \
         == sorted(seen)
 
