@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -133,6 +133,21 @@ class CheckpointRound:
     """What follows the headers (the end markers of the detector states written)."""
     done: Callable[[], None]
     """The round is durable: the next one compares with it, and writes the other slot."""
+
+    async def write(self, send: Callable[[int, bytes, bytes | None], Awaitable[Any]],
+                    flush: Callable[[], Awaitable[Any]]) -> None:
+        """Write the round in that order with ``send(partition, key, value)``; ``flush``
+        makes what was sent durable. Two broker round trips for all partitions, however
+        many: the chunks (in the slot the current header does not name), then the headers
+        that make them current."""
+        for partition, key, value in self.chunks:
+            await send(partition, key, value)
+        await flush()
+        for partition, key, header in self.headers:
+            await send(partition, key, header)
+        self.headers_written()
+        await flush()
+        self.done()
 
 
 class CheckpointWriter:

@@ -218,6 +218,7 @@ class Engine:
         out.messages += messages
         if reader.reading(stream.topic):
             out.pauses[stream.topic] = paused
+            self.metrics.paused_partitions.labels(topic=stream.topic).set(len(paused))
 
     def _align_labels(self, now: float, reader: Reader, out: Outputs) -> None:
         """Pause the label partitions that run ahead of the predictions."""
@@ -225,6 +226,7 @@ class Engine:
                                             self.owned["predictions"], now, reader)
         if paused is not None:
             out.pauses[self.feedback.topic] = paused
+            self.metrics.paused_partitions.labels(topic=self.feedback.topic).set(len(paused))
 
     # ------------------------------------------------------- 2. repartitioned messages
 

@@ -1,7 +1,7 @@
 """Delayed labels joined to the windows of the predictions they judge.
 
 Each prediction window (of one model version) keeps the predictions that still
-await a label: ``event_id →`` its prediction and event time. A label
+await a label (:class:`~mlpulse.labels.WindowLabels`). A label
 (:class:`~mlpulse.events.FeedbackEvent`) is looked up among its model's windows,
 newest first, and scored into that window's :class:`~mlpulse.performance.Performance`;
 the entry goes, so a repeated label counts once. A label that arrives before its
@@ -51,24 +51,21 @@ from __future__ import annotations
 
 import array
 import collections
-import hashlib
 import itertools
 import logging
 import math
-import operator
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import numpy as np
-import xxhash
 
-from .events import FeedbackEvent, PredictionEvent, PredictionWindow
+from .events import FeedbackEvent, PredictionWindow
+from .labels import WindowLabels, event_hash
 from .performance import Performance
 
-__all__ = ["LabelJoin", "Revised", "WindowLabels"]
+__all__ = ["LabelJoin", "Revised"]
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(PredictionWindow)
@@ -76,21 +73,8 @@ _msgpack = msgspec.msgpack.Encoder()
 
 log = logging.getLogger("mlpulse.join")
 
-_hash: Callable[[str], int] = xxhash.xxh3_64_intdigest
-"""The index's 64-bit hash of an event id: the same in every process (Python's ``hash``
-is seeded per process, so an index of its values could not be restored elsewhere); ~90 ns
-an id, measured against ~50 ns for ``hash``."""
-
-CHUNK_PREDICTIONS = 16_384
-"""Most predictions in one checkpoint record of the index (~400 KB)."""
-
-
-_TIMESTAMP = operator.attrgetter("timestamp")   # event time, epoch seconds once decoded
-_PREDICTION = operator.attrgetter("prediction")
-_EVENT_ID = operator.attrgetter("event_id")
 _SHARED = {str, float}
 """Prediction types :meth:`LabelJoin.value` shares one object of."""
-_NONE = type(None)
 
 WINDOW_COST = 64
 """What a window awaiting labels counts against ``max_predictions``: its compressed summary,
@@ -117,210 +101,6 @@ class Revised:
     end_s: float
     summary: PredictionWindow
 
-
-class WindowLabels:
-    """One window's predictions awaiting labels, and the quality of the labelled ones.
-
-    Compact columns, ~25 bytes per prediction: the 64-bit hash of its event id, its event
-    time, its prediction and whether it was scored. No per-prediction Python object is
-    kept (an event id string and a dict entry cost ~150 bytes and pin the allocator's
-    pages of the batch that decoded them). Lookups sort the columns by hash (once per
-    window in the usual case: labels arrive after it closed) and binary-search them.
-    Two event ids with the same 64-bit hash in one model's windows would be confused:
-    ~10⁻⁹ for 250k predictions.
-
-    What changed since the last checkpoint waits in ``fresh`` (predictions, in arrival
-    order) and ``fresh_scored`` (hashes of the labelled ones) until :meth:`flush` turns it
-    into checkpoint records.
-    """
-
-    __slots__ = ("active", "chunks", "count", "end_s", "fresh", "fresh_hashes",
-                 "fresh_scored", "fresh_times_s", "hashes", "join", "key",
-                 "last_revision_wall_s", "partition", "pending", "performance", "predictions",
-                 "revision", "scored", "scored_chunks", "sorted", "start_s", "summary",
-                 "summary_written", "times_s", "unwritten")
-
-    def __init__(self, join: LabelJoin, partition: int, key: tuple[str, ...]) -> None:
-        self.join = join
-        self.partition = partition
-        self.key = key
-        self.start_s = math.nan
-        self.end_s = math.nan
-        self.count = 0
-        self.pending = 0
-        """Predictions of this window still awaiting their label."""
-        self.hashes = array.array("Q")
-        self.times_s = array.array("d")
-        self.predictions: list[object] = []
-        self.scored = bytearray()
-        self.sorted = True
-        self.performance = Performance(join.max_classes)
-        self.summary: bytes | None = None   # set when the window closes (_pack)
-        self.revision = 0
-        self.last_revision_wall_s = -math.inf
-        self.active = True   # False once the window left the index
-        self.fresh: list[object] = []
-        """Predictions since the last checkpoint, in arrival order (with their hashes and
-        times in ``fresh_hashes``, ``fresh_times_s``)."""
-        self.fresh_hashes = array.array("Q")
-        self.fresh_times_s = array.array("d")
-        self.fresh_scored = array.array("Q")
-        self.chunks = 0
-        """Checkpoint records of predictions made (``p0``, ``p1``, ...)."""
-        self.scored_chunks = 0
-        """Checkpoint records of labelled hashes made (``s0``, ``s1``, ...)."""
-        self.summary_written = False
-        self.unwritten: list[tuple[bytes, bytes]] = []
-        """Records made and not yet known to be written: (key, value)."""
-
-    def remember(self, events: Sequence[PredictionEvent],
-                 predictions: list[object] | None = None,
-                 kinds: set[type] | None = None) -> None:
-        """Note a batch of this window's predictions (those without a prediction cannot
-        be judged). ``predictions`` (each event's) and ``kinds`` (their types), when the
-        caller has read them already, save reading them again."""
-        join = self.join
-        if not events:
-            return
-        if self.count == 0:
-            self.start_s = math.floor(events[0].event_time_s / join.window_s) * join.window_s
-            self.end_s = self.start_s + join.window_s
-        self.count += len(events)
-        times_s = list(map(_TIMESTAMP, events))
-        join.saw(self.key[0], max(times_s), prediction=True)
-        if not self.active:
-            return
-        if predictions is None:
-            predictions = list(map(_PREDICTION, events))
-        if kinds is None:
-            kinds = set(map(type, predictions))
-        judged = events
-        if _NONE in kinds:   # failed calls: no prediction to judge
-            keep = list(map(operator.is_not, predictions, itertools.repeat(None)))
-            judged = list(itertools.compress(events, keep))
-            if not judged:
-                return
-            times_s = list(itertools.compress(times_s, keep))
-            predictions = list(itertools.compress(predictions, keep))
-            kinds = kinds - {_NONE}
-        values = join.values(predictions, kinds)
-        self.predictions.extend(values)
-        self.times_s.fromlist(times_s)   # twice as fast as extend() from a list
-        self.fresh_times_s.fromlist(times_s)
-        hashes = list(map(_hash, map(_EVENT_ID, judged)))
-        self.hashes.fromlist(hashes)
-        self.fresh_hashes.fromlist(hashes)
-        self.fresh.extend(values)
-        self.scored.extend(bytes(len(judged)))
-        self.sorted = False
-        self.pending += len(judged)
-        join.size += len(judged)
-        waiting = join.early.get(self.key[0])
-        if waiting:
-            new = set(hashes)
-            for key, event_id in [(k, i) for i in waiting if (k := _hash(i)) in new]:
-                label, label_time_s = waiting[event_id]
-                if self.score(key, label, label_time_s):
-                    del waiting[event_id]
-                    join.early_size -= 1
-        if join.load > join.max_predictions:
-            join.evict()
-
-    def _find(self, key: int) -> int:
-        """The index of the prediction with hash ``key`` awaiting its label, or -1."""
-        if not self.pending:
-            return -1
-        if not self.sorted:
-            self._sort()
-        hashes = np.frombuffer(self.hashes, dtype=np.uint64)
-        index = int(np.searchsorted(hashes, key))
-        while index < hashes.size and hashes[index] == key:   # a repeated prediction id
-            if not self.scored[index]:
-                return index
-            index += 1
-        return -1
-
-    def _sort(self) -> None:
-        hashes = np.frombuffer(self.hashes, dtype=np.uint64)
-        order = np.argsort(hashes, kind="stable")
-        self.hashes = array.array("Q", hashes[order].tobytes())
-        times_s = np.frombuffer(self.times_s, dtype=np.float64)
-        self.times_s = array.array("d", times_s[order].tobytes())
-        scored = np.frombuffer(self.scored, dtype=np.uint8)
-        self.scored = bytearray(scored[order].tobytes())
-        predictions = self.predictions
-        self.predictions = [predictions[i] for i in order.tolist()]
-        self.sorted = True
-
-    def score(self, key: int, label: object, label_time_s: float) -> bool:
-        """Judge the prediction whose event id hashes to ``key`` (:func:`_hash`) by
-        ``label``; False if it is not here."""
-        index = self._find(key)
-        if index < 0:
-            return False
-        self.scored[index] = 1
-        self.pending -= 1
-        self.fresh_scored.append(key)
-        delay_s = max(label_time_s - self.times_s[index], 0.0)
-        self.performance.add([(self.predictions[index], label, delay_s)])
-        self.join.size -= 1
-        self.join.counts["joined"] += 1
-        if self.summary is not None:
-            self.join.dirty.add(self)
-        return True
-
-    def result(self, summary: PredictionWindow) -> PredictionWindow:
-        """``summary`` with this window's performance (None before the first label)."""
-        if self.performance.labelled:
-            summary.performance = self.performance.result(max(self.count, summary.count))
-        return summary
-
-    # ------------------------------------------------------------- checkpoints
-
-    @property
-    def name(self) -> bytes:
-        """This window in its checkpoint records' keys: ``l|<partition>|<digest>``."""
-        digest = hashlib.blake2b(_msgpack.encode([list(self.key), self.start_s]),
-                                 digest_size=8).hexdigest()
-        return f"l|{self.partition}|{digest}".encode()
-
-    def flush(self) -> None:
-        """Turn what changed since the last checkpoint into records (``unwritten``)."""
-        name = self.name if (self.fresh or self.fresh_scored or (
-            self.summary is not None and not self.summary_written)) else b""
-        if self.fresh:
-            hashes, times_s, values = self.fresh_hashes, self.fresh_times_s, self.fresh
-            for i in range(0, len(values), CHUNK_PREDICTIONS):
-                chunk = slice(i, i + CHUNK_PREDICTIONS)
-                value = _msgpack.encode([hashes[chunk].tobytes(), times_s[chunk].tobytes(),
-                                         values[chunk]])
-                self.unwritten.append((name + b"|p%d" % self.chunks, value))
-                self.chunks += 1
-            self.fresh, self.fresh_hashes, self.fresh_times_s = (
-                [], array.array("Q"), array.array("d"))
-        if self.fresh_scored:
-            scored = self.fresh_scored
-            for i in range(0, len(scored), CHUNK_PREDICTIONS):
-                part = scored[i:i + CHUNK_PREDICTIONS].tobytes()
-                self.unwritten.append((name + b"|s%d" % self.scored_chunks, part))
-                self.scored_chunks += 1
-            self.fresh_scored = array.array("Q")
-        if self.summary is not None and not self.summary_written:
-            self.unwritten.append((name + b"|w", self.summary))
-            self.summary_written = True
-
-    def keys(self) -> list[bytes]:
-        """Every checkpoint record of this window made so far."""
-        name = self.name
-        return ([name + b"|p%d" % i for i in range(self.chunks)]
-                + [name + b"|s%d" % i for i in range(self.scored_chunks)]
-                + ([name + b"|w"] if self.summary_written else []))
-
-    def state(self) -> list[Any]:
-        """What the partition's checkpoint holds of this window (after :meth:`flush`)."""
-        return [list(self.key), self.start_s, self.count, self.chunks, self.scored_chunks,
-                self.summary_written, self.revision, self in self.join.dirty,
-                self.performance.state()]
 
 class LabelJoin:
     """The label index of every window of the partitions this worker owns."""
@@ -435,7 +215,7 @@ class LabelJoin:
         for fb in events:
             self.saw(fb.model, fb.event_time_s, prediction=False)
             windows = self.windows.get(fb.model, ())
-            key = _hash(fb.event_id)
+            key = event_hash(fb.event_id)
             if any(w.score(key, fb.label, fb.event_time_s) for w in reversed(windows)):
                 continue
             if self.early_size >= self.max_early:

@@ -53,6 +53,11 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
         self.open_windows = Gauge(
             "mlpulse_open_windows", "Windows currently open on this worker.", registry=registry)
+        self.paused_partitions = Gauge(
+            "mlpulse_input_partitions_paused",
+            "Input partitions paused because their event time runs ahead of the slowest "
+            "(event-time alignment; labels: ahead of the predictions).", ["topic"],
+            registry=registry)
 
     def track_open_windows(self, count: Callable[[], int]) -> None:
         """Read the open-window count at scrape time (no writes on the hot path)."""

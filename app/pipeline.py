@@ -229,18 +229,12 @@ class Pipeline:
             return None
         topic, flush, app = self.out[checkpoint_changelog(self.settings)], self._flush, self.app
 
+        async def send(partition: int, key: bytes, value: bytes | None) -> None:
+            await topic.send(key=key, value=value, partition=partition)
+
         async def write() -> None:
-            # two broker round trips for all partitions, however many: the chunks (in the
-            # slot the current header does not name), then the headers that make them current
             if point is not None:
-                for partition, key, value in point.chunks:
-                    await topic.send(key=key, value=value, partition=partition)
-                await flush()
-                for partition, key, value in point.headers:
-                    await topic.send(key=key, value=value, partition=partition)
-                point.headers_written()
-                await flush()
-                point.done()
+                await point.write(send, flush)
             for message in held:
                 message.ack(app.consumer)
             self.engine.metrics.batch_duration.labels(stage="checkpoint").observe(

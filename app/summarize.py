@@ -32,7 +32,8 @@ from .codec import group_by
 from .config import Settings
 from .events import FeedbackEvent, LogEvent, PredictionEvent, WindowSummary
 from .guard import CardinalityGuard
-from .join import LabelJoin, Revised, WindowLabels
+from .join import LabelJoin, Revised
+from .labels import WindowLabels
 from .progress import Report, Watermarks
 from .timefmt import rfc3339
 from .windows import TumblingWindows

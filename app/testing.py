@@ -18,7 +18,7 @@ own path without a broker.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,18 +186,22 @@ class LocalPipeline:
         out: dict[int, Checkpoint] = {}
         if point is None:
             return out
-        for partition, key, value in [*point.chunks, *point.headers]:
+
+        async def send(partition: int, key: bytes, value: bytes | None) -> None:
             table = self.checkpoints.setdefault(partition, {})
             if value is None:
                 table.pop(key, None)
             else:
                 table[key] = value
+
+        async def flush() -> None:
+            pass
+
+        _run_now(point.write(send, flush))
         for partition in {p for p, _, _ in point.headers}:
             restored = read_checkpoint(self.checkpoints[partition].get, partition)
             if restored is not None:
                 out[partition] = restored
-        point.headers_written()
-        point.done()
         return out
 
     def restore(self, checkpoints: dict[int, dict[bytes, bytes]]) -> None:
@@ -235,6 +239,16 @@ class LocalPipeline:
                 if pending:
                     self._internal[topic] = []
                     self._run(engine.apply(internal[topic], pending))
+
+
+def _run_now(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine that never waits (in-memory topics), also from a running loop."""
+    try:
+        coroutine.send(None)
+    except StopIteration:
+        return
+    coroutine.close()
+    raise RuntimeError("an in-memory write waited")
 
 
 _window = msgspec.json.Decoder(WindowSummary)

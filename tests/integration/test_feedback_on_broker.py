@@ -25,6 +25,63 @@ def label(model: str, window: int, i: int, value: str) -> dict:
             "label": value}
 
 
+def traffic(models: tuple[str, ...], *, windows: int, per_window: int, right: float, seed: int,
+            label_delay_s: float) -> tuple[dict[str, list[dict]], dict[str, list[dict]],
+                                           dict[tuple[str, int], list[bool]]]:
+    """Predictions of 2 s windows from T0, per model; a label for each (a share ``right``
+    equal to the prediction), ``label_delay_s`` after it; per (model, window) which were
+    right."""
+    import random
+
+    rng = random.Random(seed)
+    predictions: dict[str, list[dict]] = {m: [] for m in models}
+    labels: dict[str, list[dict]] = {m: [] for m in models}
+    truth: dict[tuple[str, int], list[bool]] = {}
+    for m in models:
+        for w in range(windows):
+            for i in range(per_window):
+                event = {"event_id": f"{m}-{w}-{i}", "timestamp": T0 + 2 * w + i * 0.01,
+                         "model": m, "model_version": "v1",
+                         "prediction": rng.choice(["fraud", "legit"]), "latency_ms": 5.0}
+                is_right = rng.random() < right
+                other = "legit" if event["prediction"] == "fraud" else "fraud"
+                predictions[m].append(event)
+                labels[m].append({"event_id": event["event_id"],
+                                  "timestamp": event["timestamp"] + label_delay_s, "model": m,
+                                  "label": event["prediction"] if is_right else other})
+                truth.setdefault((m, w), []).append(is_right)
+    return predictions, labels, truth
+
+
+def latest(records: list[dict]) -> dict[tuple[str, str], dict]:
+    """The last revision of each (model, window)."""
+    out: dict[tuple[str, str], dict] = {}
+    for w in records:
+        key = (w["model"], w["window_start"])
+        if key not in out or w["revision"] >= out[key]["revision"]:
+            out[key] = w
+    return out
+
+
+def all_labelled(records: list[dict], windows: int) -> bool:
+    done = latest(records)
+    return len(done) == windows and all(
+        (w["performance"] or {}).get("labelled") == w["count"] for w in done.values())
+
+
+def assert_accuracy(done: dict[tuple[str, str], dict],
+                    truth: dict[tuple[str, int], list[bool]], per_window: int) -> None:
+    """Each window's accuracy is what the data says (window i starts at T0 + 2 i)."""
+    from datetime import datetime
+
+    for (model, start), w in done.items():
+        index = round((datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp()
+                       - T0) / 2)
+        right = truth[(model, index)]
+        assert w["count"] == len(right) == per_window
+        assert w["performance"]["accuracy"] == sum(right) / len(right), (model, start)
+
+
 def test_late_labels_change_the_accuracy_of_the_right_window(settings: Settings, start_worker,
                                                              topics):
     settings = settings.replace(rules=RULES)
@@ -86,28 +143,12 @@ def test_labels_before_with_and_after_their_predictions_all_join(settings: Setti
     # three models, six windows of 200 predictions each; model-before's labels are sent
     # before any prediction, model-prompt's right after them, model-after's once every
     # window closed. Every window's final accuracy must be what the data says.
-    import random
 
-    rng = random.Random(5)
     worker = start_worker(feedback_min_labels=10, revision_interval_seconds=0.5)
     worker.wait_assigned()
     models = ("model-before", "model-prompt", "model-after")
-    predictions: dict[str, list[dict]] = {m: [] for m in models}
-    labels: dict[str, list[dict]] = {m: [] for m in models}
-    truth: dict[tuple[str, int], list[bool]] = {}
-    for m in models:
-        for w in range(6):
-            for i in range(200):
-                event = {"event_id": f"{m}-{w}-{i}", "timestamp": T0 + 2 * w + i * 0.01,
-                         "model": m, "model_version": "v1",
-                         "prediction": rng.choice(["fraud", "legit"]), "latency_ms": 5.0}
-                right = rng.random() < 0.8
-                other = "legit" if event["prediction"] == "fraud" else "fraud"
-                predictions[m].append(event)
-                labels[m].append({"event_id": event["event_id"],
-                                  "timestamp": event["timestamp"] + 0.5, "model": m,
-                                  "label": event["prediction"] if right else other})
-                truth.setdefault((m, w), []).append(right)
+    predictions, labels, truth = traffic(models, windows=6, per_window=200, right=0.8,
+                                         seed=5, label_delay_s=0.5)
 
     def envelopes(events: list[dict]) -> tuple[list[bytes], list[bytes]]:
         chunks = [events[i:i + 100] for i in range(0, len(events), 100)]
@@ -122,28 +163,9 @@ def test_labels_before_with_and_after_their_predictions_all_join(settings: Setti
         {(w["model"], w["window_start"]) for w in r}) >= 18, timeout_s=90))
     asyncio.run(produce(settings, topics.feedback, *envelopes(labels["model-after"])))
 
-    def latest(records: list[dict]) -> dict[tuple[str, str], dict]:
-        out: dict[tuple[str, str], dict] = {}
-        for w in records:
-            key = (w["model"], w["window_start"])
-            if key not in out or w["revision"] >= out[key]["revision"]:
-                out[key] = w
-        return out
-
-    def complete(records: list[dict]) -> bool:
-        done = latest(records)
-        return len(done) == 18 and all(
-            (w["performance"] or {}).get("labelled") == w["count"] for w in done.values())
-
-    records = asyncio.run(consume(settings, topics.windows, complete, timeout_s=90,
-                                  settle_s=2))
-    from datetime import datetime
-    for (model, start), w in latest(records).items():
-        index = round((datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp()
-                       - T0) / 2)
-        right = truth[(model, index)]
-        assert w["count"] == len(right) == 200
-        assert w["performance"]["accuracy"] == sum(right) / len(right), (model, start)
+    records = asyncio.run(consume(settings, topics.windows, lambda r: all_labelled(r, 18),
+                                  timeout_s=90, settle_s=2))
+    assert_accuracy(latest(records), truth, 200)
     assert worker.metric("mlpulse_labels_total", {"outcome": "joined"}) == 3600.0
     assert worker.metric("mlpulse_labels_total", {"outcome": "unmatched"}) in (None, 0.0)
 
@@ -154,30 +176,15 @@ def test_labels_sent_after_a_kill_join_the_predictions_made_before_it(
     restores the label index from the checkpoint topic, and every label sent afterwards
     joins. One window is still open at the kill (its predictions are in the index too)."""
     import os
-    import random
     import signal
     import time
-    from datetime import datetime
 
-    rng = random.Random(7)
     first = start_worker("w1", feedback_min_labels=10, revision_interval_seconds=0.5)
     first.wait_assigned()
-    models = ("model-a", "model-b")
-    predictions: list[dict] = []
-    labels: list[dict] = []
-    truth: dict[tuple[str, int], list[bool]] = {}
-    for m in models:
-        for w in range(4):
-            for i in range(150):
-                event = {"event_id": f"{m}-{w}-{i}", "timestamp": T0 + 2 * w + i * 0.01,
-                         "model": m, "model_version": "v1",
-                         "prediction": rng.choice(["fraud", "legit"]), "latency_ms": 5.0}
-                right = rng.random() < 0.7
-                predictions.append(event)
-                labels.append({"event_id": event["event_id"], "timestamp": T0 + 300,
-                               "model": m, "label": event["prediction"] if right else
-                               ("legit" if event["prediction"] == "fraud" else "fraud")})
-                truth.setdefault((m, w), []).append(right)
+    by_model, labelled, truth = traffic(("model-a", "model-b"), windows=4, per_window=150,
+                                        right=0.7, seed=7, label_delay_s=300)
+    predictions = [e for events in by_model.values() for e in events]
+    labels = [e for events in labelled.values() for e in events]
     chunks = [predictions[i:i + 50] for i in range(0, len(predictions), 50)]
     asyncio.run(produce(settings, topics.predictions, [msgspec.json.encode(c) for c in chunks]))
     asyncio.run(consume(settings, topics.windows, lambda r: len(
@@ -191,29 +198,11 @@ def test_labels_sent_after_a_kill_join_the_predictions_made_before_it(
     chunks = [labels[i:i + 100] for i in range(0, len(labels), 100)]
     asyncio.run(produce(settings, topics.feedback, [msgspec.json.encode(c) for c in chunks]))
 
-    def latest(records: list[dict]) -> dict[tuple[str, str], dict]:
-        out: dict[tuple[str, str], dict] = {}
-        for w in records:
-            key = (w["model"], w["window_start"])
-            if key not in out or w["revision"] >= out[key]["revision"]:
-                out[key] = w
-        return out
-
-    def complete(records: list[dict]) -> bool:
-        done = latest(records)
-        return len(done) == 8 and all(
-            (w["performance"] or {}).get("labelled") == w["count"] for w in done.values())
-
-    records = asyncio.run(consume(settings, topics.windows, complete, timeout_s=90,
-                                  settle_s=2))
+    records = asyncio.run(consume(settings, topics.windows, lambda r: all_labelled(r, 8),
+                                  timeout_s=90, settle_s=2))
     done = latest(records)
-    assert complete(records), {k: (w["count"], (w["performance"] or {}).get("labelled"))
-                               for k, w in done.items()}
-    for (model, start), w in done.items():
-        index = round((datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp()
-                       - T0) / 2)
-        right = truth[(model, index)]
-        assert w["count"] == len(right) == 150
-        assert w["performance"]["accuracy"] == sum(right) / len(right), (model, start)
+    assert all_labelled(records, 8), {
+        k: (w["count"], (w["performance"] or {}).get("labelled")) for k, w in done.items()}
+    assert_accuracy(done, truth, 150)
     assert second.metric("mlpulse_labels_total", {"outcome": "joined"}) == 1200.0
     assert second.metric("mlpulse_labels_total", {"outcome": "unmatched"}) in (None, 0.0)

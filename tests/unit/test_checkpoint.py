@@ -9,6 +9,7 @@ import pytest
 from mlpulse.checkpoint import (
     CHUNK_BYTES,
     Checkpoint,
+    CheckpointWriter,
     checkpoint_records,
     next_slot,
     read_checkpoint,
@@ -95,3 +96,26 @@ def test_a_window_closed_again_after_a_restore_is_not_judged_twice():
     again = [w for w in restarted.windows]
     assert again and all(w in first.windows for w in again)
     assert [a for a in restarted.alerts if a.rule != "no_data"] == []
+
+
+async def test_a_round_writes_chunks_then_headers_each_made_durable_before_done():
+    """The order that makes a crash harmless: the chunks (and the label index's records,
+    tombstones included), made durable, then the headers, made durable, then done."""
+    writer = CheckpointWriter()
+    point = Checkpoint(state=b"windows", inputs={"in:1": 5}, hops={})
+    steps: list[str] = []
+    round_ = writer.round({1: point}, lambda: steps.append("after headers"),
+                          {1: [(b"l|1|w|p0", b"x"), (b"l|1|old|p0", None)]},
+                          lambda: steps.append("written"))
+    assert round_ is not None
+
+    async def send(partition: int, key: bytes, value: bytes | None) -> None:
+        steps.append(f"{partition} {key.decode()} {'tombstone' if value is None else 'value'}")
+
+    async def flush() -> None:
+        steps.append("flush")
+
+    await round_.write(send, flush)
+    assert steps == ["1 l|1|w|p0 value", "1 l|1|old|p0 tombstone", "1 c|1|0|0 value", "flush",
+                     "1 c|1 value", "after headers", "flush", "written"]
+    assert writer.round({1: point}) is None   # done: the next round compares with it

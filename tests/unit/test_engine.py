@@ -246,8 +246,14 @@ def test_a_partition_far_ahead_of_the_slowest_is_paused_until_the_others_catch_u
     assert pipe.paused[topic] == set()
     pipe.fetch([at(0, 50)])                   # 48 s ahead of partition 1
     assert pipe.paused[topic] == {0}
+
+    def gauge() -> float | None:
+        return pipe.engine.registry.get_sample_value(
+            "mlpulse_input_partitions_paused", {"topic": topic})
+
+    assert gauge() == 1
     pipe.fetch([at(1, 45)])
-    assert pipe.paused[topic] == set()
+    assert pipe.paused[topic] == set() and gauge() == 0
 
 
 def test_a_partition_is_checkpointed_only_once_its_restore_is_done():
