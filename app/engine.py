@@ -105,6 +105,8 @@ class Engine:
         self.reporter = Reporter(settings, self.summarizer, self.hops)
         """How far the input partitions read here have come, and who heard of it."""
         self.writer = CheckpointWriter()
+        self.paused: dict[str, set[int]] = {}
+        """Input partitions paused per topic (event-time alignment)."""
         self.reading = False
         """Whether input is being read (not during a rebalance): idle windows and silent
         models are judged on the wall clock only then."""
@@ -217,16 +219,24 @@ class Engine:
         messages, paused = self.reporter.report(stream, self.owned[stream.name], now, reader)
         out.messages += messages
         if reader.reading(stream.topic):
-            out.pauses[stream.topic] = paused
-            self.metrics.paused_partitions.labels(topic=stream.topic).set(len(paused))
+            self._pause(stream.topic, paused, out)
 
     def _align_labels(self, now: float, reader: Reader, out: Outputs) -> None:
         """Pause the label partitions that run ahead of the predictions."""
         paused = self.reporter.align_labels(self.predictions, self.feedback,
                                             self.owned["predictions"], now, reader)
         if paused is not None:
-            out.pauses[self.feedback.topic] = paused
-            self.metrics.paused_partitions.labels(topic=self.feedback.topic).set(len(paused))
+            self._pause(self.feedback.topic, paused, out)
+
+    def _pause(self, topic: str, partitions: set[int], out: Outputs) -> None:
+        """Exactly ``partitions`` of input ``topic`` are paused now."""
+        out.pauses[topic] = partitions
+        metrics = self.metrics
+        metrics.paused_partitions.labels(topic=topic).set(len(partitions))
+        new = partitions - self.paused.get(topic, set())
+        if new:
+            metrics.pauses.labels(topic=topic).inc(len(new))
+        self.paused[topic] = partitions
 
     # ------------------------------------------------------- 2. repartitioned messages
 

@@ -58,6 +58,10 @@ class Metrics:
             "Input partitions paused because their event time runs ahead of the slowest "
             "(event-time alignment; labels: ahead of the predictions).", ["topic"],
             registry=registry)
+        self.pauses = Counter(
+            "mlpulse_input_partition_pauses_total",
+            "Times an input partition was paused by event-time alignment.", ["topic"],
+            registry=registry)
 
     def track_open_windows(self, count: Callable[[], int]) -> None:
         """Read the open-window count at scrape time (no writes on the hot path)."""

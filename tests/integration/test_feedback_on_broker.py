@@ -166,6 +166,9 @@ def test_labels_before_with_and_after_their_predictions_all_join(settings: Setti
     records = asyncio.run(consume(settings, topics.windows, lambda r: all_labelled(r, 18),
                                   timeout_s=90, settle_s=2))
     assert_accuracy(latest(records), truth, 200)
+    # labels read before their predictions were held back on the consumer, then resumed
+    assert (worker.metric("mlpulse_input_partition_pauses_total",
+                          {"topic": topics.feedback}) or 0) > 0
     assert worker.metric("mlpulse_labels_total", {"outcome": "joined"}) == 3600.0
     assert worker.metric("mlpulse_labels_total", {"outcome": "unmatched"}) in (None, 0.0)
 

@@ -254,6 +254,8 @@ def test_a_partition_far_ahead_of_the_slowest_is_paused_until_the_others_catch_u
     assert gauge() == 1
     pipe.fetch([at(1, 45)])
     assert pipe.paused[topic] == set() and gauge() == 0
+    assert pipe.engine.registry.get_sample_value(
+        "mlpulse_input_partition_pauses_total", {"topic": topic}) == 2
 
 
 def test_a_partition_is_checkpointed_only_once_its_restore_is_done():
