@@ -19,8 +19,10 @@ from .events import (
     ERROR_LEVELS,
     LOG_LEVELS,
     ConfidenceSummary,
+    Distribution,
     FeatureSummary,
     LatencySummary,
+    LLMSummary,
     LogEvent,
     LogWindow,
     PredictionEvent,
@@ -142,6 +144,11 @@ class PredictionAggregate:
         self.tokens_in = 0
         self.tokens_out = 0
         self.cost_usd = 0.0
+        self.llm_requests = 0
+        """Events that reported tokens or a cost (LLM calls)."""
+        self.llm_tokens_in = QuantileSketch()
+        self.llm_tokens_out = QuantileSketch()
+        self.llm_cost = QuantileSketch()
         self.cache_hits = 0
         self.cache_known = 0
         self.trace_ids: list[str] = []
@@ -179,9 +186,7 @@ class PredictionAggregate:
         self.low_confidence += int((confidence < 0.5).sum())
         self.predictions.add_values(predictions, prediction_kinds)
         # None and 0 add nothing: filter(None, ...) drops both
-        self.tokens_in += sum(filter(None, map(_TOKENS_IN, events)))
-        self.tokens_out += sum(filter(None, map(_TOKENS_OUT, events)))
-        self.cost_usd += math.fsum(filter(None, map(_COST, events)))
+        self._add_llm(events, n)
         cache = list(map(_CACHE_HIT, events))
         self.cache_known += n - cache.count(None)
         self.cache_hits += cache.count(True)
@@ -189,6 +194,28 @@ class PredictionAggregate:
         if missing > 0:
             self.trace_ids.extend(itertools.islice(filter(None, map(_TRACE_ID, events)), missing))
         self._add_features(events)
+
+    def _add_llm(self, events: Sequence[PredictionEvent], n: int) -> None:
+        """Tokens and cost: window sums, and per request the sketches of their values (a
+        batch without any costs one pass per field)."""
+        tokens_in = list(map(_TOKENS_IN, events))
+        tokens_out = list(map(_TOKENS_OUT, events))
+        costs = list(map(_COST, events))
+        missing = (tokens_in.count(None), tokens_out.count(None), costs.count(None))
+        if missing == (n, n, n):
+            return
+        self.llm_requests += n - min(missing)
+        if missing[0] < n:
+            values = _ints(tokens_in, missing[0])
+            self.tokens_in += int(values.sum())
+            self.llm_tokens_in.add_many(values.astype(np.float64))
+        if missing[1] < n:
+            values = _ints(tokens_out, missing[1])
+            self.tokens_out += int(values.sum())
+            self.llm_tokens_out.add_many(values.astype(np.float64))
+        if missing[2] < n:
+            self.cost_usd += math.fsum(filter(None, costs))
+            self.llm_cost.add_many(_floats(costs))
 
     def _add_features(self, events: Sequence[PredictionEvent]) -> None:
         # column by column: one C-speed pass per feature instead of a Python loop per value
@@ -237,6 +264,10 @@ class PredictionAggregate:
         self.tokens_in += other.tokens_in
         self.tokens_out += other.tokens_out
         self.cost_usd += other.cost_usd
+        self.llm_requests += other.llm_requests
+        self.llm_tokens_in.merge(other.llm_tokens_in)
+        self.llm_tokens_out.merge(other.llm_tokens_out)
+        self.llm_cost.merge(other.llm_cost)
         self.cache_hits += other.cache_hits
         self.cache_known += other.cache_known
         self.trace_ids = (self.trace_ids + other.trace_ids)[:TRACE_SAMPLE]
@@ -255,6 +286,8 @@ class PredictionAggregate:
             "tokens_out": self.tokens_out, "cost_usd": self.cost_usd,
             "cache_hits": self.cache_hits, "cache_known": self.cache_known,
             "trace_ids": list(self.trace_ids),
+            "llm": [self.llm_requests, self.llm_tokens_in.state(),
+                    self.llm_tokens_out.state(), self.llm_cost.state()],
         }
 
     def restore(self, state: dict[str, Any]) -> PredictionAggregate:
@@ -283,6 +316,12 @@ class PredictionAggregate:
         self.cost_usd = state["cost_usd"]
         self.cache_hits, self.cache_known = state["cache_hits"], state["cache_known"]
         self.trace_ids = list(state["trace_ids"])
+        if state.get("llm"):
+            requests, tokens_in, tokens_out, cost = state["llm"]
+            self.llm_requests = requests
+            self.llm_tokens_in = QuantileSketch.from_state(tokens_in)
+            self.llm_tokens_out = QuantileSketch.from_state(tokens_out)
+            self.llm_cost = QuantileSketch.from_state(cost)
         if self.profile is not None and state.get("profile") is not None:
             self.profile.restore(state["profile"])
         return self
@@ -329,7 +368,18 @@ class PredictionAggregate:
             late_events=late_events,
             error_types=self.error_types.top(self.top_values),
             trace_ids=list(self.trace_ids),
+            llm=self._llm(),
         )
+
+    def _llm(self) -> LLMSummary | None:
+        if not self.llm_requests:
+            return None
+        cost = self.llm_cost
+        return LLMSummary(
+            requests=self.llm_requests, tokens_in=_distribution(self.llm_tokens_in),
+            tokens_out=_distribution(self.llm_tokens_out), cost_usd=_distribution(cost),
+            cost_usd_per_1k_requests=stable(1000 * self.cost_usd / cost.count)
+            if cost.count else None)
 
 
 class LogAggregate:
@@ -410,6 +460,24 @@ def _columns(rows: list[dict[str, object]]) -> list[tuple[str, list[object]]]:
         except KeyError:
             pass
     return [(name, [row.get(name, _MISSING) for row in rows]) for name in set().union(*rows)]
+
+
+def _distribution(sketch: QuantileSketch) -> Distribution | None:
+    """Mean, p50, p95 and max of a sketch's values (None: no value)."""
+    if not sketch.count:
+        return None
+    return Distribution(mean=stable(sketch.mean), p50=sketch.quantile(0.5),
+                        p95=sketch.quantile(0.95), max=sketch.max)
+
+
+def _ints(values: list[int | None], missing: int) -> np.ndarray:
+    """The integers of an optional integer field (``missing`` of them None), Nones left out.
+
+    >>> _ints([3, None, 4], 1).tolist()
+    [3, 4]
+    """
+    return np.array(values if not missing else [v for v in values if v is not None],
+                    dtype=np.int64)
 
 
 def _floats(values: list[float | None]) -> np.ndarray:

@@ -30,8 +30,10 @@ __all__ = [
     "AlertEvent",
     "ConfidenceSummary",
     "DeadLetter",
+    "Distribution",
     "FeatureSummary",
     "FeedbackEvent",
+    "LLMSummary",
     "LatencySummary",
     "LogEvent",
     "LogWindow",
@@ -224,6 +226,28 @@ class ConfidenceSummary(Struct):
     low_rate: float
 
 
+class Distribution(Struct):
+    """A per-request quantity of one window: mean, median, 95th percentile, maximum
+    (quantiles within 1% relative error)."""
+
+    mean: float
+    p50: float
+    p95: float
+    max: float
+
+
+class LLMSummary(Struct, omit_defaults=True):
+    """What one window's LLM calls cost, per request: the events that reported tokens or
+    a cost (``requests``); ``cost_usd_per_1k_requests`` is over those that reported a
+    cost."""
+
+    requests: int
+    tokens_in: Distribution | None = None
+    tokens_out: Distribution | None = None
+    cost_usd: Distribution | None = None
+    cost_usd_per_1k_requests: float | None = None
+
+
 class FeatureSummary(Struct, omit_defaults=True):
     """Statistics of one feature in one window.
 
@@ -290,6 +314,8 @@ class PredictionWindow(Struct, tag_field="kind", tag="predictions", kw_only=True
     error_types: dict[str, int] = {}
     trace_ids: list[str] = []
     performance: PerformanceSummary | None = None
+    llm: LLMSummary | None = None
+    """Per-request tokens and cost (None: no event of the window reported them)."""
     revision: int = 0
 
 

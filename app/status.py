@@ -61,6 +61,20 @@ class _Latest(NamedTuple):
     latency_ms: tuple[float, float, float] | None = None
     """p50, p95, p99"""
     confidence: float | None = None
+    llm: tuple[tuple[str, str, float], ...] = ()
+    """(quantity, statistic, value) per request of the window's LLM calls."""
+
+
+def _llm_values(summary: WindowSummary) -> tuple[tuple[str, str, float], ...]:
+    llm = getattr(summary, "llm", None)
+    if llm is None:
+        return ()
+    out = [("cost_usd_per_1k_requests", "value", llm.cost_usd_per_1k_requests)]
+    for quantity in ("tokens_in", "tokens_out", "cost_usd"):
+        d = getattr(llm, quantity)
+        if d is not None:
+            out += [(quantity, "mean", d.mean), (quantity, "50", d.p50), (quantity, "95", d.p95)]
+    return tuple((q, s, v) for q, s, v in out if v is not None)
 
 
 def _latest(summary: WindowSummary) -> _Latest:
@@ -71,7 +85,8 @@ def _latest(summary: WindowSummary) -> _Latest:
     return _Latest(summary.window_start, start_s, end_s, summary.count, summary.error_rate,
                    summary.cost_usd,
                    (latency.p50, latency.p95, latency.p99) if latency is not None else None,
-                   summary.confidence.mean if summary.confidence is not None else None)
+                   summary.confidence.mean if summary.confidence is not None else None,
+                   _llm_values(summary))
 
 
 class _Series:
@@ -245,6 +260,10 @@ class StatusCollector(Collector):
         confidence = gauge("mlpulse_model_confidence_mean",
                            "Mean confidence of the latest window.")
         cost = gauge("mlpulse_model_window_cost_usd", "LLM cost in the latest window (USD).")
+        llm = gauge("mlpulse_model_llm_per_request",
+                    "LLM calls of the latest window, per request: tokens_in, tokens_out, "
+                    "cost_usd (mean, 50th and 95th percentile), and cost_usd_per_1k_requests.",
+                    ["quantity", "statistic"])
         end = gauge("mlpulse_model_window_end_timestamp_seconds",
                     "End of the latest closed window (Unix time).")
         quality = gauge("mlpulse_model_performance",
@@ -266,6 +285,8 @@ class StatusCollector(Collector):
                 errors.add_metric(labels, w.error_rate)
                 end.add_metric(labels, w.end_s)
                 cost.add_metric(labels, w.cost_usd)
+                for quantity, statistic, value in w.llm:
+                    llm.add_metric([*labels, quantity, statistic], value)
                 if w.latency_ms is not None:
                     for q, ms in zip(("50", "95", "99"), w.latency_ms, strict=True):
                         latency.add_metric([*labels, q], ms / 1000.0)
@@ -279,7 +300,7 @@ class StatusCollector(Collector):
                 p_value.add_metric([*labels, signal, kind], p)
             for detector, score in sorted(series.anomaly.items()):
                 anomaly.add_metric([*labels, detector], score)
-        yield from (events, rate, errors, latency, confidence, cost, end, quality, drift,
+        yield from (events, rate, errors, latency, confidence, cost, llm, end, quality, drift,
                     p_value, anomaly)
 
         log_events = GaugeMetricFamily("mlpulse_service_window_log_events",
