@@ -125,7 +125,12 @@ class PredictionAggregate:
 
     def __init__(self, max_categories: int = 1000, top_values: int = 50,
                  profile: Profile | None = None, labels: Labels | None = None,
-                 max_features: int = 200) -> None:
+                 max_features: int = 200, *, min_batch: int = 0) -> None:
+        self.min_batch = min_batch
+        """Batches smaller than this wait (in ``_waiting``) to be folded with the next: a
+        slice's share of a batch is a few events, and folding costs ~0.4 ms a batch
+        whatever its size. Everything waiting is folded before a result or state."""
+        self._waiting: list[PredictionEvent] = []
         self.profile = profile
         self.labels = labels
         self.max_features = max_features
@@ -154,12 +159,27 @@ class PredictionAggregate:
         self.trace_ids: list[str] = []
 
     def add_batch(self, events: Sequence[PredictionEvent]) -> None:
-        """Fold a batch of events of this window into the aggregate.
+        """Fold a batch of events of this window into the aggregate (or keep it waiting
+        for more, under ``min_batch``).
 
         Each field is read once for the whole batch (``map`` over ``attrgetter``, in C)
         and folded by C-speed builtins and numpy: a Python-level pass per field and
         event cost more than the rest of the aggregation.
         """
+        if self.min_batch:
+            self._waiting.extend(events)
+            if len(self._waiting) < self.min_batch:
+                return
+            events, self._waiting = self._waiting, []
+        self._fold(events)
+
+    def flush(self) -> None:
+        """Fold the events waiting (``min_batch``)."""
+        if self._waiting:
+            events, self._waiting = self._waiting, []
+            self._fold(events)
+
+    def _fold(self, events: Sequence[PredictionEvent]) -> None:
         n = len(events)
         self.count += n
         statuses = list(map(_STATUS, events))
@@ -252,6 +272,8 @@ class PredictionAggregate:
 
     def merge(self, other: PredictionAggregate) -> None:
         """Add another aggregate of the same window (e.g. from another batch)."""
+        self.flush()
+        other.flush()
         self.count += other.count
         self.error_count += other.error_count
         self.latency.merge(other.latency)
@@ -275,6 +297,7 @@ class PredictionAggregate:
     def state(self) -> dict[str, Any]:
         """This aggregate as plain data (msgpack-ready), with what its ``profile`` keeps
         (the detectors' bin counts), without its ``labels`` (the label index keeps them)."""
+        self.flush()
         return {
             "profile": self.profile.state() if self.profile is not None else None,
             "count": self.count, "error_count": self.error_count,
@@ -330,6 +353,7 @@ class PredictionAggregate:
         self, *, model: str, model_version: str, window_start: str, window_end: str,
         late_events: int,
     ) -> PredictionWindow:
+        self.flush()
         latency = None
         if self.latency.count:
             latency = LatencySummary(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -101,6 +102,17 @@ class Settings:
     """Versions tracked per model; more are folded into ``__other__``."""
     max_services: int = 1000
     """Log services tracked per worker; more are folded into ``__other__``."""
+    segment_keys: str = ""
+    """Comma-separated segment keys (e.g. ``region,tier``): each value of each key is a
+    *slice* of a model version with its own windows, detectors and alerts, beside the
+    model version's own (one slice per key=value, not their cross product)."""
+    max_segment_values: int = 20
+    """Values tracked per segment key per model version; more are folded into ``__other__``
+    (the most frequent keep their slot: a value unseen for ``series_idle_seconds`` gives
+    its slot up)."""
+    min_slice_events: int = 100
+    """A slice window with fewer events is summarised but not judged (no detector or rule
+    runs on it): small samples would cry wolf."""
     max_features: int = 200
     """Feature names per model-version window; more are folded into ``__other__``."""
     series_idle_seconds: float = 3600.0
@@ -186,12 +198,18 @@ class Settings:
         settings._validate()
         return settings
 
+    @property
+    def slice_keys(self) -> tuple[str, ...]:
+        """The segment keys that slice every model (``segment_keys``, parsed)."""
+        return tuple(dict.fromkeys(k.strip() for k in self.segment_keys.split(",") if k.strip()))
+
     def _validate(self) -> None:
         positive = ("partitions", "window_seconds", "max_message_bytes",
                     "max_batch_events", "max_categories", "top_values", "idle_check_seconds",
                     "batch_messages", "batch_wait_seconds", "internal_message_bytes",
                     "feedback_max_predictions", "max_models", "max_versions", "max_services",
-                    "max_features", "series_idle_seconds", "ingest_max_records",
+                    "max_features", "max_segment_values", "series_idle_seconds",
+                    "ingest_max_records",
                     "ingest_fetch_bytes", "commit_interval_seconds", "max_drift_seconds")
         for name in positive:
             if getattr(self, name) <= 0:
@@ -201,6 +219,12 @@ class Settings:
                      "feedback_min_labels", "revision_interval_seconds"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_PREFIX}{name.upper()}: must be >= 0")
+        if self.min_slice_events < 0:
+            raise ConfigError("MLPULSE_MIN_SLICE_EVENTS: must be >= 0")
+        for key in self.slice_keys:
+            if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", key):
+                raise ConfigError(f"MLPULSE_SEGMENT_KEYS: {key!r} is not a segment key "
+                                  "(letters, digits, _ . : -; at most 64)")
         if self.max_batch_events >= 1 << 20:   # an event's index is 20 bits of its origin
             raise ConfigError("MLPULSE_MAX_BATCH_EVENTS: must be < 1048576")
         if self.event_loop not in ("uvloop", "asyncio"):
@@ -249,6 +273,8 @@ def _field_type(name: str) -> str:
 
 def _cast(name: str, value: Any, type_name: Any) -> Any:
     type_name = str(type_name)
+    if isinstance(value, list) and type_name.startswith("str"):   # YAML: [region, tier]
+        value = ",".join(str(v) for v in value)
     if value is None:
         if "None" in type_name:
             return None

@@ -140,6 +140,9 @@ class Detect:
         profile = aggregate.profile
         if not isinstance(profile, WindowProfile):
             return []
+        model, version, *part = c.key
+        if part and c.summary.count < self.settings.min_slice_events:
+            return []   # a small slice: summarised, not judged
         state = self._model(c.partition, c.key)
         if c.end_s <= state.last_end_s:
             return []
@@ -148,8 +151,9 @@ class Detect:
                                            complete=not c.idle)
         if self.on_findings is not None:
             self.on_findings(c.partition, c.key, findings)
-        model, version = c.key
         labels = {"model": model, "model_version": version}
+        if part:
+            labels["segment"] = part[0]   # e.g. "region=eu"
         conditions = (self.rules.evaluate_findings(findings, labels)
                       + self.rules.evaluate_metrics(
                           window_metrics(c, self.settings.feedback_min_labels), labels))
@@ -168,7 +172,7 @@ class Detect:
         """
         out: list[AlertEvent] = []
         for r in revised:
-            model, version = r.key
+            model, version = r.key[:2]
             if not self.config.for_model(model).enabled:
                 continue
             labels = {"model": model, "model_version": version}
@@ -282,7 +286,7 @@ class Detect:
         return with_hst < config.anomaly.hst_max_series
 
     def _load_model(self, partition: int, key: tuple[str, ...]) -> _ModelState:
-        model, version = key
+        model, version = key[:2]
         config = self.config.for_model(model)
         hst = self._hst_allowed(config)
         stored = self.store.get(partition, model_key(key))

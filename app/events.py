@@ -316,6 +316,9 @@ class PredictionWindow(Struct, tag_field="kind", tag="predictions", kw_only=True
     performance: PerformanceSummary | None = None
     llm: LLMSummary | None = None
     """Per-request tokens and cost (None: no event of the window reported them)."""
+    segment: dict[str, str] = {}
+    """The slice this window summarises (e.g. ``{"region": "eu"}``); empty: the whole model
+    version."""
     revision: int = 0
 
 

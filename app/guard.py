@@ -54,14 +54,18 @@ class CardinalityGuard:
     """Admits or folds model, version and service names (one guard per worker)."""
 
     def __init__(self, *, max_models: int = 1000, max_versions: int = 20,
-                 max_services: int = 1000, idle_s: float = 3600.0) -> None:
+                 max_services: int = 1000, max_segment_values: int = 20,
+                 idle_s: float = 3600.0) -> None:
         self.max_versions = max_versions
+        self.max_segment_values = max_segment_values
+        self._segments: dict[tuple[str, str], _Slots] = {}
         self.idle_s = idle_s
         self._models = _Slots(max_models, idle_s)
         self._services = _Slots(max_services, idle_s)
         self._versions: dict[str, _Slots] = {}
         self.folded: collections.Counter[str] = collections.Counter()
-        """Events folded into ``__other__``, by kind (model, version, service, feature)."""
+        """Events folded into ``__other__``, by kind (model, version, service, segment,
+        feature)."""
 
     def model(self, name: str, now_s: float, events: int = 1) -> str:
         if self._models.admit(name, now_s):
@@ -80,6 +84,24 @@ class CardinalityGuard:
         if slots.admit(version, now_s):
             return version
         self.folded["version"] += events
+        return OTHER
+
+    def segment(self, model: str, key: str, value: str, now_s: float, events: int = 1) -> str:
+        """A value of segment ``key`` of ``model``: at most ``max_segment_values`` each.
+
+        >>> guard = CardinalityGuard(max_segment_values=1)
+        >>> guard.segment("m", "region", "eu", 0), guard.segment("m", "region", "us", 0)
+        ('eu', '__other__')
+        """
+        slots = self._segments.get((model, key))
+        if slots is None:
+            if len(self._segments) > 2 * len(self._models.last_seen) + 16:
+                for gone in [k for k in self._segments if k[0] not in self._models.last_seen]:
+                    del self._segments[gone]
+            slots = self._segments[(model, key)] = _Slots(self.max_segment_values, self.idle_s)
+        if slots.admit(value, now_s):
+            return value
+        self.folded["segment"] += events
         return OTHER
 
     def service(self, name: str, now_s: float, events: int = 1) -> str:

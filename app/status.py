@@ -128,6 +128,8 @@ class Status:
 
     def on_window(self, partition: int, summary: WindowSummary) -> None:
         if isinstance(summary, PredictionWindow):
+            if summary.segment:   # slices are not on the page yet: the model version is
+                return
             key = (summary.model, summary.model_version)
             series = self.models.get(key)
             if series is None:
@@ -157,6 +159,8 @@ class Status:
     def on_findings(self, partition: int, key: tuple[str, ...],
                     findings: Iterable[Finding]) -> None:
         """Detector findings of a prediction window of (model, version)."""
+        if len(key) > 2:   # a slice's (not on the page yet)
+            return
         series = self.models.get((key[0], key[1]))
         if series is None:
             series = self.models[(key[0], key[1])] = _Series(partition, self.history)

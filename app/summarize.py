@@ -21,6 +21,7 @@ a wall-clock timer, for the windows that closed.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +39,10 @@ from .progress import Report, Watermarks
 from .timefmt import rfc3339
 from .windows import TumblingWindows
 
-__all__ = ["Closed", "Summarizer"]
+__all__ = ["Closed", "Summarizer", "segment_of"]
+
+SLICE_BATCH = 256
+"""Events a slice's window gathers before folding them (its share of a batch is small)."""
 
 ProfileFactory = Callable[[int, tuple[str, ...]], Any]
 """(partition, (model, version)) → the detectors' profile of a new window, or None."""
@@ -68,7 +72,11 @@ class Summarizer:
         self._logs: dict[int, TumblingWindows[LogAggregate]] = {}
         self.guard = CardinalityGuard(
             max_models=settings.max_models, max_versions=settings.max_versions,
-            max_services=settings.max_services, idle_s=settings.series_idle_seconds)
+            max_services=settings.max_services, max_segment_values=settings.max_segment_values,
+            idle_s=settings.series_idle_seconds)
+        self.slice_keys = settings.slice_keys
+        """Segment keys that slice every model version (windows keyed (model, version,
+        ``key=value``))."""
         self.watermarks = Watermarks(settings.lateness_seconds)
         """Progress of the input partitions per owned partition: the aligned watermarks."""
         self.join: LabelJoin | None = None
@@ -144,10 +152,12 @@ class Summarizer:
 
         def new(key: tuple[str, ...]) -> PredictionAggregate:
             profile = profiles(partition, key) if profiles is not None else None
-            return PredictionAggregate(
+            whole = len(key) == 2   # the model version's window, not a slice's
+            return PredictionAggregate(   # labels join the model version's windows
                 self.settings.max_categories, self.settings.top_values, profile=profile,
-                labels=join.open(partition, key) if join is not None else None,
-                max_features=self.settings.max_features)
+                labels=join.open(partition, key) if join is not None and whole else None,
+                max_features=self.settings.max_features,
+                min_batch=0 if whole else SLICE_BATCH)
         return new
 
     def add_prediction_events(
@@ -164,6 +174,10 @@ class Summarizer:
         for name, group in group_by(events, "model_version").items():
             version = guard.version(model, name, now_wall_s, len(group))
             late += windows.add((model, version), group, now_wall_s)
+            for key in self.slice_keys:   # their late events are the model version's too
+                for value, members in _by_segment(group, key).items():
+                    kept = guard.segment(model, key, value, now_wall_s, len(members))
+                    windows.add((model, version, f"{key}={kept}"), members, now_wall_s)
         return late
 
     def add_feedback(self, partition: int, events: list[FeedbackEvent]) -> None:
@@ -191,12 +205,14 @@ class Summarizer:
         out: list[Closed] = []
         for partition, windows in self._predictions.items():
             for closed in windows.close_due(now_wall_s, check_idle):
-                model, version = closed.key
+                model, version, *part = closed.key
                 summary = closed.aggregate.result(
                     model=model, model_version=version,
                     window_start=rfc3339(closed.start_s), window_end=rfc3339(closed.end_s),
                     late_events=closed.late_events,
                 )
+                if part:
+                    summary.segment = segment_of(part[0])
                 if closed.aggregate.folded_features:
                     self.guard.folded["feature"] += closed.aggregate.folded_features
                 labels = closed.aggregate.labels
@@ -273,7 +289,7 @@ class Summarizer:
             windows.restore(state["predictions"],
                             lambda key, data: factory(key).restore(data), now_wall_s)
             for key, start_s, aggregate in windows.opened():   # their label index
-                if self.join is not None:
+                if self.join is not None and len(key) == 2:
                     aggregate.labels = labels.pop((key, start_s), None) or self.join.open(
                         partition, key)
             windows.new_aggregate = self._prediction_factory(partition)
@@ -303,3 +319,29 @@ class Summarizer:
         return sum(w.open_windows for w in self._predictions.values()) + sum(
             w.open_windows for w in self._logs.values()
         )
+
+
+def segment_of(name: str) -> dict[str, str]:
+    """The segment of a slice name (``key=value``).
+
+    >>> segment_of("region=eu")
+    {'region': 'eu'}
+    """
+    key, _, value = name.partition("=")
+    return {key: value}
+
+
+def _by_segment(events: list[PredictionEvent], key: str) -> dict[str, list[PredictionEvent]]:
+    """Events by their value of segment ``key`` (those without it are in no slice of it)."""
+    out: dict[str, list[PredictionEvent]] = {}
+    for event, value in zip(events, map(_get(key), map(_SEGMENT, events)), strict=True):
+        if value is not None:
+            out.setdefault(value, []).append(event)
+    return out
+
+
+_SEGMENT = operator.attrgetter("segment")
+
+
+def _get(key: str) -> Callable[[dict[str, str]], str | None]:
+    return operator.methodcaller("get", key)

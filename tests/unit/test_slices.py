@@ -1,0 +1,124 @@
+"""Slices: windows, detectors and alerts per segment value, beside the model version's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mlpulse.config import Settings
+from mlpulse.errors import ConfigError
+from mlpulse.events import PredictionWindow
+from mlpulse.testing import LocalPipeline
+
+REGIONS = {"eu": 0.15, "us": 0.5, "apac": 0.35}
+
+
+def traffic(windows: int, per_window: int, shift: dict[str, float] | None = None,
+            from_window: int = 0, seed: int = 3) -> list[dict[str, Any]]:
+    """Events of model m over 10 s windows; feature x ~ N(0, 1), shifted by ``shift`` in a
+    region from window ``from_window`` on."""
+    rng = np.random.default_rng(seed)
+    names, shares = list(REGIONS), list(REGIONS.values())
+    out = []
+    for w in range(windows):
+        regions = rng.choice(names, size=per_window, p=shares)
+        for i, region in enumerate(regions):
+            x = float(rng.normal())
+            if shift and w >= from_window:
+                x += shift.get(str(region), 0.0)
+            out.append({"event_id": f"{w}-{i}", "timestamp": 10.0 * w + i * 10.0 / per_window,
+                        "model": "m", "model_version": "v1", "latency_ms": 20.0,
+                        "features": {"x": x}, "segment": {"region": str(region),
+                                                          "tier": "gold" if i % 4 else "free"}})
+    return out
+
+
+def run(events: list[dict[str, Any]], **settings: Any) -> LocalPipeline:
+    pipe = LocalPipeline(window_seconds=10, lateness_seconds=0, **settings)
+    for i in range(0, len(events), 500):
+        pipe.send_predictions(events[i:i + 500])
+    pipe.advance(100)
+    return pipe
+
+
+def windows(pipe: LocalPipeline) -> dict[tuple[str, str], list[PredictionWindow]]:
+    out: dict[tuple[str, str], list[PredictionWindow]] = {}
+    for w in pipe.windows:
+        if isinstance(w, PredictionWindow):
+            name = ",".join(f"{k}={v}" for k, v in w.segment.items())
+            out.setdefault((name, w.window_start), []).append(w)
+    return out
+
+
+def test_each_segment_value_gets_its_own_window_beside_the_model_versions():
+    events = traffic(windows=2, per_window=400)
+    got = windows(run(events, segment_keys="region, tier"))
+    truth: dict[tuple[str, str], int] = {}
+    for e in events:
+        start = "1970-01-01T00:00:00Z" if e["timestamp"] < 10 else "1970-01-01T00:00:10Z"
+        for name in ("", f"region={e['segment']['region']}", f"tier={e['segment']['tier']}"):
+            truth[(name, start)] = truth.get((name, start), 0) + 1
+    assert {key: [w.count for w in ws] for key, ws in got.items()} == {
+        key: [n] for key, n in truth.items()}
+    whole = got[("", "1970-01-01T00:00:00Z")][0]
+    assert whole.segment == {} and whole.count == 400
+    eu = got[("region=eu", "1970-01-01T00:00:00Z")][0]
+    assert eu.segment == {"region": "eu"} and eu.features["x"].count == eu.count
+
+
+def test_segment_values_are_bounded_and_the_rest_folded_every_event_counted():
+    events = traffic(windows=1, per_window=600)
+    for i, e in enumerate(events):
+        e["segment"]["region"] = f"r{i % 50}"   # a flood of values
+    pipe = run(events, segment_keys="region", max_segment_values=3)
+    got = windows(pipe)
+    names = sorted(name for name, _ in got if name.startswith("region="))
+    assert names == ["region=__other__", "region=r0", "region=r1", "region=r2"]
+    assert sum(ws[0].count for (name, _), ws in got.items() if name) == 600
+    assert got[("region=__other__", "1970-01-01T00:00:00Z")][0].count == 600 - 3 * 12
+    assert pipe.summarizer.guard.folded["segment"] == 600 - 3 * 12
+
+
+def test_a_drift_confined_to_one_slice_is_alerted_for_that_slice_only():
+    """A 15 % slice shifts: its own reference (its first windows) sees it; the model
+    version and the other slices stay quiet."""
+    events = traffic(windows=8, per_window=1500, shift={"eu": 1.0}, from_window=5)
+    pipe = run(events, segment_keys="region")
+    drift = {(a.labels.get("segment", ""), a.labels.get("feature")) for a in pipe.alerts
+             if a.status == "firing" and a.rule == "feature_drift"}
+    assert drift == {("region=eu", "x")}
+
+
+def test_a_small_slice_is_summarised_but_not_judged():
+    events = traffic(windows=8, per_window=300, shift={"eu": 5.0}, from_window=5)
+    pipe = run(events, segment_keys="region", min_slice_events=100)   # eu: ~45 a window
+    assert windows(pipe)[("region=eu", "1970-01-01T00:01:00Z")][0].count < 100
+    assert not [a for a in pipe.alerts if a.labels.get("segment") == "region=eu"]
+
+
+def test_slices_are_off_by_default_and_keys_are_checked():
+    assert Settings().slice_keys == ()
+    assert Settings(segment_keys="region,tier,region").slice_keys == ("region", "tier")
+    with pytest.raises(ConfigError, match="MLPULSE_SEGMENT_KEYS"):
+        Settings(segment_keys="region,bad key")._validate()
+    pipe = run(traffic(windows=1, per_window=100))
+    assert {name for name, _ in windows(pipe)} == {""}
+
+
+def test_slice_windows_waiting_to_fold_are_whole_in_a_checkpoint():
+    """A slice window gathers events before folding them (SLICE_BATCH): a checkpoint
+    taken meanwhile holds them all."""
+    from mlpulse.events import PredictionEvent
+    from mlpulse.summarize import Summarizer
+
+    settings = Settings(window_seconds=10, lateness_seconds=0, segment_keys="region")
+    first, second = Summarizer(settings), Summarizer(settings)
+    events = [PredictionEvent(event_id=str(i), timestamp=1.0, model="m",
+                              segment={"region": "eu" if i % 3 else "us"}) for i in range(30)]
+    first.add_prediction_events(0, events, now_wall_s=0)
+    second.restore_partition(0, first.partition_state(0))
+    counts = {tuple(c.summary.segment.items()): c.summary.count
+              for c in second.close_due(now_wall_s=1000)}
+    assert counts == {(): 30, (("region", "eu"),): 20, (("region", "us"),): 10}
