@@ -329,9 +329,10 @@ class StatusCollector(Collector):
 
         folded = CounterMetricFamily(
             "mlpulse_series_folded", "Events counted under __other__ by the cardinality "
-            "guard, by what was folded (model, version, service, feature).", labels=["kind"])
+            "guard, by what was folded (model, version, service, segment, feature).",
+            labels=["kind"])
         totals = self.folded()
-        for kind in ("model", "version", "service", "feature"):
+        for kind in ("model", "version", "service", "segment", "feature"):
             folded.add_metric([kind], totals.get(kind, 0))
         yield folded
 

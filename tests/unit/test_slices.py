@@ -79,6 +79,8 @@ def test_segment_values_are_bounded_and_the_rest_folded_every_event_counted():
     assert sum(ws[0].count for (name, _), ws in got.items() if name) == 600
     assert got[("region=__other__", "1970-01-01T00:00:00Z")][0].count == 600 - 3 * 12
     assert pipe.summarizer.guard.folded["segment"] == 600 - 3 * 12
+    assert pipe.engine.registry.get_sample_value(
+        "mlpulse_series_folded_total", {"kind": "segment"}) == 600 - 3 * 12
 
 
 def test_a_drift_confined_to_one_slice_is_alerted_for_that_slice_only():
