@@ -15,12 +15,23 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .columns import (
+    FLOAT,
+    FLOAT_OR_NONE,
+    MISSING,
+    NO_VALUES,
+    STR,
+    FeatureStats,
+    columns,
+    floats,
+    ints,
+    numbers,
+)
 from .events import (
     ERROR_LEVELS,
     LOG_LEVELS,
     ConfidenceSummary,
     Distribution,
-    FeatureSummary,
     LatencySummary,
     LLMSummary,
     LogEvent,
@@ -28,76 +39,12 @@ from .events import (
     PredictionEvent,
     PredictionWindow,
 )
-from .sketches import OTHER, BoundedCounter, NumericStats, QuantileSketch, stable
+from .sketches import OTHER, BoundedCounter, QuantileSketch, stable
 
 __all__ = ["FeatureStats", "LogAggregate", "PredictionAggregate"]
 
-_MISSING = object()
 TRACE_SAMPLE = 5
 """Trace ids kept per window as exemplars."""
-
-
-class FeatureStats:
-    """One feature's statistics in one window."""
-
-    __slots__ = ("categories", "count", "null_count", "numeric")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.null_count = 0
-        self.numeric: NumericStats | None = None
-        self.categories: BoundedCounter | None = None
-
-    def add(
-        self, numbers: np.ndarray, categories: list[object], nulls: int, max_keys: int,
-        category_kinds: set[type] | None = None,
-    ) -> None:
-        self.count += numbers.size + len(categories) + nulls
-        self.null_count += nulls
-        if numbers.size:
-            if self.numeric is None:
-                self.numeric = NumericStats()
-            self.numeric.add_many(numbers)
-        if categories:
-            if self.categories is None:
-                self.categories = BoundedCounter(max_keys)
-            self.categories.add_values(categories, category_kinds)
-
-    def merge(self, other: FeatureStats) -> None:
-        self.count += other.count
-        self.null_count += other.null_count
-        if other.numeric is not None:
-            if self.numeric is None:
-                self.numeric = NumericStats()
-            self.numeric.merge(other.numeric)
-        if other.categories is not None:
-            if self.categories is None:
-                self.categories = BoundedCounter(other.categories.max_keys)
-            self.categories.merge(other.categories)
-
-    def state(self) -> list[Any]:
-        return [self.count, self.null_count,
-                None if self.numeric is None else self.numeric.state(),
-                None if self.categories is None else self.categories.state()]
-
-    @classmethod
-    def from_state(cls, state: list[Any]) -> FeatureStats:
-        out = cls()
-        out.count, out.null_count, numeric, categories = state
-        out.numeric = None if numeric is None else NumericStats.from_state(numeric)
-        out.categories = None if categories is None else BoundedCounter.from_state(categories)
-        return out
-
-    def summary(self, top_values: int) -> FeatureSummary:
-        out = FeatureSummary(count=self.count, null_count=self.null_count)
-        if self.numeric is not None and self.numeric.count:
-            out.mean = stable(self.numeric.mean)
-            out.std = stable(self.numeric.std)
-            out.min = self.numeric.min
-            out.max = self.numeric.max
-        if self.categories is not None:
-            out.top = self.categories.top(top_values)
-        return out
 
 
 class Profile(Protocol):
@@ -188,9 +135,9 @@ class PredictionAggregate:
             self.error_count += errors
             self.error_types.add_many(
                 [e.error_type or "unknown" for e in events if e.status == "error"])
-        latency = _floats(list(map(_LATENCY, events)))
+        latency = floats(list(map(_LATENCY, events)))
         self.latency.add_many(latency)
-        confidence = _floats(list(map(_CONFIDENCE, events)))
+        confidence = floats(list(map(_CONFIDENCE, events)))
         self.confidence.add_many(confidence)
         predictions = list(map(_PREDICTION, events))
         prediction_kinds = set(map(type, predictions))
@@ -202,7 +149,7 @@ class PredictionAggregate:
             profile.add("o:confidence", confidence)
             profile.add("o:error", np.fromiter(map("error".__eq__, statuses), dtype=np.float64,
                                                count=n) if errors else np.zeros(n))
-            profile.add("o:prediction", _numbers(predictions, prediction_kinds))
+            profile.add("o:prediction", numbers(predictions, prediction_kinds))
         self.low_confidence += int((confidence < 0.5).sum())
         self.predictions.add_values(predictions, prediction_kinds)
         # None and 0 add nothing: filter(None, ...) drops both
@@ -226,42 +173,42 @@ class PredictionAggregate:
             return
         self.llm_requests += n - min(missing)
         if missing[0] < n:
-            values = _ints(tokens_in, missing[0])
+            values = ints(tokens_in, missing[0])
             self.tokens_in += int(values.sum())
             self.llm_tokens_in.add_many(values.astype(np.float64))
         if missing[1] < n:
-            values = _ints(tokens_out, missing[1])
+            values = ints(tokens_out, missing[1])
             self.tokens_out += int(values.sum())
             self.llm_tokens_out.add_many(values.astype(np.float64))
         if missing[2] < n:
             self.cost_usd += math.fsum(filter(None, costs))
-            self.llm_cost.add_many(_floats(costs))
+            self.llm_cost.add_many(floats(costs))
 
     def _add_features(self, events: Sequence[PredictionEvent]) -> None:
         # column by column: one C-speed pass per feature instead of a Python loop per value
         profile = self.profile
-        for feature, column in _columns(list(map(_FEATURES, events))):
+        for feature, column in columns(list(map(_FEATURES, events))):
             kinds = set(map(type, column))
             category_kinds = None
-            if kinds == _FLOAT:
+            if kinds == FLOAT:
                 values = np.fromiter(column, dtype=np.float64, count=len(column))
                 categories: list[object] = []
                 nulls = 0
-            elif kinds == _STR:
-                values, categories, nulls, category_kinds = _NO_VALUES, column, 0, kinds
-            elif kinds <= _FLOAT_OR_NONE:   # numbers with nulls: the rest are the nulls
-                values, categories = _floats(column), []  # type: ignore[arg-type]
+            elif kinds == STR:
+                values, categories, nulls, category_kinds = NO_VALUES, column, 0, kinds
+            elif kinds <= FLOAT_OR_NONE:   # numbers with nulls: the rest are the nulls
+                values, categories = floats(column), []  # type: ignore[arg-type]
                 nulls = len(column) - values.size
             else:
-                values = _numbers(column, kinds)
+                values = numbers(column, kinds)
                 nulls = column.count(None)
                 categories = [v for v in column
-                              if v is not None and v is not _MISSING and type(v) is not float]
+                              if v is not None and v is not MISSING and type(v) is not float]
             name = feature
             stats = self.features.get(name)
             if stats is None:
                 if len(self.features) >= self.max_features and name != OTHER:
-                    self.folded_features += len(column) - column.count(_MISSING)
+                    self.folded_features += len(column) - column.count(MISSING)
                     name = OTHER
                     stats = self.features.get(name)
                 if stats is None:
@@ -449,10 +396,6 @@ class LogAggregate:
         )
 
 
-_FLOAT = {float}
-_FLOAT_OR_NONE = {float, type(None)}
-_STR = {str}
-_NUMBERS = {int, float}
 _STATUS = operator.attrgetter("status")
 _LATENCY = operator.attrgetter("latency_ms")
 _CONFIDENCE = operator.attrgetter("confidence")
@@ -465,25 +408,6 @@ _TRACE_ID = operator.attrgetter("trace_id")
 _FEATURES = operator.attrgetter("features")
 
 
-_NO_VALUES = np.zeros(0)
-
-
-def _columns(rows: list[dict[str, object]]) -> list[tuple[str, list[object]]]:
-    """Each feature of ``rows`` with its column (``_MISSING`` where a row lacks it).
-
-    >>> [(name, column) for name, column in _columns([{"a": 1.0}, {"a": 2.0}])]
-    [('a', [1.0, 2.0])]
-    >>> sorted((name, len(column)) for name, column in _columns([{"a": 1.0}, {"b": 2.0}]))
-    [('a', 2), ('b', 2)]
-    """
-    if rows and len(set(map(len, rows))) == 1:
-        # the usual batch: every row has the first row's features (rows of one length that
-        # all hold those names hold nothing else)
-        try:
-            return [(name, list(map(operator.itemgetter(name), rows))) for name in rows[0]]
-        except KeyError:
-            pass
-    return [(name, [row.get(name, _MISSING) for row in rows]) for name in set().union(*rows)]
 
 
 def _distribution(sketch: QuantileSketch) -> Distribution | None:
@@ -494,39 +418,3 @@ def _distribution(sketch: QuantileSketch) -> Distribution | None:
                         p95=sketch.quantile(0.95), max=sketch.max)
 
 
-def _ints(values: list[int | None], missing: int) -> np.ndarray:
-    """The integers of an optional integer field (``missing`` of them None), Nones left out.
-
-    >>> _ints([3, None, 4], 1).tolist()
-    [3, 4]
-    """
-    return np.array(values if not missing else [v for v in values if v is not None],
-                    dtype=np.int64)
-
-
-def _floats(values: list[float | None]) -> np.ndarray:
-    """The numbers of an optional numeric field, Nones left out (events hold no NaN: the
-    parser rejects non-finite numbers, so NaN here is a None).
-
-    >>> _floats([1.0, None, 2]).tolist()
-    [1.0, 2.0]
-    """
-    out = np.array(values, dtype=np.float64)   # None -> NaN
-    return out if values.count(None) == 0 else out[~np.isnan(out)]
-
-
-def _numbers(values: list[object], kinds: set[type] | None = None) -> np.ndarray:
-    """The floats among JSON values (not bools, strings, None or missing), in order.
-
-    >>> _numbers([1.0, True, "a", None, 2.5]).tolist()
-    [1.0, 2.5]
-    >>> _numbers([None, 1.0, None, 2.5]).tolist()
-    [1.0, 2.5]
-    """
-    if kinds is None:
-        kinds = set(map(type, values))
-    if kinds == _FLOAT:
-        return np.fromiter(values, dtype=np.float64, count=len(values))
-    if kinds <= _FLOAT_OR_NONE:   # e.g. predictions with failed calls among them
-        return _floats(values)  # type: ignore[arg-type]
-    return np.fromiter((v for v in values if type(v) is float), dtype=np.float64)
