@@ -190,7 +190,7 @@ class Engine:
         """Repartition events: one message (or several in order, if large) per internal
         partition, saying where each event was read: each input partition's events then
         reach an internal partition in order (what the replay filter needs)."""
-        ingest = self.ingest_stage
+        encode_events = functools.partial(self.ingest_stage.encode, stream)
         limit = self.settings.internal_message_bytes
         by_partition: dict[int, list[Any]] = {}
         for key, events in routed.all_by_key().items():
@@ -198,7 +198,6 @@ class Engine:
         for partition, unordered in by_partition.items():
             events, sources, seqs = in_order(unordered, *routed.origin(unordered))
             self.reporter.repartitioned(partition, stream.topic, sources, seqs)
-            encode_events = functools.partial(ingest.encode, stream)
             for span, payload in chunk_spans(events, encode_events, limit):
                 out.messages.append(Produce(
                     stream.internal, payload, partition=partition,
@@ -218,7 +217,7 @@ class Engine:
         have come (mlpulse.reporting); pause those too far ahead of the slowest."""
         messages, paused = self.reporter.report(stream, self.owned[stream.name], now, reader)
         out.messages += messages
-        if reader.reading(stream.topic):
+        if paused is not None:
             self._pause(stream.topic, paused, out)
 
     def _align_labels(self, now: float, reader: Reader, out: Outputs) -> None:

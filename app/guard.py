@@ -58,11 +58,12 @@ class CardinalityGuard:
                  idle_s: float = 3600.0) -> None:
         self.max_versions = max_versions
         self.max_segment_values = max_segment_values
-        self._segments: dict[tuple[str, str], _Slots] = {}
+        self._segments: dict[tuple[str, ...], _Slots] = {}
+        self._segment_keys: set[str] = set()
         self.idle_s = idle_s
         self._models = _Slots(max_models, idle_s)
         self._services = _Slots(max_services, idle_s)
-        self._versions: dict[str, _Slots] = {}
+        self._versions: dict[tuple[str, ...], _Slots] = {}
         self.folded: collections.Counter[str] = collections.Counter()
         """Events folded into ``__other__``, by kind (model, version, service, segment,
         feature)."""
@@ -74,13 +75,7 @@ class CardinalityGuard:
         return OTHER
 
     def version(self, model: str, version: str, now_s: float, events: int = 1) -> str:
-        slots = self._versions.get(model)
-        if slots is None:
-            if len(self._versions) > 2 * len(self._models.last_seen) + 16:
-                # forget the versions of models that lost their slot
-                for gone in [m for m in self._versions if m not in self._models.last_seen]:
-                    del self._versions[gone]
-            slots = self._versions[model] = _Slots(self.max_versions, self.idle_s)
+        slots = self._keyed(self._versions, (model,), self.max_versions)
         if slots.admit(version, now_s):
             return version
         self.folded["version"] += events
@@ -93,16 +88,26 @@ class CardinalityGuard:
         >>> guard.segment("m", "region", "eu", 0), guard.segment("m", "region", "us", 0)
         ('eu', '__other__')
         """
-        slots = self._segments.get((model, key))
-        if slots is None:
-            if len(self._segments) > 2 * len(self._models.last_seen) + 16:
-                for gone in [k for k in self._segments if k[0] not in self._models.last_seen]:
-                    del self._segments[gone]
-            slots = self._segments[(model, key)] = _Slots(self.max_segment_values, self.idle_s)
+        self._segment_keys.add(key)
+        slots = self._keyed(self._segments, (model, key), self.max_segment_values,
+                            per_model=len(self._segment_keys))
         if slots.admit(value, now_s):
             return value
         self.folded["segment"] += events
         return OTHER
+
+    def _keyed(self, table: dict[tuple[str, ...], _Slots], key: tuple[str, ...], limit: int,
+               per_model: int = 1) -> _Slots:
+        """The slots of ``key`` (its model first) in ``table``. A table grown past the
+        models holding a slot (``per_model`` entries each) forgets the entries of the
+        models that lost theirs."""
+        slots = table.get(key)
+        if slots is None:
+            if len(table) > per_model * 2 * len(self._models.last_seen) + 16:
+                for gone in [k for k in table if k[0] not in self._models.last_seen]:
+                    del table[gone]
+            slots = table[key] = _Slots(limit, self.idle_s)
+        return slots
 
     def service(self, name: str, now_s: float, events: int = 1) -> str:
         if self._services.admit(name, now_s):

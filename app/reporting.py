@@ -95,13 +95,14 @@ class Reporter:
             self.published[(partition, topic, source)] = seq
 
     def report(self, stream: Stream, owned: set[int], now_s: float, reader: Reader
-               ) -> tuple[list[Produce], set[int]]:
+               ) -> tuple[list[Produce], set[int] | None]:
         """Tell every owner of ``stream``'s windows how far the input partitions read here
-        have come: the progress messages to send, and the input partitions to pause."""
+        have come: the progress messages to send, and the input partitions to pause
+        (None: none of ``stream`` is read)."""
         topic = stream.topic
         reading = reader.reading(topic)
         if not reading:
-            return [], set()
+            return [], None
         report = self.clocks.report(stream.name, reading, now_s,
                                     lambda _, index: reader.caught_up(topic, index))
         self.reports[stream.name] = report
