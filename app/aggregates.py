@@ -39,7 +39,7 @@ from .events import (
     PredictionEvent,
     PredictionWindow,
 )
-from .sketches import OTHER, BoundedCounter, QuantileSketch, stable
+from .sketches import OTHER, BoundedCounter, NumericStats, QuantileSketch, stable
 
 __all__ = ["FeatureStats", "LogAggregate", "PredictionAggregate"]
 
@@ -91,6 +91,8 @@ class PredictionAggregate:
         self.confidence = QuantileSketch()
         self.low_confidence = 0
         self.predictions = BoundedCounter(max_categories)
+        self.prediction_values = NumericStats()
+        """Count and moments of the numeric predictions (version comparison)."""
         self.error_types = BoundedCounter(max_categories)
         self.features: dict[str, FeatureStats] = {}
         self.tokens_in = 0
@@ -143,13 +145,16 @@ class PredictionAggregate:
         prediction_kinds = set(map(type, predictions))
         if self.labels is not None:
             self.labels.remember(events, predictions, prediction_kinds)
+        values = numbers(predictions, prediction_kinds) if float in prediction_kinds else (
+            NO_VALUES)
+        self.prediction_values.add_many(values)
         profile = self.profile
         if profile is not None:
             profile.add("o:latency_ms", latency)
             profile.add("o:confidence", confidence)
             profile.add("o:error", np.fromiter(map("error".__eq__, statuses), dtype=np.float64,
                                                count=n) if errors else np.zeros(n))
-            profile.add("o:prediction", numbers(predictions, prediction_kinds))
+            profile.add("o:prediction", values)
         self.low_confidence += int((confidence < 0.5).sum())
         self.predictions.add_values(predictions, prediction_kinds)
         # None and 0 add nothing: filter(None, ...) drops both
@@ -227,6 +232,7 @@ class PredictionAggregate:
         self.confidence.merge(other.confidence)
         self.low_confidence += other.low_confidence
         self.predictions.merge(other.predictions)
+        self.prediction_values.merge(other.prediction_values)
         self.error_types.merge(other.error_types)
         for name, stats in other.features.items():
             self.features.setdefault(name, FeatureStats()).merge(stats)
@@ -250,6 +256,7 @@ class PredictionAggregate:
             "count": self.count, "error_count": self.error_count,
             "latency": self.latency.state(), "confidence": self.confidence.state(),
             "low_confidence": self.low_confidence, "predictions": self.predictions.state(),
+            "prediction_values": self.prediction_values.state(),
             "error_types": self.error_types.state(),
             "features": {name: f.state() for name, f in self.features.items()},
             "folded_features": self.folded_features, "tokens_in": self.tokens_in,
@@ -278,6 +285,8 @@ class PredictionAggregate:
         self.confidence = QuantileSketch.from_state(state["confidence"])
         self.low_confidence = state["low_confidence"]
         self.predictions = BoundedCounter.from_state(state["predictions"])
+        if state.get("prediction_values"):
+            self.prediction_values = NumericStats.from_state(state["prediction_values"])
         self.error_types = BoundedCounter.from_state(state["error_types"])
         self.features = {sys.intern(name): FeatureStats.from_state(f)
                          for name, f in state["features"].items()}

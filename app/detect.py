@@ -33,9 +33,12 @@ from typing import Any, Protocol
 import msgspec
 
 from .aggregates import PredictionAggregate
-from .alerts import Lifecycle
+from .alerts import Lifecycle, fingerprint
+from .comparisons import Comparisons
 from .config import Settings
 from .detectors.anomaly import LogErrorSpike
+from .detectors.comparison import Side, compare, compare_labelled
+from .detectors.comparison import findings as comparison_findings
 from .detectors.finding import Finding
 from .detectors.monitor import ModelMonitor
 from .detectors.profile import WindowProfile
@@ -43,8 +46,8 @@ from .detectors.reference import Reference, build_reference, contribution
 from .detectors.settings import DetectorSettings, ModelDetectors
 from .events import AlertEvent, LogWindow, PredictionEvent, PredictionWindow
 from .join import Revised
-from .rules import Rules
-from .store import model_key, presence_key, presence_model, service_key
+from .rules import Condition, Rules
+from .store import comparison_key, model_key, presence_key, presence_model, service_key
 from .summarize import Closed
 
 __all__ = ["Detect", "MemoryStore", "SnapshotStore", "load_reference_file", "window_metrics"]
@@ -114,6 +117,11 @@ class Detect:
         self._presence: dict[int, dict[str, _Presence]] = {}
         self._file_references: dict[str, Reference] = {}
         self._restored: set[int] = set()
+        self.comparisons = Comparisons(settings.window_seconds,
+                                       settings.feedback_horizon_seconds)
+        """Versions of a model compared window by window (:mod:`mlpulse.comparisons`)."""
+        self._later: list[AlertEvent] = []
+        """Alerts of candidates judged when their baseline closed after them."""
         self.on_findings: Callable[[int, tuple[str, ...], list[Finding]], None] | None = None
         """Called with every prediction window's findings (the status view listens)."""
 
@@ -128,12 +136,65 @@ class Detect:
     def on_closed(self, closed: Iterable[Closed]) -> list[AlertEvent]:
         """Alerts raised or resolved by these closed windows."""
         out: list[AlertEvent] = []
+        closed = list(closed)
+        for c in closed:   # first every version's side: those closing together compare now
+            if isinstance(c.summary, PredictionWindow) and len(c.key) == 2:
+                self._comparable(c)
         for c in closed:
             if isinstance(c.summary, PredictionWindow):
                 out.extend(self._on_prediction_window(c))
             elif isinstance(c.summary, LogWindow):
                 out.extend(self._on_log_window(c))
+        self.comparisons.judged()
+        out.extend(self._later)
+        self._later.clear()
         return out
+
+    def _comparable(self, c: Closed) -> None:
+        model, version = c.key
+        config = self.config.for_model(model)
+        if not (config.enabled and config.comparison.enabled):
+            return
+        comparisons = self.comparisons
+        if not comparisons.known(c.partition, model):
+            stored = self.store.get(c.partition, comparison_key(model))
+            if stored is not None:
+                comparisons.restore(c.partition, model, msgspec.msgpack.decode(stored))
+        summary = c.summary
+        assert isinstance(summary, PredictionWindow)
+        side = Side.of(version, c.aggregate)
+        side.performance, side.outcomes = summary.performance, dict(summary.outcomes)
+        comparisons.closed(c.partition, model, c.start_s, side,
+                           config.comparison.history_windows)
+        self.store.put(c.partition, comparison_key(model),
+                       msgspec.msgpack.encode(comparisons.state(c.partition, model)))
+
+    def _compare(self, c: Closed) -> tuple[list[Finding], bool]:
+        """The comparison findings of this version's window, and whether they are all
+        its comparison alerts may hear of in it (it was compared, or is the baseline):
+        the others then resolve. A candidate that closed before its baseline is judged
+        here, when the baseline closes."""
+        model, version = c.key[:2]
+        spec = self.config.for_model(model).comparison
+        comparisons = self.comparisons
+        own: list[Finding] = []
+        for candidate, baseline in comparisons.pairs(c.partition, model, c.start_s, version,
+                                                     spec):
+            result = compare(candidate, baseline, spec)
+            if not result.signals:
+                continue   # too few events on a side: not compared (labels may come later)
+            comparisons.compared(c.partition, model, c.start_s, candidate.version, result)
+            labels = {"model": model, "model_version": candidate.version}
+            if candidate.version == version:
+                assert isinstance(c.summary, PredictionWindow)
+                c.summary.comparison = result
+                own = comparison_findings(result, labels)
+            else:
+                self._later.extend(self._judge_later(
+                    c.partition, (model, candidate.version), c.start_s, c.end_s,
+                    comparison_findings(result, labels)))
+        done = bool(own) or comparisons.is_baseline(c.partition, model, c.start_s, version)
+        return own, done
 
     def _on_prediction_window(self, c: Closed) -> list[AlertEvent]:
         aggregate: PredictionAggregate = c.aggregate
@@ -149,14 +210,17 @@ class Detect:
         state.last_end_s = c.end_s
         findings = state.monitor.on_window(aggregate, profile, c.start_s, c.end_s, c.summary,
                                            complete=not c.idle)
+        compared, complete = self._compare(c) if not part else ([], False)
         if self.on_findings is not None:
-            self.on_findings(c.partition, c.key, findings)
+            self.on_findings(c.partition, c.key, findings + compared)
         labels = {"model": model, "model_version": version}
         if part:
             labels["segment"] = part[0]   # e.g. "region=eu"
-        conditions = (self.rules.evaluate_findings(findings, labels)
+        conditions = (self.rules.evaluate_findings(findings + compared, labels)
                       + self.rules.evaluate_metrics(
                           window_metrics(c, self.settings.feedback_min_labels), labels))
+        if complete:
+            conditions += _resolve_others(state.alerts, conditions)
         presence = self._presence.get(c.partition, {}).get(model)
         alerts = state.alerts.apply(
             conditions, c.start_s, c.end_s, rules=self.rules,
@@ -173,9 +237,12 @@ class Detect:
         out: list[AlertEvent] = []
         for r in revised:
             model, version = r.key[:2]
-            if not self.config.for_model(model).enabled:
+            config = self.config.for_model(model)
+            if not config.enabled:
                 continue
             labels = {"model": model, "model_version": version}
+            if config.comparison.enabled and len(r.key) == 2:
+                out.extend(self._compare_revised(r, config.comparison))
             conditions = self.rules.evaluate_metrics(
                 window_metrics(r, self.settings.feedback_min_labels), labels,
                 prefix="performance.")
@@ -188,6 +255,47 @@ class Detect:
                 also_firing=presence.alerts.firing() if presence is not None else ()))
             self._save_model(r.partition, r.key, state)
         return out
+
+    def _compare_revised(self, r: Revised, spec: Any) -> list[AlertEvent]:
+        """Late labels or outcomes of a version's window: its labelled signals against
+        the baseline's again (each candidate's, if it is the baseline)."""
+        model, version = r.key
+        comparisons = self.comparisons
+        out: list[AlertEvent] = []
+        for candidate, baseline in comparisons.revised(
+                r.partition, model, r.start_s, version, performance=r.summary.performance,
+                outcomes=dict(r.summary.outcomes)):
+            labelled = compare_labelled(candidate, baseline, spec)
+            if not labelled.signals:
+                continue
+            merged = comparisons.last(r.partition, model, r.start_s, candidate.version)
+            if merged is None:
+                merged = labelled
+            else:   # the event signals as compared at the close, the labelled ones anew
+                merged.signals.update(labelled.signals)
+            comparisons.compared(r.partition, model, r.start_s, candidate.version, merged)
+            if candidate.version == version:
+                r.summary.comparison = merged
+            out.extend(self._judge_later(
+                r.partition, (model, candidate.version), r.start_s, r.end_s,
+                comparison_findings(labelled,
+                                    {"model": model, "model_version": candidate.version})))
+        return out
+
+    def _judge_later(self, partition: int, key: tuple[str, ...], start_s: float,
+                     end_s: float, findings: list[Finding]) -> list[AlertEvent]:
+        """Comparison findings of a window its version had closed before (its baseline
+        closed later, or late labels came): judged on that window's alert states."""
+        if not findings:
+            return []
+        state = self._model(partition, key)
+        presence = self._presence.get(partition, {}).get(key[0])
+        labels = {"model": key[0], "model_version": key[1]}
+        alerts = state.alerts.apply(
+            self.rules.evaluate_findings(findings, labels), start_s, end_s, rules=self.rules,
+            also_firing=presence.alerts.firing() if presence is not None else ())
+        self._save_model(partition, key, state)
+        return alerts
 
     def _on_log_window(self, c: Closed) -> list[AlertEvent]:
         service = c.key[0]
@@ -344,6 +452,7 @@ class Detect:
         for table in (self._models, self._services, self._presence):
             for partition in set(table) - partitions:
                 del table[partition]  # type: ignore[attr-defined]
+        self.comparisons.keep_only(partitions)
         self._restored &= partitions
 
     def _file_reference(self, model: str, config: ModelDetectors) -> Reference | None:
@@ -380,6 +489,16 @@ def load_reference_file(path: Path, model: str, config: ModelDetectors,
     times = [e.event_time_s for e in events] or [0.0]
     return build_reference([contribution(aggregate, profile, min(times), max(times))],
                            spec.bins, spec.sample_size)
+
+
+def _resolve_others(alerts: Lifecycle, conditions: list[Condition]) -> list[Condition]:
+    """Clear conditions for the comparison alerts of a version that this window's
+    comparison did not name (its baseline changed, or it became the baseline)."""
+    named = {fingerprint(c.rule, c.labels) for c in conditions}
+    return [Condition(rule=state["rule"], active=False, labels=state["labels"],
+                      kind="comparison")
+            for fp, state in alerts.states.items()
+            if fp not in named and state.get("last", {}).get("kind") == "comparison"]
 
 
 def _pack(state: dict[str, Any]) -> bytes:

@@ -318,10 +318,14 @@ class Engine:
         """Summaries of closed and revised windows, and the alerts they raise."""
         status, metrics = self.status, self.metrics
         windows = self.topics.windows
-        for partition, summary in [*((c.partition, c.summary) for c in closed),
-                                   *((r.partition, r.summary) for r in revised)]:
-            out.messages.append(Produce(windows, encode(summary), key=window_key(summary)))
+        summaries = [*((c.partition, c.summary) for c in closed),
+                     *((r.partition, r.summary) for r in revised)]
+        for partition, summary in summaries:
             status.on_window(partition, summary)
+        # judged before they are written: a candidate version's summary carries its comparison
+        raised = raised + self.detect.on_closed(closed) + self.detect.on_revised(revised)
+        for _, summary in summaries:
+            out.messages.append(Produce(windows, encode(summary), key=window_key(summary)))
         kinds = collections.Counter(
             "predictions" if isinstance(c.summary, PredictionWindow) else "logs"
             for c in closed)
@@ -329,7 +333,6 @@ class Engine:
             metrics.windows_closed.labels(kind=kind).inc(n)
         if closed:
             out.checkpoint_soon = True
-        raised = raised + self.detect.on_closed(closed) + self.detect.on_revised(revised)
         for alert in raised:
             out.messages.append(Produce(self.topics.alerts, encode(alert), key=alert_key(alert)))
             metrics.alerts.labels(rule=alert.rule, status=alert.status).inc()

@@ -28,6 +28,7 @@ __all__ = [
     "LOG_LEVELS",
     "MAX_FEATURES",
     "AlertEvent",
+    "ComparisonSummary",
     "ConfidenceSummary",
     "DeadLetter",
     "Distribution",
@@ -37,9 +38,11 @@ __all__ = [
     "LatencySummary",
     "LogEvent",
     "LogWindow",
+    "OutcomeSummary",
     "PerformanceSummary",
     "PredictionEvent",
     "PredictionWindow",
+    "SignalComparison",
     "WindowSummary",
 ]
 
@@ -287,6 +290,45 @@ class PerformanceSummary(Struct, omit_defaults=True):
     rmse: float | None = None
 
 
+class OutcomeSummary(Struct, omit_defaults=True):
+    """One business outcome of one window's predictions, from the feedback joined so far:
+    how many predictions have it, its sum, mean and (population) standard deviation;
+    ``rate`` (the share true) when every value was a boolean."""
+
+    count: int
+    sum: float
+    mean: float
+    std: float
+    rate: float | None = None
+
+
+class SignalComparison(Struct):
+    """One signal of a candidate version against the baseline version in the same window.
+
+    ``effect`` is what makes a difference material: a rate difference
+    (``two_proportion``, outcomes: the relative change), the ratio of the quantiles
+    (``quantile_exceedance``), the PSI (``chi_square``) or Cohen's d (``welch_t``).
+    ``verdict``: ``worse``/``better`` for signals with a direction, ``different`` for
+    distributions, ``same`` when the difference is not significant or not material.
+    """
+
+    test: Literal["two_proportion", "quantile_exceedance", "chi_square", "welch_t"]
+    candidate: float | None
+    baseline: float | None
+    effect: float | None
+    p_value: float
+    verdict: Literal["worse", "better", "different", "same"]
+
+
+class ComparisonSummary(Struct):
+    """A candidate version's window against its model's baseline version in the same
+    window (see docs/detection.md, "Version comparison")."""
+
+    baseline_version: str
+    baseline_count: int
+    signals: dict[str, SignalComparison]
+
+
 class PredictionWindow(Struct, tag_field="kind", tag="predictions", kw_only=True):
     """Closed event-time window of one (model, model_version).
 
@@ -319,6 +361,11 @@ class PredictionWindow(Struct, tag_field="kind", tag="predictions", kw_only=True
     segment: dict[str, str] = {}
     """The slice this window summarises (e.g. ``{"region": "eu"}``); empty: the whole model
     version."""
+    outcomes: dict[str, OutcomeSummary] = {}
+    """Business outcomes joined from feedback so far, by name."""
+    comparison: ComparisonSummary | None = None
+    """This version against the model's baseline version in the same window (None: no
+    other version had events, or this is the baseline)."""
     revision: int = 0
 
 
@@ -352,7 +399,8 @@ class AlertEvent(Struct, kw_only=True):
     status: Literal["firing", "resolved"]
     severity: Literal["critical", "warning", "info"]
     rule: str
-    kind: Literal["threshold", "drift", "anomaly", "data_quality", "performance", "no_data"]
+    kind: Literal["threshold", "drift", "anomaly", "data_quality", "performance", "no_data",
+                  "comparison"]
     labels: dict[str, str]
     annotations: Annotations
     value: float | None

@@ -15,7 +15,8 @@ until then), ``keep_firing_for: N`` windows it keeps firing after clearing;
 ``severity``, extra ``labels``, ``summary``/``description`` templates
 (``{model}``, ``{model_version}``, ``{value}``, ``{threshold}``, ``{feature}``,
 ``{summary}`` — the detector's own words — and any label) and ``runbook_url``;
-``match`` limits a rule to models/versions/services by glob (``fraud-*``).
+``match`` limits a rule to models/versions/services, slices (``segment: "region=*"``) or
+compared signals by glob (``fraud-*``).
 A rate (``error_rate``, ``*_rate``, ``performance.accuracy`` ...) is judged against its
 sampling error: ``error_rate > 0.05`` holds when the window's errors show, with
 ``confidence`` (default 0.95, one-sided Wilson bound), a rate above 5%: 7 failures in 200
@@ -66,6 +67,12 @@ _EXPR = re.compile(
     r"^\s*([A-Za-z_][\w.\-/:]*)\s*(>=|<=|==|!=|>|<)\s*(-?[\d.]+(?:[eE][-+]?\d+)?)\s*$")
 
 
+_MATCH_KEYS = frozenset({"model", "model_version", "service", "segment", "baseline_version",
+                         "signal"})
+"""Labels a rule's ``match`` may select on (``segment``: a slice, e.g. ``region=*``;
+``segment: ""`` the model level only)."""
+
+
 class Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """One alert rule (see the module docs)."""
 
@@ -91,9 +98,9 @@ class Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_default
             raise ValueError("a rule has exactly one of `expr` or `detector`")
         if self.expr is not None and not self.name:
             raise ValueError("a rule with `expr` needs a `name`")
-        unknown = set(self.match) - {"model", "model_version", "service"}
+        unknown = set(self.match) - _MATCH_KEYS
         if unknown:
-            raise ValueError(f"`match` keys are model, model_version, service; "
+            raise ValueError(f"`match` keys are {', '.join(sorted(_MATCH_KEYS))}; "
                              f"got {sorted(unknown)}")
 
     def matches(self, labels: Mapping[str, str]) -> bool:

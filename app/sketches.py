@@ -125,6 +125,49 @@ class QuantileSketch:
         key = self._base + min(index, self._counts.size - 1)
         return float(self._mapping.value(key))
 
+    def count_above(self, value: float) -> int:
+        """How many values lie in buckets above the one ``value`` falls in.
+
+        >>> sketch = QuantileSketch()
+        >>> sketch.add_many(np.arange(0.0, 100.0))
+        >>> sketch.count_above(89.5)   # 91 to 99: 90 shares 89.5's bucket
+        9
+        """
+        if value < self._mapping.min_possible:
+            return self._count - self._zero_count
+        key = self._mapping.key(value)
+        first = max(key + 1 - self._base, 0)
+        return int(self._counts[first:].sum())
+
+    @staticmethod
+    def shared_counts(one: QuantileSketch, two: QuantileSketch, bins: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """The counts of two sketches on at most ``bins`` shared bins: their buckets
+        (they share the mapping) grouped at the pooled quantiles, zeros in the first.
+
+        >>> a, b = QuantileSketch(), QuantileSketch()
+        >>> a.add_many(np.linspace(1, 10, 100)); b.add_many(np.linspace(5, 50, 100))
+        >>> counts_a, counts_b = QuantileSketch.shared_counts(a, b, 4)
+        >>> counts_a.tolist(), counts_b.tolist()
+        ([49.0, 41.0, 10.0, 0.0], [1.0, 9.0, 40.0, 50.0])
+        """
+        lo = min(s._base for s in (one, two) if s._counts.size) if (
+            one._counts.size or two._counts.size) else 0
+        hi = max((s._base + s._counts.size for s in (one, two) if s._counts.size), default=0)
+        grid = np.zeros((2, max(hi - lo, 0) + 1), dtype=np.float64)
+        for row, sketch in enumerate((one, two)):
+            grid[row, 0] = sketch._zero_count
+            start = sketch._base - lo + 1
+            grid[row, start:start + sketch._counts.size] = sketch._counts
+        cumulative = np.cumsum(grid.sum(axis=0))
+        if not cumulative.size or cumulative[-1] == 0:
+            return grid[0, :1], grid[1, :1]
+        cuts = np.searchsorted(cumulative, cumulative[-1] * np.arange(1, bins) / bins,
+                               side="left") + 1
+        starts = np.unique(np.concatenate([[0], cuts[cuts < grid.shape[1]]]))
+        grouped = np.add.reduceat(grid, starts, axis=1)
+        return grouped[0], grouped[1]
+
     @property
     def mean(self) -> float:
         return self._sum / self._count if self._count else float("nan")

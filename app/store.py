@@ -7,8 +7,9 @@ the table from the changelog when partitions are assigned, before the agents
 resume: a worker that takes over a partition finds its models' state there.
 
 Snapshot keys (encoded and decoded here only): ``p|model|version`` a model version's
-detectors, ``n|model`` a model's presence (no-data alerts), ``l|service`` a log service's
-detector; each is routed by its model or service, like its events.
+detectors, ``n|model`` a model's presence (no-data alerts), ``c|model`` its versions'
+recent counts (the comparison's baseline), ``l|service`` a log service's detector; each
+is routed by its model or service, like its events.
 
 >>> model_key(("fraud", "v2")), presence_key("fraud"), service_key("api")
 (b'p|fraud|v2', b'n|fraud', b'l|api')
@@ -23,8 +24,8 @@ from typing import Any
 
 from .repartition import partition_for
 
-__all__ = ["END_MARKER", "TableStore", "model_key", "presence_key", "presence_model",
-           "routing_key", "service_key"]
+__all__ = ["END_MARKER", "TableStore", "comparison_key", "model_key", "presence_key",
+           "presence_model", "routing_key", "service_key"]
 
 
 END_MARKER = b"e|"
@@ -40,6 +41,11 @@ def model_key(key: tuple[str, ...]) -> bytes:
 def presence_key(model: str) -> bytes:
     """The snapshot key of a model's presence (when it was last seen, its no-data alert)."""
     return b"n|" + model.encode()
+
+
+def comparison_key(model: str) -> bytes:
+    """The snapshot key of a model's version counts (which version is the baseline)."""
+    return b"c|" + model.encode()
 
 
 def service_key(service: str) -> bytes:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 __all__ = ["Finding", "Kind", "Severity"]
 
-Kind = Literal["drift", "anomaly", "data_quality", "no_data"]
+Kind = Literal["drift", "anomaly", "data_quality", "no_data", "comparison"]
 Severity = Literal["critical", "warning", "info"]
 
 

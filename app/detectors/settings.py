@@ -34,6 +34,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from ..errors import ConfigError
+from .comparison import ComparisonSpec
 from .drift import DriftThresholds
 from .quality import QualityThresholds
 
@@ -113,6 +114,7 @@ class ModelDetectors(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     adwin: AdwinSpec = AdwinSpec()
     anomaly: AnomalySpec = AnomalySpec()
     logs: LogErrorSpec = LogErrorSpec()
+    comparison: ComparisonSpec = ComparisonSpec()
     no_data_windows: Positive = 3
 
     def drift_for(self, signal: str) -> DriftThresholds:
