@@ -229,13 +229,17 @@ class Detect:
         return alerts
 
     def on_revised(self, revised: Iterable[Revised]) -> list[AlertEvent]:
-        """Alerts of the ``performance.*`` rules on windows that late labels changed.
+        """Alerts of the ``performance.*`` and ``outcomes.*`` rules on windows that late
+        feedback changed, and of the versions' comparisons of them.
 
         Each window is judged again as its labels come in; a verdict on an older window
         than the newest judged does not move an alert (the newest labelled window leads).
         """
         out: list[AlertEvent] = []
-        for r in revised:
+        is_baseline = self.comparisons.is_baseline
+        # baselines first: a candidate revised in the same round then shows its comparison
+        for r in sorted(revised, key=lambda r: not is_baseline(r.partition, r.key[0],
+                                                              r.start_s, r.key[1])):
             model, version = r.key[:2]
             config = self.config.for_model(model)
             if not config.enabled:
@@ -245,7 +249,7 @@ class Detect:
                 out.extend(self._compare_revised(r, config.comparison))
             conditions = self.rules.evaluate_metrics(
                 window_metrics(r, self.settings.feedback_min_labels), labels,
-                prefix="performance.")
+                prefix=("performance.", "outcomes."))
             if not conditions:
                 continue
             state = self._model(r.partition, r.key)
@@ -274,12 +278,12 @@ class Detect:
             else:   # the event signals as compared at the close, the labelled ones anew
                 merged.signals.update(labelled.signals)
             comparisons.compared(r.partition, model, r.start_s, candidate.version, merged)
-            if candidate.version == version:
-                r.summary.comparison = merged
             out.extend(self._judge_later(
                 r.partition, (model, candidate.version), r.start_s, r.end_s,
                 comparison_findings(labelled,
                                     {"model": model, "model_version": candidate.version})))
+        # a candidate's revision carries its comparison (labelled signals once both have them)
+        r.summary.comparison = comparisons.last(r.partition, model, r.start_s, version)
         return out
 
     def _judge_later(self, partition: int, key: tuple[str, ...], start_s: float,
@@ -524,7 +528,8 @@ def _seed(key: tuple[str, ...]) -> int:
 def window_metrics(closed: Closed | Revised, min_labels: int = 0) -> dict[str, Any]:
     """A closed window's summary as the metrics rules read (plus ``throughput_per_s``).
 
-    ``performance`` is left out until the window has ``min_labels`` labels (no verdict), and
+    ``performance`` is left out until the window has ``min_labels`` labels (no verdict), an
+    outcome until as many predictions have it, and
     ``throughput_per_s`` from a window closed because its events stopped (incomplete by
     construction: the end of a stream is not a throughput drop).
     """
@@ -535,4 +540,7 @@ def window_metrics(closed: Closed | Revised, min_labels: int = 0) -> dict[str, A
     performance = metrics.get("performance")
     if performance is not None and performance["labelled"] < min_labels:
         del metrics["performance"]
+    if metrics.get("outcomes"):   # an outcome, likewise, once ``min_labels`` predictions have it
+        metrics["outcomes"] = {name: o for name, o in metrics["outcomes"].items()
+                               if o["count"] >= min_labels}
     return metrics

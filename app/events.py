@@ -27,6 +27,7 @@ from msgspec import Meta, Struct
 __all__ = [
     "LOG_LEVELS",
     "MAX_FEATURES",
+    "MAX_OUTCOMES",
     "AlertEvent",
     "ComparisonSummary",
     "ConfidenceSummary",
@@ -48,6 +49,8 @@ __all__ = [
 
 MAX_FEATURES = 1000
 """Most features one prediction event may carry."""
+MAX_OUTCOMES = 16
+"""Most outcomes one feedback event may carry."""
 
 _FLOAT_MAX = 1e150
 """Largest magnitude of a number in an event: beyond it, squares (variances) would overflow
@@ -187,20 +190,27 @@ class LogEvent(Struct, kw_only=True, gc=False):
 
 
 class FeedbackEvent(Struct, kw_only=True, gc=False):
-    """Delayed ground truth for one prediction of ``model`` (joined by ``event_id``).
+    """Delayed ground truth for one prediction of ``model`` (joined by ``event_id``): its
+    ``label``, its business ``outcomes`` (name → number or boolean, e.g.
+    ``{"converted": true, "revenue_usd": 12.5}``), or both.
 
-    ``timestamp`` is when the label became known; ``model`` routes the label to
-    the worker that holds the model's predictions, so it is required.
+    ``timestamp`` is when the feedback became known; ``model`` routes it to the worker
+    that holds the model's predictions, so it is required. A prediction takes one label
+    and one set of outcomes (a label and outcomes may come in separate events; a repeat of
+    either is a duplicate).
     """
 
     event_id: ShortText
     timestamp: Timestamp
-    label: FiniteFloat | Text | bool
     model: ModelName
+    label: FiniteFloat | Text | bool | None = None
+    outcomes: Annotated[dict[Name, FiniteFloat | bool], Meta(max_length=MAX_OUTCOMES)] = {}
 
     def __post_init__(self) -> None:
         self.timestamp = _epoch_seconds(self.timestamp)
         _check_name("model", self.model)
+        if self.label is None and not self.outcomes:
+            raise ValueError("a feedback event carries a `label`, `outcomes` or both")
 
     @property
     def event_time_s(self) -> float:

@@ -62,8 +62,8 @@ from typing import Any
 import msgspec
 
 from .events import FeedbackEvent, PredictionWindow
-from .labels import WindowLabels, event_hash
-from .performance import Performance
+from .labels import WITH_OUTCOMES, WindowLabels, event_hash
+from .performance import Outcomes, Performance
 
 __all__ = ["LabelJoin", "Revised"]
 
@@ -125,8 +125,12 @@ class LabelJoin:
         """Per partition, how far every input partition of predictions has come (the
         slowest's newest event time; mlpulse.progress): a label waits for its prediction until
         then, not only until its model's newest prediction (read from the fastest)."""
-        self.early: dict[str, dict[str, tuple[object, float]]] = {}
-        """Per model, labels whose prediction has not been seen yet."""
+        self.early: dict[str, dict[str, tuple[object, float, dict[str, float | bool]]]] = {}
+        """Per model, feedback (label, time, outcomes) whose prediction has not been seen
+        yet."""
+        self.outcome_models: set[str] = set()
+        """Models that sent outcomes: their windows wait for outcomes too, not only for
+        labels."""
         self.size = 0
         """Predictions held (awaiting labels)."""
         self.window_count = 0
@@ -205,7 +209,7 @@ class LabelJoin:
         """The window closed with ``summary``: fill in its performance and keep it for
         revisions while labels may still come."""
         window.result(summary)
-        if window.pending and window in self.windows.get(window.key[0], ()):
+        if window.waiting and window in self.windows.get(window.key[0], ()):
             window.summary = _pack(summary)
         else:
             self._forget(window)
@@ -214,9 +218,12 @@ class LabelJoin:
         """Score each label into the window of its prediction (or let it wait)."""
         for fb in events:
             self.saw(fb.model, fb.event_time_s, prediction=False)
+            if fb.outcomes:
+                self.outcome_models.add(fb.model)
             windows = self.windows.get(fb.model, ())
             key = event_hash(fb.event_id)
-            if any(w.score(key, fb.label, fb.event_time_s) for w in reversed(windows)):
+            if any(w.score(key, fb.label, fb.event_time_s, fb.outcomes)
+                   for w in reversed(windows)):
                 continue
             if self.early_size >= self.max_early:
                 self.counts["unmatched"] += 1
@@ -224,7 +231,7 @@ class LabelJoin:
             waiting = self.early.setdefault(fb.model, {})
             if fb.event_id not in waiting:
                 self.early_size += 1
-            waiting[fb.event_id] = (fb.label, fb.event_time_s)
+            waiting[fb.event_id] = (fb.label, fb.event_time_s, fb.outcomes)
             self.partition_of.setdefault(fb.model, partition)
 
     def revisions(self, now_wall_s: float) -> list[Revised]:
@@ -237,7 +244,7 @@ class LabelJoin:
                        if now_wall_s - w.last_revision_wall_s >= self.revision_interval_s]:
             out.append(self._revise(window, now_wall_s))
             self.dirty.discard(window)
-            if not window.pending:
+            if not window.waiting:
                 self._forget(window)
         return out
 
@@ -261,7 +268,7 @@ class LabelJoin:
             newest_s = min(self.newest_prediction_s.get(model, -math.inf),
                            self.aligned_s.get(self.partition_of.get(model, -1), math.inf))
             cutoff = newest_s - self.window_s - self.lateness_s
-            for event_id in [i for i, (_, t) in waiting.items() if t < cutoff]:
+            for event_id in [i for i, (_, t, _) in waiting.items() if t < cutoff]:
                 del waiting[event_id]
                 self.early_size -= 1
                 self.counts["unmatched"] += 1
@@ -294,7 +301,7 @@ class LabelJoin:
         self.size -= window.pending
         if window.active and (window.chunks or window.scored_chunks or window.summary_written):
             self._forgotten.setdefault(window.partition, []).extend(window.keys())
-        window.pending = 0
+        window.pending = window.without_outcomes = 0
         window.predictions = []
         window.times_s = array.array("d")
         window.hashes = array.array("Q")
@@ -321,6 +328,7 @@ class LabelJoin:
             self.early_size -= len(self.early.pop(model, {}))
             self.newest_s.pop(model, None)
             self.newest_prediction_s.pop(model, None)
+            self.outcome_models.discard(model)
             del self.partition_of[model]
         for partition in set(self.aligned_s) - partitions:
             del self.aligned_s[partition]
@@ -348,8 +356,10 @@ class LabelJoin:
         self._retired.setdefault(partition, []).extend(self._forgotten.pop(partition, []))
         return {
             "windows": windows,
-            "early": [[model, [[i, label, t] for i, (label, t) in self.early[model].items()]]
+            "early": [[model, [[i, label, t, outcomes]
+                               for i, (label, t, outcomes) in self.early[model].items()]]
                       for model in models if model in self.early],
+            "outcome_models": [m for m in models if m in self.outcome_models],
             "newest": [[model, self.newest_s.get(model, -math.inf),
                         self.newest_prediction_s.get(model, -math.inf)] for model in models],
         }
@@ -394,11 +404,12 @@ class LabelJoin:
             windows.sort(key=lambda w: w.start_s)
         for model, waiting in state.get("early", ()):
             held = self.early.setdefault(model, {})
-            for event_id, label, time_s in waiting:
+            for event_id, label, time_s, *outcomes in waiting:
                 if event_id not in held:
                     self.early_size += 1
-                held[event_id] = (label, time_s)
+                held[event_id] = (label, time_s, outcomes[0] if outcomes else {})
             self.partition_of.setdefault(model, partition)
+        self.outcome_models.update(state.get("outcome_models", ()))
         for model, newest_s, newest_prediction_s in state.get("newest", ()):
             self.saw(model, newest_s, prediction=False)
             self.saw(model, newest_prediction_s, prediction=True)
@@ -406,12 +417,16 @@ class LabelJoin:
 
     def _restore_window(self, partition: int, row: list[Any],
                         get: Callable[[bytes], bytes | None]) -> WindowLabels | None:
-        key, start_s, count, chunks, scored_chunks, summary_written, revision, dirty, perf = row
+        key, start_s, count, chunks, scored_chunks, summary_written, revision, dirty, perf = (
+            row[:9])
+        outcome_chunks, outcomes = row[9:11] if len(row) > 9 else (0, None)
         window = WindowLabels(self, partition, tuple(key))
         window.start_s, window.end_s, window.count = start_s, start_s + self.window_s, count
         window.chunks, window.scored_chunks = chunks, scored_chunks
         window.summary_written, window.revision = summary_written, revision
         window.performance = Performance.from_state(perf, self.max_classes)
+        window.outcomes = Outcomes.from_state(outcomes)
+        window.outcome_chunks = outcome_chunks
         name = window.name
         hashes, times_s, values = array.array("Q"), array.array("d"), []
         try:
@@ -424,13 +439,19 @@ class LabelJoin:
             window.predictions = self.values(values) if values else []
             window.scored = bytearray(len(hashes))
             window.sorted = not hashes
-            window.pending = len(hashes)
+            window.pending = window.without_outcomes = len(hashes)
             for i in range(scored_chunks):
                 for scored in array.array("Q", _required(get, name + b"|s%d" % i)).tolist():
                     index = window._find(scored)
                     if index >= 0:
-                        window.scored[index] = 1
+                        window.scored[index] |= 1
                         window.pending -= 1
+            for i in range(outcome_chunks):
+                for joined in array.array("Q", _required(get, name + b"|o%d" % i)).tolist():
+                    index = window._find(joined, WITH_OUTCOMES)
+                    if index >= 0:
+                        window.scored[index] |= WITH_OUTCOMES
+                        window.without_outcomes -= 1
             if summary_written:
                 window.summary = _required(get, name + b"|w")
         except (KeyError, ValueError, msgspec.DecodeError) as exc:

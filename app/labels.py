@@ -36,12 +36,17 @@ import numpy as np
 import xxhash
 
 from .events import PredictionEvent, PredictionWindow
-from .performance import Performance
+from .performance import Outcomes, Performance
 
 if TYPE_CHECKING:
     from .join import LabelJoin
 
-__all__ = ["CHUNK_PREDICTIONS", "WindowLabels", "event_hash"]
+__all__ = ["CHUNK_PREDICTIONS", "LABELLED", "WITH_OUTCOMES", "WindowLabels", "event_hash"]
+
+LABELLED = 1
+"""A prediction's flag: its label joined."""
+WITH_OUTCOMES = 2
+"""A prediction's flag: its outcomes joined."""
 
 event_hash: Callable[[str], int] = xxhash.xxh3_64_intdigest
 """The index's 64-bit hash of an event id: the same in every process (Python's ``hash``
@@ -75,10 +80,11 @@ class WindowLabels:
     """
 
     __slots__ = ("active", "chunks", "count", "end_s", "fresh", "fresh_hashes",
-                 "fresh_scored", "fresh_times_s", "hashes", "join", "key",
-                 "last_revision_wall_s", "partition", "pending", "performance", "predictions",
-                 "revision", "scored", "scored_chunks", "sorted", "start_s", "summary",
-                 "summary_written", "times_s", "unwritten")
+                 "fresh_outcomes", "fresh_scored", "fresh_times_s", "hashes", "join", "key",
+                 "last_revision_wall_s", "outcome_chunks", "outcomes", "partition", "pending",
+                 "performance", "predictions", "revision", "scored", "scored_chunks", "sorted",
+                 "start_s", "summary", "summary_written", "times_s", "unwritten",
+                 "without_outcomes")
 
     def __init__(self, join: LabelJoin, partition: int, key: tuple[str, ...]) -> None:
         self.join = join
@@ -93,8 +99,12 @@ class WindowLabels:
         self.times_s = array.array("d")
         self.predictions: list[object] = []
         self.scored = bytearray()
+        """Per prediction, what joined it: ``LABELLED`` and ``WITH_OUTCOMES`` bits."""
         self.sorted = True
         self.performance = Performance(join.max_classes)
+        self.outcomes = Outcomes()
+        self.without_outcomes = 0
+        """Predictions of this window no outcomes joined yet."""
         self.summary: bytes | None = None   # set when the window closes (_pack)
         self.revision = 0
         self.last_revision_wall_s = -math.inf
@@ -105,10 +115,14 @@ class WindowLabels:
         self.fresh_hashes = array.array("Q")
         self.fresh_times_s = array.array("d")
         self.fresh_scored = array.array("Q")
+        self.fresh_outcomes = array.array("Q")
+        """Hashes of the predictions outcomes joined since the last checkpoint."""
         self.chunks = 0
         """Checkpoint records of predictions made (``p0``, ``p1``, ...)."""
         self.scored_chunks = 0
         """Checkpoint records of labelled hashes made (``s0``, ``s1``, ...)."""
+        self.outcome_chunks = 0
+        """Checkpoint records of hashes with outcomes made (``o0``, ``o1``, ...)."""
         self.summary_written = False
         self.unwritten: list[tuple[bytes, bytes]] = []
         """Records made and not yet known to be written: (key, value)."""
@@ -154,28 +168,30 @@ class WindowLabels:
         self.scored.extend(bytes(len(judged)))
         self.sorted = False
         self.pending += len(judged)
+        self.without_outcomes += len(judged)
         join.size += len(judged)
         waiting = join.early.get(self.key[0])
         if waiting:
             new = set(hashes)
             for key, event_id in [(k, i) for i in waiting if (k := event_hash(i)) in new]:
-                label, label_time_s = waiting[event_id]
-                if self.score(key, label, label_time_s):
+                label, label_time_s, outcomes = waiting[event_id]
+                if self.score(key, label, label_time_s, outcomes):
                     del waiting[event_id]
                     join.early_size -= 1
         if join.load > join.max_predictions:
             join.evict()
 
-    def _find(self, key: int) -> int:
-        """The index of the prediction with hash ``key`` awaiting its label, or -1."""
-        if not self.pending:
+    def _find(self, key: int, what: int = LABELLED) -> int:
+        """The index of the prediction with hash ``key`` awaiting ``what`` (its label or
+        its outcomes), or -1."""
+        if not (self.pending if what == LABELLED else self.without_outcomes):
             return -1
         if not self.sorted:
             self._sort()
         hashes = np.frombuffer(self.hashes, dtype=np.uint64)
         index = int(np.searchsorted(hashes, key))
         while index < hashes.size and hashes[index] == key:   # a repeated prediction id
-            if not self.scored[index]:
+            if not self.scored[index] & what:
                 return index
             index += 1
         return -1
@@ -192,27 +208,48 @@ class WindowLabels:
         self.predictions = [predictions[i] for i in order.tolist()]
         self.sorted = True
 
-    def score(self, key: int, label: object, label_time_s: float) -> bool:
+    def score(self, key: int, label: object, label_time_s: float,
+              outcomes: dict[str, float | bool] | None = None) -> bool:
         """Judge the prediction whose event id hashes to ``key`` (:func:`event_hash`) by
-        ``label``; False if it is not here."""
-        index = self._find(key)
-        if index < 0:
-            return False
-        self.scored[index] = 1
-        self.pending -= 1
-        self.fresh_scored.append(key)
-        delay_s = max(label_time_s - self.times_s[index], 0.0)
-        self.performance.add([(self.predictions[index], label, delay_s)])
-        self.join.size -= 1
-        self.join.counts["joined"] += 1
-        if self.summary is not None:
+        ``label`` (None: none) and count its ``outcomes``; False if neither found a
+        prediction here awaiting it."""
+        joined = False
+        index = self._find(key) if label is not None else -1
+        if index >= 0:
+            self.scored[index] |= LABELLED
+            self.pending -= 1
+            self.fresh_scored.append(key)
+            delay_s = max(label_time_s - self.times_s[index], 0.0)
+            self.performance.add([(self.predictions[index], label, delay_s)])
+            self.join.size -= 1
+            self.join.counts["joined"] += 1
+            joined = True
+        index = self._find(key, WITH_OUTCOMES) if outcomes else -1
+        if index >= 0:
+            assert outcomes is not None
+            self.scored[index] |= WITH_OUTCOMES
+            self.without_outcomes -= 1
+            self.fresh_outcomes.append(key)
+            self.outcomes.add(outcomes)
+            self.join.counts["outcomes_joined"] += 1
+            joined = True
+        if joined and self.summary is not None:
             self.join.dirty.add(self)
-        return True
+        return joined
+
+    @property
+    def waiting(self) -> bool:
+        """Whether feedback may still join: a label (or, for a model that sends outcomes,
+        outcomes) is missing."""
+        return bool(self.pending) or (bool(self.without_outcomes)
+                                      and self.key[0] in self.join.outcome_models)
 
     def result(self, summary: PredictionWindow) -> PredictionWindow:
         """``summary`` with this window's performance (None before the first label)."""
         if self.performance.labelled:
             summary.performance = self.performance.result(max(self.count, summary.count))
+        if self.outcomes:
+            summary.outcomes = self.outcomes.result()
         return summary
 
     # ------------------------------------------------------------- checkpoints
@@ -226,7 +263,7 @@ class WindowLabels:
 
     def flush(self) -> None:
         """Turn what changed since the last checkpoint into records (``unwritten``)."""
-        name = self.name if (self.fresh or self.fresh_scored or (
+        name = self.name if (self.fresh or self.fresh_scored or self.fresh_outcomes or (
             self.summary is not None and not self.summary_written)) else b""
         if self.fresh:
             hashes, times_s, values = self.fresh_hashes, self.fresh_times_s, self.fresh
@@ -245,6 +282,13 @@ class WindowLabels:
                 self.unwritten.append((name + b"|s%d" % self.scored_chunks, part))
                 self.scored_chunks += 1
             self.fresh_scored = array.array("Q")
+        if self.fresh_outcomes:
+            joined = self.fresh_outcomes
+            for i in range(0, len(joined), CHUNK_PREDICTIONS):
+                part = joined[i:i + CHUNK_PREDICTIONS].tobytes()
+                self.unwritten.append((name + b"|o%d" % self.outcome_chunks, part))
+                self.outcome_chunks += 1
+            self.fresh_outcomes = array.array("Q")
         if self.summary is not None and not self.summary_written:
             self.unwritten.append((name + b"|w", self.summary))
             self.summary_written = True
@@ -254,10 +298,11 @@ class WindowLabels:
         name = self.name
         return ([name + b"|p%d" % i for i in range(self.chunks)]
                 + [name + b"|s%d" % i for i in range(self.scored_chunks)]
+                + [name + b"|o%d" % i for i in range(self.outcome_chunks)]
                 + ([name + b"|w"] if self.summary_written else []))
 
     def state(self) -> list[Any]:
         """What the partition's checkpoint holds of this window (after :meth:`flush`)."""
         return [list(self.key), self.start_s, self.count, self.chunks, self.scored_chunks,
                 self.summary_written, self.revision, self in self.join.dirty,
-                self.performance.state()]
+                self.performance.state(), self.outcome_chunks, self.outcomes.state()]

@@ -1,4 +1,5 @@
-"""Model quality of one window from delayed labels: the pure part of the feedback join.
+"""Model quality and business outcomes of one window from delayed feedback: the pure part
+of the feedback join.
 
 A :class:`Performance` accumulates (prediction, label, delay) pairs of the
 predictions of one window — whenever their labels arrive — and reports
@@ -22,10 +23,10 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from .events import PerformanceSummary
-from .sketches import OTHER, value_key
+from .events import OutcomeSummary, PerformanceSummary
+from .sketches import OTHER, stable, value_key
 
-__all__ = ["Performance"]
+__all__ = ["Outcomes", "Performance"]
 
 Pair = tuple[object, object, float]
 """(prediction, label, seconds from prediction to label)."""
@@ -138,3 +139,65 @@ def _prf(confusion: dict[tuple[str, str], int], c: str) -> tuple[float, float, f
     recall = tp / actual if actual else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return precision, recall, f1
+
+
+class Outcomes:
+    """Business outcomes of one window's predictions: per name, count, sum and sum of
+    squares, and whether every value was a boolean (then its ``rate`` is reported). At most
+    ``max_names`` names per window; values of others are counted in ``dropped``.
+
+    >>> o = Outcomes()
+    >>> o.add({"converted": True, "revenue_usd": 12.5})
+    >>> o.add({"converted": False})
+    >>> r = o.result()
+    >>> r["converted"].rate, r["converted"].count, r["revenue_usd"].mean
+    (0.5, 2, 12.5)
+    >>> Outcomes.from_state(o.state()).result() == r
+    True
+    """
+
+    __slots__ = ("dropped", "max_names", "sums")
+
+    def __init__(self, max_names: int = 20) -> None:
+        self.max_names = max_names
+        self.sums: dict[str, list[Any]] = {}
+        """name → [count, sum, sum of squares, all booleans]."""
+        self.dropped = 0
+
+    def add(self, outcomes: dict[str, float | bool]) -> None:
+        sums = self.sums
+        for name, value in outcomes.items():
+            row = sums.get(name)
+            if row is None:
+                if len(sums) >= self.max_names:
+                    self.dropped += 1
+                    continue
+                row = sums[name] = [0, 0.0, 0.0, True]
+            number = float(value)
+            row[0] += 1
+            row[1] += number
+            row[2] += number * number
+            row[3] = row[3] and type(value) is bool
+
+    def __bool__(self) -> bool:
+        return bool(self.sums)
+
+    def result(self) -> dict[str, OutcomeSummary]:
+        out = {}
+        for name, (count, total, squares, booleans) in sorted(self.sums.items()):
+            mean = total / count
+            std = math.sqrt(max(squares / count - mean * mean, 0.0))
+            out[name] = OutcomeSummary(count=count, sum=stable(total), mean=stable(mean),
+                                       std=stable(std), rate=stable(mean) if booleans else None)
+        return out
+
+    def state(self) -> list[Any]:
+        return [self.sums, self.dropped]
+
+    @classmethod
+    def from_state(cls, state: list[Any] | None, max_names: int = 20) -> Outcomes:
+        out = cls(max_names)
+        if state:
+            sums, out.dropped = state
+            out.sums = {name: list(row) for name, row in sums.items()}
+        return out

@@ -5,8 +5,9 @@ A rule turns either a **window metric** or a **detector finding** into an alert
 
 * ``expr: latency_ms.p99 > 500`` — a metric of the closed window (any number in
   the window summary by dotted path, e.g. ``error_rate``, ``confidence.mean``,
-  ``cost_usd``, ``cache_hit_rate``, ``features.amount.mean``, ``performance.accuracy``;
-  plus ``throughput_per_s``), an operator (``> >= < <= == !=``) and a number;
+  ``cost_usd``, ``cache_hit_rate``, ``features.amount.mean``, ``performance.accuracy``,
+  ``outcomes.converted.rate``; plus ``throughput_per_s``), an operator
+  (``> >= < <= == !=``) and a number;
 * ``detector: feature_drift`` (or ``"*"``) — the findings of that detector rule
   (``kind: drift`` etc. also matches by kind).
 
@@ -181,7 +182,8 @@ class Rules:
     # ------------------------------------------------------------ evaluation
 
     def evaluate_metrics(self, metrics: Mapping[str, Any], labels: Mapping[str, str],
-                         source: str = "predictions", prefix: str = "") -> list[Condition]:
+                         source: str = "predictions", prefix: str | tuple[str, ...] = ""
+                         ) -> list[Condition]:
         """Conditions of the ``expr`` rules on one window's metrics (a summary as a dict);
         only rules whose metric starts with ``prefix``. The window's ``trace_ids``
         (exemplars) go into each condition's evidence."""
@@ -292,6 +294,8 @@ def _trials(metrics: Mapping[str, Any], path: str) -> float | None:
     leaf = path.rsplit(".", 1)[-1]
     if path.startswith("performance.") and leaf in _LABEL_SHARES:
         return _lookup(metrics, "performance.labelled")
+    if path.startswith("outcomes.") and leaf == "rate":   # a share of the joined outcomes
+        return _lookup(metrics, path[:-len("rate")] + "count")
     if leaf.endswith(("_rate", "_coverage")) or leaf == "low_rate":
         return _lookup(metrics, "count")
     return None

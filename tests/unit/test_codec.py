@@ -121,13 +121,23 @@ def test_log_levels_any_case_and_aliases():
     assert "level must be one of" in bad.rejected[0].reason
 
 
-def test_feedback_requires_a_label_and_its_model():
+def test_feedback_requires_a_label_or_outcomes_and_its_model():
     codec = Codec(FeedbackEvent)
     ok = codec.decode(enc({"event_id": "e1", "timestamp": NOW, "label": True, "model": "m"}),
                       NOW)
     assert ok.events[0].label is True
+    outcomes = codec.decode(enc({"event_id": "e1", "timestamp": NOW, "model": "m",
+                                 "outcomes": {"converted": True, "revenue_usd": 12}}), NOW)
+    assert outcomes.events[0].label is None
+    assert outcomes.events[0].outcomes == {"converted": True, "revenue_usd": 12.0}
     bad = codec.decode(enc({"event_id": "e1", "timestamp": NOW, "model": "m"}), NOW)
-    assert "missing required field `label`" in bad.rejected[0].reason
+    assert "carries a `label`, `outcomes` or both" in bad.rejected[0].reason
+    for wrong, why in [({"converted": "yes"}, "Expected `bool | float`"),
+                       ({f"o{i}": 1 for i in range(17)}, "length <= 16"),
+                       ({"": 1}, "length >= 1")]:
+        rejected = codec.decode(enc({"event_id": "e1", "timestamp": NOW, "model": "m",
+                                     "outcomes": wrong}), NOW).rejected
+        assert why in rejected[0].reason and "$.outcomes" in rejected[0].reason
     unrouted = codec.decode(enc({"event_id": "e1", "timestamp": NOW, "label": 1}), NOW)
     assert "missing required field `model`" in unrouted.rejected[0].reason
 

@@ -1,4 +1,5 @@
-"""Delayed labels: joined to the right window, bounded, revised, and judged by rules."""
+"""Delayed labels and outcomes: joined to the right window, bounded, revised, and judged by
+rules."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ def predictions(model: str, start: float, n: int, *, prefix: str = "",
 
 def labels(model: str, ids: list[str], label: Any, at: float) -> list[dict[str, Any]]:
     return [{"event_id": i, "timestamp": at, "model": model, "label": label} for i in ids]
+
+
+def outcomes(model: str, ids: list[str], values: dict[str, Any], at: float
+             ) -> list[dict[str, Any]]:
+    return [{"event_id": i, "timestamp": at, "model": model, "outcomes": values} for i in ids]
 
 
 def pipe(**overrides: Any) -> LocalPipeline:
@@ -241,6 +247,8 @@ def test_labels_after_a_crash_join_the_predictions_made_before_it():
               enc(predictions("m", T0 + 10, 20, prefix="b")),
               enc(predictions("m", T0 + 20, 10, prefix="c")),               # open at the crash
               enc(labels("m", [f"a{i}" for i in range(5)], 1.0, at=T0 + 25)),
+              enc(outcomes("m", [f"a{i}" for i in range(8)], {"converted": True},
+                           at=T0 + 25)),
               enc(labels("m", ["d0", "d1"], 0.0, at=T0 + 26))]              # before their own
     after = [enc(predictions("m", T0 + 25, 10, prefix="c1")),
              enc(labels("m", [f"a{i}" for i in range(5, 10)], 0.0, at=T0 + 27))]
@@ -248,17 +256,21 @@ def test_labels_after_a_crash_join_the_predictions_made_before_it():
              enc(predictions("m", T0 + 45, 1, prefix="e")),
              enc(labels("m", [f"a{i}" for i in range(10, 20)] + [f"b{i}" for i in range(20)]
                         + [f"c{i}" for i in range(10)] + [f"c1{i}" for i in range(10)],
-                        1.0, at=T0 + 50))]
+                        1.0, at=T0 + 50)),
+             enc(outcomes("m", [f"a{i}" for i in range(20)] + ["b1"], {"converted": False},
+                          at=T0 + 50))]   # a0-a7 had theirs: duplicates
+
+    def feedback(payload: bytes) -> bool:
+        return b'"label"' in payload or b'"outcomes"' in payload
 
     def send(p: LocalPipeline, payloads: list[bytes]) -> None:
         for payload in payloads:
-            stream = "feedback" if b'"label"' in payload else "predictions"
-            p.send(stream, payload)
+            p.send("feedback" if feedback(payload) else "predictions", payload)
 
     def final(p: LocalPipeline) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for w in sorted(windows_of(p, "m"), key=lambda w: w.revision):
-            out[w.window_start] = w.performance
+            out[w.window_start] = (w.performance, w.outcomes)
         return out
 
     straight = pipe()
@@ -273,20 +285,22 @@ def test_labels_after_a_crash_join_the_predictions_made_before_it():
 
     second = pipe(clock=first.clock)
     second.restore(first.checkpoints)
-    for stream, sent in (("predictions", [m for m in before + after if b'"label"' not in m]),
-                         ("feedback", [m for m in before + after if b'"label"' in m])):
+    for stream, sent in (("predictions", [m for m in before + after if not feedback(m)]),
+                         ("feedback", [m for m in before + after if feedback(m)])):
         offset = second._offsets.get((second.engine.streams[stream].topic, 0), 0)
         send(second, sent[offset:])
     send(second, later)
     second.advance(1)
 
     want = final(straight)
-    assert len(want) == 4 and all(want.values())
+    assert len(want) == 4 and all(perf for perf, _ in want.values())
     assert final(second) == want
     join = second.summarizer.join
     assert join is not None and join.counts["unmatched"] == 0
-    labelled = {start: perf.labelled for start, perf in final(second).items() if perf}
+    labelled = {start: perf.labelled for start, (perf, _) in final(second).items() if perf}
     assert sorted(labelled.values()) == [2, 20, 20, 20]
+    joined = {start: o["converted"] for start, (_, o) in final(second).items() if o}
+    assert sorted((o.count, o.rate) for o in joined.values()) == [(1, 0.0), (20, 0.4)]
 
 
 def test_the_index_is_checkpointed_incrementally_and_what_leaves_is_deleted():
@@ -326,3 +340,33 @@ def test_the_index_is_checkpointed_incrementally_and_what_leaves_is_deleted():
     left = {w.name.split(b"|")[2] for ws in join.windows.values() for w in ws}
     assert len(left) == 1   # z's window
     assert {k.split(b"|")[2] for k in label_keys()} == left
+
+
+def test_outcomes_join_like_labels_and_revise_their_window():
+    """Outcomes in their own feedback events, with a label, or before their prediction:
+    each prediction's counted once; a window whose labels are all in still waits for
+    outcomes; rules read them."""
+    p = pipe(rules=[{"name": "conversion_low", "expr": "outcomes.converted.rate < 0.5",
+                     "confidence": 0}])
+    p.send_predictions(predictions("m", T0, 10))
+    p.send_feedback(outcomes("m", ["x0"], {"converted": True}, at=T0 + 1))   # its own later
+    p.send_predictions(predictions("m", T0 + 10, 2, prefix="x"))
+    p.send_feedback(labels("m", [str(i) for i in range(10)], 1.0, at=T0 + 12))
+    p.advance(1)   # every label in: the window is revised, and waits for outcomes still
+    first = windows_of(p, "m")
+    assert first[-1].outcomes == {} and first[-1].performance.labelled == 10
+    p.send_feedback([{"event_id": str(i), "timestamp": T0 + 13, "model": "m",
+                      "outcomes": {"converted": i < 3, "revenue_usd": 2.0 * i}}
+                     for i in range(10)])
+    p.send_feedback(outcomes("m", ["1", "2"], {"converted": False}, at=T0 + 14))   # repeats
+    p.advance(1)
+    revised = [w for w in windows_of(p, "m") if w.window_start == first[0].window_start]
+    last = revised[-1].outcomes
+    assert (last["converted"].count, last["converted"].rate) == (10, 0.3)
+    assert (last["revenue_usd"].mean, last["revenue_usd"].sum, last["revenue_usd"].rate) == (
+        9.0, 90.0, None)
+    assert revised[-1].performance.labelled == 10   # labels kept
+    assert [a.rule for a in p.alerts if a.status == "firing"] == ["conversion_low"]
+    p.advance(30)
+    x = [w for w in windows_of(p, "m") if w.window_start != first[0].window_start]
+    assert x[-1].outcomes["converted"].count == 1
