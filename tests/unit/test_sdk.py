@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
-from mlpulse.sdk.producer import Telemetry, chunked_with_counts, monitor_prediction
+from mlpulse.events import PredictionWindow
+from mlpulse.sdk.producer import Telemetry, chunked_with_counts, last_event_id, monitor_prediction
+from mlpulse.testing import LocalPipeline
 
 
 def test_envelopes_stay_under_the_message_size():
@@ -40,3 +43,95 @@ def test_flush_on_a_disabled_telemetry_returns_at_once():
     telemetry.log_prediction(model="m")
     assert telemetry.flush(timeout_s=5) is True
     assert telemetry.dropped == 1
+
+
+class Recording(Telemetry):
+    """A Telemetry that keeps what it would send (no broker)."""
+
+    def __init__(self) -> None:
+        disabled = Telemetry.disabled()
+        self.__dict__.update(disabled.__dict__)
+        self.sent: list[tuple[str, dict]] = []
+
+    def _put(self, kind: str, key: str, event: dict | bytes) -> None:
+        assert isinstance(event, dict)
+        self.sent.append((kind, event))
+
+
+async def test_an_async_handler_is_timed_to_completion_and_its_event_id_joins_feedback():
+    """A real asyncio server whose handler awaits a decorated ``async def``: each request's
+    latency is its whole await, its segment and features come from its arguments, and the
+    event id the handler reads back joins the label and outcomes sent for it later."""
+    telemetry = Recording()
+
+    @monitor_prediction(model="m", version="v2", telemetry=telemetry,
+                        segment=lambda request: {"region": request["region"]},
+                        features=lambda request: {"amount": request["amount"]},
+                        confidence=lambda result: result["p"],
+                        prediction=lambda result: result["decision"])
+    async def predict(request: dict) -> dict:
+        await asyncio.sleep(0.05)
+        if request["amount"] < 0:
+            raise ValueError("negative amount")
+        return {"decision": "approve", "p": 0.9}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = json.loads(await reader.readline())
+        try:
+            decision = (await predict(request))["decision"]
+        except ValueError:
+            decision = "error"
+        writer.write(json.dumps({"decision": decision, "event_id": last_event_id()}).encode()
+                     + b"\n")
+        await writer.drain()
+        writer.close()
+
+    async def call(request: dict) -> dict:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(json.dumps(request).encode() + b"\n")
+        await writer.drain()
+        answer = json.loads(await reader.readline())
+        writer.close()
+        return answer
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        answers = await asyncio.gather(*(call({"region": r, "amount": a}) for r, a in
+                                         [("eu", 10.0), ("us", 20.0), ("eu", -1.0)]))
+    ids = [a["event_id"] for a in answers]
+    assert len(set(ids)) == 3 and [a["decision"] for a in answers] == [
+        "approve", "approve", "error"]
+    events = {e["event_id"]: e for kind, e in telemetry.sent if kind == "predictions"}
+    assert set(events) == set(ids)   # concurrent calls: each answer names its own event
+    first, failed = events[ids[0]], events[ids[2]]
+    assert first["latency_ms"] >= 50   # timed to completion, not to coroutine creation
+    assert (first["segment"], first["features"], first["prediction"], first["confidence"]) == (
+        {"region": "eu"}, {"amount": 10.0}, "approve", 0.9)
+    assert (failed["status"], failed["error_type"], failed["latency_ms"] >= 50) == (
+        "error", "ValueError", True)
+
+    for event_id in ids[:2]:
+        telemetry.feedback(model="m", event_id=event_id, label="approve",
+                           outcomes={"converted": event_id == ids[0]})
+    pipe = LocalPipeline(window_seconds=10, lateness_seconds=0, segment_keys="region")
+    pipe.send_predictions([e for kind, e in telemetry.sent if kind == "predictions"])
+    pipe.send_feedback([e for kind, e in telemetry.sent if kind == "feedback"])
+    pipe.advance(60)
+    whole = [w for w in pipe.windows if isinstance(w, PredictionWindow) and not w.segment]
+    assert whole[-1].performance.labelled == 2 and whole[-1].performance.accuracy == 1.0
+    assert whole[-1].outcomes["converted"].rate == 0.5
+    assert {w.segment.get("region") for w in pipe.windows
+            if isinstance(w, PredictionWindow) and w.segment} == {"eu", "us"}
+
+
+def test_a_failing_extractor_leaves_its_field_out_and_the_call_goes_on():
+    telemetry = Recording()
+
+    @monitor_prediction(model="m", telemetry=telemetry, features=lambda x: {"x": 1 / x})
+    def predict(x: float) -> float:
+        return x
+
+    assert predict(0.0) == 0.0 and predict(2.0) == 2.0
+    assert [e.get("features") for _, e in telemetry.sent] == [None, {"x": 0.5}]
+    assert last_event_id() == telemetry.sent[-1][1]["event_id"]
