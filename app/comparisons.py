@@ -3,7 +3,8 @@
 One :class:`Comparisons` per worker keeps, per owned partition and model:
 
 * the versions' event counts over the last windows (the baseline is the version with the
-  most events over the preceding ``history_windows``, unless one is pinned);
+  most events over the preceding ``history_windows``, unless one is pinned; a tie goes to
+  the version that sorts first, numbers as numbers);
 * the :class:`~mlpulse.detectors.comparison.Side` of each version's recently closed
   windows: versions whose windows close together (the usual case: one watermark closes
   every window of a partition) are compared at once; one that closes later is compared
@@ -33,6 +34,7 @@ The statistics are in :mod:`mlpulse.detectors.comparison`; this module only pair
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .detectors.comparison import ComparisonSpec, Side
@@ -180,7 +182,9 @@ class Comparisons:
         present = state.windows[start_s].sides
         before = sorted(s for s in state.counts if s < start_s)[-spec.history_windows:]
         totals = {v: sum(state.counts[s].get(v, 0) for s in before) for v in present}
-        return max(present, key=lambda v: (totals[v], present[v].count, v))
+        # a tie (an even A/B split) goes to the older-looking version: 1.9 before 1.10
+        return max(sorted(present, key=_natural),
+                   key=lambda v: (totals[v], present[v].count))
 
     def _prune(self, state: _Model, newest_s: float) -> None:
         """Sides drop their sketches after ``SIDE_WINDOWS`` windows; windows are forgotten
@@ -199,3 +203,13 @@ class Comparisons:
                 if start < keep_after or drop > 0:
                     del state.windows[start]
                     drop -= 1
+
+
+def _natural(version: str) -> list[tuple[int, int | str]]:
+    """A version's sort key, its numbers compared as numbers.
+
+    >>> sorted(["1.10", "1.9", "v2", "1.9-rc1"], key=_natural)
+    ['1.9', '1.9-rc1', '1.10', 'v2']
+    """
+    return [(0, int(part)) if part.isdigit() else (1, part)
+            for part in re.split(r"(\d+)", version) if part]
