@@ -87,7 +87,9 @@ class Engine:
         self.ingest_stage = Ingest(settings)
         self.detect = Detect(settings, store=store)
         self.store = self.detect.store
-        self.summarizer = Summarizer(settings, profiles=self.detect.new_profile)
+        self.summarizer = Summarizer(
+            settings, profiles=self.detect.new_profile,
+            slicing=lambda model: self.detect.config.for_model(model).slices)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.metrics.track_open_windows(lambda: self.summarizer.open_windows)

@@ -317,7 +317,8 @@ class SignalComparison(Struct):
 
     ``effect`` is what makes a difference material: a rate difference
     (``two_proportion``, outcomes: the relative change), the ratio of the quantiles
-    (``quantile_exceedance``), the PSI (``chi_square``) or Cohen's d (``welch_t``).
+    (``quantile_exceedance``), the PSI (``chi_square`` of binned numbers) or the largest
+    change of a category's share (``chi_square`` of categories), Cohen's d (``welch_t``).
     ``verdict``: ``worse``/``better`` for signals with a direction, ``different`` for
     distributions, ``same`` when the difference is not significant or not material.
     """

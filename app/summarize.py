@@ -22,9 +22,10 @@ a wall-clock timer, for the windows that closed.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
 
 import msgspec
 
@@ -36,16 +37,20 @@ from .guard import CardinalityGuard
 from .join import LabelJoin, Revised
 from .labels import WindowLabels
 from .progress import Report, Watermarks
+from .sketches import OTHER
 from .timefmt import rfc3339
 from .windows import TumblingWindows
 
-__all__ = ["Closed", "Summarizer", "segment_of"]
+__all__ = ["Closed", "Summarizer", "segment_of", "slice_name"]
 
 SLICE_BATCH = 256
 """Events a slice's window gathers before folding them (its share of a batch is small)."""
 
 ProfileFactory = Callable[[int, tuple[str, ...]], Any]
 """(partition, (model, version)) → the detectors' profile of a new window, or None."""
+Slicing = Callable[[str], Sequence[tuple[str, ...]] | None]
+"""model → the segment keys that slice it (each a key, or keys whose values' cross product
+is sliced), or None: those of ``MLPULSE_SEGMENT_KEYS``."""
 
 
 @dataclass(slots=True)
@@ -65,18 +70,22 @@ class Closed:
 class Summarizer:
     """Windows of every owned partition, and their summaries when they close."""
 
-    def __init__(self, settings: Settings, profiles: ProfileFactory | None = None) -> None:
+    def __init__(self, settings: Settings, profiles: ProfileFactory | None = None,
+                 slicing: Slicing | None = None) -> None:
         self.settings = settings
         self.profiles = profiles
+        self.slicing = slicing
+        self._slices: dict[str, tuple[tuple[str, ...], ...]] = {}
+        """Per model (as the guard keeps it), the keys that slice it."""
         self._predictions: dict[int, TumblingWindows[PredictionAggregate]] = {}
         self._logs: dict[int, TumblingWindows[LogAggregate]] = {}
         self.guard = CardinalityGuard(
             max_models=settings.max_models, max_versions=settings.max_versions,
             max_services=settings.max_services, max_segment_values=settings.max_segment_values,
             idle_s=settings.series_idle_seconds)
-        self.slice_keys = settings.slice_keys
+        self.slice_keys = tuple((key,) for key in settings.slice_keys)
         """Segment keys that slice every model version (windows keyed (model, version,
-        ``key=value``))."""
+        ``key=value``)) unless ``slicing`` says otherwise for a model."""
         self.watermarks = Watermarks(settings.lateness_seconds)
         """Progress of the input partitions per owned partition: the aligned watermarks."""
         self.join: LabelJoin | None = None
@@ -171,14 +180,26 @@ class Summarizer:
         late = 0
         guard = self.guard
         model = guard.model(events[0].model, now_wall_s, len(events))
+        slices = self._slices.get(model)
+        if slices is None:
+            slices = self._slices[model] = self._slices_of(model)
         for name, group in group_by(events, "model_version").items():
             version = guard.version(model, name, now_wall_s, len(group))
             late += windows.add((model, version), group, now_wall_s)
-            for key in self.slice_keys:   # their late events are the model version's too
-                for value, members in _by_segment(group, key).items():
-                    kept = guard.segment(model, key, value, now_wall_s, len(members))
-                    windows.add((model, version, f"{key}={kept}"), members, now_wall_s)
+            for keys in slices:   # their late events are the model version's too
+                for values, members in _by_slice(group, keys).items():
+                    kept = guard.segment(model, _JOIN.join(keys), _JOIN.join(values),
+                                         now_wall_s, len(members))
+                    windows.add((model, version, slice_name(
+                        keys, values if kept != OTHER else (OTHER,) * len(keys))),
+                        members, now_wall_s)
         return late
+
+    def _slices_of(self, model: str) -> tuple[tuple[str, ...], ...]:
+        configured = self.slicing(model) if self.slicing is not None else None
+        if len(self._slices) > 4 * self.settings.max_models:   # models that folded or left
+            self._slices.clear()
+        return tuple(configured) if configured is not None else self.slice_keys
 
     def add_feedback(self, partition: int, events: list[FeedbackEvent]) -> None:
         """Join labels (all of one model) to the predictions of that model's windows."""
@@ -321,14 +342,42 @@ class Summarizer:
         )
 
 
-def segment_of(name: str) -> dict[str, str]:
-    """The segment of a slice name (``key=value``).
+def slice_name(keys: Sequence[str], values: Sequence[str]) -> str:
+    """A slice's name, as its windows are keyed and its alerts labelled: ``key=value``
+    pairs joined by ``&``, the values percent-encoded where they would be ambiguous.
 
-    >>> segment_of("region=eu")
-    {'region': 'eu'}
+    >>> slice_name(["region"], ["eu"]), slice_name(["region", "tier"], ["eu", "a&b"])
+    ('region=eu', 'region=eu&tier=a%26b')
     """
-    key, _, value = name.partition("=")
-    return {key: value}
+    return urlencode(list(zip(keys, values, strict=True)), quote_via=quote, safe="")
+
+
+def segment_of(name: str) -> dict[str, str]:
+    """The segment of a slice name (:func:`slice_name`).
+
+    >>> segment_of("region=eu"), segment_of("region=eu&tier=a%26b")
+    ({'region': 'eu'}, {'region': 'eu', 'tier': 'a&b'})
+    """
+    return dict(parse_qsl(name, keep_blank_values=True))
+
+
+_JOIN = "\x1f"
+"""Joins the keys and values of a cross product for the cardinality guard."""
+
+
+def _by_slice(events: list[PredictionEvent], keys: tuple[str, ...]
+              ) -> dict[tuple[str, ...], list[PredictionEvent]]:
+    """Events by their values of segment ``keys`` (those without one of them are in no
+    slice of them)."""
+    if len(keys) == 1:
+        return {(value,): members for value, members in _by_segment(events, keys[0]).items()}
+    out: dict[tuple[str, ...], list[PredictionEvent]] = {}
+    for event in events:
+        segment = event.segment
+        values = tuple(map(segment.get, keys))
+        if None not in values:
+            out.setdefault(values, []).append(event)  # type: ignore[arg-type]
+    return out
 
 
 def _by_segment(events: list[PredictionEvent], key: str) -> dict[str, list[PredictionEvent]]:

@@ -15,10 +15,11 @@ signal                    test                        effect (material when beyo
 ``latency_ms.p50/.p99``   share above the baseline's  ratio of the quantiles
                           quantile, two-proportion    (``latency_ratio``)
 ``confidence``            chi-square on shared bins   PSI (``psi``)
-``predictions``           chi-square (classes) or     PSI, or Cohen's d (``effect_size``)
-                          Welch's t (numbers)
-``features.<name>``       Welch's t (numbers),        Cohen's d, or PSI
-                          chi-square (categories)
+``predictions``           chi-square (classes) or     largest change of a class's share
+                          Welch's t (numbers)         (``share_change``), or Cohen's d
+                                                      (``effect_size``)
+``features.<name>``       Welch's t (numbers),        Cohen's d, or the largest change of
+                          chi-square (categories)     a value's share
 ``performance.accuracy``  two-proportion z            accuracy drop (``accuracy_drop``)
 ``performance.mae``       Welch's t on the errors     Cohen's d
 ``outcomes.<name>``       two-proportion z (booleans) relative change (``outcome_change``),
@@ -94,6 +95,9 @@ class ComparisonSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     error_rate_increase: NonNegative = 0.01
     latency_ratio: Annotated[float, msgspec.Meta(ge=1)] = 1.2
     psi: NonNegative = 0.1
+    share_change: NonNegative = 0.05
+    """A category's share (a class of the predictions, a value of a feature) must move by
+    this much (5 points) for a categorical distribution to differ materially."""
     effect_size: NonNegative = 0.2
     accuracy_drop: NonNegative = 0.02
     outcome_change: NonNegative = 0.1
@@ -250,15 +254,18 @@ def _categories(signal: str, c: BoundedCounter, b: BoundedCounter, spec: Compari
     if len(kept) < 2 and not (counts_c[-1] or counts_b[-1]):
         return []   # one class only: nothing to compare
     top = kept[0] if kept else OTHER
-    return [_distribution(signal, counts_c, counts_b,
-                          (c.counts.get(top, 0) / total_c, b.counts.get(top, 0) / total_b),
-                          spec)]
+    _, p = chi_square(counts_b, counts_c)
+    change = counts_c / total_c - counts_b / total_b   # each class's share, candidate - baseline
+    largest = float(change[np.argmax(np.abs(change))])
+    return [_Test(signal, "chi_square", c.counts.get(top, 0) / total_c,
+                  b.counts.get(top, 0) / total_b, largest, p,
+                  abs(largest) >= spec.share_change)]
 
 
 def _distribution(signal: str, counts_c: np.ndarray, counts_b: np.ndarray,
                   values: tuple[float, float], spec: ComparisonSpec) -> _Test:
     """Chi-square and PSI on shared bins; ``values``: what the summary shows of each side
-    (the mean, or the share of the most frequent class)."""
+    (the means)."""
     _, p = chi_square(counts_b, counts_c)
     shift = psi(counts_b, counts_c)
     return _Test(signal, "chi_square", values[0], values[1], shift, p, shift >= spec.psi)

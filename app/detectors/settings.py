@@ -1,8 +1,11 @@
 """Detector settings: the ``detectors:`` section of the YAML file named by ``MLPULSE_CONFIG``.
 
 Top-level keys are the defaults for every model; ``models.<name>`` overrides
-them for one model (keys merge, one level deep), and ``features.<name>``
-overrides the drift thresholds of one feature::
+them for one model, or for every model a glob matches (``fraud-*``; the first listed that
+matches; keys merge, one level deep), and ``features.<name>`` overrides the drift thresholds
+of one feature. ``segments`` lists the segment keys that slice the model (instead of
+``MLPULSE_SEGMENT_KEYS``); a list among them is a cross product (``[region, tier]``: one
+slice per pair of values)::
 
     detectors:
       reference: {mode: first, windows: 3, min_events: 300}
@@ -12,6 +15,8 @@ overrides the drift thresholds of one feature::
           drift: {psi: 0.2}
           features:
             amount: {psi: 0.05}
+        "checkout-*":
+          segments: [region, [region, tier]]
 
 Mistakes come back as :class:`~mlpulse.errors.ConfigError` naming the field.
 
@@ -20,6 +25,10 @@ Mistakes come back as :class:`~mlpulse.errors.ConfigError` naming the field.
 >>> cfg = s.for_model("fraud")
 >>> cfg.drift.psi, cfg.drift_for("f:amount").psi, cfg.drift_for("f:age").psi
 (0.2, 0.05, 0.2)
+>>> s = DetectorSettings.from_mapping({"models": {"shop-*": {"segments": ["region", ["region",
+...                                                                                  "tier"]]}}})
+>>> s.for_model("shop-eu").slices, s.for_model("fraud").slices
+((('region',), ('region', 'tier')), None)
 >>> DetectorSettings.from_mapping({"drift": {"psi": "high"}})
 Traceback (most recent call last):
 ...
@@ -28,6 +37,8 @@ mlpulse.errors.ConfigError: detectors: Expected `float`, got `str` - at `$.drift
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -41,6 +52,7 @@ from .quality import QualityThresholds
 __all__ = ["DetectorSettings", "ModelDetectors", "ReferenceSpec"]
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
+SegmentKey = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 
 
 class ReferenceSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -116,6 +128,17 @@ class ModelDetectors(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     logs: LogErrorSpec = LogErrorSpec()
     comparison: ComparisonSpec = ComparisonSpec()
     no_data_windows: Positive = 3
+    segments: Annotated[list[SegmentKey | Annotated[list[SegmentKey], msgspec.Meta(
+        min_length=1, max_length=4)]], msgspec.Meta(max_length=16)] | None = None
+    """Segment keys slicing this model (None: ``MLPULSE_SEGMENT_KEYS``)."""
+
+    @property
+    def slices(self) -> tuple[tuple[str, ...], ...] | None:
+        """``segments`` as tuples of keys (one key, or a cross product), each once."""
+        if self.segments is None:
+            return None
+        return tuple(dict.fromkeys(
+            (k,) if isinstance(k, str) else tuple(dict.fromkeys(k)) for k in self.segments))
 
     def drift_for(self, signal: str) -> DriftThresholds:
         """Thresholds of one signal (``f:<feature>`` or ``o:<output>``)."""
@@ -133,6 +156,9 @@ class DetectorSettings:
         self._resolved = {name: _convert(_merge(self._defaults, override),
                                          f"detectors.models.{name}")
                           for name, override in self._models.items()}
+        self._globs = [(name, config) for name, config in self._resolved.items()
+                       if re.search(r"[*?\[]", name)]
+        self._matched: dict[str, ModelDetectors] = {}
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> DetectorSettings:
@@ -148,7 +174,15 @@ class DetectorSettings:
         return cls(defaults, {str(k): dict(v) for k, v in models.items()})
 
     def for_model(self, model: str) -> ModelDetectors:
-        return self._resolved.get(model, self.defaults)
+        """The settings of ``model``: its own entry, else the first glob entry that matches
+        it, else the defaults."""
+        config = self._resolved.get(model) or self._matched.get(model)
+        if config is None:
+            config = next((c for pattern, c in self._globs
+                           if fnmatch.fnmatchcase(model, pattern)), self.defaults)
+            if len(self._matched) < 100_000:   # model names are bounded by the guard's
+                self._matched[model] = config
+        return config
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

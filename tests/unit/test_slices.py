@@ -124,3 +124,26 @@ def test_slice_windows_waiting_to_fold_are_whole_in_a_checkpoint():
     counts = {tuple(c.summary.segment.items()): c.summary.count
               for c in second.close_due(now_wall_s=1000)}
     assert counts == {(): 30, (("region", "eu"),): 20, (("region", "us"),): 10}
+
+
+def test_models_a_glob_names_get_their_own_segment_keys_and_cross_products():
+    """``detectors.models."<glob>".segments`` slices the models it matches (instead of
+    MLPULSE_SEGMENT_KEYS); a list among them slices the cross product of its keys."""
+    events = traffic(windows=1, per_window=400)
+    other = [e | {"model": "plain", "event_id": "p" + e["event_id"],
+                  "segment": dict(e["segment"])} for e in events]
+    for e in events:
+        e["model"] = "m-eu"
+        e["segment"]["tier"] = "a&b" if e["segment"]["tier"] == "free" else "gold"
+    pipe = run(events + other, segment_keys="tier",
+               detectors={"models": {"m-*": {"segments": [["region", "tier"]]}}})
+    names = {(w.model, tuple(sorted(w.segment.items()))) for w in pipe.windows
+             if isinstance(w, PredictionWindow) and w.segment}
+    assert {n for m, n in names if m == "plain"} == {(("tier", "free"),), (("tier", "gold"),)}
+    crossed = {n for m, n in names if m == "m-eu"}
+    assert (("region", "eu"), ("tier", "a&b")) in crossed and len(crossed) == 6
+    counts = [w.count for w in pipe.windows
+              if isinstance(w, PredictionWindow) and w.model == "m-eu" and w.segment]
+    assert sum(counts) == 400   # each event in one pair of values
+    with pytest.raises(ConfigError, match="segments"):
+        run([], detectors={"segments": ["bad key"]})
