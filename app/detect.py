@@ -48,7 +48,7 @@ from .events import AlertEvent, LogWindow, PredictionEvent, PredictionWindow
 from .join import Revised
 from .rules import Condition, Rules
 from .store import comparison_key, model_key, presence_key, presence_model, service_key
-from .summarize import Closed
+from .summarize import Closed, segment_of
 
 __all__ = ["Detect", "MemoryStore", "SnapshotStore", "load_reference_file", "window_metrics"]
 
@@ -400,7 +400,10 @@ class Detect:
     def _load_model(self, partition: int, key: tuple[str, ...]) -> _ModelState:
         model, version = key[:2]
         config = self.config.for_model(model)
-        hst = self._hst_allowed(config)
+        if len(key) > 2:   # a slice: judged by window, without per-event detectors
+            config = msgspec.structs.replace(
+                config, adwin=msgspec.structs.replace(config.adwin, enabled=False))
+        hst = len(key) == 2 and self._hst_allowed(config)
         stored = self.store.get(partition, model_key(key))
         if stored is not None:
             try:
@@ -412,7 +415,7 @@ class Detect:
             except (KeyError, TypeError, ValueError, msgspec.DecodeError) as exc:
                 log.warning("mlpulse: dropping unreadable detector state of %s %s: %s",
                             model, version, exc)
-        reference = self._file_reference(model, config)
+        reference = self._file_reference(model, config, key[2] if len(key) > 2 else None)
         return _ModelState(ModelMonitor(model, version, config, self.settings.window_seconds,
                                         seed=_seed(key), reference=reference, hst=hst),
                            Lifecycle())
@@ -459,25 +462,31 @@ class Detect:
         self.comparisons.keep_only(partitions)
         self._restored &= partitions
 
-    def _file_reference(self, model: str, config: ModelDetectors) -> Reference | None:
+    def _file_reference(self, model: str, config: ModelDetectors,
+                        segment: str | None = None) -> Reference | None:
+        """The reference file's reference of ``model`` (of its events in slice ``segment``,
+        for a slice's)."""
         spec = config.reference
         if spec.mode != "file" or spec.path is None:
             return None
-        if model not in self._file_references:
+        name = model if segment is None else f"{model}|{segment}"
+        if name not in self._file_references:
             try:
-                self._file_references[model] = load_reference_file(
-                    Path(spec.path), model, config, self.settings)
+                self._file_references[name] = load_reference_file(
+                    Path(spec.path), model, config, self.settings,
+                    segment_of(segment) if segment is not None else None)
             except (OSError, ValueError, msgspec.DecodeError) as exc:
                 # a broken reference file must not stop the worker: say so, detect without it
-                log.error("mlpulse: reference file %s of model %s unusable (%s); its drift "
-                          "and data-quality checks are off", spec.path, model, exc)
+                log.error("mlpulse: reference file %s of %s unusable (%s); its drift "
+                          "and data-quality checks are off", spec.path, name, exc)
                 return None
-        return self._file_references[model]
+        return self._file_references[name]
 
 
 def load_reference_file(path: Path, model: str, config: ModelDetectors,
-                        settings: Settings) -> Reference:
-    """A reference built from prediction events in a JSON array or NDJSON file."""
+                        settings: Settings, segment: dict[str, str] | None = None) -> Reference:
+    """A reference built from prediction events in a JSON array or NDJSON file (those of
+    ``model``, if any; for a slice, those of its ``segment``)."""
     raw = path.read_bytes()
     text = raw.lstrip()
     if text.startswith(b"["):
@@ -486,6 +495,10 @@ def load_reference_file(path: Path, model: str, config: ModelDetectors,
         events = [msgspec.json.decode(line, type=PredictionEvent)
                   for line in raw.splitlines() if line.strip()]
     events = [e for e in events if e.model == model] or events
+    if segment is not None:
+        events = [e for e in events if all(e.segment.get(k) == v for k, v in segment.items())]
+        if not events:
+            raise ValueError(f"no event of the slice {segment}")
     spec = config.reference
     profile = WindowProfile(sample_size=spec.sample_size)
     aggregate = PredictionAggregate(settings.max_categories, settings.top_values, profile=profile)

@@ -97,6 +97,13 @@ def _parser() -> argparse.ArgumentParser:
                              "too, in turn with this one's (A/B in the same run)")
     parser.add_argument("--only-envelopes", action="store_true",
                         help="the envelope cases only (with --baseline: an A/B round)")
+    parser.add_argument("--slices", default=None, metavar="KEYS",
+                        help="also run the envelopes with MLPULSE_SEGMENT_KEYS=KEYS, in turn "
+                             "with the plain case (every event then carries 5 values of each "
+                             "key, e.g. region,tier: 2 keys x 5 values)")
+    parser.add_argument("--window-seconds", type=float, default=60.0,
+                        help="the workers' window (60: 6,000 events per model-window at the "
+                             "default rate; 10: 1,000)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="run the mlpulse workers under cProfile, writing DIR/*.prof "
                              "(slows them down: numbers are not comparable)")
@@ -112,6 +119,10 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
     n_envelope, n_single = args.events, args.single_events
     started = time.perf_counter()
     events = generate(max(n_envelope, n_single), n_models=args.models, rate_per_s=args.rate)
+    if args.slices:   # each key with 5 values, independent of each other
+        keys = [k.strip() for k in args.slices.split(",") if k.strip()]
+        for i, event in enumerate(events):
+            event["segment"] = {k: f"{k}{(i * (3 + j) // 7) % 5}" for j, k in enumerate(keys)}
     _log(f"generated {len(events)} events in {time.perf_counter() - started:.1f} s")
     results: dict[str, CaseResult] = {}
     labels = _labels(args)
@@ -133,9 +144,17 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
         result = await run_mlpulse(
             bootstrap, case, messages=messages, expected_events=len(envelope_events),
             cutoff_s=cutoff(envelope_events), workdir=workdir, timeout_s=args.timeout,
-            profile_dir=args.profile, broker_pid=broker_pid)
+            profile_dir=args.profile, broker_pid=broker_pid, window_seconds=args.window_seconds)
         envelope_topics.append(str(result.details["input_topic"]))
         return result
+
+    async def slices_run() -> CaseResult:   # the same messages, sliced by their segments
+        return await run_mlpulse(
+            bootstrap, labels["slices"], messages=messages,
+            expected_events=len(envelope_events), cutoff_s=cutoff(envelope_events),
+            workdir=workdir, timeout_s=args.timeout, broker_pid=broker_pid,
+            window_seconds=args.window_seconds,
+            extra_env={"MLPULSE_SEGMENT_KEYS": args.slices or ""})
 
     async def ceiling_run() -> CaseResult:   # on the topic the mlpulse run just read
         return await run_ceiling(
@@ -148,13 +167,15 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
             bootstrap, labels["baseline"], messages=messages,
             expected_events=len(envelope_events), cutoff_s=cutoff(envelope_events),
             workdir=workdir, timeout_s=args.timeout, broker_pid=broker_pid,
-            root=args.baseline)
+            root=args.baseline, window_seconds=args.window_seconds)
 
     # the headline ratio's two cases run in turn, so that a slow spell of the shared
     # machine hits both alike (run by run ratios: `paired_ratios`)
     turns = [("envelopes", case, envelope_run), ("ceiling", labels["ceiling"], ceiling_run)]
     if args.baseline is not None:
         turns.insert(1, ("baseline", labels["baseline"], baseline_run))
+    if args.slices:
+        turns.insert(1, ("slices", labels["slices"], slices_run))
     results.update(await _alternating(args.repeat, args.warmup, turns, failures))
     envelope_topic = str(results["envelopes"].details["input_topic"])
 
@@ -263,6 +284,7 @@ def _labels(args: argparse.Namespace) -> dict[str, str]:
     return {
         "envelopes": f"mlpulse, envelopes of {args.envelope_size}",
         "baseline": f"mlpulse at {_commit(args.baseline)}, envelopes",
+        "slices": f"mlpulse, envelopes, sliced by {args.slices}",
         "unkeyed_envelopes": f"mlpulse, unkeyed mixed envelopes of {args.envelope_size}",
         "unkeyed_single": "mlpulse, unkeyed single events",
         "no_detectors": "mlpulse, envelopes, no detectors",

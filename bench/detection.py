@@ -93,6 +93,7 @@ import numpy as np
 from river import drift
 from scipy import stats
 
+from bench import detection_apart
 from mlpulse.aggregates import PredictionAggregate
 from mlpulse.config import Settings
 from mlpulse.detect import Detect
@@ -872,6 +873,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     git = _git()   # before the run: the code measured is the code at start
     started = time.perf_counter()
     results = run(plan, log)
+    apart = detection_apart.run(3 if args.quick else 10, log)   # slices and versions
     elapsed = time.perf_counter() - started
     g = goals(results)
     table = render(results)
@@ -884,6 +886,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render_sources(results))
     print()
     print(render_by_detector(results))
+    print()
+    print(detection_apart.render(apart))
     print(f"\nruntime {elapsed:.1f} s ({'quick' if args.quick else 'full'})")
     import river
     import scipy
@@ -913,6 +917,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "mlpulse_false_alerts_by_detector": false_alerts_by_detector(results),
         "goals": g,
         "table": table,
+        "slices_and_versions": {"method": detection_apart.__doc__, "rows": apart,
+                                "table": detection_apart.render(apart)},
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(_jsonable(report), indent=2, ensure_ascii=False) + "\n")

@@ -159,7 +159,9 @@ def judge(case: Case, pipe: LocalPipeline, after: bool) -> dict[str, Any]:
     firing = [a for a in pipe.alerts if a.status == "firing"]
     horizon = {_start(CHANGE), _start(CHANGE + 1)}
     windows = [w for w in pipe.windows if isinstance(w, PredictionWindow) and not w.revision]
-    if case.kind == "version" and after and case.signal is not None:
+    if case.signal is None:
+        caught = False   # a stationary stream: nothing to catch
+    elif case.kind == "version" and after:
         # the candidate's windows in the horizon say so (late outcomes revise them all at
         # once: the alert carries whichever window was judged last), and an alert fired
         verdicts = {s.verdict for w in pipe.windows if isinstance(w, PredictionWindow)

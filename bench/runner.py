@@ -411,8 +411,11 @@ async def run_mlpulse(
     window_seconds: float = 60.0, lateness_seconds: float = 10.0,
     profile_dir: Path | None = None, broker_pid: int | None = None,
     detectors: dict[str, Any] | None = None, root: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> CaseResult:
     """Pre-fill a fresh input topic with ``messages``, then time a worker processing them.
+
+    ``extra_env``: more ``MLPULSE_*`` settings of the worker (e.g. ``MLPULSE_SEGMENT_KEYS``).
 
     ``root``: a checkout whose ``app`` the worker runs (default: this one's), for A/B runs
     against another commit.
@@ -445,6 +448,8 @@ async def run_mlpulse(
         MLPULSE_DATA_DIR=str(workdir / f"mlpulse-{tag}-data"),
         MLPULSE_LOG_LEVEL="info",  # for the "mlpulse assigned" line
     )
+    if extra_env:
+        env.update(extra_env)
     if detectors is not None:
         config = workdir / f"mlpulse-{tag}.yaml"
         config.write_text(json.dumps({"detectors": detectors}))   # JSON is YAML
