@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 
 from .detectors.finding import Finding
 from .events import AlertEvent, LogWindow, PredictionWindow, WindowSummary
+from .summarize import slice_name
 
 __all__ = ["Status", "StatusCollector"]
 
@@ -114,12 +115,26 @@ class _Series:
         self.latest_json = zlib.compress(_encoder.encode(summary), 1)   # ~1.1 KB, not 3
 
 
+class _Slice:
+    """A slice's latest window, as the few numbers the page and the collector show."""
+
+    __slots__ = ("drift_psi_max", "latest", "partition")
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.latest: _Latest | None = None
+        self.drift_psi_max: float | None = None
+
+
 class Status:
     """Latest windows, scores and firing alerts of the series this worker owns."""
 
     def __init__(self, history: int = 60) -> None:
         self.history = history
         self.models: dict[tuple[str, str], _Series] = {}
+        self.slices: dict[tuple[str, str, str], _Slice] = {}
+        """(model, version, slice name) → its latest window (slices are bounded by the
+        cardinality guard's values per key)."""
         self.services: dict[str, _Series] = {}
         self.alerts: dict[str, AlertEvent] = {}
         """Firing alerts by fingerprint."""
@@ -128,7 +143,8 @@ class Status:
 
     def on_window(self, partition: int, summary: WindowSummary) -> None:
         if isinstance(summary, PredictionWindow):
-            if summary.segment:   # slices are not on the page yet: the model version is
+            if summary.segment:
+                self._on_slice_window(partition, summary)
                 return
             key = (summary.model, summary.model_version)
             series = self.models.get(key)
@@ -156,10 +172,24 @@ class Status:
             service.set_latest(summary)
             _append(service, (summary.window_start, summary.count, summary.error_rate))
 
+    def _on_slice_window(self, partition: int, summary: PredictionWindow) -> None:
+        key = (summary.model, summary.model_version, slice_name(
+            list(summary.segment), list(summary.segment.values())))
+        entry = self.slices.get(key)
+        if entry is None:
+            entry = self.slices[key] = _Slice(partition)
+        if entry.latest is None or summary.window_start >= entry.latest.window_start:
+            entry.latest = _latest(summary)
+
     def on_findings(self, partition: int, key: tuple[str, ...],
                     findings: Iterable[Finding]) -> None:
-        """Detector findings of a prediction window of (model, version)."""
-        if len(key) > 2:   # a slice's (not on the page yet)
+        """Detector findings of a prediction window of (model, version) or of a slice."""
+        if len(key) > 2:   # a slice's: its largest drift
+            entry = self.slices.get((key[0], key[1], key[2]))
+            if entry is not None:
+                scores = [float(f.evidence.get("psi", 0.0)) for f in findings
+                          if f.rule in _DRIFT_RULES]
+                entry.drift_psi_max = max(scores) if scores else None
             return
         series = self.models.get((key[0], key[1]))
         if series is None:
@@ -191,6 +221,8 @@ class Status:
             del self.models[key]
         for name in [k for k, s in self.services.items() if s.partition not in partitions]:
             del self.services[name]
+        for sliced in [k for k, s in self.slices.items() if s.partition not in partitions]:
+            del self.slices[sliced]
         models = {m for m, _ in self.models} | set(self.services)
         for fp in [fp for fp, a in self.alerts.items()
                    if a.labels.get("model", a.labels.get("service")) not in models]:
@@ -212,6 +244,13 @@ class Status:
                            for (signal, kind), scores in sorted(s.drift.items())],
                  "anomaly": s.anomaly, "performance": s.performance}
                 for (model, version), s in sorted(self.models.items())],
+            "slices": [
+                {"model": model, "model_version": version, "segment": name,
+                 "window_start": s.latest.window_start, "count": s.latest.events,
+                 "error_rate": s.latest.error_rate,
+                 "p99_ms": s.latest.latency_ms[2] if s.latest.latency_ms else None,
+                 "drift_psi_max": s.drift_psi_max}
+                for (model, version, name), s in sorted(self.slices.items()) if s.latest],
             "services": [
                 {"service": name, "latest": msgspec.json.decode(zlib.decompress(s.latest_json)),
                  "history": [dict(zip(_LOG_POINT, p, strict=True)) for p in s.history]}
@@ -306,6 +345,7 @@ class StatusCollector(Collector):
                 anomaly.add_metric([*labels, detector], score)
         yield from (events, rate, errors, latency, confidence, cost, llm, end, quality, drift,
                     p_value, anomaly)
+        yield from self._slices()
 
         log_events = GaugeMetricFamily("mlpulse_service_window_log_events",
                                        "Log events in the latest closed window.",
@@ -335,4 +375,34 @@ class StatusCollector(Collector):
         for kind in ("model", "version", "service", "segment", "feature"):
             folded.add_metric([kind], totals.get(kind, 0))
         yield folded
+
+    def _slices(self) -> Iterable[Metric]:
+        """Each slice's latest window: families of their own (``mlpulse_slice_*``, with a
+        ``segment`` label), so that queries of the model-level families count no event
+        twice."""
+        labels = ["model", "model_version", "segment"]
+        events = GaugeMetricFamily("mlpulse_slice_window_events",
+                                   "Events of the slice in its latest closed window.",
+                                   labels=labels)
+        errors = GaugeMetricFamily("mlpulse_slice_error_ratio",
+                                   "Failed share of the slice's latest window.", labels=labels)
+        latency = GaugeMetricFamily("mlpulse_slice_latency_seconds",
+                                    "Latency percentiles of the slice's latest window.",
+                                    labels=[*labels, "percentile"])
+        drift = GaugeMetricFamily("mlpulse_slice_drift_score_max",
+                                  "Largest PSI of the slice's signals in its latest window "
+                                  "against the slice's own reference.", labels=labels)
+        for (model, version, name), entry in sorted(self.status.slices.items()):
+            w = entry.latest
+            if w is None:
+                continue
+            values = [model, version, name]
+            events.add_metric(values, w.events)
+            errors.add_metric(values, w.error_rate)
+            if w.latency_ms is not None:
+                for q, ms in zip(("50", "95", "99"), w.latency_ms, strict=True):
+                    latency.add_metric([*values, q], ms / 1000.0)
+            if entry.drift_psi_max is not None:
+                drift.add_metric(values, entry.drift_psi_max)
+        yield from (events, errors, latency, drift)
 

@@ -67,7 +67,7 @@ def test_status_json_has_history_drift_and_open_alerts():
     assert any(d["signal"] == "amount" and d["drifted"] for d in models["model-1"]["drift"])
     assert {a["rule"] for a in doc["alerts"]} >= {"slow", "feature_drift"}
     pipe.status.keep_only(set())
-    assert pipe.status.to_json() == {"models": [], "services": [], "alerts": []}
+    assert pipe.status.to_json() == {"models": [], "slices": [], "services": [], "alerts": []}
 
 
 def test_a_revision_of_an_older_window_updates_its_point_and_keeps_its_drift_score():
@@ -89,3 +89,30 @@ def test_a_revision_of_an_older_window_updates_its_point_and_keeps_its_drift_sco
     # the latest window stays the newest one, not the revised older one
     assert status.to_json()["models"][1]["latest"]["window_start"] == newest[0]
     assert status.models[("model-1", "v1")].performance["accuracy"] == 0.5
+
+
+def test_slices_have_their_own_rows_and_metric_families():
+    """A slice's latest window and largest drift, on the page and as ``mlpulse_slice_*``
+    (the model-level families keep only the model versions: no event counted twice)."""
+    from prometheus_client import CollectorRegistry
+
+    from mlpulse.status import StatusCollector
+
+    pipe = LocalPipeline(window_seconds=10, lateness_seconds=0, segment_keys="region")
+    pipe.send_predictions([{"event_id": str(i), "timestamp": 1000.0 + i / 100, "model": "m",
+                            "latency_ms": 20.0, "status": "error" if i % 4 == 0 else "ok",
+                            "segment": {"region": "eu" if i % 2 else "us"}}
+                           for i in range(400)])
+    pipe.advance(60)
+    rows = {r["segment"]: r for r in pipe.status.to_json()["slices"]}
+    assert set(rows) == {"region=eu", "region=us"}
+    assert (rows["region=us"]["count"], rows["region=us"]["error_rate"]) == (200, 0.5)
+    registry = CollectorRegistry()
+    registry.register(StatusCollector(pipe.status, lambda: {}))
+    value = registry.get_sample_value
+    assert value("mlpulse_slice_error_ratio", {"model": "m", "model_version": "unknown",
+                                               "segment": "region=eu"}) == 0.0
+    assert value("mlpulse_model_window_events", {"model": "m",
+                                                 "model_version": "unknown"}) == 400
+    pipe.status.keep_only(set())
+    assert pipe.status.to_json()["slices"] == []
