@@ -511,11 +511,14 @@ def load_reference_file(path: Path, model: str, config: ModelDetectors,
 def _resolve_others(alerts: Lifecycle, conditions: list[Condition]) -> list[Condition]:
     """Clear conditions for the comparison alerts of a version that this window's
     comparison did not name (its baseline changed, or it became the baseline)."""
-    named = {fingerprint(c.rule, c.labels) for c in conditions}
+    held = {fp: state for fp, state in alerts.states.items()
+            if state.get("last", {}).get("kind") == "comparison"}
+    if not held:
+        return []
+    named = {fingerprint(c.rule, c.labels) for c in conditions if c.kind == "comparison"}
     return [Condition(rule=state["rule"], active=False, labels=state["labels"],
                       kind="comparison")
-            for fp, state in alerts.states.items()
-            if fp not in named and state.get("last", {}).get("kind") == "comparison"]
+            for fp, state in held.items() if fp not in named]
 
 
 def _pack(state: dict[str, Any]) -> bytes:

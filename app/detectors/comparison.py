@@ -91,7 +91,9 @@ class ComparisonSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     history_windows: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
     min_events: Annotated[int, msgspec.Meta(ge=1)] = 200
     min_labels: Annotated[int, msgspec.Meta(ge=1)] = 100
-    p_value: Probability = 0.01
+    p_value: Probability = 0.002
+    """Family-wise per window and candidate (Bonferroni over its signals): about 0.2 false
+    comparison alerts per 100 windows of identical versions."""
     error_rate_increase: NonNegative = 0.01
     latency_ratio: Annotated[float, msgspec.Meta(ge=1)] = 1.2
     psi: NonNegative = 0.1
