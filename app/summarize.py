@@ -77,6 +77,7 @@ class Summarizer:
         self.slicing = slicing
         self._slices: dict[str, tuple[tuple[str, ...], ...]] = {}
         """Per model (as the guard keeps it), the keys that slice it."""
+        self._names: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
         self._predictions: dict[int, TumblingWindows[PredictionAggregate]] = {}
         self._logs: dict[int, TumblingWindows[LogAggregate]] = {}
         self.guard = CardinalityGuard(
@@ -190,10 +191,19 @@ class Summarizer:
                 for values, members in _by_slice(group, keys).items():
                     kept = guard.segment(model, _JOIN.join(keys), _JOIN.join(values),
                                          now_wall_s, len(members))
-                    windows.add((model, version, slice_name(
+                    windows.add((model, version, self._name(
                         keys, values if kept != OTHER else (OTHER,) * len(keys))),
                         members, now_wall_s)
         return late
+
+    def _name(self, keys: tuple[str, ...], values: tuple[str, ...]) -> str:
+        """:func:`slice_name`, remembered (values repeat batch after batch)."""
+        name = self._names.get((keys, values))
+        if name is None:
+            if len(self._names) > 100_000:
+                self._names.clear()
+            name = self._names[(keys, values)] = slice_name(keys, values)
+        return name
 
     def _slices_of(self, model: str) -> tuple[tuple[str, ...], ...]:
         configured = self.slicing(model) if self.slicing is not None else None

@@ -365,14 +365,14 @@ def _paired_ratios(results: dict[str, CaseResult]) -> dict[str, list[float]]:
     """mlpulse envelopes / ceiling (and / the baseline commit) run by run (they ran in turn:
     see :func:`_alternating`)."""
     out = {}
-    top = results.get("envelopes")
-    for key in ("ceiling", "baseline"):
-        bottom = results.get(key)
+    for top_key, key in (("envelopes", "ceiling"), ("envelopes", "baseline"),
+                         ("slices", "envelopes")):
+        top, bottom = results.get(top_key), results.get(key)
         if top is None or bottom is None:
             continue
         pairs = zip(top.details["runs_events_per_s"], bottom.details["runs_events_per_s"],
                     strict=False)
-        out[f"envelopes_over_{key}"] = [round(a / b, 3) for a, b in pairs if b]
+        out[f"{top_key}_over_{key}"] = [round(a / b, 3) for a, b in pairs if b]
     return out
 
 
@@ -398,6 +398,7 @@ RATIOS: tuple[tuple[str, str, str, str], ...] = (
     # key in the JSON, numerator case, denominator case, label
     ("envelopes_over_ceiling", "envelopes", "ceiling", "mlpulse envelopes / ceiling"),
     ("envelopes_over_baseline", "envelopes", "baseline", "mlpulse envelopes / baseline commit"),
+    ("slices_over_envelopes", "slices", "envelopes", "mlpulse sliced / not sliced"),
     ("unkeyed_envelopes_over_envelopes", "unkeyed_envelopes", "envelopes",
      "mlpulse unkeyed envelopes / keyed"),
     ("envelopes_over_naive", "envelopes", "naive", "mlpulse envelopes / naive Faust"),

@@ -312,7 +312,8 @@ class WindowCounter(SummaryReader):
         """When this process read the newest counted summary."""
 
     def _add(self, record: dict[str, Any], timestamp_ms: int, seen_s: float) -> None:
-        if record.get("kind") != "predictions":
+        # a slice's summary counts events its model version's counts already
+        if record.get("kind") != "predictions" or record.get("segment"):
             self.other_records += 1
             return
         start = datetime.fromisoformat(record["window_start"]).timestamp()
