@@ -24,6 +24,7 @@ it is published only if it still fires when the source resolves.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -43,7 +44,13 @@ def fingerprint(rule: str, labels: Mapping[str, str]) -> str:
     >>> fingerprint("no_data", {"model": "fraud"})
     '5d246223df8a0a41'
     """
-    text = json.dumps([rule, sorted(labels.items())], separators=(",", ":"))
+    return _fingerprint(rule, tuple(sorted(labels.items())))
+
+
+@functools.lru_cache(maxsize=16_384)
+def _fingerprint(rule: str, items: tuple[tuple[str, str], ...]) -> str:
+    """Remembered: every window's conditions ask again (~9 µs each, ~40 a window)."""
+    text = json.dumps([rule, [list(item) for item in items]], separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import special, stats
-from scipy.spatial import distance
 
 __all__ = ["chi_square", "js_distance", "ks_binned", "psi", "quantile_edges"]
 
@@ -47,8 +46,21 @@ def psi(reference: np.ndarray, current: np.ndarray, epsilon: float = EPSILON) ->
 
 
 def js_distance(reference: np.ndarray, current: np.ndarray) -> float:
-    """Jensen-Shannon distance (base 2): 0 identical, 1 disjoint."""
-    return float(distance.jensenshannon(_shares(reference), _shares(current), base=2))
+    """Jensen-Shannon distance (base 2): 0 identical, 1 disjoint. As scipy's
+    ``spatial.distance.jensenshannon(p, q, base=2)``, without its ~25 µs of argument
+    handling (a window tests a dozen signals).
+
+    >>> p, q = np.array([1.0, 2.0, 0.0]), np.array([0.0, 1.0, 3.0])
+    >>> from scipy.spatial import distance
+    >>> bool(abs(js_distance(p, q) - distance.jensenshannon(p / 3, q / 4, base=2)) < 1e-12)
+    True
+    """
+    p, q = _shares(reference), _shares(current)
+    m = (p + q) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl = np.where(p > 0, p * np.log2(p / m), 0.0).sum() + np.where(
+            q > 0, q * np.log2(q / m), 0.0).sum()
+    return float(np.sqrt(max(kl / 2, 0.0)))
 
 
 def ks_binned(reference: np.ndarray, current: np.ndarray) -> tuple[float, float]:
