@@ -39,6 +39,7 @@ def loans(rng: np.random.Generator, windows: int = 6, n: int = 1500) -> list[dic
             shift = 1.0 if region == "eu" and w >= 4 else 0.0
             out.append({"event_id": f"l{w}-{i}", "timestamp": stamp(w, i, n), "model": "loans",
                         "model_version": "1.0", "latency_ms": 20.0,
+                        "trace_id": f"{w:016x}{i:016x}",
                         "features": {"x": float(rng.normal(shift))},
                         "segment": {"region": str(region), "customer": f"c{i % 50}"}})
     return out
@@ -108,6 +109,11 @@ def test_slices_and_versions_are_judged_apart(settings: Settings, start_worker, 
     assert {(a["labels"]["model"], a["labels"].get("segment"), a["labels"].get("feature"))
             for a in drift if a["rule"] == "feature_drift"} == {("loans", "region=eu", "x")}
     assert min(a["window_start"] for a in drift) <= "2023-11-14T22:13:30Z"   # T0 + 5 windows
+    shift = next(a for a in drift if a["rule"] == "feature_drift")
+    assert shift["evidence"]["p_value"] < 0.01 and shift["evidence"]["psi"] >= 0.1
+    assert shift["evidence"]["top_bins"] and shift["trace_ids"]
+    assert worker.metric("mlpulse_alerts_total", {"rule": "feature_drift",
+                                                  "status": "firing"}) == 1.0
     # the canary: worse latency and errors than 1.0 within 2 windows; 3.0 as 1.0
     compared = firing(alerts, "comparison")
     canary = [a for a in compared if a["labels"]["model"] == "fraud"]
