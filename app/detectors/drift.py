@@ -33,8 +33,7 @@ False
 from __future__ import annotations
 
 import itertools
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -45,7 +44,8 @@ from scipy import special, stats
 from .distance import EPSILON, chi_square, js_distance, psi
 from .reference import CategoricalRef, NumericRef
 
-__all__ = ["DriftResult", "DriftThresholds", "categorical_drift", "numeric_drift"]
+__all__ = ["DriftResult", "DriftThresholds", "categorical_drift", "numeric_drift",
+           "numeric_drift_many"]
 
 
 class DriftThresholds(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -89,25 +89,84 @@ def numeric_drift(
     ref: NumericRef, counts: np.ndarray, t: DriftThresholds, tests: int = 1,
 ) -> DriftResult | None:
     """Test a window's counts on ``ref.edges`` (``B + 2`` bins) against the reference."""
-    current = _fold_ends(counts)
-    reference = _fold_ends(ref.counts)
-    n, m = int(current.sum()), int(reference.sum())
-    if n < t.min_events or m == 0:
-        return None
-    p, q = reference / m, current / n
-    gap = float(np.max(np.abs(np.cumsum(p) - np.cumsum(q))))
-    nc, mc = min(n, t.max_test_events), min(m, t.max_test_events)
-    n_eff = max(1, round(nc * mc / (nc + mc)))
-    edges = ref.edges
+    return numeric_drift_many([ref], [counts], [t], tests)[0]
 
-    def labels() -> list[str]:
-        return [f"[{_fmt(lo)}, {_fmt(hi)})" for lo, hi in itertools.pairwise(edges)]
+
+def numeric_drift_many(
+    refs: Sequence[NumericRef], counts: Sequence[np.ndarray],
+    thresholds: Sequence[DriftThresholds], tests: int = 1,
+) -> list[DriftResult | None]:
+    """:func:`numeric_drift` of every numeric signal of a window at once: one numpy pass
+    over a signals × bins array rather than a dozen small ones per signal (~0.1 ms each,
+    and every window of every series and slice tests each signal). Rows are padded with
+    empty bins, which change none of the statistics."""
+    if not refs:
+        return []
+    width = max(c.size for c in counts) - 2
+    current = np.zeros((len(refs), width))
+    reference = np.zeros((len(refs), width))
+    for row, (ref, window) in enumerate(zip(refs, counts, strict=True)):
+        size = window.size - 2
+        current[row, :size] = _fold_ends(window)
+        reference[row, :size] = _fold_ends(ref.counts)
+    n, m = current.sum(axis=1), reference.sum(axis=1)
+    min_events = np.array([t.min_events for t in thresholds])
+    judged = (n >= min_events) & (m > 0)
+    out: list[DriftResult | None] = [None] * len(refs)
+    if not judged.any():
+        return out
+    n_safe, m_safe = np.where(judged, n, 1.0), np.where(judged, m, 1.0)
+    p, q = reference / m_safe[:, None], current / n_safe[:, None]
+    gap = np.max(np.abs(np.cumsum(p, axis=1) - np.cumsum(q, axis=1)), axis=1)
+    max_test = np.array([t.max_test_events for t in thresholds], dtype=np.float64)
+    nc, mc = np.minimum(n, max_test), np.minimum(m, max_test)
+    n_eff = np.maximum(1, np.round(nc * mc / np.maximum(nc + mc, 1)))
     # the exact KS distribution (scipy's kstwo: 0.1-5 ms a call) only where the p-value
     # decides, i.e. the effect is large enough; elsewhere the asymptotic Kolmogorov one
     # (~1 µs; never below the exact one, close to it unless both are tiny) is reported
-    return _decide("ks", gap, float(special.kolmogorov(gap * math.sqrt(n_eff))),
-                   reference=reference, current=current, labels=labels, t=t, tests=tests,
-                   exact_p_value=lambda: float(stats.kstwo.sf(gap, n_eff)))
+    p_values = special.kolmogorov(gap * np.sqrt(n_eff))
+    psi_values, js_values = _psi_rows(p, q), _js_rows(p, q)
+    bins = np.count_nonzero((reference + current) > 0, axis=1)
+    noise = (bins - 1) * (n + m) / (n_safe * m_safe)
+    psi_excess = np.maximum(0.0, psi_values - noise)
+    for row in np.flatnonzero(judged).tolist():
+        t = thresholds[row]
+        effect, threshold = ((float(js_values[row]), t.js) if t.js is not None
+                             else (float(psi_excess[row]), t.psi))
+        p_value = float(p_values[row])
+        if effect >= threshold:
+            p_value = float(stats.kstwo.sf(float(gap[row]), int(n_eff[row])))
+        drifted = p_value < t.p_value / max(1, tests) and effect >= threshold
+        size = counts[row].size - 2
+        out[row] = DriftResult(
+            drifted=drifted,
+            severity="critical" if drifted and psi_excess[row] >= t.psi_critical else "warning",
+            method="ks", statistic=float(gap[row]), p_value=p_value,
+            psi=float(psi_values[row]), js=float(js_values[row]), psi_noise=float(noise[row]),
+            effect=effect, effect_threshold=threshold, n_current=int(n[row]),
+            n_reference=int(m[row]),
+            top_bins=_top_bins(reference[row, :size], current[row, :size],
+                               _bin_names(refs[row].edges)) if effect >= threshold else [])
+    return out
+
+
+def _psi_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """:func:`~mlpulse.detectors.distance.psi` of each row's shares."""
+    p, q = np.clip(p, EPSILON, None), np.clip(q, EPSILON, None)
+    return np.sum((q - p) * np.log(q / p), axis=1)
+
+
+def _js_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """:func:`~mlpulse.detectors.distance.js_distance` of each row's shares."""
+    mid = (p + q) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl = (np.where(p > 0, p * np.log2(p / mid), 0.0).sum(axis=1)
+              + np.where(q > 0, q * np.log2(q / mid), 0.0).sum(axis=1))
+    return np.sqrt(np.maximum(kl / 2, 0.0))
+
+
+def _bin_names(edges: np.ndarray) -> list[str]:
+    return [f"[{_fmt(lo)}, {_fmt(hi)})" for lo, hi in itertools.pairwise(edges)]
 
 
 def categorical_drift(
@@ -137,11 +196,9 @@ def categorical_drift(
 def _decide(
     method: str, statistic: float, p_value: float, *, reference: np.ndarray,
     current: np.ndarray, labels: Callable[[], list[str]], t: DriftThresholds, tests: int,
-    exact_p_value: Callable[[], float] | None = None,
 ) -> DriftResult:
-    """``exact_p_value``, if given, replaces ``p_value`` where the effect is large enough
-    for the p-value to decide; the bins that moved most (``labels``: their names) are
-    listed where it is (a quiet window's are noise, and cost ~40 µs a signal)."""
+    """A categorical test's verdict; the values that moved most (``labels``: their names)
+    are listed where the effect is material (a quiet window's are noise)."""
     psi_value = psi(reference, current)
     js_value = js_distance(reference, current)
     n, m = float(current.sum()), float(reference.sum())
@@ -149,8 +206,6 @@ def _decide(
     noise = (bins - 1) * (n + m) / (n * m)
     psi_excess = max(0.0, psi_value - noise)
     effect, threshold = (js_value, t.js) if t.js is not None else (psi_excess, t.psi)
-    if exact_p_value is not None and effect >= threshold:
-        p_value = exact_p_value()
     drifted = p_value < t.p_value / max(1, tests) and effect >= threshold
     severity = "critical" if drifted and psi_excess >= t.psi_critical else "warning"
     return DriftResult(

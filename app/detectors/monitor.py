@@ -43,7 +43,7 @@ import numpy as np
 from ..aggregates import PredictionAggregate
 from .adwin import ChangeDetectors
 from .anomaly import LatencyAnomaly, WindowAnomaly, window_samples, window_vector
-from .drift import DriftResult, categorical_drift, numeric_drift
+from .drift import DriftResult, categorical_drift, numeric_drift_many
 from .finding import Finding
 from .profile import WindowProfile
 from .quality import check_quality
@@ -168,9 +168,10 @@ class ModelMonitor:
         categorical = {signal: values for signal in ref.categorical
                        if (values := _category_counts(aggregate, signal)) is not None}
         tests = len(numeric) + len(categorical)    # one family per window: Bonferroni
-        for signal, counts in numeric.items():
-            result = numeric_drift(ref.numeric[signal], counts, self.config.drift_for(signal),
-                                   tests)
+        signals = list(numeric)
+        results = numeric_drift_many([ref.numeric[s] for s in signals], list(numeric.values()),
+                                     [self.config.drift_for(s) for s in signals], tests)
+        for signal, result in zip(signals, results, strict=True):
             if result is not None:
                 current = _numeric_summary(aggregate, signal)
                 out.append(_drift_finding(signal, result, ref.numeric[signal].summary(),

@@ -8,7 +8,7 @@ import numpy as np
 from mlpulse.detectors.drift import DriftThresholds, numeric_drift
 from mlpulse.detectors.monitor import ModelMonitor
 from mlpulse.detectors.profile import bin_counts
-from mlpulse.detectors.reference import Contribution, build_reference
+from mlpulse.detectors.reference import Contribution, NumericRef, build_reference
 from tests.unit.detectors.streams import WINDOW_S, config, events, firing, run_window
 
 
@@ -57,3 +57,27 @@ def test_category_mix_change_and_unseen_values():
     unseen = firing(run_window(monitor, events(
         rng, 400, 4 * WINDOW_S, country=lambda r: "XX" if r.random() < 0.2 else "US"), 4))
     assert ("unseen_category", "country") in unseen
+
+
+def test_signals_tested_together_get_what_each_gets_alone():
+    """numeric_drift_many pads rows of fewer bins (a discrete feature's reference has fewer
+    distinct edges): the padding changes no statistic."""
+    from mlpulse.detectors.drift import numeric_drift_many
+
+    rng = np.random.default_rng(4)
+
+    def reference(values: np.ndarray) -> NumericRef:
+        c = Contribution(0, 60, values.size, 0, samples={"f:x": (values, values.size)})
+        return build_reference([c]).numeric["f:x"]
+
+    wide = reference(rng.normal(0, 1, 2000))
+    narrow = reference(rng.integers(0, 3, 2000).astype(float))
+    assert narrow.edges.size < wide.edges.size
+    windows = [bin_counts(wide.edges, rng.normal(0.8, 1, 800)),
+               bin_counts(narrow.edges, rng.integers(0, 2, 800).astype(float))]
+    t = DriftThresholds()
+    together = numeric_drift_many([wide, narrow], windows, [t, t], tests=2)
+    alone = [numeric_drift_many([ref], [w], [t], tests=2)[0]
+             for ref, w in zip([wide, narrow], windows, strict=True)]
+    assert [r.evidence() for r in together] == [r.evidence() for r in alone]
+    assert all(r.drifted for r in together)
