@@ -218,8 +218,9 @@ class NumericStats:
         n = int(values.size)
         if n == 0:
             return
-        mean = float(values.mean())
-        m2 = float(((values - mean) ** 2).sum())
+        mean = float(values.sum()) / n   # what ndarray.mean computes, without its wrapper
+        deviations = values - mean
+        m2 = float(deviations @ deviations)
         self._merge(n, mean, m2, float(values.min()), float(values.max()))
 
     def state(self) -> list[float]:
