@@ -62,7 +62,7 @@ from typing import Any
 import msgspec
 
 from .events import FeedbackEvent, PredictionWindow
-from .labels import WITH_OUTCOMES, WindowLabels, event_hash
+from .labels import LABELLED, WITH_OUTCOMES, WindowLabels, event_hash
 from .performance import Outcomes, Performance
 
 __all__ = ["LabelJoin", "Revised"]
@@ -440,18 +440,11 @@ class LabelJoin:
             window.scored = bytearray(len(hashes))
             window.sorted = not hashes
             window.pending = window.without_outcomes = len(hashes)
-            for i in range(scored_chunks):
-                for scored in array.array("Q", _required(get, name + b"|s%d" % i)).tolist():
-                    index = window._find(scored)
-                    if index >= 0:
-                        window.scored[index] |= 1
-                        window.pending -= 1
-            for i in range(outcome_chunks):
-                for joined in array.array("Q", _required(get, name + b"|o%d" % i)).tolist():
-                    index = window._find(joined, WITH_OUTCOMES)
-                    if index >= 0:
-                        window.scored[index] |= WITH_OUTCOMES
-                        window.without_outcomes -= 1
+            for tag, chunks, what in ((b"|s", scored_chunks, LABELLED),
+                                      (b"|o", outcome_chunks, WITH_OUTCOMES)):
+                for i in range(chunks):
+                    for key in array.array("Q", _required(get, name + tag + b"%d" % i)).tolist():
+                        window.mark(key, what)
             if summary_written:
                 window.summary = _required(get, name + b"|w")
         except (KeyError, ValueError, msgspec.DecodeError) as exc:

@@ -214,21 +214,17 @@ class WindowLabels:
         ``label`` (None: none) and count its ``outcomes``; False if neither found a
         prediction here awaiting it."""
         joined = False
-        index = self._find(key) if label is not None else -1
+        index = self.mark(key, LABELLED) if label is not None else -1
         if index >= 0:
-            self.scored[index] |= LABELLED
-            self.pending -= 1
             self.fresh_scored.append(key)
             delay_s = max(label_time_s - self.times_s[index], 0.0)
             self.performance.add([(self.predictions[index], label, delay_s)])
             self.join.size -= 1
             self.join.counts["joined"] += 1
             joined = True
-        index = self._find(key, WITH_OUTCOMES) if outcomes else -1
+        index = self.mark(key, WITH_OUTCOMES) if outcomes else -1
         if index >= 0:
             assert outcomes is not None
-            self.scored[index] |= WITH_OUTCOMES
-            self.without_outcomes -= 1
             self.fresh_outcomes.append(key)
             self.outcomes.add(outcomes)
             self.join.counts["outcomes_joined"] += 1
@@ -236,6 +232,18 @@ class WindowLabels:
         if joined and self.summary is not None:
             self.join.dirty.add(self)
         return joined
+
+    def mark(self, key: int, what: int) -> int:
+        """Flag the prediction with hash ``key`` awaiting ``what`` (``LABELLED`` or
+        ``WITH_OUTCOMES``) as joined by it; its index, or -1 if none awaits it here."""
+        index = self._find(key, what)
+        if index >= 0:
+            self.scored[index] |= what
+            if what == LABELLED:
+                self.pending -= 1
+            else:
+                self.without_outcomes -= 1
+        return index
 
     @property
     def waiting(self) -> bool:
@@ -276,22 +284,25 @@ class WindowLabels:
             self.fresh, self.fresh_hashes, self.fresh_times_s = (
                 [], array.array("Q"), array.array("d"))
         if self.fresh_scored:
-            scored = self.fresh_scored
-            for i in range(0, len(scored), CHUNK_PREDICTIONS):
-                part = scored[i:i + CHUNK_PREDICTIONS].tobytes()
-                self.unwritten.append((name + b"|s%d" % self.scored_chunks, part))
-                self.scored_chunks += 1
+            self.scored_chunks = self._hashes(name + b"|s", self.fresh_scored,
+                                              self.scored_chunks)
             self.fresh_scored = array.array("Q")
         if self.fresh_outcomes:
-            joined = self.fresh_outcomes
-            for i in range(0, len(joined), CHUNK_PREDICTIONS):
-                part = joined[i:i + CHUNK_PREDICTIONS].tobytes()
-                self.unwritten.append((name + b"|o%d" % self.outcome_chunks, part))
-                self.outcome_chunks += 1
+            self.outcome_chunks = self._hashes(name + b"|o", self.fresh_outcomes,
+                                               self.outcome_chunks)
             self.fresh_outcomes = array.array("Q")
         if self.summary is not None and not self.summary_written:
             self.unwritten.append((name + b"|w", self.summary))
             self.summary_written = True
+
+    def _hashes(self, prefix: bytes, hashes: array.array[int], first: int) -> int:
+        """Records of ``hashes`` (``<prefix>0``, ``<prefix>1``, ... from ``first``, each
+        at most ``CHUNK_PREDICTIONS``); the number of the next."""
+        for i in range(0, len(hashes), CHUNK_PREDICTIONS):
+            self.unwritten.append((prefix + b"%d" % first,
+                                   hashes[i:i + CHUNK_PREDICTIONS].tobytes()))
+            first += 1
+        return first
 
     def keys(self) -> list[bytes]:
         """Every checkpoint record of this window made so far."""
