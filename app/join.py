@@ -229,9 +229,14 @@ class LabelJoin:
                 self.counts["unmatched"] += 1
                 continue
             waiting = self.early.setdefault(fb.model, {})
-            if fb.event_id not in waiting:
+            held = waiting.get(fb.event_id)
+            if held is None:
                 self.early_size += 1
-            waiting[fb.event_id] = (fb.label, fb.event_time_s, fb.outcomes)
+                waiting[fb.event_id] = (fb.label, fb.event_time_s, fb.outcomes)
+            else:   # its label and its outcomes may come in two events, both early
+                label, time_s, outcomes = held
+                waiting[fb.event_id] = ((fb.label, fb.event_time_s) if fb.label is not None
+                                        else (label, time_s)) + (fb.outcomes or outcomes,)
             self.partition_of.setdefault(fb.model, partition)
 
     def revisions(self, now_wall_s: float) -> list[Revised]:

@@ -350,6 +350,7 @@ def test_outcomes_join_like_labels_and_revise_their_window():
                      "confidence": 0}])
     p.send_predictions(predictions("m", T0, 10))
     p.send_feedback(outcomes("m", ["x0"], {"converted": True}, at=T0 + 1))   # its own later
+    p.send_feedback(labels("m", ["x0"], 1.0, at=T0 + 1))   # its label too, as early
     p.send_predictions(predictions("m", T0 + 10, 2, prefix="x"))
     p.send_feedback(labels("m", [str(i) for i in range(10)], 1.0, at=T0 + 12))
     p.advance(1)   # every label in: the window is revised, and waits for outcomes still
@@ -369,4 +370,4 @@ def test_outcomes_join_like_labels_and_revise_their_window():
     assert [a.rule for a in p.alerts if a.status == "firing"] == ["conversion_low"]
     p.advance(30)
     x = [w for w in windows_of(p, "m") if w.window_start != first[0].window_start]
-    assert x[-1].outcomes["converted"].count == 1
+    assert x[-1].outcomes["converted"].count == 1 and x[-1].performance.labelled == 1
