@@ -166,14 +166,21 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.replace(window_seconds=args.window_seconds, lateness_seconds=1.0)
     window_s = settings.window_seconds
     reference = DetectorSettings.from_mapping(settings.detectors).defaults.reference
-    # after the references are built (3 windows): a latency spike, drift, worse accuracy
+    # after the references are built (3 windows): a latency spike, drift, worse accuracy,
+    # then a canary version of model-0, slower and failing more than v1 from its first event
     injections = [
         Injection("latency", "model-0", start_s=(reference.windows + 1) * window_s,
                   duration_s=2 * window_s, magnitude=4.0),
         Injection("drift", "model-1", start_s=(reference.windows + 3) * window_s,
                   feature="amount", magnitude=2.0),
         Injection("accuracy", "model-2", start_s=(reference.windows + 5) * window_s,
-                  magnitude=0.6)]
+                  magnitude=0.6),
+        Injection("canary", "model-0", start_s=(reference.windows + 7) * window_s,
+                  magnitude=1.5)]
+    # demo windows are small (~130 canary events each): compare from 100 events a side
+    detectors = dict(settings.detectors or {})
+    detectors.setdefault("comparison", {"min_events": 100})
+    settings = settings.replace(detectors=detectors)
     with EmbeddedBroker() as broker:
         settings = settings.replace(kafka_bootstrap=broker.bootstrap)
         topics = Topics(settings)

@@ -6,9 +6,11 @@ log-normal latency, a small error rate and LLM-style token counts and cost.
 Injections change one model for a time span: ``drift`` shifts a numeric feature
 by ``magnitude`` standard deviations, ``latency`` multiplies latency,
 ``errors`` sets the error rate, ``accuracy`` sets how often the ground truth
-agrees with the prediction (default 0.9); ``malformed_rate`` sends broken
-messages too. ``run`` also sends ground-truth labels (feedback) of
-``label_rate`` of the predictions, ``label_delay_s`` after them.
+agrees with the prediction (default 0.9), ``canary`` sends ``CANARY_SHARE`` of the model's
+events as version ``CANARY_VERSION``, with latency × ``magnitude`` and 5 % errors (a bad
+canary, from its first event); ``malformed_rate`` sends broken messages too. ``run`` also
+sends ground-truth labels (feedback) of ``label_rate`` of the predictions,
+``label_delay_s`` after them.
 
 >>> sim = Simulator(n_models=2, seed=1)
 >>> events = list(sim.events(start_s=0, duration_s=1, rate_per_s=4))
@@ -28,9 +30,11 @@ import numpy as np
 
 from .producer import Telemetry
 
-__all__ = ["MALFORMED_SAMPLES", "Injection", "Simulator"]
+__all__ = ["CANARY_SHARE", "CANARY_VERSION", "MALFORMED_SAMPLES", "Injection", "Simulator"]
 
 COUNTRIES = ("US", "DE", "FR", "GB", "IN", "BR")
+CANARY_SHARE = 0.4
+CANARY_VERSION = "v2-canary"
 FEATURE_BASE = {"amount": (4.0, 0.6), "age": (40.0, 12.0), "score": (0.0, 1.0)}
 
 MALFORMED_SAMPLES: tuple[bytes, ...] = (
@@ -51,7 +55,7 @@ MALFORMED_SAMPLES: tuple[bytes, ...] = (
 class Injection:
     """Trouble for ``model`` from ``start_s`` for ``duration_s`` seconds of event time."""
 
-    kind: Literal["drift", "latency", "errors", "accuracy"]
+    kind: Literal["drift", "latency", "errors", "accuracy", "canary"]
     model: str
     start_s: float
     duration_s: float = float("inf")
@@ -100,6 +104,12 @@ class Simulator:
                                   if inj.kind == "latency" and inj.active(model, rel)] or [1.0])
         error_rate = max([inj.magnitude for inj in self.injections
                           if inj.kind == "errors" and inj.active(model, rel)] or [0.01])
+        version = self.versions[self._counter % len(self.versions)]
+        canary = [inj.magnitude for inj in self.injections
+                  if inj.kind == "canary" and inj.active(model, rel)]
+        if canary and rng.random() < CANARY_SHARE:
+            version, latency_factor, error_rate = (CANARY_VERSION, latency_factor * canary[0],
+                                                   max(error_rate, 0.05))
         features: dict[str, Any] = {}
         for name, (mu, sigma) in FEATURE_BASE.items():
             value = rng.normal(mu + drift.get(name, 0.0) * sigma, sigma)
@@ -113,7 +123,7 @@ class Simulator:
             "event_id": f"{model}-{self._counter}",
             "timestamp": round(t, 6),
             "model": model,
-            "model_version": self.versions[self._counter % len(self.versions)],
+            "model_version": version,
             "latency_ms": round(float(rng.lognormal(3.0, 0.4) * latency_factor), 3),
             "status": "error" if failed else "ok",
             "prediction": int(confidence > 0.75),

@@ -135,3 +135,22 @@ def test_a_failing_extractor_leaves_its_field_out_and_the_call_goes_on():
     assert predict(0.0) == 0.0 and predict(2.0) == 2.0
     assert [e.get("features") for _, e in telemetry.sent] == [None, {"x": 0.5}]
     assert last_event_id() == telemetry.sent[-1][1]["event_id"]
+
+
+def test_a_canary_injection_sends_a_share_of_the_model_as_a_slower_version():
+    from mlpulse.sdk.simulator import CANARY_SHARE, CANARY_VERSION, Injection, Simulator
+
+    simulator = Simulator(n_models=2, seed=3,
+                          injections=[Injection("canary", "model-0", 5.0, magnitude=2.0)])
+    events = list(simulator.events(start_s=0, duration_s=20, rate_per_s=200))
+    canary = [e for e in events if e["model_version"] == CANARY_VERSION]
+    assert {e["model"] for e in canary} == {"model-0"}
+    assert min(e["timestamp"] for e in canary) >= 5.0
+    later = [e for e in events if e["model"] == "model-0" and e["timestamp"] >= 5.0]
+    assert abs(len(canary) / len(later) - CANARY_SHARE) < 0.05
+
+    def median(version: str) -> float:
+        values = sorted(e["latency_ms"] for e in later if e["model_version"] == version)
+        return values[len(values) // 2]
+
+    assert median(CANARY_VERSION) > 1.6 * median("v1")
