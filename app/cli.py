@@ -86,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--accuracy", action="append", default=[],
                           metavar="MODEL:ACCURACY@START+DURATION",
                           help="share of MODEL's labels that agree with its predictions")
+    simulate.add_argument("--canary", action="append", default=[],
+                          metavar="MODEL:FACTOR@START+DURATION",
+                          help="40%% of MODEL's events as version v2-canary, latency x FACTOR, "
+                               "5%% errors")
     simulate.add_argument("--label-rate", type=float, default=0.5,
                           help="share of predictions that get a ground-truth label")
     simulate.add_argument("--label-delay", type=float, default=5.0,
@@ -196,7 +200,8 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     setup_logging(settings.log_level, settings.log_format)
     bootstrap = args.bootstrap or settings.bootstrap_or_error
     injections = [*map(_drift, args.drift), *map(_spike("latency"), args.latency_spike),
-                  *map(_spike("errors"), args.error_burst), *map(_spike("accuracy"), args.accuracy)]
+                  *map(_spike("errors"), args.error_burst), *map(_spike("accuracy"), args.accuracy),
+                  *map(_spike("canary"), args.canary)]
     simulator = Simulator(n_models=args.models, seed=args.seed, injections=injections,
                           malformed_rate=args.malformed_rate, label_rate=args.label_rate,
                           label_delay_s=args.label_delay)
