@@ -328,6 +328,8 @@ class Engine:
         raised = raised + self.detect.on_closed(closed) + self.detect.on_revised(revised)
         for _, summary in summaries:
             out.messages.append(Produce(windows, encode(summary), key=window_key(summary)))
+            if isinstance(summary, PredictionWindow) and summary.comparison is not None:
+                status.on_compared(summary)
         kinds = collections.Counter(
             "predictions" if isinstance(c.summary, PredictionWindow) else "logs"
             for c in closed)

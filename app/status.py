@@ -172,6 +172,14 @@ class Status:
             service.set_latest(summary)
             _append(service, (summary.window_start, summary.count, summary.error_rate))
 
+    def on_compared(self, summary: PredictionWindow) -> None:
+        """A window's summary again, now with its version comparison (judged after
+        :meth:`on_window`): the latest window shown carries it."""
+        series = self.models.get((summary.model, summary.model_version))
+        if series is not None and series.latest is not None and (
+                series.latest.window_start == summary.window_start):
+            series.set_latest(summary)
+
     def _on_slice_window(self, partition: int, summary: PredictionWindow) -> None:
         key = (summary.model, summary.model_version, slice_name(
             list(summary.segment), list(summary.segment.values())))

@@ -81,6 +81,8 @@ def test_a_worse_canary_is_alerted_within_two_windows_and_an_identical_version_i
     assert bad[0].comparison.signals["error_rate"].verdict == "worse"
     assert bad[0].comparison.signals["features.x"].verdict == "same"
     assert all(w.comparison is None for w in summaries if w.model_version == "1.0")
+    shown = {m["model_version"]: m["latest"]["comparison"] for m in pipe.status.to_json()["models"]}
+    assert shown["1.0"] is None and shown["2.0"]["baseline_version"] == "1.0"   # status page
     same = [w.comparison for w in summaries if w.model_version == "3.0"]
     assert all(c is not None and {s.verdict for s in c.signals.values()} == {"same"}
                for c in same)
