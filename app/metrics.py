@@ -116,6 +116,9 @@ class _LabelJoinCollector(Collector):
         yield labels
         yield unlabelled
         yield CounterMetricFamily(
+            "mlpulse_outcomes_joined", "Predictions whose business outcomes (feedback) joined "
+            "them.", value=counts.get("outcomes_joined", 0))
+        yield CounterMetricFamily(
             "mlpulse_window_revisions", "Window summaries re-emitted because late labels "
             "changed them.", value=counts.get("revisions", 0))
         yield GaugeMetricFamily(

@@ -368,6 +368,7 @@ def test_outcomes_join_like_labels_and_revise_their_window():
         9.0, 90.0, None)
     assert revised[-1].performance.labelled == 10   # labels kept
     assert [a.rule for a in p.alerts if a.status == "firing"] == ["conversion_low"]
+    assert p.engine.registry.get_sample_value("mlpulse_outcomes_joined_total") == 11   # and x0
     p.advance(30)
     x = [w for w in windows_of(p, "m") if w.window_start != first[0].window_start]
     assert x[-1].outcomes["converted"].count == 1 and x[-1].performance.labelled == 1
