@@ -13,54 +13,41 @@ one comparison (a candidate's window against its baseline's: 15 signals) adds. W
 from __future__ import annotations
 
 import argparse
-import random
+import functools
 import sys
-import time
 from typing import Any
-
-import msgspec
 
 from mlpulse.config import Settings
 from mlpulse.events import PredictionWindow
 from mlpulse.testing import LocalPipeline
 
-from .common import write_results
+from .common import best_alternating, model_stream, timed_feed, write_results
 
 MODELS = 10
 WINDOW_S = 10.0
 
 
 def stream(per_window: int, windows: int, seed: int = 1) -> list[bytes]:
-    """Envelopes of 500 events, ``per_window`` events per model-window."""
-    rng = random.Random(seed)
-    events = []
-    for w in range(windows):
-        for m in range(MODELS):
-            for i in range(per_window):
-                events.append({
-                    "event_id": f"{w}-{m}-{i}", "model": f"model-{m}",
-                    "model_version": "v2" if rng.random() < 0.2 else "v1",
-                    "timestamp": 1_000_000.0 + w * WINDOW_S + i * WINDOW_S / per_window,
-                    "latency_ms": rng.random() * 50, "prediction": rng.choice("ab"),
-                    "confidence": rng.random(),
-                    "features": {f"f{j}": rng.random() for j in range(10)}})
-    events.sort(key=lambda e: e["timestamp"])
-    return [msgspec.json.encode(events[i:i + 500]) for i in range(0, len(events), 500)]
+    """Envelopes of 500 events, ``per_window`` events per model-window, 20 % of them of
+    version v2, each with a confidence."""
+    return model_stream(per_window, windows, models=MODELS, window_s=WINDOW_S, seed=seed,
+                        extra=lambda rng: {"model_version": "v2" if rng.random() < 0.2
+                                           else "v1", "confidence": rng.random()})
 
 
-def run(payloads: list[bytes], on: bool) -> tuple[float, int]:
-    """Seconds to process the stream, and the comparisons made."""
+def run(payloads: list[bytes], on: bool, compared: list[int]) -> float:
+    """Seconds the engine takes for the stream; the comparisons made go into ``compared``."""
     pipe = LocalPipeline(Settings(max_future_skew_seconds=1e12), window_seconds=WINDOW_S,
                          lateness_seconds=0, detectors={"comparison": {"enabled": on}})
-    compared = 0
-    started = time.perf_counter()
-    for payload in payloads:
-        pipe.send("predictions", payload)
-        compared += sum(1 for w in pipe.windows
-                        if isinstance(w, PredictionWindow) and w.comparison is not None)
-        pipe.windows.clear()
-        pipe.alerts.clear()
-    return time.perf_counter() - started, compared
+    made = [0]
+
+    def count(pipe: LocalPipeline) -> None:
+        made[0] += sum(1 for w in pipe.windows
+                       if isinstance(w, PredictionWindow) and w.comparison is not None)
+
+    seconds = timed_feed(pipe, payloads, count)
+    compared.append(made[0])
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,13 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     for per_window, windows in ((1000, 12), (6000, 4)):
         payloads = stream(per_window, windows)
         events = per_window * MODELS * windows
-        best: dict[str, float] = {}
-        comparisons = 0
-        for _ in range(args.repeat):
-            for name in ("off", "on"):
-                seconds, compared = run(payloads, name == "on")
-                best[name] = min(best.get(name, seconds), seconds)
-                comparisons = max(comparisons, compared)
+        made: list[int] = []
+        best = best_alternating(args.repeat, {
+            "off": functools.partial(run, payloads, False, made),
+            "on": functools.partial(run, payloads, True, made)})
+        comparisons = max(made)
         rates = {name: round(events / seconds) for name, seconds in best.items()}
         per_comparison_ms = (best["on"] - best["off"]) * 1000 / max(comparisons, 1)
         shape = {"events": events, "events_per_s": rates, "comparisons": comparisons,

@@ -13,50 +13,34 @@ memory a slice window holds (tracemalloc of the open windows). Writes
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
-import random
 import sys
-import time
 import tracemalloc
 from typing import Any
-
-import msgspec
 
 from mlpulse.config import Settings
 from mlpulse.testing import LocalPipeline
 
-from .common import write_results
+from .common import best_alternating, model_stream, timed_feed, write_results
 
 MODELS = 10
 WINDOW_S = 10.0
 
 
 def stream(per_window: int, windows: int, seed: int = 1) -> list[bytes]:
-    """Envelopes of 500 events, ``per_window`` events per model-window."""
-    rng = random.Random(seed)
-    events = []
-    for w in range(windows):
-        for m in range(MODELS):
-            for i in range(per_window):
-                events.append({
-                    "event_id": f"{w}-{m}-{i}", "model": f"model-{m}", "model_version": "v1",
-                    "timestamp": 1_000_000.0 + w * WINDOW_S + i * WINDOW_S / per_window,
-                    "latency_ms": rng.random() * 50, "prediction": rng.choice("ab"),
-                    "features": {f"f{j}": rng.random() for j in range(10)},
-                    "segment": {"region": f"r{rng.randrange(5)}", "tier": f"t{rng.randrange(5)}"}})
-    events.sort(key=lambda e: e["timestamp"])
-    return [msgspec.json.encode(events[i:i + 500]) for i in range(0, len(events), 500)]
+    """Envelopes of 500 events, ``per_window`` events per model-window, each with a region
+    and a tier of 5 values."""
+    return model_stream(per_window, windows, models=MODELS, window_s=WINDOW_S, seed=seed,
+                        extra=lambda rng: {"segment": {"region": f"r{rng.randrange(5)}",
+                                                       "tier": f"t{rng.randrange(5)}"}})
 
 
-def run(payloads: list[bytes], keys: str) -> tuple[float, int]:
-    pipe = LocalPipeline(Settings(max_future_skew_seconds=1e12), window_seconds=WINDOW_S,
-                         lateness_seconds=0, segment_keys=keys)
-    started = time.perf_counter()
-    for payload in payloads:
-        pipe.send("predictions", payload)
-        pipe.windows.clear()
-        pipe.alerts.clear()
-    return time.perf_counter() - started, len(pipe.windows)
+def run(payloads: list[bytes], keys: str) -> float:
+    """Seconds the engine takes for the stream, sliced by ``keys``."""
+    return timed_feed(LocalPipeline(Settings(max_future_skew_seconds=1e12),
+                                    window_seconds=WINDOW_S, lateness_seconds=0,
+                                    segment_keys=keys), payloads)
 
 
 def window_bytes(payload_sets: list[bytes], keys: str) -> tuple[int, int]:
@@ -81,11 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     for per_window, windows in ((1000, 12), (6000, 4)):
         payloads = stream(per_window, windows)
         events = per_window * MODELS * windows
-        best: dict[str, float] = {}
-        for _ in range(args.repeat):
-            for name, keys in (("off", ""), ("on", "region,tier")):
-                seconds, _ = run(payloads, keys)
-                best[name] = min(best.get(name, seconds), seconds)
+        best = best_alternating(args.repeat, {"off": functools.partial(run, payloads, ""),
+                                              "on": functools.partial(run, payloads,
+                                                                      "region,tier")})
         rates = {name: round(events / seconds) for name, seconds in best.items()}
         shape = {"events": events, "events_per_s": rates,
                  "on_over_off": round(rates["on"] / rates["off"], 3)}
