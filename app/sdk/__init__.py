@@ -1,5 +1,6 @@
 """Producer SDK and traffic simulator."""
 
-from .producer import Telemetry, last_event_id, monitor_prediction
+from .monitor import last_event_id, monitor_prediction
+from .producer import Telemetry
 
 __all__ = ["Telemetry", "last_event_id", "monitor_prediction"]

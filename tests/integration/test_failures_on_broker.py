@@ -10,7 +10,8 @@ import time
 
 import msgspec
 
-from mlpulse.sdk.producer import Telemetry, monitor_prediction
+from mlpulse.sdk.monitor import monitor_prediction
+from mlpulse.sdk.producer import Telemetry
 from mlpulse.sdk.simulator import MALFORMED_SAMPLES
 
 from .conftest import consume, produce

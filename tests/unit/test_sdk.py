@@ -6,7 +6,8 @@ import asyncio
 import json
 
 from mlpulse.events import PredictionWindow
-from mlpulse.sdk.producer import Telemetry, chunked_with_counts, last_event_id, monitor_prediction
+from mlpulse.sdk.monitor import last_event_id, monitor_prediction
+from mlpulse.sdk.producer import Telemetry, chunked_with_counts
 from mlpulse.testing import LocalPipeline
 
 
