@@ -153,7 +153,7 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
             bootstrap, labels["slices"], messages=messages,
             expected_events=len(envelope_events), cutoff_s=cutoff(envelope_events),
             workdir=workdir, timeout_s=args.timeout, broker_pid=broker_pid,
-            window_seconds=args.window_seconds,
+            window_seconds=args.window_seconds, profile_dir=args.profile,
             extra_env={"MLPULSE_SEGMENT_KEYS": args.slices or ""})
 
     async def ceiling_run() -> CaseResult:   # on the topic the mlpulse run just read

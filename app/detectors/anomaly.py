@@ -126,20 +126,20 @@ class WindowAnomaly:
         deviations: list[dict[str, Any]] = []
         scaled: dict[str, float] = {}
         rows = self._history[: self._stored]
+        # every metric's median and MAD in two sorts (a window judged ~7 metrics at two
+        # medians each, and every window of every series and slice is judged)
+        medians, counts = _column_medians(rows)
+        mads = _column_medians(np.abs(rows - medians))[0].tolist()
+        medians_of = medians.tolist()
         for metric, value in sorted(vector.items()):
             column = _COLUMN.get(metric)
-            if column is None:
-                continue
-            past = rows[:, column]
-            past = past[~np.isnan(past)]
-            if past.size < self.warmup_windows:
+            if column is None or counts[column] < self.warmup_windows:
                 continue
             n = samples.get(metric)
             tail = QUANTILE_TAIL.get(metric)
             if tail is not None and n is not None and n * tail < MIN_TAIL_EVENTS:
                 continue
-            median = float(np.median(past))
-            mad = 1.4826 * float(np.median(np.abs(past - median)))
+            median, mad = medians_of[column], 1.4826 * mads[column]
             spread = math.hypot(mad, sampling_sd(metric, median, n))
             floor = max(MIN_CHANGE.get(metric, 0.0), RELATIVE_MIN_CHANGE * abs(median), 1e-9)
             z = (value - median) / max(spread, floor / self.z_threshold)
@@ -171,6 +171,11 @@ class WindowAnomaly:
         self._next = (self._next + 1) % len(self._history)
         self._stored = min(self._stored + 1, len(self._history))
 
+    def _rows(self) -> np.ndarray:
+        """The remembered rows, oldest first."""
+        n = len(self._history)
+        return self._history[[(self._next - self._stored + i) % n for i in range(self._stored)]]
+
     @property
     def history(self) -> list[dict[str, float]]:
         """The remembered vectors, oldest first."""
@@ -195,7 +200,9 @@ class WindowAnomaly:
         return {
             "warmup_windows": self.warmup_windows, "history_windows": len(self._history),
             "z_threshold": self.z_threshold, "hst_window": self.hst_window, "seed": self.seed,
-            "history": list(self.history), "hst_seen": self._hst_seen,
+            # the rows as they are (NaN: not measured), one C call: a list of dicts per
+            # window cost more than the window's judgement
+            "metrics": list(METRICS), "rows": self._rows().tolist(), "hst_seen": self._hst_seen,
             "hst_inputs": list(self._hst_inputs)[-keep:] if keep else [],
         }
 
@@ -203,7 +210,12 @@ class WindowAnomaly:
     def restore(cls, data: dict[str, Any], *, use_hst: bool = True) -> WindowAnomaly:
         out = cls(data["warmup_windows"], data["history_windows"], data["z_threshold"],
                   data["hst_window"], data["seed"], use_hst=use_hst)
-        for vector in data["history"][-len(out._history):]:
+        if "rows" in data:   # (earlier versions stored "history": a dict per window)
+            history = [{m: v for m, v in zip(data["metrics"], row, strict=True)
+                        if not math.isnan(v)} for row in data["rows"]]
+        else:
+            history = data["history"]
+        for vector in history[-len(out._history):]:
             out._remember(vector)
         for x in data["hst_inputs"]:
             if out._hst is not None:
@@ -211,6 +223,25 @@ class WindowAnomaly:
             out._hst_inputs.append(x)
         out._hst_seen = data["hst_seen"]
         return out
+
+
+def _column_medians(rows: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """The median of each column of ``rows`` over its values (NaN: none), and how many it
+    has (a column without any: NaN).
+
+    >>> medians, counts = _column_medians(np.array([[1.0, np.nan], [3.0, 5.0], [2.0, np.nan]]))
+    >>> medians.tolist(), counts
+    ([2.0, 5.0], [3, 1])
+    """
+    ordered = np.sort(rows, axis=0)   # NaN last
+    counts = np.count_nonzero(~np.isnan(ordered), axis=0)
+    columns = np.arange(rows.shape[1])
+    low, high = np.maximum(counts - 1, 0) // 2, counts // 2
+    with np.errstate(invalid="ignore"):
+        medians = (ordered[low, columns] + ordered[np.minimum(high, len(rows) - 1),
+                                                   columns]) / 2
+    medians[counts == 0] = np.nan
+    return medians, counts.tolist()
 
 
 def sampling_sd(metric: str, usual: float, n: float | None) -> float:

@@ -7,7 +7,12 @@ from __future__ import annotations
 import numpy as np
 
 from mlpulse.aggregates import PredictionAggregate
-from mlpulse.detectors.anomaly import LatencyAnomaly, LogErrorSpike, WindowAnomaly
+from mlpulse.detectors.anomaly import (
+    LatencyAnomaly,
+    LogErrorSpike,
+    WindowAnomaly,
+    _column_medians,
+)
 from mlpulse.detectors.monitor import ModelMonitor
 from mlpulse.timefmt import rfc3339
 from tests.unit.detectors.streams import (
@@ -87,6 +92,30 @@ def test_window_anomaly_remembers_the_last_windows_in_order_across_a_restore():
     assert restored.history == a.history
     restored.observe({"error_rate": 0.07, "latency_p99_ms": 107.0})
     assert [h["latency_p99_ms"] for h in restored.history] == [104.0, 105.0, 106.0, 107.0]
+
+
+def test_medians_of_columns_with_gaps_are_numpys_of_their_values():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        rows = rng.normal(size=(int(rng.integers(1, 30)), 7))
+        rows[rng.random(rows.shape) < 0.4] = np.nan
+        medians, counts = _column_medians(rows)
+        for column in range(7):
+            values = rows[:, column][~np.isnan(rows[:, column])]
+            assert counts[column] == values.size
+            if values.size:
+                assert medians[column] == np.median(values)
+            else:
+                assert np.isnan(medians[column])
+
+
+def test_a_snapshot_of_an_earlier_version_restores():
+    a = WindowAnomaly(warmup_windows=3, history_windows=4, use_hst=False)
+    for i in range(5):
+        a.observe({"error_rate": 0.01 * i, "latency_p99_ms": 100.0 + i})
+    old = {**a.snapshot(), "history": a.history}   # a dict per window, as stored before
+    del old["rows"], old["metrics"]
+    assert WindowAnomaly.restore(old, use_hst=False).history == a.history
 
 
 def test_small_windows_with_a_steady_error_rate_raise_no_anomaly():
