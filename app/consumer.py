@@ -39,6 +39,12 @@ FETCHER_TURNS = 5
 records: enough for it to wake up and put the next fetch request on the wire."""
 
 SOON_FRACTION = 4
+PAUSE_FACTOR = 20
+"""A checkpoint follows the last one no sooner than this many times as long as the last
+one's snapshot took: snapshots (every open window's state, under the state lock) then
+take at most ~5% of the worker's time, however much state it holds (Flink's minimum pause
+between checkpoints, set by what they cost), and no later than ``MAX_PAUSE_S``."""
+MAX_PAUSE_S = 15.0
 """A checkpoint asked for soon (:meth:`BatchConsumer.commit_soon`) comes a quarter of the
 commit interval after the last one at the earliest. Under load windows close all the time:
 a round every tenth of the interval (written in the foreground then) cost ~10% of the
@@ -92,6 +98,8 @@ class BatchConsumer:
         """Counts assignments: a fetch that straddles one is dropped (read again)."""
         self._last_commit_s = time.monotonic()
         self._commit_soon = False
+        self._snapshot_s = 0.0
+        """How long the last checkpoint's snapshot took (see ``PAUSE_FACTOR``)."""
         self._writing: asyncio.Future[None] | None = None
         """The checkpoint round writing in the background, if any."""
         self.started = asyncio.Event()
@@ -125,10 +133,8 @@ class BatchConsumer:
                                 self.positions[tp] = rs[-1].offset + 1
                 # a checkpoint even with no input of its own: state also comes from the
                 # repartitioned topics
-                since_s = time.monotonic() - self._last_commit_s
-                if (since_s >= self.commit_interval_s or (
-                        self._commit_soon and since_s >= self.commit_interval_s / SOON_FRACTION)
-                        ) and (self._writing is None or self._writing.done()):
+                if self.due(time.monotonic() - self._last_commit_s) and (
+                        self._writing is None or self._writing.done()):
                     async with self._handling:
                         await self._commit(wait=False)
         finally:
@@ -157,6 +163,23 @@ class BatchConsumer:
         self.started.set()
         return consumer
 
+    def due(self, since_s: float) -> bool:
+        """Whether a checkpoint is due ``since_s`` after the last: the interval is over (a
+        quarter of it if :meth:`commit_soon` asked), and so is the pause the last
+        snapshot's duration sets (``PAUSE_FACTOR``).
+
+        >>> c = BatchConsumer(bootstrap="unused", group_id="g", handle=None, checkpoint=None)
+        >>> c.due(0.5), c.due(1.0)
+        (False, True)
+        >>> c._snapshot_s = 0.1   # a large state: 0.1 s a snapshot
+        >>> c.due(1.0), c.due(2.0)
+        (False, True)
+        """
+        pause_s = min(PAUSE_FACTOR * self._snapshot_s, MAX_PAUSE_S)
+        if self._commit_soon:
+            return since_s >= max(self.commit_interval_s / SOON_FRACTION, pause_s)
+        return since_s >= max(self.commit_interval_s, pause_s)
+
     def commit_soon(self) -> None:
         """Checkpoint and commit before the interval is over (e.g. windows were emitted:
         the sooner a checkpoint follows, the fewer a crash has emitted again)."""
@@ -168,7 +191,9 @@ class BatchConsumer:
         the background while fetches are handled (the next round waits for them)."""
         await self._settle()
         self._commit_soon = False
+        started_s = time.monotonic()
         write = await self.checkpoint(dict(self.positions))
+        self._snapshot_s = time.monotonic() - started_s
         offsets, self._uncommitted = self._uncommitted, {}
         self._last_commit_s = time.monotonic()
         finish = self._finish(write, offsets)

@@ -47,7 +47,14 @@ from .detectors.settings import DetectorSettings, ModelDetectors
 from .events import AlertEvent, LogWindow, PredictionEvent, PredictionWindow
 from .join import Revised
 from .rules import Condition, Rules
-from .store import comparison_key, model_key, presence_key, presence_model, service_key
+from .store import (
+    comparison_key,
+    model_key,
+    presence_key,
+    presence_model,
+    reference_key,
+    service_key,
+)
 from .summarize import Closed, segment_of
 
 __all__ = ["Detect", "MemoryStore", "SnapshotStore", "load_reference_file", "window_metrics"]
@@ -80,7 +87,7 @@ class MemoryStore:
 
 
 class _ModelState:
-    __slots__ = ("alerts", "last_end_s", "monitor")
+    __slots__ = ("alerts", "last_end_s", "monitor", "saved_reference")
 
     def __init__(self, monitor: ModelMonitor, alerts: Lifecycle,
                  last_end_s: float = float("-inf")) -> None:
@@ -89,6 +96,8 @@ class _ModelState:
         self.last_end_s = last_end_s
         """End of the last window the detectors saw: one closed again (replayed after a
         restore from a checkpoint older than this state) is not judged twice."""
+        self.saved_reference = -1
+        """``monitor.reference_changes`` when its reference was last stored."""
 
 
 class _Presence:
@@ -408,10 +417,15 @@ class Detect:
         if stored is not None:
             try:
                 data = _unpack(stored)
+                stored_reference = self.store.get(partition, reference_key(key))
+                if stored_reference is not None and "reference" not in data["monitor"]:
+                    data["monitor"].update(_unpack(stored_reference))
                 monitor = ModelMonitor.restore(data["monitor"], config,
                                                self.settings.window_seconds, hst=hst)
-                return _ModelState(monitor, Lifecycle(data["alerts"]),
-                                   data.get("last_end_s", float("-inf")))
+                restored = _ModelState(monitor, Lifecycle(data["alerts"]),
+                                       data.get("last_end_s", float("-inf")))
+                restored.saved_reference = monitor.reference_changes
+                return restored
             except (KeyError, TypeError, ValueError, msgspec.DecodeError) as exc:
                 log.warning("mlpulse: dropping unreadable detector state of %s %s: %s",
                             model, version, exc)
@@ -421,8 +435,14 @@ class Detect:
                            Lifecycle())
 
     def _save_model(self, partition: int, key: tuple[str, ...], state: _ModelState) -> None:
+        """Store a model version's detectors after a window: the reference (the bulk of it)
+        under its own key, only when it changed."""
+        monitor = state.monitor
+        if monitor.reference_changes != state.saved_reference:
+            self.store.put(partition, reference_key(key), _pack(monitor.reference_snapshot()))
+            state.saved_reference = monitor.reference_changes
         self.store.put(partition, model_key(key), _pack(
-            {"monitor": state.monitor.snapshot(), "alerts": state.alerts.snapshot(),
+            {"monitor": monitor.snapshot(reference=False), "alerts": state.alerts.snapshot(),
              "last_end_s": state.last_end_s}))
 
     def _load_presence(self, partition: int, model: str, now_wall_s: float) -> _Presence:

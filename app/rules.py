@@ -234,17 +234,19 @@ class Rules:
         value: float | None, threshold: float | None, detail: str,
         severity: Severity = "warning", evidence: dict[str, Any] | None = None,
     ) -> Condition:
-        all_labels = {**labels, **rule.labels}
-        context = {**all_labels, "value": value if value is not None else float("nan"),
-                   "threshold": threshold if threshold is not None else float("nan"),
-                   "summary": detail, "rule": name}
-        summary = _render(rule.summary, context) if rule.summary else detail
+        all_labels = {**labels, **rule.labels} if rule.labels else dict(labels)
+        summary, description = detail, ""
+        if rule.summary or rule.description:   # templates (most rules have none)
+            context = {**all_labels, "value": value if value is not None else float("nan"),
+                       "threshold": threshold if threshold is not None else float("nan"),
+                       "summary": detail, "rule": name}
+            summary = _render(rule.summary, context) if rule.summary else detail
+            description = _render(rule.description, context) if rule.description else ""
         return Condition(
             rule=name, active=active, labels=all_labels, for_windows=rule.for_,
             keep_firing_for=rule.keep_firing_for, kind=kind,
             severity=rule.severity or severity, value=value, threshold=threshold,
-            summary=summary,
-            description=_render(rule.description, context) if rule.description else "",
+            summary=summary, description=description,
             runbook_url=rule.runbook_url, evidence=dict(evidence or {}),
         )
 

@@ -7,9 +7,10 @@ the table from the changelog when partitions are assigned, before the agents
 resume: a worker that takes over a partition finds its models' state there.
 
 Snapshot keys (encoded and decoded here only): ``p|model|version`` a model version's
-detectors, ``n|model`` a model's presence (no-data alerts), ``c|model`` its versions'
-recent counts (the comparison's baseline), ``l|service`` a log service's detector; each
-is routed by its model or service, like its events.
+detectors (a slice's: ``p|model|version|segment``), ``r|...`` the same key's reference
+(written only when it changes), ``n|model`` a model's presence (no-data alerts),
+``c|model`` its versions' recent counts (the comparison's baseline), ``l|service`` a log
+service's detector; each is routed by its model or service, like its events.
 
 >>> model_key(("fraud", "v2")), presence_key("fraud"), service_key("api")
 (b'p|fraud|v2', b'n|fraud', b'l|api')
@@ -25,7 +26,7 @@ from typing import Any
 from .repartition import partition_for
 
 __all__ = ["END_MARKER", "TableStore", "comparison_key", "model_key", "presence_key",
-           "presence_model", "routing_key", "service_key"]
+           "presence_model", "reference_key", "routing_key", "service_key"]
 
 
 END_MARKER = b"e|"
@@ -36,6 +37,11 @@ empty, which :meth:`TableStore.get` reads as no state."""
 def model_key(key: tuple[str, ...]) -> bytes:
     """The snapshot key of a model version's detectors."""
     return b"p|" + "|".join(key).encode()
+
+
+def reference_key(key: tuple[str, ...]) -> bytes:
+    """The snapshot key of a model version's reference (and what builds the next one)."""
+    return b"r|" + "|".join(key).encode()
 
 
 def presence_key(model: str) -> bytes:

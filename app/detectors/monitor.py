@@ -74,6 +74,8 @@ class ModelMonitor:
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.reference = reference
+        self.reference_changes = 0
+        """Counts the changes of :meth:`reference_snapshot` (a new reference, a contribution)."""
         spec = config.reference
         self.contributions: deque[Contribution] = deque(
             maxlen={"rolling": spec.windows + spec.lag_windows,
@@ -231,6 +233,15 @@ class ModelMonitor:
 
     def _update_reference(self, aggregate: PredictionAggregate, profile: WindowProfile,
                           start_s: float, end_s: float) -> None:
+        reference, contributions = self.reference, len(self.contributions)
+        last = self.contributions[-1] if self.contributions else None
+        self._next_reference(aggregate, profile, start_s, end_s)
+        if (self.reference is not reference or len(self.contributions) != contributions
+                or (self.contributions[-1] if self.contributions else None) is not last):
+            self.reference_changes += 1
+
+    def _next_reference(self, aggregate: PredictionAggregate, profile: WindowProfile,
+                        start_s: float, end_s: float) -> None:
         spec = self.config.reference
         if spec.mode == "file" or not aggregate.count:
             return
@@ -265,12 +276,15 @@ class ModelMonitor:
 
     # ------------------------------------------------------------------ state
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, *, reference: bool = True) -> dict[str, Any]:
+        """The monitor's state as plain data; with ``reference=False`` without its reference
+        and the contributions to the next one (:meth:`reference_snapshot`: they change
+        rarely, and are the bulk of it)."""
+        out = self.reference_snapshot() if reference else {}
         return {
+            **out,
             "model": self.model, "version": self.version, "windows_seen": self.windows_seen,
             "last_end_s": self.last_end_s,
-            "reference": self.reference.to_dict() if self.reference is not None else None,
-            "contributions": [c.to_dict() for c in self.contributions],
             "changes": self.changes.snapshot() if self.changes is not None else None,
             "adwin_active": sorted(self.adwin_active),
             "adwin_pending": sorted(self.adwin_pending),
@@ -279,17 +293,25 @@ class ModelMonitor:
             "seed": self.seed,
         }
 
+    def reference_snapshot(self) -> dict[str, Any]:
+        """The reference and the contributions to the next one, as plain data."""
+        return {"reference": self.reference.to_dict() if self.reference is not None else None,
+                "contributions": [c.to_dict() for c in self.contributions]}
+
+
     @classmethod
     def restore(cls, data: dict[str, Any], config: ModelDetectors,
                 window_seconds: float, *, hst: bool = True) -> ModelMonitor:
+        """A monitor from :meth:`snapshot` (with its reference, or that of a
+        :meth:`reference_snapshot` merged into it)."""
         out = cls(data["model"], data["version"], config, window_seconds, seed=data["seed"],
                   hst=hst)
         out.windows_seen = data["windows_seen"]
         out.last_end_s = data.get("last_end_s", -math.inf)
         out.rng = np.random.default_rng([data["seed"], out.windows_seen])
-        if data["reference"] is not None and out.reference is None:
+        if data.get("reference") is not None and out.reference is None:
             out.reference = Reference.from_dict(data["reference"])
-        out.contributions.extend(Contribution.from_dict(c) for c in data["contributions"])
+        out.contributions.extend(Contribution.from_dict(c) for c in data.get("contributions", ()))
         if data["changes"] is not None and out.changes is not None:
             out.changes = ChangeDetectors.restore(data["changes"])
         out.adwin_active = set(data["adwin_active"])

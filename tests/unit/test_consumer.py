@@ -77,3 +77,17 @@ async def test_a_failed_background_write_surfaces_at_the_next_round():
     with pytest.raises(RuntimeError, match="broker said no"):
         await consumer._commit()
     assert log == []   # its offsets were never committed
+
+
+async def test_a_slow_snapshot_spaces_the_next_checkpoints_out():
+    async def checkpoint(positions):
+        await asyncio.sleep(0.06)   # a large state takes long to snapshot
+
+    consumer = consumer_with([], checkpoint)
+    assert consumer.due(1.0)
+    await consumer._commit()
+    assert consumer._snapshot_s >= 0.06
+    assert not consumer.due(1.0)     # 20 × the snapshot: 1.2 s at least
+    assert consumer.due(1.3)
+    consumer.commit_soon()           # windows closed: sooner, but not before the pause
+    assert not consumer.due(1.0) and consumer.due(1.3)

@@ -74,6 +74,26 @@ def test_a_restart_mid_incident_neither_repeats_nor_forgets_the_alert():
     assert drift[0].alert_id == next(a for a in first.alerts if a.rule == "feature_drift").alert_id
 
 
+def test_a_reference_is_stored_when_it_changes_not_with_every_window():
+    class CountingStore(MemoryStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.puts: dict[bytes, int] = {}
+
+        def put(self, partition: int, key: bytes, value: bytes) -> None:
+            self.puts[key] = self.puts.get(key, 0) + 1
+            super().put(partition, key, value)
+
+    store = CountingStore()
+    feed(pipeline(store), Simulator(n_models=1, seed=3), 0, 8)
+    # windows 0 and 1 build the reference (2 windows): window 0's contribution, then built
+    assert store.puts[b"r|model-0|v1"] == 2
+    assert store.puts[b"p|model-0|v1"] == 7          # every closed window
+    restored = pipeline(store)
+    feed(restored, Simulator(n_models=1, seed=3), 8, 2)
+    assert store.puts[b"r|model-0|v1"] == 2          # the restored reference, not rebuilt
+
+
 def test_no_data_fires_for_a_silent_model_and_resolves_when_it_returns():
     pipe = pipeline()
     sim = Simulator(n_models=1, seed=3)
