@@ -12,15 +12,16 @@ window: what :mod:`mlpulse.aggregates` folds a batch with.
 from __future__ import annotations
 
 import operator
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
 from .events import FeatureSummary
 from .sketches import BoundedCounter, NumericStats, stable
 
-__all__ = ["FLOAT", "FLOAT_OR_NONE", "MISSING", "NO_VALUES", "STR", "FeatureStats", "columns",
-           "floats", "ints", "numbers"]
+__all__ = ["FLOAT", "FLOAT_OR_NONE", "MISSING", "NO_VALUES", "STR", "Batch", "FeatureStats",
+           "columns", "floats", "ints", "numbers", "pick"]
 
 MISSING = object()
 """A row's value of a feature it does not have (:func:`columns`)."""
@@ -28,6 +29,17 @@ FLOAT = {float}
 FLOAT_OR_NONE = {float, type(None)}
 STR = {str}
 NO_VALUES = np.zeros(0)
+T = TypeVar("T")
+_STATUS = operator.attrgetter("status")
+_LATENCY = operator.attrgetter("latency_ms")
+_CONFIDENCE = operator.attrgetter("confidence")
+_PREDICTION = operator.attrgetter("prediction")
+_TOKENS_IN = operator.attrgetter("tokens_in")
+_TOKENS_OUT = operator.attrgetter("tokens_out")
+_COST = operator.attrgetter("cost_usd")
+_CACHE_HIT = operator.attrgetter("cache_hit")
+_TRACE_ID = operator.attrgetter("trace_id")
+_FEATURES = operator.attrgetter("features")
 
 
 class FeatureStats:
@@ -91,6 +103,100 @@ class FeatureStats:
         if self.categories is not None:
             out.top = self.categories.top(top_values)
         return out
+
+
+class Batch:
+    """A batch of prediction events as columns, read once (``map`` over ``attrgetter``, in
+    C): what :class:`~mlpulse.aggregates.PredictionAggregate` folds. :meth:`take` gives
+    the columns of some of its rows (a slice's events) without reading the events again.
+
+    Optional numbers are arrays with NaN for None (events hold no NaN: the parser rejects
+    non-finite numbers), row for row, so that rows can be taken from them.
+
+    >>> from mlpulse.events import PredictionEvent
+    >>> batch = Batch.of([PredictionEvent(event_id=str(i), timestamp=1, model="m",
+    ...                                   latency_ms=float(i), features={"x": i / 2})
+    ...                   for i in range(4)])
+    >>> part = batch.take([1, 3])
+    >>> part.n, part.latency.tolist(), [(name, col) for name, col, _, _ in part.features]
+    (2, [1.0, 3.0], [('x', [0.5, 1.5])])
+    """
+
+    __slots__ = ("cache", "confidence", "costs", "events", "features", "latency", "n",
+                 "prediction_kinds", "predictions", "statuses", "tokens_in", "tokens_out",
+                 "trace_ids")
+
+    events: Sequence[Any]
+    n: int
+    statuses: list[str]
+    latency: np.ndarray
+    confidence: np.ndarray
+    predictions: list[object]
+    prediction_kinds: set[type]
+    tokens_in: list[int | None]
+    tokens_out: list[int | None]
+    costs: list[float | None]
+    cache: list[bool | None]
+    trace_ids: list[str | None]
+    features: list[tuple[str, list[object], set[type], np.ndarray | None]]
+    """Per feature: its name, its column (``MISSING`` where a row lacks it), its values'
+    types and, if they are all floats, the column as an array."""
+
+    @classmethod
+    def of(cls, events: Sequence[Any]) -> Batch:
+        out = cls()
+        out.events = events
+        out.n = len(events)
+        out.statuses = list(map(_STATUS, events))
+        out.latency = np.array(list(map(_LATENCY, events)), dtype=np.float64)
+        out.confidence = np.array(list(map(_CONFIDENCE, events)), dtype=np.float64)
+        out.predictions = list(map(_PREDICTION, events))
+        out.prediction_kinds = set(map(type, out.predictions))
+        out.tokens_in = list(map(_TOKENS_IN, events))
+        out.tokens_out = list(map(_TOKENS_OUT, events))
+        out.costs = list(map(_COST, events))
+        out.cache = list(map(_CACHE_HIT, events))
+        out.trace_ids = list(map(_TRACE_ID, events))
+        features = []
+        for name, column in columns(list(map(_FEATURES, events))):
+            kinds = set(map(type, column))
+            values = (np.fromiter(column, dtype=np.float64, count=len(column))
+                      if kinds == FLOAT else None)
+            features.append((name, column, kinds, values))
+        out.features = features
+        return out
+
+    def take(self, rows: list[int]) -> Batch:
+        """The batch of ``rows`` (indices, ascending) of this one."""
+        out = Batch()
+        index = np.array(rows, dtype=np.intp)
+        out.events = pick(self.events, rows)
+        out.n = len(rows)
+        out.statuses = pick(self.statuses, rows)
+        out.latency = self.latency[index]
+        out.confidence = self.confidence[index]
+        out.predictions = pick(self.predictions, rows)
+        out.prediction_kinds = self.prediction_kinds   # a superset: the same results
+        out.tokens_in = pick(self.tokens_in, rows)
+        out.tokens_out = pick(self.tokens_out, rows)
+        out.costs = pick(self.costs, rows)
+        out.cache = pick(self.cache, rows)
+        out.trace_ids = pick(self.trace_ids, rows)
+        out.features = [(name, pick(column, rows), kinds,
+                         None if values is None else values[index])
+                        for name, column, kinds, values in self.features]
+        return out
+
+
+def pick(values: Sequence[T], rows: list[int]) -> list[T]:
+    """``values`` at ``rows`` (one C call).
+
+    >>> pick("abcd", [0, 2]), pick("abcd", [3])
+    (['a', 'c'], ['d'])
+    """
+    if len(rows) == 1:
+        return [values[rows[0]]]
+    return list(operator.itemgetter(*rows)(values))
 
 
 def columns(rows: list[dict[str, object]]) -> list[tuple[str, list[object]]]:

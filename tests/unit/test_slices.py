@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -110,8 +111,8 @@ def test_slices_are_off_by_default_and_keys_are_checked():
 
 
 def test_slice_windows_waiting_to_fold_are_whole_in_a_checkpoint():
-    """A slice window gathers events before folding them (SLICE_BATCH): a checkpoint
-    taken meanwhile holds them all."""
+    """A sliced window gathers events before folding them and its slices (SLICED_BATCH):
+    a checkpoint taken meanwhile holds them all."""
     from mlpulse.events import PredictionEvent
     from mlpulse.summarize import Summarizer
 
@@ -124,6 +125,60 @@ def test_slice_windows_waiting_to_fold_are_whole_in_a_checkpoint():
     counts = {tuple(c.summary.segment.items()): c.summary.count
               for c in second.close_due(now_wall_s=1000)}
     assert counts == {(): 30, (("region", "eu"),): 20, (("region", "us"),): 10}
+
+
+def test_a_checkpoint_with_slice_windows_of_their_own_restores():
+    """An earlier version checkpointed each slice's window beside its model version's, keyed
+    (model, version, slice): restored into the model version's window, nothing lost."""
+    from mlpulse.events import PredictionEvent
+    from mlpulse.summarize import Summarizer
+
+    settings = Settings(window_seconds=10, lateness_seconds=0, segment_keys="region")
+    first, second = Summarizer(settings), Summarizer(settings)
+    events = [PredictionEvent(event_id=str(i), timestamp=1.0, model="m",
+                              segment={"region": "eu" if i % 3 else "us"}) for i in range(30)]
+    first.add_prediction_events(0, events, now_wall_s=0)
+    state = msgspec.msgpack.decode(first.partition_state(0))
+    [entry] = state["predictions"]
+    for start, aggregate, updated in entry[1]:   # as the earlier version kept them
+        for name, part in aggregate.pop("slices").items():
+            state["predictions"].append([[*entry[0], name], [[start, part, updated]],
+                                         entry[2], entry[3], 0])
+    second.restore_partition(0, msgspec.msgpack.encode(state))
+    counts = {tuple(c.summary.segment.items()): c.summary.count
+              for c in second.close_due(now_wall_s=1000)}
+    assert counts == {(): 30, (("region", "eu"),): 20, (("region", "us"),): 10}
+
+
+def test_a_slice_is_summarised_as_its_events_would_be_alone():
+    """Slices fold the rows of their events from the window's columns: every field (LLM
+    usage, errors, optional and mixed features, labels of predictions) comes out as a
+    window of those events alone."""
+    rng = np.random.default_rng(8)
+    events = []
+    for i in range(700):
+        event: dict[str, Any] = {
+            "event_id": str(i), "timestamp": 1.0 + i / 100, "model": "m",
+            "latency_ms": float(rng.lognormal(3, 0.5)),
+            "status": "error" if rng.random() < 0.1 else "ok",
+            "prediction": str(rng.choice(["a", "b"])) if i % 5 else float(rng.normal()),
+            "features": {"x": float(rng.normal()), "c": str(rng.choice(["p", "q"]))},
+            "segment": {"region": str(rng.choice(["eu", "us", "apac"]))}}
+        if i % 3:
+            event["confidence"] = float(rng.random())
+        if i % 4 == 0:
+            event["features"]["y"] = None if i % 8 else 2.5
+            event.update(tokens_in=int(rng.integers(10, 100)), cost_usd=0.001 * (i % 7))
+        if event["status"] == "error":
+            event["error_type"] = "timeout"
+        events.append(event)
+    sliced = run(events, segment_keys="region")
+    for region in ("eu", "us", "apac"):
+        alone = run([e for e in events if e["segment"]["region"] == region])
+        [whole] = [w for w in alone.windows if isinstance(w, PredictionWindow)]
+        [part] = [w for w in sliced.windows if isinstance(w, PredictionWindow)
+                  and w.segment == {"region": region}]
+        assert msgspec.structs.replace(part, segment={}) == whole
 
 
 def test_models_a_glob_names_get_their_own_segment_keys_and_cross_products():
