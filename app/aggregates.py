@@ -55,7 +55,8 @@ class Profile(Protocol):
 
 class Labels(Protocol):
     def remember(self, events: Sequence[PredictionEvent], predictions: list[object],
-                 kinds: set[type], /) -> None: ...
+                 kinds: set[type], slices: Sequence[tuple[str, list[int]]] = (), /
+                 ) -> None: ...
 
 
 Slicer = Callable[[Batch], Iterable[tuple[str, list[int]]]]
@@ -145,18 +146,21 @@ class PredictionAggregate:
 
     def _fold(self, events: Sequence[PredictionEvent]) -> None:
         batch = Batch.of(events)
-        self._fold_batch(batch)
         if self.slicer is None:
+            self._fold_batch(batch)
             return
+        parts = list(self.slicer(batch))
+        self._fold_batch(batch, parts)
         slices = self.slices
-        for name, rows in self.slicer(batch):
+        for name, rows in parts:
             part = slices.get(name)
             if part is None:
                 assert self.new_slice is not None
                 part = slices[name] = self.new_slice(name)
             part._fold_batch(batch if len(rows) == batch.n else batch.take(rows))
 
-    def _fold_batch(self, batch: Batch) -> None:
+    def _fold_batch(self, batch: Batch, parts: Sequence[tuple[str, list[int]]] = ()) -> None:
+        """Fold ``batch`` (its events' slices, by rows: ``parts``, for the label index)."""
         events, n = batch.events, batch.n
         self.count += n
         statuses = batch.statuses
@@ -171,7 +175,7 @@ class PredictionAggregate:
         self.confidence.add_many(confidence)
         predictions, prediction_kinds = batch.predictions, batch.prediction_kinds
         if self.labels is not None:
-            self.labels.remember(events, predictions, prediction_kinds)
+            self.labels.remember(events, predictions, prediction_kinds, parts)
         values = numbers(predictions, prediction_kinds) if float in prediction_kinds else (
             NO_VALUES)
         self.prediction_values.add_many(values)

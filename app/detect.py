@@ -254,6 +254,8 @@ class Detect:
             if not config.enabled:
                 continue
             labels = {"model": model, "model_version": version}
+            if len(r.key) > 2:
+                labels["segment"] = r.key[2]
             if config.comparison.enabled and len(r.key) == 2:
                 out.extend(self._compare_revised(r, config.comparison))
             conditions = self.rules.evaluate_metrics(

@@ -135,6 +135,8 @@ class LabelJoin:
         """Predictions held (awaiting labels)."""
         self.window_count = 0
         """Windows held (awaiting labels)."""
+        self.slice_windows = 0
+        """Summaries of their slices held (for revisions)."""
         self._values: dict[object, object] = {}
         self.early_size = 0
         self.dirty: set[WindowLabels] = set()
@@ -214,6 +216,16 @@ class LabelJoin:
         else:
             self._forget(window)
 
+    def closed_slice(self, window: WindowLabels, name: str, summary: PredictionWindow) -> None:
+        """Slice ``name`` of ``window`` closed with ``summary`` (after the window's own
+        :meth:`closed`): its performance, and kept for revisions like the window's."""
+        window.slice_result(name, summary)
+        window.slices_dirty.discard(name)
+        if window.active and window.summary is not None:
+            if name not in window.slice_summaries:
+                self.slice_windows += 1
+            window.slice_summaries[name] = _pack(summary)
+
     def label(self, partition: int, events: Iterable[FeedbackEvent]) -> None:
         """Score each label into the window of its prediction (or let it wait)."""
         for fb in events:
@@ -242,18 +254,19 @@ class LabelJoin:
     def revisions(self, now_wall_s: float) -> list[Revised]:
         """Expire what is past the horizon; the summaries to re-emit now."""
         self._expire()
-        out = [self._revise(w, now_wall_s) for w in self._leaving if w in self.dirty]
+        out = [r for w in self._leaving if w in self.dirty for r in self._revise(w, now_wall_s)]
         self.dirty.difference_update(self._leaving)
         self._leaving.clear()
         for window in [w for w in self.dirty
                        if now_wall_s - w.last_revision_wall_s >= self.revision_interval_s]:
-            out.append(self._revise(window, now_wall_s))
+            out.extend(self._revise(window, now_wall_s))
             self.dirty.discard(window)
             if not window.waiting:
                 self._forget(window)
         return out
 
-    def _revise(self, window: WindowLabels, now_wall_s: float) -> Revised:
+    def _revise(self, window: WindowLabels, now_wall_s: float) -> list[Revised]:
+        """The window's summary again, and those of its slices that feedback changed."""
         assert window.summary is not None
         summary = window.result(_unpack(window.summary))
         window.revision += 1
@@ -261,7 +274,19 @@ class LabelJoin:
         window.summary = _pack(summary)
         window.last_revision_wall_s = now_wall_s
         self.counts["revisions"] += 1
-        return Revised(window.partition, window.key, window.start_s, window.end_s, summary)
+        out = [Revised(window.partition, window.key, window.start_s, window.end_s, summary)]
+        for name in sorted(window.slices_dirty):
+            packed = window.slice_summaries.get(name)
+            if packed is None:
+                continue
+            sliced = window.slice_result(name, _unpack(packed))
+            sliced.revision = window.revision
+            window.slice_summaries[name] = _pack(sliced)   # (its record keeps the first:
+            # the performance a restored window reports is its counters', as the window's)
+            out.append(Revised(window.partition, (*window.key, name), window.start_s,
+                               window.end_s, sliced))
+        window.slices_dirty.clear()
+        return out
 
     def _expire(self) -> None:
         for model, windows in list(self.windows.items()):
@@ -283,8 +308,8 @@ class LabelJoin:
     @property
     def load(self) -> int:
         """What the index holds against ``max_predictions``: its predictions, and
-        ``WINDOW_COST`` per window."""
-        return self.size + WINDOW_COST * self.window_count
+        ``WINDOW_COST`` per window and per slice of a window."""
+        return self.size + WINDOW_COST * (self.window_count + self.slice_windows)
 
     def evict(self) -> None:
         """Drop the oldest windows until the index is at 90% of its bound."""
@@ -314,6 +339,9 @@ class LabelJoin:
         window.fresh, window.unwritten = [], []
         window.fresh_hashes, window.fresh_scored = array.array("Q"), array.array("Q")
         window.fresh_times_s = array.array("d")
+        window.combo_ids, window.fresh_combo_ids = array.array("H"), array.array("H")
+        self.slice_windows -= len(window.slice_summaries)
+        window.slice_summaries, window.slices_dirty = {}, set()
         window.active = False
         windows = self.windows.get(window.key[0])
         if windows is not None and window in windows:
@@ -401,6 +429,7 @@ class LabelJoin:
                 continue
             self.windows.setdefault(restored.key[0], []).append(restored)
             self.window_count += 1
+            self.slice_windows += len(restored.slice_summaries)
             self.size += restored.pending
             self.partition_of[restored.key[0]] = partition
             if restored.summary is None:
@@ -425,6 +454,7 @@ class LabelJoin:
         key, start_s, count, chunks, scored_chunks, summary_written, revision, dirty, perf = (
             row[:9])
         outcome_chunks, outcomes = row[9:11] if len(row) > 9 else (0, None)
+        slices = row[11] if len(row) > 11 else None
         window = WindowLabels(self, partition, tuple(key))
         window.start_s, window.end_s, window.count = start_s, start_s + self.window_s, count
         window.chunks, window.scored_chunks = chunks, scored_chunks
@@ -432,15 +462,19 @@ class LabelJoin:
         window.performance = Performance.from_state(perf, self.max_classes)
         window.outcomes = Outcomes.from_state(outcomes)
         window.outcome_chunks = outcome_chunks
+        window.restore_slices(slices)
         name = window.name
         hashes, times_s, values = array.array("Q"), array.array("d"), []
+        combo_ids = array.array("H")
         try:
             for i in range(chunks):
-                h, t, v = msgspec.msgpack.decode(_required(get, name + b"|p%d" % i))
+                h, t, v, *c = msgspec.msgpack.decode(_required(get, name + b"|p%d" % i))
+                if c:   # the predictions' slices (those before any had slices: none)
+                    combo_ids.frombytes(bytes(2 * (len(hashes) - len(combo_ids))) + c[0])
                 hashes.frombytes(h)
                 times_s.frombytes(t)
                 values.extend(v)
-            window.hashes, window.times_s = hashes, times_s
+            window.hashes, window.times_s, window.combo_ids = hashes, times_s, combo_ids
             window.predictions = self.values(values) if values else []
             window.scored = bytearray(len(hashes))
             window.sorted = not hashes
@@ -452,6 +486,8 @@ class LabelJoin:
                         window.mark(key, what)
             if summary_written:
                 window.summary = _required(get, name + b"|w")
+            window.slice_summaries = {part: _required(get, name + b"|w|" + part.encode())
+                                      for part in window.slices_written}
         except (KeyError, ValueError, msgspec.DecodeError) as exc:
             log.error("label index of a window of %s not restored (%s): its labels will not "
                       "join", key, exc)

@@ -53,6 +53,8 @@ event_hash: Callable[[str], int] = xxhash.xxh3_64_intdigest
 is seeded per process, so an index of its values could not be restored elsewhere); ~90 ns
 an id, measured against ~50 ns for ``hash``."""
 
+MAX_COMBOS = 65_535
+"""Most combinations of slices a window tells apart (2 bytes a prediction)."""
 CHUNK_PREDICTIONS = 16_384
 """Most predictions in one checkpoint record of the index (~400 KB)."""
 
@@ -79,12 +81,14 @@ class WindowLabels:
     into checkpoint records.
     """
 
-    __slots__ = ("active", "chunks", "count", "end_s", "fresh", "fresh_hashes",
+    __slots__ = ("_combo_index", "_slice_index", "active", "chunks", "combo_ids", "combos",
+                 "count", "end_s", "fresh", "fresh_combo_ids", "fresh_hashes",
                  "fresh_outcomes", "fresh_scored", "fresh_times_s", "hashes", "join", "key",
                  "last_revision_wall_s", "outcome_chunks", "outcomes", "partition", "pending",
-                 "performance", "predictions", "revision", "scored", "scored_chunks", "sorted",
-                 "start_s", "summary", "summary_written", "times_s", "unwritten",
-                 "without_outcomes")
+                 "performance", "predictions", "revision", "scored", "scored_chunks",
+                 "slice_names", "slice_outcomes", "slice_performance", "slice_summaries",
+                 "slices_dirty", "slices_written", "sorted", "start_s", "summary",
+                 "summary_written", "times_s", "unwritten", "without_outcomes")
 
     def __init__(self, join: LabelJoin, partition: int, key: tuple[str, ...]) -> None:
         self.join = join
@@ -126,13 +130,34 @@ class WindowLabels:
         self.summary_written = False
         self.unwritten: list[tuple[bytes, bytes]] = []
         """Records made and not yet known to be written: (key, value)."""
+        # the window's slices (mlpulse.summarize): which slices each prediction is in, as
+        # the index of a combination of slices (2 bytes a prediction), and each slice's
+        # performance and outcomes, summary (once closed) and revisions
+        self.slice_names: list[str] = []
+        self._slice_index: dict[str, int] = {}
+        self.combos: list[tuple[int, ...]] = []
+        """Combinations of slices (indices into ``slice_names``); the first is none."""
+        self._combo_index: dict[tuple[int, ...], int] = {}
+        self.combo_ids = array.array("H")
+        """Per prediction (as ``hashes``), its combination's index; empty if unsliced."""
+        self.fresh_combo_ids = array.array("H")
+        self.slice_performance: dict[str, Performance] = {}
+        self.slice_outcomes: dict[str, Outcomes] = {}
+        self.slice_summaries: dict[str, bytes] = {}
+        """Each closed slice's summary, packed, kept for its revisions."""
+        self.slices_dirty: set[str] = set()
+        """Slices whose performance or outcomes changed since their last revision."""
+        self.slices_written: set[str] = set()
+        """Slices whose summary has its checkpoint record."""
 
     def remember(self, events: Sequence[PredictionEvent],
                  predictions: list[object] | None = None,
-                 kinds: set[type] | None = None) -> None:
+                 kinds: set[type] | None = None,
+                 slices: Sequence[tuple[str, list[int]]] = ()) -> None:
         """Note a batch of this window's predictions (those without a prediction cannot
         be judged). ``predictions`` (each event's) and ``kinds`` (their types), when the
-        caller has read them already, save reading them again."""
+        caller has read them already, save reading them again; ``slices``: the slices of
+        the window and the rows of the batch in each (their labels score them too)."""
         join = self.join
         if not events:
             return
@@ -149,6 +174,7 @@ class WindowLabels:
         if kinds is None:
             kinds = set(map(type, predictions))
         judged = events
+        combo_ids = self._combo_ids(len(events), slices) if slices or self.combos else None
         if _NONE in kinds:   # failed calls: no prediction to judge
             keep = list(map(operator.is_not, predictions, itertools.repeat(None)))
             judged = list(itertools.compress(events, keep))
@@ -157,6 +183,10 @@ class WindowLabels:
             times_s = list(itertools.compress(times_s, keep))
             predictions = list(itertools.compress(predictions, keep))
             kinds = kinds - {_NONE}
+            if combo_ids is not None:
+                combo_ids = list(itertools.compress(combo_ids, keep))
+        if combo_ids is not None:
+            self._add_combo_ids(combo_ids)
         values = join.values(predictions, kinds)
         self.predictions.extend(values)
         self.times_s.fromlist(times_s)   # twice as fast as extend() from a list
@@ -180,6 +210,51 @@ class WindowLabels:
                     join.early_size -= 1
         if join.load > join.max_predictions:
             join.evict()
+
+    def _combo_ids(self, n: int, slices: Sequence[tuple[str, list[int]]]) -> list[int]:
+        """Each of ``n`` rows' combination of ``slices`` (see ``combos``)."""
+        if not self.combos:
+            self.combos.append(())
+            self._combo_index[()] = 0
+        rows: list[tuple[int, ...]] = [()] * n
+        for name, members in slices:
+            index = self._slice_index.get(name)
+            if index is None:
+                index = self._slice_index[name] = len(self.slice_names)
+                self.slice_names.append(name)
+            for row in members:
+                rows[row] += (index,)
+        known = self._combo_index
+        out = list(map(known.get, rows))
+        if None in out:
+            for row, combo in enumerate(rows):
+                if out[row] is None:
+                    index = known.get(combo)
+                    if index is None:
+                        if len(self.combos) >= MAX_COMBOS:
+                            index = 0   # past the bound: in no slice (never reached by the guard)
+                        else:
+                            index = known[combo] = len(self.combos)
+                            self.combos.append(combo)
+                    out[row] = index
+        return out  # type: ignore[return-value]
+
+    def _add_combo_ids(self, combo_ids: list[int]) -> None:
+        """Append the combinations of the predictions just added (those before any had
+        slices: none)."""
+        for column, total in ((self.combo_ids, len(self.hashes)),
+                              (self.fresh_combo_ids, len(self.fresh_hashes))):
+            missing = total - len(column)
+            if missing > 0:
+                column.frombytes(bytes(2 * missing))
+            column.fromlist(combo_ids)
+
+    def _slices_of(self, index: int) -> list[str]:
+        """The slices of the prediction at ``index``."""
+        if index >= len(self.combo_ids):
+            return []
+        names = self.slice_names
+        return [names[i] for i in self.combos[self.combo_ids[index]]]
 
     def _find(self, key: int, what: int = LABELLED) -> int:
         """The index of the prediction with hash ``key`` awaiting ``what`` (its label or
@@ -206,6 +281,11 @@ class WindowLabels:
         self.scored = bytearray(scored[order].tobytes())
         predictions = self.predictions
         self.predictions = [predictions[i] for i in order.tolist()]
+        if self.combo_ids:
+            if len(self.combo_ids) < len(self.hashes):
+                self._add_combo_ids([])
+            combo_ids = np.frombuffer(self.combo_ids, dtype=np.uint16)
+            self.combo_ids = array.array("H", combo_ids[order].tobytes())
         self.sorted = True
 
     def score(self, key: int, label: object, label_time_s: float,
@@ -218,7 +298,15 @@ class WindowLabels:
         if index >= 0:
             self.fresh_scored.append(key)
             delay_s = max(label_time_s - self.times_s[index], 0.0)
-            self.performance.add([(self.predictions[index], label, delay_s)])
+            scored = [(self.predictions[index], label, delay_s)]
+            self.performance.add(scored)
+            for name in self._slices_of(index):
+                performance = self.slice_performance.get(name)
+                if performance is None:
+                    performance = self.slice_performance[name] = Performance(
+                        self.join.max_classes)
+                performance.add(scored)
+                self.slices_dirty.add(name)
             self.join.size -= 1
             self.join.counts["joined"] += 1
             joined = True
@@ -227,6 +315,9 @@ class WindowLabels:
             assert outcomes is not None
             self.fresh_outcomes.append(key)
             self.outcomes.add(outcomes)
+            for name in self._slices_of(index):
+                self.slice_outcomes.setdefault(name, Outcomes()).add(outcomes)
+                self.slices_dirty.add(name)
             self.join.counts["outcomes_joined"] += 1
             joined = True
         if joined and self.summary is not None:
@@ -260,6 +351,17 @@ class WindowLabels:
             summary.outcomes = self.outcomes.result()
         return summary
 
+    def slice_result(self, name: str, summary: PredictionWindow) -> PredictionWindow:
+        """``summary`` of slice ``name`` of this window with the slice's performance and
+        outcomes (as :meth:`result`)."""
+        performance = self.slice_performance.get(name)
+        if performance is not None and performance.labelled:
+            summary.performance = performance.result(summary.count)
+        outcomes = self.slice_outcomes.get(name)
+        if outcomes:
+            summary.outcomes = outcomes.result()
+        return summary
+
     # ------------------------------------------------------------- checkpoints
 
     @property
@@ -272,17 +374,23 @@ class WindowLabels:
     def flush(self) -> None:
         """Turn what changed since the last checkpoint into records (``unwritten``)."""
         name = self.name if (self.fresh or self.fresh_scored or self.fresh_outcomes or (
-            self.summary is not None and not self.summary_written)) else b""
+            self.summary is not None and not self.summary_written)
+            or len(self.slices_written) < len(self.slice_summaries)) else b""
         if self.fresh:
             hashes, times_s, values = self.fresh_hashes, self.fresh_times_s, self.fresh
+            combo_ids = self.fresh_combo_ids
+            if combo_ids and len(combo_ids) < len(hashes):
+                self._add_combo_ids([])
             for i in range(0, len(values), CHUNK_PREDICTIONS):
                 chunk = slice(i, i + CHUNK_PREDICTIONS)
-                value = _msgpack.encode([hashes[chunk].tobytes(), times_s[chunk].tobytes(),
-                                         values[chunk]])
-                self.unwritten.append((name + b"|p%d" % self.chunks, value))
+                record = [hashes[chunk].tobytes(), times_s[chunk].tobytes(), values[chunk]]
+                if combo_ids:   # the predictions' slices
+                    record.append(combo_ids[chunk].tobytes())
+                self.unwritten.append((name + b"|p%d" % self.chunks, _msgpack.encode(record)))
                 self.chunks += 1
             self.fresh, self.fresh_hashes, self.fresh_times_s = (
                 [], array.array("Q"), array.array("d"))
+            self.fresh_combo_ids = array.array("H")
         if self.fresh_scored:
             self.scored_chunks = self._hashes(name + b"|s", self.fresh_scored,
                                               self.scored_chunks)
@@ -294,6 +402,10 @@ class WindowLabels:
         if self.summary is not None and not self.summary_written:
             self.unwritten.append((name + b"|w", self.summary))
             self.summary_written = True
+        for part, packed in self.slice_summaries.items():
+            if part not in self.slices_written:
+                self.unwritten.append((name + b"|w|" + part.encode(), packed))
+                self.slices_written.add(part)
 
     def _hashes(self, prefix: bytes, hashes: array.array[int], first: int) -> int:
         """Records of ``hashes`` (``<prefix>0``, ``<prefix>1``, ... from ``first``, each
@@ -310,10 +422,34 @@ class WindowLabels:
         return ([name + b"|p%d" % i for i in range(self.chunks)]
                 + [name + b"|s%d" % i for i in range(self.scored_chunks)]
                 + [name + b"|o%d" % i for i in range(self.outcome_chunks)]
-                + ([name + b"|w"] if self.summary_written else []))
+                + ([name + b"|w"] if self.summary_written else [])
+                + [name + b"|w|" + part.encode() for part in sorted(self.slices_written)])
 
     def state(self) -> list[Any]:
         """What the partition's checkpoint holds of this window (after :meth:`flush`)."""
+        slices = None
+        if self.slice_names:
+            slices = [self.slice_names, [list(c) for c in self.combos],
+                      {n: p.state() for n, p in self.slice_performance.items()},
+                      {n: o.state() for n, o in self.slice_outcomes.items()},
+                      sorted(self.slices_written), sorted(self.slices_dirty)]
         return [list(self.key), self.start_s, self.count, self.chunks, self.scored_chunks,
                 self.summary_written, self.revision, self in self.join.dirty,
-                self.performance.state(), self.outcome_chunks, self.outcomes.state()]
+                self.performance.state(), self.outcome_chunks, self.outcomes.state(), slices]
+
+    def restore_slices(self, state: list[Any] | None) -> None:
+        """Take the slices' part of a :meth:`state` (their summaries: ``slices_written``
+        names the records to read)."""
+        if not state:
+            return
+        names, combos, performance, outcomes, written, dirty = state
+        self.slice_names = list(names)
+        self._slice_index = {name: i for i, name in enumerate(self.slice_names)}
+        self.combos = [tuple(c) for c in combos]
+        self._combo_index = {c: i for i, c in enumerate(self.combos)}
+        max_classes = self.join.max_classes
+        self.slice_performance = {n: Performance.from_state(p, max_classes)
+                                  for n, p in performance.items()}
+        self.slice_outcomes = {n: Outcomes.from_state(o) for n, o in outcomes.items()}
+        self.slices_written = set(written)
+        self.slices_dirty = set(dirty)

@@ -288,6 +288,8 @@ class Summarizer:
                     # late events are counted by the model version's window only
                     sliced = part_aggregate.result(**window, late_events=0)
                     sliced.segment = segment_of(name)
+                    if isinstance(labels, WindowLabels) and self.join is not None:
+                        self.join.closed_slice(labels, name, sliced)
                     if part_aggregate.folded_features:
                         self.guard.folded["feature"] += part_aggregate.folded_features
                     out.append(Closed(partition, (model, version, name), closed.start_s,

@@ -372,3 +372,55 @@ def test_outcomes_join_like_labels_and_revise_their_window():
     p.advance(30)
     x = [w for w in windows_of(p, "m") if w.window_start != first[0].window_start]
     assert x[-1].outcomes["converted"].count == 1 and x[-1].performance.labelled == 1
+
+
+def test_feedback_scores_the_slices_of_its_predictions_and_survives_a_crash():
+    """A sliced model's labels and outcomes revise its slices' windows too (each with the
+    performance of its own predictions), raise a rule's alert for the slice that is
+    worse, and join the same after a crash (slices of each prediction in the checkpoint)."""
+    enc = msgspec.json.encode
+    events = predictions("m", T0, 40, prefix="a", prediction="yes")
+    for i, event in enumerate(events):
+        event["segment"] = {"region": "eu" if i % 4 == 0 else "us"}
+    eu = [f"a{i}" for i in range(0, 40, 4)]
+    us = [f"a{i}" for i in range(40) if i % 4]
+    before = [enc(events), enc(predictions("m", T0 + 10, 1, prefix="b")),   # closes it
+              enc(labels("m", eu[:5] + us[:15], "no", at=T0 + 20))]
+    after = [enc(labels("m", eu[5:], "no", at=T0 + 30)),
+             enc(labels("m", us[15:], "yes", at=T0 + 30)),
+             enc(outcomes("m", eu, {"converted": True}, at=T0 + 31))]
+    rules = [{"name": "slice_accuracy_low", "expr": "performance.accuracy < 0.5",
+              "match": {"segment": "region=*"}}]
+
+    def send(p: LocalPipeline, payloads: list[bytes]) -> None:
+        for payload in payloads:
+            p.send("feedback" if b'"label"' in payload or b'"outcomes"' in payload
+                   else "predictions", payload)
+        p.advance(1)
+
+    def final(p: LocalPipeline) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for w in sorted(windows_of(p, "m"), key=lambda w: w.revision):
+            if w.window_start == "1970-01-12T13:47:00Z":
+                out[",".join(w.segment.values())] = (
+                    w.count, w.performance and (w.performance.labelled, w.performance.accuracy),
+                    w.outcomes and w.outcomes["converted"].count, w.revision)
+        return out
+
+    straight = pipe(segment_keys="region", rules=rules)
+    send(straight, before + after)
+    assert final(straight) == {"": (40, (40, 0.375), 10, 1),
+                               "eu": (10, (10, 0.0), 10, 1),
+                               "us": (30, (30, 0.5), {}, 1)}
+    alerts = [(a.status, a.labels.get("segment")) for a in straight.alerts
+              if a.rule == "slice_accuracy_low"]
+    assert alerts == [("firing", "region=eu")]   # not the model's 0.375: not a slice
+
+    first = pipe(segment_keys="region", rules=rules)
+    send(first, before)
+    first.checkpoint()
+    second = pipe(segment_keys="region", rules=rules, clock=first.clock)
+    second.restore(first.checkpoints)
+    send(second, after)
+    assert {k: v[:3] for k, v in final(second).items()} == {
+        k: v[:3] for k, v in final(straight).items()}
