@@ -9,7 +9,8 @@ from __future__ import annotations
 import itertools
 import math
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -39,7 +40,7 @@ from .events import (
 )
 from .sketches import OTHER, BoundedCounter, NumericStats, QuantileSketch, stable
 
-__all__ = ["FeatureStats", "LogAggregate", "PredictionAggregate"]
+__all__ = ["FeatureStats", "LogAggregate", "PredictionAggregate", "Sliced", "Slicer"]
 
 TRACE_SAMPLE = 5
 """Trace ids kept per window as exemplars."""
@@ -55,12 +56,21 @@ class Profile(Protocol):
 
 class Labels(Protocol):
     def remember(self, events: Sequence[PredictionEvent], predictions: list[object],
-                 kinds: set[type], slices: Sequence[tuple[str, list[int]]] = (), /
-                 ) -> None: ...
+                 kinds: set[type], sliced: Sliced | None = None, /) -> None: ...
 
 
-Slicer = Callable[[Batch], Iterable[tuple[str, list[int]]]]
-"""A batch → each slice it has events of: the slice's name and the rows of its events."""
+@dataclass(slots=True)
+class Sliced:
+    """The slices of a batch's events: each slice's name and the rows of its events
+    (ascending), and per row a code of the slices it is in (``names`` spells a code)."""
+
+    parts: list[tuple[str, np.ndarray]]
+    codes: np.ndarray
+    names: Callable[[int], tuple[str, ...]]
+
+
+Slicer = Callable[[Batch], Sliced]
+"""A batch → its :class:`Sliced`."""
 
 
 class PredictionAggregate:
@@ -149,18 +159,18 @@ class PredictionAggregate:
         if self.slicer is None:
             self._fold_batch(batch)
             return
-        parts = list(self.slicer(batch))
-        self._fold_batch(batch, parts)
+        sliced = self.slicer(batch)
+        self._fold_batch(batch, sliced)
         slices = self.slices
-        for name, rows in parts:
+        for name, rows in sliced.parts:
             part = slices.get(name)
             if part is None:
                 assert self.new_slice is not None
                 part = slices[name] = self.new_slice(name)
             part._fold_batch(batch if len(rows) == batch.n else batch.take(rows))
 
-    def _fold_batch(self, batch: Batch, parts: Sequence[tuple[str, list[int]]] = ()) -> None:
-        """Fold ``batch`` (its events' slices, by rows: ``parts``, for the label index)."""
+    def _fold_batch(self, batch: Batch, sliced: Sliced | None = None) -> None:
+        """Fold ``batch`` (its events' slices: ``sliced``, for the label index)."""
         events, n = batch.events, batch.n
         self.count += n
         statuses = batch.statuses
@@ -175,7 +185,7 @@ class PredictionAggregate:
         self.confidence.add_many(confidence)
         predictions, prediction_kinds = batch.predictions, batch.prediction_kinds
         if self.labels is not None:
-            self.labels.remember(events, predictions, prediction_kinds, parts)
+            self.labels.remember(events, predictions, prediction_kinds, sliced)
         values = numbers(predictions, prediction_kinds) if float in prediction_kinds else (
             NO_VALUES)
         self.prediction_values.add_many(values)

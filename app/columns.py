@@ -117,7 +117,7 @@ class Batch:
     >>> batch = Batch.of([PredictionEvent(event_id=str(i), timestamp=1, model="m",
     ...                                   latency_ms=float(i), features={"x": i / 2})
     ...                   for i in range(4)])
-    >>> part = batch.take([1, 3])
+    >>> part = batch.take(np.array([1, 3]))
     >>> part.n, part.latency.tolist(), [(name, col) for name, col, _, _ in part.features]
     (2, [1.0, 3.0], [('x', [0.5, 1.5])])
     """
@@ -166,10 +166,10 @@ class Batch:
         out.features = features
         return out
 
-    def take(self, rows: list[int]) -> Batch:
-        """The batch of ``rows`` (indices, ascending) of this one."""
+    def take(self, index: np.ndarray) -> Batch:
+        """The batch of the rows at ``index`` (ascending) of this one."""
         out = Batch()
-        index = np.array(rows, dtype=np.intp)
+        rows = index.tolist()
         out.events = pick(self.events, rows)
         out.n = len(rows)
         out.statuses = pick(self.statuses, rows)

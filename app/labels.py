@@ -39,6 +39,7 @@ from .events import PredictionEvent, PredictionWindow
 from .performance import Outcomes, Performance
 
 if TYPE_CHECKING:
+    from .aggregates import Sliced
     from .join import LabelJoin
 
 __all__ = ["CHUNK_PREDICTIONS", "LABELLED", "WITH_OUTCOMES", "WindowLabels", "event_hash"]
@@ -63,6 +64,7 @@ _TIMESTAMP = operator.attrgetter("timestamp")   # event time, epoch seconds once
 _PREDICTION = operator.attrgetter("prediction")
 _EVENT_ID = operator.attrgetter("event_id")
 _NONE = type(None)
+_NO_IDS = np.zeros(0, dtype=np.uint16)
 
 
 class WindowLabels:
@@ -152,12 +154,11 @@ class WindowLabels:
 
     def remember(self, events: Sequence[PredictionEvent],
                  predictions: list[object] | None = None,
-                 kinds: set[type] | None = None,
-                 slices: Sequence[tuple[str, list[int]]] = ()) -> None:
+                 kinds: set[type] | None = None, sliced: Sliced | None = None) -> None:
         """Note a batch of this window's predictions (those without a prediction cannot
         be judged). ``predictions`` (each event's) and ``kinds`` (their types), when the
-        caller has read them already, save reading them again; ``slices``: the slices of
-        the window and the rows of the batch in each (their labels score them too)."""
+        caller has read them already, save reading them again; ``sliced``: the slices of
+        the batch's events (their labels score them too)."""
         join = self.join
         if not events:
             return
@@ -174,7 +175,7 @@ class WindowLabels:
         if kinds is None:
             kinds = set(map(type, predictions))
         judged = events
-        combo_ids = self._combo_ids(len(events), slices) if slices or self.combos else None
+        combo_ids = self._combo_ids(sliced) if sliced is not None else None
         if _NONE in kinds:   # failed calls: no prediction to judge
             keep = list(map(operator.is_not, predictions, itertools.repeat(None)))
             judged = list(itertools.compress(events, keep))
@@ -184,7 +185,7 @@ class WindowLabels:
             predictions = list(itertools.compress(predictions, keep))
             kinds = kinds - {_NONE}
             if combo_ids is not None:
-                combo_ids = list(itertools.compress(combo_ids, keep))
+                combo_ids = combo_ids[np.array(keep, dtype=bool)]
         if combo_ids is not None:
             self._add_combo_ids(combo_ids)
         values = join.values(predictions, kinds)
@@ -211,35 +212,32 @@ class WindowLabels:
         if join.load > join.max_predictions:
             join.evict()
 
-    def _combo_ids(self, n: int, slices: Sequence[tuple[str, list[int]]]) -> list[int]:
-        """Each of ``n`` rows' combination of ``slices`` (see ``combos``)."""
+    def _combo_ids(self, sliced: Sliced) -> np.ndarray:
+        """Each row's combination of slices (see ``combos``), as uint16."""
         if not self.combos:
             self.combos.append(())
             self._combo_index[()] = 0
-        rows: list[tuple[int, ...]] = [()] * n
-        for name, members in slices:
-            index = self._slice_index.get(name)
+        codes, rows = np.unique(sliced.codes, return_inverse=True)
+        ids = np.zeros(codes.size, dtype=np.uint16)
+        for i, code in enumerate(codes.tolist()):
+            combo = tuple(map(self._slice_id, sliced.names(code)))
+            index = self._combo_index.get(combo)
             if index is None:
-                index = self._slice_index[name] = len(self.slice_names)
-                self.slice_names.append(name)
-            for row in members:
-                rows[row] += (index,)
-        known = self._combo_index
-        out = list(map(known.get, rows))
-        if None in out:
-            for row, combo in enumerate(rows):
-                if out[row] is None:
-                    index = known.get(combo)
-                    if index is None:
-                        if len(self.combos) >= MAX_COMBOS:
-                            index = 0   # past the bound: in no slice (never reached by the guard)
-                        else:
-                            index = known[combo] = len(self.combos)
-                            self.combos.append(combo)
-                    out[row] = index
-        return out  # type: ignore[return-value]
+                if len(self.combos) >= MAX_COMBOS:
+                    continue   # past the bound: in no slice (not reached with the guard's)
+                index = self._combo_index[combo] = len(self.combos)
+                self.combos.append(combo)
+            ids[i] = index
+        return ids[rows.reshape(-1)]
 
-    def _add_combo_ids(self, combo_ids: list[int]) -> None:
+    def _slice_id(self, name: str) -> int:
+        index = self._slice_index.get(name)
+        if index is None:
+            index = self._slice_index[name] = len(self.slice_names)
+            self.slice_names.append(name)
+        return index
+
+    def _add_combo_ids(self, combo_ids: np.ndarray) -> None:
         """Append the combinations of the predictions just added (those before any had
         slices: none)."""
         for column, total in ((self.combo_ids, len(self.hashes)),
@@ -247,7 +245,7 @@ class WindowLabels:
             missing = total - len(column)
             if missing > 0:
                 column.frombytes(bytes(2 * missing))
-            column.fromlist(combo_ids)
+            column.frombytes(combo_ids.astype(np.uint16).tobytes())
 
     def _slices_of(self, index: int) -> list[str]:
         """The slices of the prediction at ``index``."""
@@ -283,7 +281,7 @@ class WindowLabels:
         self.predictions = [predictions[i] for i in order.tolist()]
         if self.combo_ids:
             if len(self.combo_ids) < len(self.hashes):
-                self._add_combo_ids([])
+                self._add_combo_ids(_NO_IDS)
             combo_ids = np.frombuffer(self.combo_ids, dtype=np.uint16)
             self.combo_ids = array.array("H", combo_ids[order].tobytes())
         self.sorted = True
@@ -380,7 +378,7 @@ class WindowLabels:
             hashes, times_s, values = self.fresh_hashes, self.fresh_times_s, self.fresh
             combo_ids = self.fresh_combo_ids
             if combo_ids and len(combo_ids) < len(hashes):
-                self._add_combo_ids([])
+                self._add_combo_ids(_NO_IDS)
             for i in range(0, len(values), CHUNK_PREDICTIONS):
                 chunk = slice(i, i + CHUNK_PREDICTIONS)
                 record = [hashes[chunk].tobytes(), times_s[chunk].tobytes(), values[chunk]]

@@ -21,6 +21,8 @@ a wall-clock timer, for the windows that closed.
 
 from __future__ import annotations
 
+import collections
+import itertools
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,8 +30,9 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 import msgspec
+import numpy as np
 
-from .aggregates import LogAggregate, PredictionAggregate, Slicer
+from .aggregates import LogAggregate, PredictionAggregate, Sliced, Slicer
 from .codec import group_by
 from .columns import Batch
 from .config import Settings
@@ -189,20 +192,55 @@ class Summarizer:
 
     def _slicer(self, model: str, slices: Sequence[tuple[str, ...]]) -> Slicer:
         """Which events of a batch of ``model`` are in which of its slices (their values
-        beyond the guard's bound folded into ``__other__``)."""
+        beyond the guard's bound folded into ``__other__``): per set of keys, a column of
+        the rows' values (one C pass), their slices' numbers, and the rows of each number
+        by one stable sort."""
         guard = self.guard
 
-        def slicer(batch: Batch) -> list[tuple[str, list[int]]]:
+        def slicer(batch: Batch) -> Sliced:
             segments = list(map(_SEGMENT, batch.events))
-            out = []
+            n = len(segments)
+            parts: list[tuple[str, np.ndarray]] = []
+            codes = np.zeros(n, dtype=np.int64)
+            spelled: list[tuple[int, list[str]]] = []   # (radix, names by number)
+            radix = 1
             for keys in slices:
+                column: list[Any] = list(map(_get(keys[0]), segments)) if len(keys) == 1 else [
+                    None if None in values else values
+                    for values in zip(*(map(_get(key), segments) for key in keys), strict=True)]
                 joined = _JOIN.join(keys)
-                for values, rows in _rows_by_slice(segments, keys).items():
+                numbers: dict[Any, int] = {}
+                names: list[str] = [""]
+                number_of: dict[str, int] = {}
+                for value, count in collections.Counter(column).items():
+                    if value is None:
+                        continue
+                    values = (value,) if len(keys) == 1 else value
                     kept = guard.segment(model, joined, _JOIN.join(values), self._now_wall_s,
-                                         len(rows))
-                    out.append((self._name(keys, values if kept != OTHER
-                                           else (OTHER,) * len(keys)), rows))
-            return _merged(out)
+                                         count)
+                    name = self._name(keys, values if kept != OTHER else (OTHER,) * len(keys))
+                    number = number_of.get(name)
+                    if number is None:
+                        number = number_of[name] = len(names)
+                        names.append(name)
+                    numbers[value] = number
+                if len(names) == 1:
+                    continue
+                ids = np.fromiter(map(numbers.get, column, itertools.repeat(0)),
+                                  dtype=np.int64, count=n)
+                order = np.argsort(ids, kind="stable")
+                bounds = np.searchsorted(ids[order], np.arange(len(names) + 1))
+                parts.extend((names[i], order[bounds[i]:bounds[i + 1]])
+                             for i in range(1, len(names)) if bounds[i + 1] > bounds[i])
+                if radix * len(names) < 2**62:   # (a prediction's slices, for its labels)
+                    codes += ids * radix
+                    spelled.append((radix, names))
+                    radix *= len(names)
+
+            def spell(code: int) -> tuple[str, ...]:
+                return tuple(names[code // radix % len(names)] for radix, names in spelled
+                             if code // radix % len(names))
+            return Sliced(parts, codes, spell)
         return slicer
 
     def add_prediction_events(
@@ -421,31 +459,6 @@ _JOIN = "\x1f"
 """Joins the keys and values of a cross product for the cardinality guard."""
 
 
-def _rows_by_slice(segments: list[dict[str, str]], keys: tuple[str, ...]
-                   ) -> dict[tuple[str, ...], list[int]]:
-    """Rows of ``segments`` by their values of segment ``keys`` (rows without one of them
-    are in no slice of them).
-
-    >>> _rows_by_slice([{"r": "eu"}, {}, {"r": "us"}, {"r": "eu"}], ("r",))
-    {('eu',): [0, 3], ('us',): [2]}
-    """
-    out: dict[tuple[str, ...], list[int]] = {}
-    if len(keys) == 1:
-        for row, value in enumerate(map(_get(keys[0]), segments)):
-            if value is not None:
-                rows = out.get((value,))
-                if rows is None:
-                    out[(value,)] = [row]
-                else:
-                    rows.append(row)
-        return out
-    for row, segment in enumerate(segments):
-        values = tuple(map(segment.get, keys))
-        if None not in values:
-            out.setdefault(values, []).append(row)  # type: ignore[arg-type]
-    return out
-
-
 def _nest_slices(windows: list[list[Any]]) -> None:
     """Move the slice windows of an earlier version's checkpoint (keyed ``(model, version,
     slice)`` beside their model version's) into their model version's windows, as this
@@ -461,17 +474,6 @@ def _nest_slices(windows: list[list[Any]]) -> None:
         for start, aggregate, *_ in entry[1]:
             if start in starts:
                 starts[start].setdefault("slices", {}).setdefault(name, aggregate)
-
-
-def _merged(slices: list[tuple[str, list[int]]]) -> list[tuple[str, list[int]]]:
-    """Rows of the same slice together (values folded into ``__other__``), in order."""
-    names = [name for name, _ in slices]
-    if len(set(names)) == len(names):
-        return slices
-    merged: dict[str, list[int]] = {}
-    for name, rows in slices:
-        merged.setdefault(name, []).extend(rows)
-    return [(name, sorted(rows)) for name, rows in merged.items()]
 
 
 _SEGMENT = operator.attrgetter("segment")
