@@ -91,6 +91,50 @@ class QuantileSketch:
         self._min = min(self._min, float(values.min()))
         self._max = max(self._max, float(values.max()))
 
+    @classmethod
+    def add_parts(cls, sketches: list[QuantileSketch], values: np.ndarray,
+                  sizes: np.ndarray) -> None:
+        """Add ``values`` to ``sketches``: the first ``sizes[0]`` to the first, and so on
+        (each a slice's; one numpy pass for all of them, then a few scalar updates each).
+
+        >>> one, two, alone = QuantileSketch(), QuantileSketch(), QuantileSketch()
+        >>> QuantileSketch.add_parts([one, two], np.array([0.0, 5.0, 1.0, 2.0, 3.0]),
+        ...                          np.array([2, 3]))
+        >>> alone.add_many(np.array([1.0, 2.0, 3.0]))
+        >>> two.state() == alone.state(), one.state()[2:4]
+        (True, [1, 2])
+        """
+        if values.size == 0:
+            return
+        k = len(sketches)
+        group = np.repeat(np.arange(k), sizes)
+        mapping = cls._mapping
+        positive = values > mapping.min_possible
+        nonzero = np.bincount(group[positive], minlength=k).tolist()
+        sums = np.bincount(group, weights=values, minlength=k).tolist()
+        filled = np.flatnonzero(sizes)
+        starts = (np.cumsum(sizes) - sizes)[filled]
+        lows = np.minimum.reduceat(values, starts).tolist()
+        highs = np.maximum.reduceat(values, starts).tolist()
+        grid = None
+        if positive.any():
+            keys = (np.ceil(np.log2(values[positive]) * mapping._multiplier)
+                    + mapping._offset).astype(np.int64)
+            base = int(keys.min())
+            width = int(keys.max()) - base + 1
+            grid = np.bincount(group[positive] * width + (keys - base),
+                               minlength=k * width).reshape(k, width)
+        counts = sizes.tolist()
+        for i, j in enumerate(filled.tolist()):
+            sketch = sketches[j]
+            if grid is not None and nonzero[j]:
+                sketch._add_keys(base, grid[j])
+            sketch._zero_count += counts[j] - nonzero[j]
+            sketch._count += counts[j]
+            sketch._sum += sums[j]
+            sketch._min = min(sketch._min, lows[i])
+            sketch._max = max(sketch._max, highs[i])
+
     def _add_keys(self, base: int, counts: np.ndarray) -> None:
         """Add ``counts[i]`` values to the bucket of key ``base + i``."""
         if not self._counts.size:
@@ -243,6 +287,33 @@ class NumericStats:
         deviations = values - mean
         m2 = float(deviations @ deviations)
         self._merge(n, mean, m2, float(values.min()), float(values.max()))
+
+    @staticmethod
+    def add_parts(stats: list[NumericStats], values: np.ndarray, sizes: np.ndarray) -> None:
+        """Add ``values`` to ``stats``: the first ``sizes[0]`` to the first, and so on (one
+        numpy pass for all of them).
+
+        >>> one, two, alone = NumericStats(), NumericStats(), NumericStats()
+        >>> NumericStats.add_parts([one, two], np.array([9.0, 1.0, 2.0, 3.0]), np.array([1, 3]))
+        >>> alone.add_many(np.array([1.0, 2.0, 3.0]))
+        >>> two.state() == alone.state(), one.state()
+        (True, [1, 9.0, 0.0, 9.0, 9.0])
+        """
+        if values.size == 0:
+            return
+        k = len(stats)
+        group = np.repeat(np.arange(k), sizes)
+        counts = np.maximum(sizes, 1)
+        means = np.bincount(group, weights=values, minlength=k) / counts
+        deviations = values - means[group]
+        m2s = np.bincount(group, weights=deviations * deviations, minlength=k).tolist()
+        filled = np.flatnonzero(sizes)
+        starts = (np.cumsum(sizes) - sizes)[filled]
+        lows = np.minimum.reduceat(values, starts).tolist()
+        highs = np.maximum.reduceat(values, starts).tolist()
+        n, mean = sizes.tolist(), means.tolist()
+        for i, j in enumerate(filled.tolist()):
+            stats[j]._merge(n[j], mean[j], m2s[j], lows[i], highs[i])
 
     def state(self) -> list[float]:
         return [self.count, self.mean, self._m2, self.min, self.max]

@@ -200,7 +200,7 @@ class Summarizer:
         def slicer(batch: Batch) -> Sliced:
             segments = list(map(_SEGMENT, batch.events))
             n = len(segments)
-            parts: list[tuple[str, np.ndarray]] = []
+            groups: list[tuple[list[str], np.ndarray, np.ndarray]] = []
             codes = np.zeros(n, dtype=np.int64)
             spelled: list[tuple[int, list[str]]] = []   # (radix, names by number)
             radix = 1
@@ -230,8 +230,7 @@ class Summarizer:
                                   dtype=np.int64, count=n)
                 order = np.argsort(ids, kind="stable")
                 bounds = np.searchsorted(ids[order], np.arange(len(names) + 1))
-                parts.extend((names[i], order[bounds[i]:bounds[i + 1]])
-                             for i in range(1, len(names)) if bounds[i + 1] > bounds[i])
+                groups.append((names[1:], order[bounds[1]:], np.diff(bounds)[1:]))
                 if radix * len(names) < 2**62:   # (a prediction's slices, for its labels)
                     codes += ids * radix
                     spelled.append((radix, names))
@@ -240,7 +239,7 @@ class Summarizer:
             def spell(code: int) -> tuple[str, ...]:
                 return tuple(names[code // radix % len(names)] for radix, names in spelled
                              if code // radix % len(names))
-            return Sliced(parts, codes, spell)
+            return Sliced(groups, codes, spell)
         return slicer
 
     def add_prediction_events(
