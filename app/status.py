@@ -78,6 +78,12 @@ def _llm_values(summary: WindowSummary) -> tuple[tuple[str, str, float], ...]:
     return tuple((q, s, v) for q, s, v in out if v is not None)
 
 
+def _performance(performance: Any) -> dict[str, float]:
+    """The quality metrics of a window's ``performance`` (not its label delays)."""
+    return {k: v for k, v in msgspec.structs.asdict(performance).items()
+            if isinstance(v, float) and not k.startswith("label_delay")}
+
+
 def _latest(summary: WindowSummary) -> _Latest:
     start_s, end_s = _epoch_s(summary.window_start), _epoch_s(summary.window_end)
     if isinstance(summary, LogWindow):
@@ -118,12 +124,15 @@ class _Series:
 class _Slice:
     """A slice's latest window, as the few numbers the page and the collector show."""
 
-    __slots__ = ("drift_psi_max", "latest", "partition")
+    __slots__ = ("drift_psi_max", "latest", "partition", "performance", "performance_window")
 
     def __init__(self, partition: int) -> None:
         self.partition = partition
         self.latest: _Latest | None = None
         self.drift_psi_max: float | None = None
+        self.performance: dict[str, float] = {}
+        """Quality of the slice's newest window with labels (as a model version's)."""
+        self.performance_window = ""
 
 
 class Status:
@@ -153,9 +162,7 @@ class Status:
             if summary.performance is not None and (
                     summary.window_start >= series.performance_window):
                 series.performance_window = summary.window_start
-                series.performance = {
-                    k: v for k, v in msgspec.structs.asdict(summary.performance).items()
-                    if isinstance(v, float) and not k.startswith("label_delay")}
+                series.performance = _performance(summary.performance)
             point = _prediction_point(summary)
             if summary.revision and series.latest is not None and (
                     series.latest.window_start != summary.window_start):
@@ -188,6 +195,10 @@ class Status:
             entry = self.slices[key] = _Slice(partition)
         if entry.latest is None or summary.window_start >= entry.latest.window_start:
             entry.latest = _latest(summary)
+        if summary.performance is not None and (
+                summary.window_start >= entry.performance_window):
+            entry.performance_window = summary.window_start
+            entry.performance = _performance(summary.performance)
 
     def on_findings(self, partition: int, key: tuple[str, ...],
                     findings: Iterable[Finding]) -> None:
@@ -257,7 +268,7 @@ class Status:
                  "window_start": s.latest.window_start, "count": s.latest.events,
                  "error_rate": s.latest.error_rate,
                  "p99_ms": s.latest.latency_ms[2] if s.latest.latency_ms else None,
-                 "drift_psi_max": s.drift_psi_max}
+                 "drift_psi_max": s.drift_psi_max, "performance": s.performance}
                 for (model, version, name), s in sorted(self.slices.items()) if s.latest],
             "services": [
                 {"service": name, "latest": msgspec.json.decode(zlib.decompress(s.latest_json)),
@@ -400,6 +411,10 @@ class StatusCollector(Collector):
         drift = GaugeMetricFamily("mlpulse_slice_drift_score_max",
                                   "Largest PSI of the slice's signals in its latest window "
                                   "against the slice's own reference.", labels=labels)
+        quality = GaugeMetricFamily("mlpulse_slice_performance",
+                                    "Model quality of the slice's newest window with labels "
+                                    "(as mlpulse_model_performance).",
+                                    labels=[*labels, "metric"])
         for (model, version, name), entry in sorted(self.status.slices.items()):
             w = entry.latest
             if w is None:
@@ -412,5 +427,7 @@ class StatusCollector(Collector):
                     latency.add_metric([*values, q], ms / 1000.0)
             if entry.drift_psi_max is not None:
                 drift.add_metric(values, entry.drift_psi_max)
-        yield from (events, errors, latency, drift)
+            for metric, value in sorted(entry.performance.items()):
+                quality.add_metric([*values, metric], value)
+        yield from (events, errors, latency, drift, quality)
 

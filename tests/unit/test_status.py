@@ -98,15 +98,21 @@ def test_slices_have_their_own_rows_and_metric_families():
 
     from mlpulse.status import StatusCollector
 
-    pipe = LocalPipeline(window_seconds=10, lateness_seconds=0, segment_keys="region")
+    pipe = LocalPipeline(window_seconds=10, lateness_seconds=0, segment_keys="region",
+                         revision_interval_seconds=0)
     pipe.send_predictions([{"event_id": str(i), "timestamp": 1000.0 + i / 100, "model": "m",
                             "latency_ms": 20.0, "status": "error" if i % 4 == 0 else "ok",
-                            "segment": {"region": "eu" if i % 2 else "us"}}
+                            "prediction": "yes", "segment": {"region": "eu" if i % 2 else "us"}}
                            for i in range(400)])
     pipe.advance(60)
+    pipe.send_feedback([{"event_id": str(i), "timestamp": 1100.0, "model": "m",
+                         "label": "yes" if i % 2 else "no"} for i in range(400)])
+    pipe.advance(1)
     rows = {r["segment"]: r for r in pipe.status.to_json()["slices"]}
     assert set(rows) == {"region=eu", "region=us"}
     assert (rows["region=us"]["count"], rows["region=us"]["error_rate"]) == (200, 0.5)
+    assert (rows["region=eu"]["performance"]["accuracy"],
+            rows["region=us"]["performance"]["accuracy"]) == (1.0, 0.0)
     registry = CollectorRegistry()
     registry.register(StatusCollector(pipe.status, lambda: {}))
     value = registry.get_sample_value
@@ -114,5 +120,8 @@ def test_slices_have_their_own_rows_and_metric_families():
                                                "segment": "region=eu"}) == 0.0
     assert value("mlpulse_model_window_events", {"model": "m",
                                                  "model_version": "unknown"}) == 400
+    assert value("mlpulse_slice_performance", {"model": "m", "model_version": "unknown",
+                                               "segment": "region=us",
+                                               "metric": "accuracy"}) == 0.0
     pipe.status.keep_only(set())
     assert pipe.status.to_json()["slices"] == []
