@@ -41,7 +41,7 @@ from .events import (
 from .sketches import OTHER, BoundedCounter, NumericStats, QuantileSketch, stable
 
 __all__ = ["FeatureStats", "LogAggregate", "PredictionAggregate", "Sliced", "Slicer",
-           "fold_parts"]
+           "Waiting", "fold_parts"]
 
 TRACE_SAMPLE = 5
 """Trace ids kept per window as exemplars."""
@@ -71,6 +71,34 @@ class Sliced:
     names: Callable[[int], tuple[str, ...]]
 
 
+class Waiting:
+    """Events waiting to be folded in any aggregate (``min_batch``), and which hold them:
+    a worker bounds them all (:meth:`flush_all` when over its bound).
+
+    >>> waiting = Waiting()
+    >>> a = PredictionAggregate(min_batch=10, waiting_events=waiting)
+    >>> a.add_batch([PredictionEvent(event_id="1", timestamp=1, model="m")])
+    >>> waiting.events, waiting.flush_all(), waiting.events, a.count
+    (1, None, 0, 1)
+    """
+
+    def __init__(self) -> None:
+        self.events = 0
+        self._held: dict[PredictionAggregate, int] = {}
+
+    def add(self, aggregate: PredictionAggregate, n: int) -> None:
+        self.events += n
+        self._held[aggregate] = self._held.get(aggregate, 0) + n
+
+    def remove(self, aggregate: PredictionAggregate) -> None:
+        self.events -= self._held.pop(aggregate, 0)
+
+    def flush_all(self) -> None:
+        """Fold every aggregate's waiting events."""
+        for aggregate in list(self._held):
+            aggregate.flush()
+
+
 Slicer = Callable[[Batch], Sliced]
 """A batch → its :class:`Sliced`."""
 
@@ -89,7 +117,10 @@ class PredictionAggregate:
                  profile: Profile | None = None, labels: Labels | None = None,
                  max_features: int = 200, *, min_batch: int = 0,
                  slicer: Slicer | None = None,
-                 new_slice: Callable[[str], PredictionAggregate] | None = None) -> None:
+                 new_slice: Callable[[str], PredictionAggregate] | None = None,
+                 waiting_events: Waiting | None = None) -> None:
+        self.waiting_events = waiting_events
+        """Where the events waiting here are counted (a worker's bound on them all)."""
         self.slicer = slicer
         self.new_slice = new_slice
         self.slices: dict[str, PredictionAggregate] = {}
@@ -139,16 +170,23 @@ class PredictionAggregate:
         from the same columns.
         """
         if self.min_batch:
+            waiting = self.waiting_events
             self._waiting.extend(events)
             if len(self._waiting) < self.min_batch:
+                if waiting is not None:
+                    waiting.add(self, len(events))
                 return
             events, self._waiting = self._waiting, []
+            if waiting is not None:
+                waiting.remove(self)
         self._fold(events)
 
     def flush(self) -> None:
         """Fold the events waiting (``min_batch``)."""
         if self._waiting:
             events, self._waiting = self._waiting, []
+            if self.waiting_events is not None:
+                self.waiting_events.remove(self)
             self._fold(events)
 
     @property

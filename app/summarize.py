@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 import msgspec
 import numpy as np
 
-from .aggregates import LogAggregate, PredictionAggregate, Sliced, Slicer
+from .aggregates import LogAggregate, PredictionAggregate, Sliced, Slicer, Waiting
 from .codec import group_by
 from .columns import Batch
 from .config import Settings
@@ -50,6 +50,9 @@ __all__ = ["Closed", "Summarizer", "segment_of", "slice_name"]
 SLICED_BATCH = 1024
 """Events a sliced window gathers before folding them and its slices: a slice's share of
 a batch is a few events, and folding costs ~0.15 ms a batch whatever its size."""
+MAX_WAITING = 100_000
+"""Events all sliced windows of a worker may hold unfolded (~1 KB each decoded): beyond
+it, every window folds what it holds (many sliced models with few events each)."""
 
 ProfileFactory = Callable[[int, tuple[str, ...]], Any]
 """(partition, (model, version)) → the detectors' profile of a new window, or None."""
@@ -83,6 +86,8 @@ class Summarizer:
         self._slices: dict[str, tuple[tuple[str, ...], ...]] = {}
         """Per model (as the guard keeps it), the keys that slice it."""
         self._names: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+        self.waiting = Waiting()
+        """Events sliced windows gather before folding, all of them (``MAX_WAITING``)."""
         self._now_wall_s = 0.0
         """The wall clock of the events being added (the guard's, for slices)."""
         self._predictions: dict[int, TumblingWindows[PredictionAggregate]] = {}
@@ -187,7 +192,7 @@ class Summarizer:
                 max_features=settings.max_features,
                 min_batch=SLICED_BATCH if slices else 0,
                 slicer=self._slicer(model, slices) if slices else None,
-                new_slice=new_slice if slices else None)
+                new_slice=new_slice if slices else None, waiting_events=self.waiting)
         return new
 
     def _slicer(self, model: str, slices: Sequence[tuple[str, ...]]) -> Slicer:
@@ -257,6 +262,8 @@ class Summarizer:
         for name, group in group_by(events, "model_version").items():
             version = guard.version(model, name, now_wall_s, len(group))
             late += windows.add((model, version), group, now_wall_s)
+        if self.waiting.events > MAX_WAITING:
+            self.waiting.flush_all()
         return late
 
     def _name(self, keys: tuple[str, ...], values: tuple[str, ...]) -> str:
@@ -388,7 +395,7 @@ class Summarizer:
         [('m', 1)]
         """
         state = msgspec.msgpack.decode(data)
-        self._predictions.pop(partition, None)
+        self._drop(partition)
         self._logs.pop(partition, None)
         self.watermarks.restore(partition, state.get("progress", {}))
         labels: dict[tuple[Any, ...], WindowLabels] = {}
@@ -409,6 +416,13 @@ class Summarizer:
             self._windows(self._logs, partition, lambda key: LogAggregate()).restore(
                 state["logs"], lambda key, data: LogAggregate().restore(data), now_wall_s)
 
+    def _drop(self, partition: int) -> None:
+        """Forget the prediction windows of ``partition`` (and what they held unfolded)."""
+        windows = self._predictions.pop(partition, None)
+        if windows is not None:
+            for _, _, aggregate in windows.opened():
+                self.waiting.remove(aggregate)
+
     def touch(self, now_wall_s: float) -> None:
         """Input resumes after a pause: every open window gets its full idle time again."""
         for predictions in self._predictions.values():
@@ -419,7 +433,7 @@ class Summarizer:
     def keep_only(self, predictions: set[int], logs: set[int]) -> None:
         """Drop the state of partitions this worker no longer owns."""
         for partition in set(self._predictions) - predictions:
-            del self._predictions[partition]
+            self._drop(partition)
         if self.join is not None:
             self.join.keep_only(predictions)
         for partition in set(self._logs) - logs:
