@@ -28,7 +28,10 @@ integration: venv  ## on the embedded broker (and Prometheus, Alertmanager, Chro
 
 bench: venv  ## installs the bench extra (Quix Streams, the peer) first
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
-	$(PY) -m bench
+	$(PY) -m bench --slices region,tier
+	$(PY) -m bench --only-envelopes --no-quix --slices region,tier --window-seconds 10 \
+		--repeat 3 --output bench/results/slices-worker-10s.json
+	$(PY) -m bench.slices
 	$(PY) -m bench.detection
 	$(PY) -m bench.memory --worker
 	$(PY) -m bench.memory --worker --cases '' --windows 13 --later-events 25 \

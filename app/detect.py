@@ -40,7 +40,7 @@ from .detectors.anomaly import LogErrorSpike
 from .detectors.comparison import Side, compare, compare_labelled
 from .detectors.comparison import findings as comparison_findings
 from .detectors.finding import Finding
-from .detectors.monitor import ModelMonitor
+from .detectors.monitor import ModelMonitor, NumericDrift, run_numeric_drift
 from .detectors.profile import WindowProfile
 from .detectors.reference import Reference, build_reference, contribution
 from .detectors.settings import DetectorSettings, ModelDetectors
@@ -149,15 +149,39 @@ class Detect:
         for c in closed:   # first every version's side: those closing together compare now
             if isinstance(c.summary, PredictionWindow) and len(c.key) == 2:
                 self._comparable(c)
+        drifts = self._numeric_drifts(closed)
         for c in closed:
             if isinstance(c.summary, PredictionWindow):
-                out.extend(self._on_prediction_window(c))
+                out.extend(self._on_prediction_window(c, drifts.get(id(c))))
             elif isinstance(c.summary, LogWindow):
                 out.extend(self._on_log_window(c))
         self.comparisons.judged()
         out.extend(self._later)
         self._later.clear()
         return out
+
+    def _numeric_drifts(self, closed: list[Closed]) -> dict[int, NumericDrift]:
+        """The numeric drift tests of the windows closing together (a model version's and
+        its slices'), run in one numpy pass: by id of their ``Closed``. Only the first
+        window of a key is among them (its next may judge against another reference)."""
+        drifts: dict[int, NumericDrift] = {}
+        seen: set[tuple[str, ...]] = set()
+        for c in closed:
+            if not isinstance(c.summary, PredictionWindow) or c.key in seen:
+                continue
+            seen.add(c.key)
+            profile = c.aggregate.profile
+            if not isinstance(profile, WindowProfile) or (
+                    len(c.key) > 2 and c.summary.count < self.settings.min_slice_events):
+                continue
+            state = self._model(c.partition, c.key)
+            if c.end_s > state.last_end_s:
+                drift = state.monitor.numeric_drift(c.aggregate, profile)
+                if drift is not None:
+                    drifts[id(c)] = drift
+        if len(drifts) > 1:
+            run_numeric_drift(list(drifts.values()))
+        return drifts
 
     def _comparable(self, c: Closed) -> None:
         model, version = c.key
@@ -205,7 +229,8 @@ class Detect:
         done = bool(own) or comparisons.is_baseline(c.partition, model, c.start_s, version)
         return own, done
 
-    def _on_prediction_window(self, c: Closed) -> list[AlertEvent]:
+    def _on_prediction_window(self, c: Closed, drift: NumericDrift | None = None
+                              ) -> list[AlertEvent]:
         aggregate: PredictionAggregate = c.aggregate
         profile = aggregate.profile
         if not isinstance(profile, WindowProfile):
@@ -218,7 +243,7 @@ class Detect:
             return []
         state.last_end_s = c.end_s
         findings = state.monitor.on_window(aggregate, profile, c.start_s, c.end_s, c.summary,
-                                           complete=not c.idle)
+                                           complete=not c.idle, drift=drift)
         compared, complete = self._compare(c) if not part else ([], False)
         if self.on_findings is not None:
             self.on_findings(c.partition, c.key, findings + compared)

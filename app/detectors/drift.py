@@ -100,14 +100,17 @@ def numeric_drift(
 
 def numeric_drift_many(
     refs: Sequence[NumericRef], counts: Sequence[np.ndarray],
-    thresholds: Sequence[DriftThresholds], tests: int = 1,
+    thresholds: Sequence[DriftThresholds], tests: int | Sequence[int] = 1,
 ) -> list[DriftResult | None]:
     """:func:`numeric_drift` of every numeric signal of a window at once: one numpy pass
     over a signals × bins array rather than a dozen small ones per signal (~0.1 ms each,
     and every window of every series and slice tests each signal). Rows are padded with
-    empty bins, which change none of the statistics."""
+    empty bins, which change none of the statistics. ``tests``: the number of tests of
+    each row's window (Bonferroni), one for all rows or one per row (rows of several
+    windows: the slices of a model version closing together)."""
     if not refs:
         return []
+    family = [tests] * len(refs) if isinstance(tests, int) else list(tests)
     width = max(c.size for c in counts) - 2
     current = np.zeros((len(refs), width))
     reference = np.zeros((len(refs), width))
@@ -137,7 +140,7 @@ def numeric_drift_many(
     noise = (bins - 1) * (n + m) / (n_safe * m_safe)
     psi_excess = np.maximum(0.0, psi_values - noise)
     for row in np.flatnonzero(judged).tolist():
-        t = thresholds[row]
+        t, tests = thresholds[row], family[row]
         effect, threshold = ((float(js_values[row]), t.js) if t.js is not None
                              else (float(psi_excess[row]), t.psi))
         p_value = float(p_values[row])

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -117,9 +118,31 @@ class ModelMonitor:
             rows=ref.rows() if ref is not None else None,
         )
 
+    def numeric_drift(self, aggregate: PredictionAggregate, profile: WindowProfile
+                      ) -> NumericDrift | None:
+        """The numeric drift tests of a window, to run beside other windows' (one
+        :func:`run_numeric_drift` for the slices of a model version closing together)
+        before :meth:`on_window`; None where this monitor's reference may change from
+        window to window (``rolling``, or not built yet: its tests run in :meth:`on_window`)."""
+        ref = self.reference
+        if ref is None or not aggregate.count or self.config.reference.mode == "rolling":
+            return None
+        bins = self._bins(ref, profile)
+        numeric = [s for s in bins if s.startswith("f:") or s in DRIFT_OUTPUTS]
+        tests = len(numeric) + sum(1 for s in ref.categorical
+                                   if _category_counts(aggregate, s) is not None)
+        return NumericDrift(bins, numeric, [ref.numeric[s] for s in numeric],
+                            [self.config.drift_for(s) for s in numeric], tests, ref)
+
+    @staticmethod
+    def _bins(ref: Reference, profile: WindowProfile) -> dict[str, np.ndarray]:
+        return {signal: counts for signal in ref.numeric
+                if (counts := profile.counts(signal, ref.numeric[signal].edges)) is not None}
+
     def on_window(
         self, aggregate: PredictionAggregate, profile: WindowProfile, start_s: float,
         end_s: float, summary: Any = None, *, complete: bool = True,
+        drift: NumericDrift | None = None,
     ) -> list[Finding]:
         """Findings of one closed window; then the window joins the reference if due.
 
@@ -137,10 +160,11 @@ class ModelMonitor:
         per_event = profile.changes
         detections = dict(per_event.detections) if isinstance(per_event, _PerEvent) else {}
         ref = self.reference
+        if drift is not None and (drift.reference is not ref or drift.results is None):
+            drift = None   # (the reference changed since: tested here)
         if ref is not None and aggregate.count:
-            bins = {signal: counts for signal in ref.numeric
-                    if (counts := profile.counts(signal, ref.numeric[signal].edges)) is not None}
-            findings.extend(self._drift(ref, aggregate, bins))
+            bins = drift.bins if drift is not None else self._bins(ref, profile)
+            findings.extend(self._drift(ref, aggregate, bins, drift))
             findings.extend(check_quality(ref, aggregate, bins, self.config.quality))
             findings.extend(self._mean_shifts(ref, detections))
         if self.anomaly is not None and summary is not None and aggregate.count:
@@ -163,7 +187,8 @@ class ModelMonitor:
         return findings
 
     def _drift(self, ref: Reference, aggregate: PredictionAggregate,
-               bins: dict[str, np.ndarray]) -> list[Finding]:
+               bins: dict[str, np.ndarray], drift: NumericDrift | None = None
+               ) -> list[Finding]:
         out = []
         numeric = {signal: counts for signal, counts in bins.items()
                    if signal.startswith("f:") or signal in DRIFT_OUTPUTS}
@@ -171,8 +196,9 @@ class ModelMonitor:
                        if (values := _category_counts(aggregate, signal)) is not None}
         tests = len(numeric) + len(categorical)    # one family per window: Bonferroni
         signals = list(numeric)
-        results = numeric_drift_many([ref.numeric[s] for s in signals], list(numeric.values()),
-                                     [self.config.drift_for(s) for s in signals], tests)
+        results = drift.results if drift is not None and drift.results is not None else (
+            numeric_drift_many([ref.numeric[s] for s in signals], list(numeric.values()),
+                               [self.config.drift_for(s) for s in signals], tests))
         for signal, result in zip(signals, results, strict=True):
             if result is not None:
                 current = _numeric_summary(aggregate, signal)
@@ -321,6 +347,34 @@ class ModelMonitor:
         if data["latency"] is not None and out.latency is not None:
             out.latency = LatencyAnomaly.restore(data["latency"])
         return out
+
+
+@dataclass(slots=True)
+class NumericDrift:
+    """One window's numeric drift tests (:meth:`ModelMonitor.numeric_drift`), and their
+    results once run (:func:`run_numeric_drift`)."""
+
+    bins: dict[str, np.ndarray]
+    signals: list[str]
+    refs: list[Any]
+    thresholds: list[Any]
+    tests: int
+    reference: Reference
+    results: list[DriftResult | None] | None = None
+
+
+def run_numeric_drift(drifts: list[NumericDrift]) -> None:
+    """Run the numeric drift tests of several windows in one numpy pass (each window's
+    rows with its own Bonferroni family), filling in their ``results``."""
+    refs = [ref for d in drifts for ref in d.refs]
+    counts = [d.bins[s] for d in drifts for s in d.signals]
+    thresholds = [t for d in drifts for t in d.thresholds]
+    tests = [d.tests for d in drifts for _ in d.signals]
+    results = numeric_drift_many(refs, counts, thresholds, tests)
+    start = 0
+    for d in drifts:
+        d.results = results[start:start + len(d.signals)]
+        start += len(d.signals)
 
 
 class _PerEvent:

@@ -94,6 +94,24 @@ def test_a_drift_confined_to_one_slice_is_alerted_for_that_slice_only():
     assert drift == {("region=eu", "x")}
 
 
+def test_drift_tests_of_windows_closing_together_are_those_of_each_alone(monkeypatch):
+    """The numeric drift tests of a model version's window and its slices' run in one
+    numpy pass (each with its own family): the same verdicts and evidence as one by one."""
+    import mlpulse.detect
+
+    events = traffic(windows=8, per_window=1500, shift={"eu": 1.0}, from_window=5)
+
+    def alerts() -> list[tuple[Any, ...]]:
+        pipe = run(events, segment_keys="region,tier")
+        return [(a.status, a.rule, sorted(a.labels.items()), a.value, a.window_start)
+                for a in pipe.alerts]
+
+    together = alerts()
+    monkeypatch.setattr(mlpulse.detect, "run_numeric_drift", lambda drifts: None)
+    assert alerts() == together
+    assert any(rule == "feature_drift" for _, rule, *_ in together)
+
+
 def test_a_small_slice_is_summarised_but_not_judged():
     events = traffic(windows=8, per_window=300, shift={"eu": 5.0}, from_window=5)
     pipe = run(events, segment_keys="region", min_slice_events=100)   # eu: ~45 a window
