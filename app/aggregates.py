@@ -25,6 +25,7 @@ from .columns import (
     floats,
     ints,
     numbers,
+    pick,
 )
 from .events import (
     ERROR_LEVELS,
@@ -201,6 +202,7 @@ class PredictionAggregate:
             return
         sliced = self.slicer(batch)
         self._fold_batch(batch, sliced)
+        batch.failed(), batch.llm()   # once, for every set of keys' slices
         slices = self.slices
         for names, rows, sizes in sliced.groups:   # the slices of one set of keys
             parts = []
@@ -514,16 +516,15 @@ def fold_parts(parts: list[PredictionAggregate], batch: Batch, sizes: np.ndarray
     µs whatever its size.
     """
     k = len(parts)
-    events, n = batch.events, batch.n
+    events = batch.events
     group = np.repeat(np.arange(k), sizes)
     ends = np.cumsum(sizes).tolist()
     counts = sizes.tolist()
     bounds = [(end - count, end) for end, count in zip(ends, counts, strict=True)]
-    statuses = batch.statuses
+    failed = batch.failed()
     errors = [0] * k
-    if statuses.count("ok") < n:
-        ok = np.fromiter(map("ok".__eq__, statuses), dtype=np.float64, count=n)
-        errors = (sizes - np.bincount(group, weights=ok, minlength=k).astype(np.int64)).tolist()
+    if failed is not None:
+        errors = np.bincount(group[failed], minlength=k).tolist()
     latency, latency_sizes = _present_parts(batch.latency, group, sizes, k)
     QuantileSketch.add_parts([p.latency for p in parts], latency, latency_sizes)
     confidence, confidence_sizes = _present_parts(batch.confidence, group, sizes, k)
@@ -563,9 +564,11 @@ def fold_parts(parts: list[PredictionAggregate], batch: Batch, sizes: np.ndarray
             continue
         part.count += count
         if errors[j]:
+            assert failed is not None
             part.error_count += errors[j]
-            part.error_types.add_many([e.error_type or "unknown" for e in events[start:end]
-                                       if e.status == "error"])
+            part.error_types.add_many([
+                e.error_type or "unknown" for e in pick(events, (np.flatnonzero(
+                    failed[start:end]) + start).tolist()) if e.status == "error"])
         predictions = batch.predictions[start:end]
         values = numbers(predictions, kinds) if float in kinds else NO_VALUES
         part.prediction_values.add_many(values)
@@ -575,7 +578,7 @@ def fold_parts(parts: list[PredictionAggregate], batch: Batch, sizes: np.ndarray
                         latency[latency_ends[j] - latency_sizes[j]:latency_ends[j]])
             profile.add("o:confidence",
                         confidence[confidence_ends[j] - confidence_sizes[j]:confidence_ends[j]])
-            profile.add("o:error", np.fromiter(map("error".__eq__, statuses[start:end]),
+            profile.add("o:error", np.fromiter(map("error".__eq__, batch.statuses[start:end]),
                                                dtype=np.float64, count=count)
                         if errors[j] else np.zeros(count))
             profile.add("o:prediction", values)
@@ -603,11 +606,10 @@ def _present_parts(column: np.ndarray, group: np.ndarray, sizes: np.ndarray, k: 
 def _add_llm_parts(parts: list[PredictionAggregate], batch: Batch, group: np.ndarray,
                    sizes: np.ndarray) -> None:
     """:meth:`PredictionAggregate._add_llm` of every part at once."""
-    n, k = batch.n, len(parts)
-    columns = (batch.tokens_in, batch.tokens_out, batch.costs)
-    if all(column.count(None) == n for column in columns):
+    k = len(parts)
+    arrays = batch.llm()   # None -> NaN
+    if arrays is None:
         return
-    arrays = [np.array(column, dtype=np.float64) for column in columns]   # None -> NaN
     missing = np.array([np.bincount(group, weights=np.isnan(a), minlength=k) for a in arrays])
     requests = (sizes - missing.min(axis=0)).astype(np.int64).tolist()
     sketches = ([p.llm_tokens_in for p in parts], [p.llm_tokens_out for p in parts],

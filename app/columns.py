@@ -122,9 +122,9 @@ class Batch:
     (2, [1.0, 3.0], [('x', [0.5, 1.5])])
     """
 
-    __slots__ = ("cache", "confidence", "costs", "events", "features", "latency", "n",
-                 "prediction_kinds", "predictions", "statuses", "tokens_in", "tokens_out",
-                 "trace_ids")
+    __slots__ = ("_failed", "_llm", "cache", "confidence", "costs", "events", "features",
+                 "latency", "n", "prediction_kinds", "predictions", "statuses", "tokens_in",
+                 "tokens_out", "trace_ids")
 
     events: Sequence[Any]
     n: int
@@ -141,6 +141,27 @@ class Batch:
     features: list[tuple[str, list[object], set[type], np.ndarray | None]]
     """Per feature: its name, its column (``MISSING`` where a row lacks it), its values'
     types and, if they are all floats, the column as an array."""
+
+    def __init__(self) -> None:
+        self._failed: np.ndarray | bool | None = False   # False: not computed yet
+        self._llm: tuple[np.ndarray, np.ndarray, np.ndarray] | bool | None = False
+
+    def failed(self) -> np.ndarray | None:
+        """Per row, whether its call failed (status not ``ok``); None if none did.
+        Computed once, and taken with the rows (:meth:`take`)."""
+        if self._failed is False:
+            self._failed = None if self.statuses.count("ok") == self.n else np.fromiter(
+                map("ok".__ne__, self.statuses), dtype=bool, count=self.n)
+        return self._failed  # type: ignore[return-value]
+
+    def llm(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``tokens_in``, ``tokens_out`` and ``costs`` as arrays (NaN: None); None if no
+        row has any. Computed once, and taken with the rows."""
+        if self._llm is False:
+            columns = (self.tokens_in, self.tokens_out, self.costs)
+            self._llm = None if all(c.count(None) == self.n for c in columns) else tuple(
+                np.array(c, dtype=np.float64) for c in columns)  # type: ignore[assignment]
+        return self._llm  # type: ignore[return-value]
 
     @classmethod
     def of(cls, events: Sequence[Any]) -> Batch:
@@ -185,6 +206,11 @@ class Batch:
         out.features = [(name, pick(column, rows), kinds,
                          None if values is None else values[index])
                         for name, column, kinds, values in self.features]
+        if self._failed is not False:
+            out._failed = None if self._failed is None else self._failed[index]  # type: ignore[index]
+        if self._llm is not False:
+            out._llm = None if self._llm is None else tuple(
+                a[index] for a in self._llm)  # type: ignore[union-attr]
         return out
 
 

@@ -47,7 +47,7 @@ from .windows import TumblingWindows
 
 __all__ = ["Closed", "Summarizer", "segment_of", "slice_name"]
 
-SLICED_BATCH = 1024
+SLICED_BATCH = 4096
 """Events a sliced window gathers before folding them and its slices: a slice's share of
 a batch is a few events, and folding costs ~0.15 ms a batch whatever its size."""
 MAX_WAITING = 100_000
