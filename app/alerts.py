@@ -75,6 +75,9 @@ class Lifecycle:
         conditions (here, plus ``also_firing`` of other keys, e.g. the model's no-data).
         """
         out: list[AlertEvent] = []
+        conditions = list(conditions)
+        if not self.states and not any(c.active for c in conditions):
+            return out   # nothing pending or firing, nothing new: nothing to do
         for c in conditions:
             fp = fingerprint(c.rule, c.labels)
             state = self.states.get(fp)

@@ -250,7 +250,10 @@ class Detect:
         labels = {"model": model, "model_version": version}
         if part:
             labels["segment"] = part[0]   # e.g. "region=eu"
-        conditions = (self.rules.evaluate_findings(findings + compared, labels)
+        judged = findings + compared
+        if not state.alerts.states:   # no alert to resolve: only what fires can change one
+            judged = [f for f in judged if f.firing]
+        conditions = (self.rules.evaluate_findings(judged, labels)
                       + self.rules.evaluate_metrics(
                           window_metrics(c, self.settings.feedback_min_labels), labels))
         if complete:
