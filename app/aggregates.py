@@ -10,7 +10,6 @@ import itertools
 import math
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -25,7 +24,6 @@ from .columns import (
     floats,
     ints,
     numbers,
-    pick,
 )
 from .events import (
     ERROR_LEVELS,
@@ -40,9 +38,9 @@ from .events import (
     PredictionWindow,
 )
 from .sketches import OTHER, BoundedCounter, NumericStats, QuantileSketch, stable
+from .slicing import Sliced, Slicer, Waiting, fold_parts
 
-__all__ = ["FeatureStats", "LogAggregate", "PredictionAggregate", "Sliced", "Slicer",
-           "Waiting", "fold_parts"]
+__all__ = ["FeatureStats", "LogAggregate", "PredictionAggregate"]
 
 TRACE_SAMPLE = 5
 """Trace ids kept per window as exemplars."""
@@ -61,49 +59,6 @@ class Labels(Protocol):
                  kinds: set[type], sliced: Sliced | None = None, /) -> None: ...
 
 
-@dataclass(slots=True)
-class Sliced:
-    """The slices of a batch's events, per set of keys: the names of its slices with
-    events, the rows of their events (the first slice's, then the next's, ...) and how many
-    each has; and per row a code of the slices it is in (``names`` spells a code)."""
-
-    groups: list[tuple[list[str], np.ndarray, np.ndarray]]
-    codes: np.ndarray
-    names: Callable[[int], tuple[str, ...]]
-
-
-class Waiting:
-    """Events waiting to be folded in any aggregate (``min_batch``), and which hold them:
-    a worker bounds them all (:meth:`flush_all` when over its bound).
-
-    >>> waiting = Waiting()
-    >>> a = PredictionAggregate(min_batch=10, waiting_events=waiting)
-    >>> a.add_batch([PredictionEvent(event_id="1", timestamp=1, model="m")])
-    >>> waiting.events, waiting.flush_all(), waiting.events, a.count
-    (1, None, 0, 1)
-    """
-
-    def __init__(self) -> None:
-        self.events = 0
-        self._held: dict[PredictionAggregate, int] = {}
-
-    def add(self, aggregate: PredictionAggregate, n: int) -> None:
-        self.events += n
-        self._held[aggregate] = self._held.get(aggregate, 0) + n
-
-    def remove(self, aggregate: PredictionAggregate) -> None:
-        self.events -= self._held.pop(aggregate, 0)
-
-    def flush_all(self) -> None:
-        """Fold every aggregate's waiting events."""
-        for aggregate in list(self._held):
-            aggregate.flush()
-
-
-Slicer = Callable[[Batch], Sliced]
-"""A batch → its :class:`Sliced`."""
-
-
 class PredictionAggregate:
     """Everything a prediction window summary reports, kept incrementally.
 
@@ -113,6 +68,8 @@ class PredictionAggregate:
     ``labels`` (the label join's index of the window) is handed every batch. Features
     beyond ``max_features`` names are folded into ``__other__`` (cardinality guard).
     """
+
+    trace_sample = TRACE_SAMPLE
 
     def __init__(self, max_categories: int = 1000, top_values: int = 50,
                  profile: Profile | None = None, labels: Labels | None = None,
@@ -276,9 +233,9 @@ class PredictionAggregate:
     def _add_features(self, batch: Batch) -> None:
         # column by column: one C-speed pass per feature instead of a Python loop per value
         for feature, column, kinds, array in batch.features:
-            self._add_feature(feature, column, kinds, array)
+            self.add_feature(feature, column, kinds, array)
 
-    def _add_feature(self, feature: str, column: list[object], kinds: set[type],
+    def add_feature(self, feature: str, column: list[object], kinds: set[type],
                      array: np.ndarray | None) -> None:
         category_kinds = None
         if array is not None:   # all floats
@@ -295,12 +252,12 @@ class PredictionAggregate:
             nulls = column.count(None)
             categories = [v for v in column
                           if v is not None and v is not MISSING and type(v) is not float]
-        name, stats = self._feature(feature, len(column) - column.count(MISSING))
+        name, stats = self.feature(feature, len(column) - column.count(MISSING))
         stats.add(values, categories, nulls, self.max_categories, category_kinds)
         if self.profile is not None and values.size:
             self.profile.add("f:" + name, values)
 
-    def _feature(self, name: str, values: int) -> tuple[str, FeatureStats]:
+    def feature(self, name: str, values: int) -> tuple[str, FeatureStats]:
         """The statistics of feature ``name`` (those of ``__other__`` beyond
         ``max_features`` names, counting its ``values`` as folded)."""
         stats = self.features.get(name)
@@ -504,129 +461,6 @@ class LogAggregate:
             counts=dict(self.counts),
             late_events=late_events,
         )
-
-
-def fold_parts(parts: list[PredictionAggregate], batch: Batch, sizes: np.ndarray) -> None:
-    """Fold ``batch`` into ``parts``: its first ``sizes[0]`` rows into the first, the next
-    ``sizes[1]`` into the second, ... (the slices of one set of keys of a sliced window).
-
-    The same result as each part folding its rows (:meth:`PredictionAggregate.add_batch`),
-    at a fraction of the cost: the sketches and moments of every part in one numpy pass per
-    field, then a few scalar updates per part, where each fold made ~60 numpy calls of a few
-    µs whatever its size.
-    """
-    k = len(parts)
-    events = batch.events
-    group = np.repeat(np.arange(k), sizes)
-    ends = np.cumsum(sizes).tolist()
-    counts = sizes.tolist()
-    bounds = [(end - count, end) for end, count in zip(ends, counts, strict=True)]
-    failed = batch.failed()
-    errors = [0] * k
-    if failed is not None:
-        errors = np.bincount(group[failed], minlength=k).tolist()
-    latency, latency_sizes = _present_parts(batch.latency, group, sizes, k)
-    QuantileSketch.add_parts([p.latency for p in parts], latency, latency_sizes)
-    confidence, confidence_sizes = _present_parts(batch.confidence, group, sizes, k)
-    QuantileSketch.add_parts([p.confidence for p in parts], confidence, confidence_sizes)
-    low = np.bincount(np.repeat(np.arange(k), confidence_sizes), weights=confidence < 0.5,
-                      minlength=k).astype(np.int64).tolist()
-    latency_ends = np.cumsum(latency_sizes).tolist()
-    confidence_ends = np.cumsum(confidence_sizes).tolist()
-    _add_llm_parts(parts, batch, group, sizes)
-    for feature, column, kinds, array in batch.features:   # in order: as each part would
-        if array is None:   # strings, nulls, mixed: part by part
-            for part, (start, end) in zip(parts, bounds, strict=True):
-                own = column[start:end]
-                if own.count(MISSING) < len(own):   # (a part without it: none)
-                    part._add_feature(feature, own, kinds, None)
-            continue
-        # all floats: the moments of every part in one pass, the bins part by part
-        named = [part._feature(feature, end - start) if end > start else (feature, None)
-                 for part, (start, end) in zip(parts, bounds, strict=True)]
-        numeric = []
-        for _, stats in named:
-            if stats is not None and stats.numeric is None:
-                stats.numeric = NumericStats()
-            numeric.append(stats.numeric if stats is not None else NumericStats())
-        NumericStats.add_parts(numeric, array, sizes)  # type: ignore[arg-type]
-        for part, (name, stats), (start, end) in zip(parts, named, bounds, strict=True):
-            if stats is None:
-                continue
-            stats.count += end - start
-            if part.profile is not None:
-                part.profile.add("f:" + name, array[start:end])
-    kinds = batch.prediction_kinds
-    for j, part in enumerate(parts):
-        start, end = bounds[j]
-        count = end - start
-        if not count:
-            continue
-        part.count += count
-        if errors[j]:
-            assert failed is not None
-            part.error_count += errors[j]
-            part.error_types.add_many([
-                e.error_type or "unknown" for e in pick(events, (np.flatnonzero(
-                    failed[start:end]) + start).tolist()) if e.status == "error"])
-        predictions = batch.predictions[start:end]
-        values = numbers(predictions, kinds) if float in kinds else NO_VALUES
-        part.prediction_values.add_many(values)
-        profile = part.profile
-        if profile is not None:
-            profile.add("o:latency_ms",
-                        latency[latency_ends[j] - latency_sizes[j]:latency_ends[j]])
-            profile.add("o:confidence",
-                        confidence[confidence_ends[j] - confidence_sizes[j]:confidence_ends[j]])
-            profile.add("o:error", np.fromiter(map("error".__eq__, batch.statuses[start:end]),
-                                               dtype=np.float64, count=count)
-                        if errors[j] else np.zeros(count))
-            profile.add("o:prediction", values)
-        part.low_confidence += low[j]
-        part.predictions.add_values(predictions, kinds)
-        cache = batch.cache[start:end]
-        part.cache_known += count - cache.count(None)
-        part.cache_hits += cache.count(True)
-        missing = TRACE_SAMPLE - len(part.trace_ids)
-        if missing > 0:
-            part.trace_ids.extend(itertools.islice(filter(None, batch.trace_ids[start:end]),
-                                                   missing))
-
-
-def _present_parts(column: np.ndarray, group: np.ndarray, sizes: np.ndarray, k: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """An optional field's numbers (NaN: None) and how many of them each part has."""
-    absent = np.isnan(column)
-    if not absent.any():
-        return column, sizes
-    present = ~absent
-    return column[present], np.bincount(group[present], minlength=k)
-
-
-def _add_llm_parts(parts: list[PredictionAggregate], batch: Batch, group: np.ndarray,
-                   sizes: np.ndarray) -> None:
-    """:meth:`PredictionAggregate._add_llm` of every part at once."""
-    k = len(parts)
-    arrays = batch.llm()   # None -> NaN
-    if arrays is None:
-        return
-    missing = np.array([np.bincount(group, weights=np.isnan(a), minlength=k) for a in arrays])
-    requests = (sizes - missing.min(axis=0)).astype(np.int64).tolist()
-    sketches = ([p.llm_tokens_in for p in parts], [p.llm_tokens_out for p in parts],
-                [p.llm_cost for p in parts])
-    sums = []
-    for array, field_sketches in zip(arrays, sketches, strict=True):
-        values, value_sizes = _present_parts(array, group, sizes, k)
-        QuantileSketch.add_parts(field_sketches, values, value_sizes)
-        sums.append(np.bincount(np.repeat(np.arange(k), value_sizes), weights=values,
-                                minlength=k).tolist())
-    ends = np.cumsum(sizes).tolist()
-    for j, part in enumerate(parts):
-        part.llm_requests += requests[j]
-        part.tokens_in += round(sums[0][j])
-        part.tokens_out += round(sums[1][j])
-        if sums[2][j]:   # exact, as a part's own fold sums it
-            part.cost_usd += math.fsum(filter(None, batch.costs[ends[j] - int(sizes[j]):ends[j]]))
 
 
 def _present(values: np.ndarray) -> np.ndarray:

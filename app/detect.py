@@ -47,6 +47,7 @@ from .detectors.settings import DetectorSettings, ModelDetectors
 from .events import AlertEvent, LogWindow, PredictionEvent, PredictionWindow
 from .join import Revised
 from .rules import Condition, Rules
+from .slicing import segment_of
 from .store import (
     comparison_key,
     model_key,
@@ -55,7 +56,7 @@ from .store import (
     reference_key,
     service_key,
 )
-from .summarize import Closed, segment_of
+from .summarize import Closed
 
 __all__ = ["Detect", "MemoryStore", "SnapshotStore", "load_reference_file", "window_metrics"]
 

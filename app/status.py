@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 
 from .detectors.finding import Finding
 from .events import AlertEvent, LogWindow, PredictionWindow, WindowSummary
-from .summarize import slice_name
+from .slicing import slice_name
 
 __all__ = ["Status", "StatusCollector"]
 

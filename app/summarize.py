@@ -27,12 +27,11 @@ import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode
 
 import msgspec
 import numpy as np
 
-from .aggregates import LogAggregate, PredictionAggregate, Sliced, Slicer, Waiting
+from .aggregates import LogAggregate, PredictionAggregate
 from .codec import group_by
 from .columns import Batch
 from .config import Settings
@@ -42,10 +41,11 @@ from .join import LabelJoin, Revised
 from .labels import WindowLabels
 from .progress import Report, Watermarks
 from .sketches import OTHER
+from .slicing import Sliced, Slicer, Waiting, segment_of, slice_name
 from .timefmt import rfc3339
 from .windows import TumblingWindows
 
-__all__ = ["Closed", "Summarizer", "segment_of", "slice_name"]
+__all__ = ["Closed", "Summarizer"]
 
 SLICED_BATCH = 4096
 """Events a sliced window gathers before folding them and its slices: a slice's share of
@@ -447,25 +447,6 @@ class Summarizer:
                      for _, _, aggregate in windows.opened())
         return slices + sum(w.open_windows for w in self._predictions.values()) + sum(
             w.open_windows for w in self._logs.values())
-
-
-def slice_name(keys: Sequence[str], values: Sequence[str]) -> str:
-    """A slice's name, as its windows are keyed and its alerts labelled: ``key=value``
-    pairs joined by ``&``, the values percent-encoded where they would be ambiguous.
-
-    >>> slice_name(["region"], ["eu"]), slice_name(["region", "tier"], ["eu", "a&b"])
-    ('region=eu', 'region=eu&tier=a%26b')
-    """
-    return urlencode(list(zip(keys, values, strict=True)), quote_via=quote, safe="")
-
-
-def segment_of(name: str) -> dict[str, str]:
-    """The segment of a slice name (:func:`slice_name`).
-
-    >>> segment_of("region=eu"), segment_of("region=eu&tier=a%26b")
-    ({'region': 'eu'}, {'region': 'eu', 'tier': 'a&b'})
-    """
-    return dict(parse_qsl(name, keep_blank_values=True))
 
 
 _JOIN = "\x1f"

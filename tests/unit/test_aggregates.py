@@ -191,9 +191,9 @@ def random_events(rng: np.random.Generator, n: int) -> list[PredictionEvent]:
 def test_parts_folded_at_once_are_as_each_folded_alone():
     """fold_parts (a sliced window's slices of one key, in one pass) gives each part the
     summary and detector bins of folding its rows alone."""
-    from mlpulse.aggregates import fold_parts
     from mlpulse.columns import Batch
     from mlpulse.detectors.profile import WindowProfile
+    from mlpulse.slicing import fold_parts
 
     edges = {**{f"f:f{j}": np.linspace(-2, 2, 5) for j in range(5)},
              "o:latency_ms": np.linspace(0, 100, 5), "o:confidence": np.linspace(0, 1, 5),
