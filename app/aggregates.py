@@ -370,10 +370,9 @@ class PredictionAggregate:
         self.flush()
         latency = None
         if self.latency.count:
+            p50, p95, p99 = self.latency.quantiles((0.5, 0.95, 0.99))
             latency = LatencySummary(
-                p50=self.latency.quantile(0.5),
-                p95=self.latency.quantile(0.95),
-                p99=self.latency.quantile(0.99),
+                p50=p50, p95=p95, p99=p99,
                 mean=stable(self.latency.mean),
                 max=self.latency.max,
             )
@@ -476,7 +475,7 @@ def _distribution(sketch: QuantileSketch) -> Distribution | None:
     """Mean, p50, p95 and max of a sketch's values (None: no value)."""
     if not sketch.count:
         return None
-    return Distribution(mean=stable(sketch.mean), p50=sketch.quantile(0.5),
-                        p95=sketch.quantile(0.95), max=sketch.max)
+    p50, p95 = sketch.quantiles((0.5, 0.95))
+    return Distribution(mean=stable(sketch.mean), p50=p50, p95=p95, max=sketch.max)
 
 

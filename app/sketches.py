@@ -169,6 +169,31 @@ class QuantileSketch:
         key = self._base + min(index, self._counts.size - 1)
         return float(self._mapping.value(key))
 
+    def quantiles(self, qs: Iterable[float]) -> list[float]:
+        """:meth:`quantile` of each of ``qs``, the cumulative counts summed once.
+
+        >>> sketch = QuantileSketch()
+        >>> sketch.add_many(np.arange(0.0, 100.0))
+        >>> sketch.quantiles([0.0, 0.5, 0.99]) == [sketch.quantile(q) for q in (0.0, 0.5, 0.99)]
+        True
+        """
+        qs = list(qs)
+        if self._count == 0 or not self._counts.size:
+            return [self.quantile(q) for q in qs]
+        cumulative = np.cumsum(self._counts)
+        out = []
+        for q in qs:
+            rank = q * (self._count - 1)
+            if not 0 <= q <= 1:
+                out.append(float("nan"))
+            elif rank < self._zero_count:
+                out.append(0.0)
+            else:
+                index = int(np.searchsorted(cumulative, rank - self._zero_count, side="right"))
+                out.append(float(self._mapping.value(
+                    self._base + min(index, self._counts.size - 1))))
+        return out
+
     def count_above(self, value: float) -> int:
         """How many values lie in buckets above the one ``value`` falls in.
 

@@ -88,3 +88,14 @@ def test_bounded_counter_folds_overflow_into_other():
 ])
 def test_value_keys(value, key):
     assert value_key(value) == key
+
+
+def test_quantiles_at_once_are_each_quantile():
+    rng = np.random.default_rng(4)
+    qs = [0.0, 0.05, 0.5, 0.95, 0.99, 1.0]
+    for size, zeros in ((0, 0), (1, 0), (50, 10), (1000, 0), (30, 30)):
+        sketch = QuantileSketch()
+        sketch.add_many(np.concatenate([rng.lognormal(3, 1, size), np.zeros(zeros)]))
+        want = [sketch.quantile(q) for q in qs]
+        got = sketch.quantiles(qs)
+        assert got == want or (np.isnan(got).all() and np.isnan(want).all())
