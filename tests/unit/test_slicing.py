@@ -1,0 +1,63 @@
+"""Slicing: a sliced window's slices of one key folded at once, as each alone."""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+
+from mlpulse.aggregates import PredictionAggregate
+from mlpulse.columns import Batch
+from mlpulse.detectors.profile import WindowProfile
+from mlpulse.events import PredictionEvent
+from mlpulse.slicing import fold_parts
+
+
+def random_events(rng: np.random.Generator, n: int) -> list[PredictionEvent]:
+    """Events with every optional field sometimes missing, mixed predictions, and features
+    of every kind (numbers, nulls, strings, booleans; not every event has each)."""
+    kinds = [None, 1.0, "x", True, 2]
+    out = []
+    for i in range(n):
+        features: dict[str, object] = {}
+        for j in range(int(rng.integers(0, 5))):
+            r = rng.random()
+            features[f"f{j}"] = (float(rng.normal()) if r < 0.6 else None if r < 0.7
+                                 else str(rng.choice(["a", "b"])) if r < 0.9 else r > 0.95)
+        status = "error" if rng.random() < 0.2 else "ok"
+        out.append(msgspec.convert({
+            "event_id": str(i), "timestamp": 1.0, "model": "m", "features": features,
+            "latency_ms": float(rng.lognormal(3, 1)) if rng.random() < 0.9 else None,
+            "confidence": float(rng.random()) if rng.random() < 0.5 else None,
+            "status": status, "prediction": kinds[int(rng.integers(0, 5))],
+            "error_type": "boom" if status == "error" and rng.random() < 0.5 else None,
+            "trace_id": f"{i:032x}" if rng.random() < 0.3 else None,
+            "tokens_in": int(rng.integers(0, 50)) if rng.random() < 0.3 else None,
+            "cost_usd": float(rng.random()) if rng.random() < 0.3 else None,
+            "cache_hit": [None, True, False][int(rng.integers(0, 3))]}, PredictionEvent))
+    return out
+
+
+def test_parts_folded_at_once_are_as_each_folded_alone():
+    """fold_parts (a sliced window's slices of one key, in one pass) gives each part the
+    summary and detector bins of folding its rows alone."""
+
+    edges = {**{f"f:f{j}": np.linspace(-2, 2, 5) for j in range(5)},
+             "o:latency_ms": np.linspace(0, 100, 5), "o:confidence": np.linspace(0, 1, 5),
+             "o:error": np.array([0.5]), "o:prediction": np.linspace(0, 2, 3)}
+    keys = {"model": "m", "model_version": "v", "window_start": "", "window_end": "",
+            "late_events": 0}
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        events = random_events(rng, int(rng.integers(1, 300)))
+        k = int(rng.integers(1, 5))
+        sizes = np.bincount(rng.integers(0, k, len(events)), minlength=k)
+        parts = [PredictionAggregate(profile=WindowProfile(edges=edges)) for _ in range(k)]
+        fold_parts(parts, Batch.of(events), sizes)
+        end = 0
+        for part, size in zip(parts, sizes.tolist(), strict=True):
+            alone = PredictionAggregate(profile=WindowProfile(edges=edges))
+            if size:
+                alone.add_batch(events[end:end + size])
+            end += size
+            assert part.result(**keys) == alone.result(**keys), seed
+            assert part.profile.state() == alone.profile.state(), seed
