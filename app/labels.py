@@ -39,8 +39,8 @@ from .events import PredictionEvent, PredictionWindow
 from .performance import Outcomes, Performance
 
 if TYPE_CHECKING:
-    from .aggregates import Sliced
     from .join import LabelJoin
+    from .slicing import Sliced
 
 __all__ = ["CHUNK_PREDICTIONS", "LABELLED", "WITH_OUTCOMES", "WindowLabels", "event_hash"]
 
@@ -132,7 +132,7 @@ class WindowLabels:
         self.summary_written = False
         self.unwritten: list[tuple[bytes, bytes]] = []
         """Records made and not yet known to be written: (key, value)."""
-        # the window's slices (mlpulse.summarize): which slices each prediction is in, as
+        # the window's slices (mlpulse.slicing): which slices each prediction is in, as
         # the index of a combination of slices (2 bytes a prediction), and each slice's
         # performance and outcomes, summary (once closed) and revisions
         self.slice_names: list[str] = []
