@@ -11,22 +11,26 @@ every slice by one numpy call, then a few scalar updates per slice.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import math
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 import numpy as np
 
 from .columns import MISSING, NO_VALUES, Batch, numbers, pick
-from .sketches import NumericStats, QuantileSketch
+from .sketches import OTHER, NumericStats, QuantileSketch
 
 if TYPE_CHECKING:
     from .aggregates import PredictionAggregate
+    from .guard import CardinalityGuard
 
-__all__ = ["Sliced", "Slicer", "Waiting", "fold_parts", "segment_of", "slice_name"]
+__all__ = ["SliceNames", "SliceRouter", "Sliced", "Slicer", "Waiting", "fold_parts",
+           "segment_of", "slice_name"]
 
 
 @dataclass(slots=True)
@@ -72,6 +76,113 @@ class Waiting:
 
 Slicer = Callable[[Batch], Sliced]
 """A batch → its :class:`Sliced`."""
+
+
+class SliceNames:
+    """:func:`slice_name`, remembered (values repeat batch after batch; at most 100,000).
+
+    >>> names = SliceNames()
+    >>> names(("region",), ("eu",)) is names(("region",), ("eu",))
+    True
+    """
+
+    def __init__(self) -> None:
+        self._names: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+
+    def __call__(self, keys: tuple[str, ...], values: tuple[str, ...]) -> str:
+        name = self._names.get((keys, values))
+        if name is None:
+            if len(self._names) > 100_000:
+                self._names.clear()
+            name = self._names[(keys, values)] = slice_name(keys, values)
+        return name
+
+
+class SliceRouter:
+    """The :data:`Slicer` of a sliced model's windows: which events of a batch are in which
+    of its slices (values beyond the cardinality guard's bound folded into ``__other__``).
+    Per set of keys: a column of the rows' values (one C pass), their slices' numbers, and
+    the rows of each number by one stable sort; a row's slices as a mixed-radix code.
+
+    >>> from mlpulse.guard import CardinalityGuard
+    >>> from mlpulse.events import PredictionEvent
+    >>> router = SliceRouter("m", [("region",)], CardinalityGuard(), SliceNames(), lambda: 0.0)
+    >>> sliced = router(Batch.of([PredictionEvent(event_id=str(i), timestamp=1, model="m",
+    ...     segment={"region": r}) for i, r in enumerate(["eu", "us", "eu"])]))
+    >>> [(names, rows.tolist(), sizes.tolist()) for names, rows, sizes in sliced.groups]
+    [(['region=eu', 'region=us'], [0, 2, 1], [2, 1])]
+    >>> [sliced.names(code) for code in sliced.codes.tolist()]
+    [('region=eu',), ('region=us',), ('region=eu',)]
+    """
+
+    def __init__(self, model: str, slices: Sequence[tuple[str, ...]], guard: CardinalityGuard,
+                 names: SliceNames, clock: Callable[[], float]) -> None:
+        self.model = model
+        self.slices = slices
+        self.guard = guard
+        self.names = names
+        self.clock = clock
+        """The wall clock of the events being added (the guard's)."""
+
+    def __call__(self, batch: Batch) -> Sliced:
+        segments = list(map(_SEGMENT, batch.events))
+        n = len(segments)
+        groups: list[tuple[list[str], np.ndarray, np.ndarray]] = []
+        codes = np.zeros(n, dtype=np.int64)
+        spelled: list[tuple[int, list[str]]] = []   # (radix, names by number)
+        radix = 1
+        for keys in self.slices:
+            column: list[Any] = list(map(_get(keys[0]), segments)) if len(keys) == 1 else [
+                None if None in values else values
+                for values in zip(*(map(_get(key), segments) for key in keys), strict=True)]
+            names, number_of = self._number(keys, column)
+            if len(names) == 1:
+                continue
+            ids = np.fromiter(map(number_of.get, column, itertools.repeat(0)),
+                              dtype=np.int64, count=n)
+            order = np.argsort(ids, kind="stable")
+            bounds = np.searchsorted(ids[order], np.arange(len(names) + 1))
+            groups.append((names[1:], order[bounds[1]:], np.diff(bounds)[1:]))
+            if radix * len(names) < 2**62:   # (a prediction's slices, for its labels)
+                codes += ids * radix
+                spelled.append((radix, names))
+                radix *= len(names)
+
+        def spell(code: int) -> tuple[str, ...]:
+            return tuple(names[code // radix % len(names)] for radix, names in spelled
+                         if code // radix % len(names))
+        return Sliced(groups, codes, spell)
+
+    def _number(self, keys: tuple[str, ...], column: list[Any]
+                ) -> tuple[list[str], dict[Any, int]]:
+        """The slices of ``column``'s values (their names; number 0: in none of them), and
+        each value's number."""
+        joined = _JOIN.join(keys)
+        number_of: dict[Any, int] = {}
+        names: list[str] = [""]
+        by_name: dict[str, int] = {}
+        now_wall_s = self.clock()
+        for value, count in collections.Counter(column).items():
+            if value is None:
+                continue
+            values = (value,) if len(keys) == 1 else value
+            kept = self.guard.segment(self.model, joined, _JOIN.join(values), now_wall_s, count)
+            name = self.names(keys, values if kept != OTHER else (OTHER,) * len(keys))
+            number = by_name.get(name)
+            if number is None:
+                number = by_name[name] = len(names)
+                names.append(name)
+            number_of[value] = number
+        return names, number_of
+
+
+_JOIN = "\x1f"
+"""Joins the keys and values of a cross product for the cardinality guard."""
+_SEGMENT = operator.attrgetter("segment")
+
+
+def _get(key: str) -> Callable[[dict[str, str]], str | None]:
+    return operator.methodcaller("get", key)
 
 
 def fold_parts(parts: list[PredictionAggregate], batch: Batch, sizes: np.ndarray) -> None:

@@ -21,27 +21,21 @@ a wall-clock timer, for the windows that closed.
 
 from __future__ import annotations
 
-import collections
-import itertools
-import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import numpy as np
 
 from .aggregates import LogAggregate, PredictionAggregate
 from .codec import group_by
-from .columns import Batch
 from .config import Settings
 from .events import FeedbackEvent, LogEvent, PredictionEvent, WindowSummary
 from .guard import CardinalityGuard
 from .join import LabelJoin, Revised
 from .labels import WindowLabels
 from .progress import Report, Watermarks
-from .sketches import OTHER
-from .slicing import Sliced, Slicer, Waiting, segment_of, slice_name
+from .slicing import SliceNames, SliceRouter, Waiting, segment_of
 from .timefmt import rfc3339
 from .windows import TumblingWindows
 
@@ -85,7 +79,7 @@ class Summarizer:
         self.slicing = slicing
         self._slices: dict[str, tuple[tuple[str, ...], ...]] = {}
         """Per model (as the guard keeps it), the keys that slice it."""
-        self._names: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+        self._names = SliceNames()
         self.waiting = Waiting()
         """Events sliced windows gather before folding, all of them (``MAX_WAITING``)."""
         self._now_wall_s = 0.0
@@ -191,61 +185,10 @@ class Summarizer:
                 labels=join.open(partition, key) if join is not None else None,
                 max_features=settings.max_features,
                 min_batch=SLICED_BATCH if slices else 0,
-                slicer=self._slicer(model, slices) if slices else None,
+                slicer=SliceRouter(model, slices, self.guard, self._names,
+                                   lambda: self._now_wall_s) if slices else None,
                 new_slice=new_slice if slices else None, waiting_events=self.waiting)
         return new
-
-    def _slicer(self, model: str, slices: Sequence[tuple[str, ...]]) -> Slicer:
-        """Which events of a batch of ``model`` are in which of its slices (their values
-        beyond the guard's bound folded into ``__other__``): per set of keys, a column of
-        the rows' values (one C pass), their slices' numbers, and the rows of each number
-        by one stable sort."""
-        guard = self.guard
-
-        def slicer(batch: Batch) -> Sliced:
-            segments = list(map(_SEGMENT, batch.events))
-            n = len(segments)
-            groups: list[tuple[list[str], np.ndarray, np.ndarray]] = []
-            codes = np.zeros(n, dtype=np.int64)
-            spelled: list[tuple[int, list[str]]] = []   # (radix, names by number)
-            radix = 1
-            for keys in slices:
-                column: list[Any] = list(map(_get(keys[0]), segments)) if len(keys) == 1 else [
-                    None if None in values else values
-                    for values in zip(*(map(_get(key), segments) for key in keys), strict=True)]
-                joined = _JOIN.join(keys)
-                numbers: dict[Any, int] = {}
-                names: list[str] = [""]
-                number_of: dict[str, int] = {}
-                for value, count in collections.Counter(column).items():
-                    if value is None:
-                        continue
-                    values = (value,) if len(keys) == 1 else value
-                    kept = guard.segment(model, joined, _JOIN.join(values), self._now_wall_s,
-                                         count)
-                    name = self._name(keys, values if kept != OTHER else (OTHER,) * len(keys))
-                    number = number_of.get(name)
-                    if number is None:
-                        number = number_of[name] = len(names)
-                        names.append(name)
-                    numbers[value] = number
-                if len(names) == 1:
-                    continue
-                ids = np.fromiter(map(numbers.get, column, itertools.repeat(0)),
-                                  dtype=np.int64, count=n)
-                order = np.argsort(ids, kind="stable")
-                bounds = np.searchsorted(ids[order], np.arange(len(names) + 1))
-                groups.append((names[1:], order[bounds[1]:], np.diff(bounds)[1:]))
-                if radix * len(names) < 2**62:   # (a prediction's slices, for its labels)
-                    codes += ids * radix
-                    spelled.append((radix, names))
-                    radix *= len(names)
-
-            def spell(code: int) -> tuple[str, ...]:
-                return tuple(names[code // radix % len(names)] for radix, names in spelled
-                             if code // radix % len(names))
-            return Sliced(groups, codes, spell)
-        return slicer
 
     def add_prediction_events(
         self, partition: int, events: list[PredictionEvent], now_wall_s: float
@@ -266,15 +209,6 @@ class Summarizer:
             self.waiting.flush_all()
         return late
 
-    def _name(self, keys: tuple[str, ...], values: tuple[str, ...]) -> str:
-        """:func:`slice_name`, remembered (values repeat batch after batch)."""
-        name = self._names.get((keys, values))
-        if name is None:
-            if len(self._names) > 100_000:
-                self._names.clear()
-            name = self._names[(keys, values)] = slice_name(keys, values)
-        return name
-
     def _slices_of(self, model: str) -> tuple[tuple[str, ...], ...]:
         configured = self.slicing(model) if self.slicing is not None else None
         if len(self._slices) > 4 * self.settings.max_models:   # models that folded or left
@@ -286,7 +220,8 @@ class Summarizer:
         if self.join is None:
             return
         windows = self._predictions.get(partition)
-        if windows is not None and events:   # its predictions waiting to be folded first
+        if windows is not None and events and self.waiting.events:
+            # its predictions waiting to be folded first
             model = events[0].model
             for key, _, aggregate in windows.opened():
                 if key[0] == model and aggregate.waiting:
@@ -313,14 +248,12 @@ class Summarizer:
         out: list[Closed] = []
         for partition, windows in self._predictions.items():
             for closed in windows.close_due(now_wall_s, check_idle):
-                model, version, *part = closed.key
+                model, version = closed.key
                 aggregate = closed.aggregate
                 window = dict(model=model, model_version=version,
                               window_start=rfc3339(closed.start_s),
                               window_end=rfc3339(closed.end_s))
                 summary = aggregate.result(**window, late_events=closed.late_events)
-                if part:   # a slice's window of an earlier version's checkpoint
-                    summary.segment = segment_of(part[0])
                 if aggregate.folded_features:
                     self.guard.folded["feature"] += aggregate.folded_features
                 labels = aggregate.labels
@@ -449,10 +382,6 @@ class Summarizer:
             w.open_windows for w in self._logs.values())
 
 
-_JOIN = "\x1f"
-"""Joins the keys and values of a cross product for the cardinality guard."""
-
-
 def _nest_slices(windows: list[list[Any]]) -> None:
     """Move the slice windows of an earlier version's checkpoint (keyed ``(model, version,
     slice)`` beside their model version's) into their model version's windows, as this
@@ -469,9 +398,3 @@ def _nest_slices(windows: list[list[Any]]) -> None:
             if start in starts:
                 starts[start].setdefault("slices", {}).setdefault(name, aggregate)
 
-
-_SEGMENT = operator.attrgetter("segment")
-
-
-def _get(key: str) -> Callable[[dict[str, str]], str | None]:
-    return operator.methodcaller("get", key)
