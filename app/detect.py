@@ -40,7 +40,7 @@ from .detectors.anomaly import LogErrorSpike
 from .detectors.comparison import Side, compare, compare_labelled
 from .detectors.comparison import findings as comparison_findings
 from .detectors.finding import Finding
-from .detectors.monitor import ModelMonitor, NumericDrift, run_numeric_drift
+from .detectors.monitor import DriftTests, ModelMonitor, run_numeric_drift
 from .detectors.profile import WindowProfile
 from .detectors.reference import Reference, build_reference, contribution
 from .detectors.settings import DetectorSettings, ModelDetectors
@@ -150,7 +150,7 @@ class Detect:
         for c in closed:   # first every version's side: those closing together compare now
             if isinstance(c.summary, PredictionWindow) and len(c.key) == 2:
                 self._comparable(c)
-        drifts = self._numeric_drifts(closed)
+        drifts = self._drift_tests(closed)
         for c in closed:
             if isinstance(c.summary, PredictionWindow):
                 out.extend(self._on_prediction_window(c, drifts.get(id(c))))
@@ -161,11 +161,11 @@ class Detect:
         self._later.clear()
         return out
 
-    def _numeric_drifts(self, closed: list[Closed]) -> dict[int, NumericDrift]:
+    def _drift_tests(self, closed: list[Closed]) -> dict[int, DriftTests]:
         """The numeric drift tests of the windows closing together (a model version's and
         its slices'), run in one numpy pass: by id of their ``Closed``. Only the first
         window of a key is among them (its next may judge against another reference)."""
-        drifts: dict[int, NumericDrift] = {}
+        drifts: dict[int, DriftTests] = {}
         seen: set[tuple[str, ...]] = set()
         for c in closed:
             if not isinstance(c.summary, PredictionWindow) or c.key in seen:
@@ -177,7 +177,7 @@ class Detect:
                 continue
             state = self._model(c.partition, c.key)
             if c.end_s > state.last_end_s:
-                drift = state.monitor.numeric_drift(c.aggregate, profile)
+                drift = state.monitor.drift_tests(c.aggregate, profile)
                 if drift is not None:
                     drifts[id(c)] = drift
         if len(drifts) > 1:
@@ -230,7 +230,7 @@ class Detect:
         done = bool(own) or comparisons.is_baseline(c.partition, model, c.start_s, version)
         return own, done
 
-    def _on_prediction_window(self, c: Closed, drift: NumericDrift | None = None
+    def _on_prediction_window(self, c: Closed, drift: DriftTests | None = None
                               ) -> list[AlertEvent]:
         aggregate: PredictionAggregate = c.aggregate
         profile = aggregate.profile

@@ -118,31 +118,31 @@ class ModelMonitor:
             rows=ref.rows() if ref is not None else None,
         )
 
-    def numeric_drift(self, aggregate: PredictionAggregate, profile: WindowProfile
-                      ) -> NumericDrift | None:
-        """The numeric drift tests of a window, to run beside other windows' (one
+    def drift_tests(self, aggregate: PredictionAggregate, profile: WindowProfile
+                    ) -> DriftTests | None:
+        """A window's drift tests, whose numeric ones to run beside other windows' (one
         :func:`run_numeric_drift` for the slices of a model version closing together)
         before :meth:`on_window`; None where this monitor's reference may change from
         window to window (``rolling``, or not built yet: its tests run in :meth:`on_window`)."""
         ref = self.reference
         if ref is None or not aggregate.count or self.config.reference.mode == "rolling":
             return None
-        bins = self._bins(ref, profile)
-        numeric = [s for s in bins if s.startswith("f:") or s in DRIFT_OUTPUTS]
-        tests = len(numeric) + sum(1 for s in ref.categorical
-                                   if _category_counts(aggregate, s) is not None)
-        return NumericDrift(bins, numeric, [ref.numeric[s] for s in numeric],
-                            [self.config.drift_for(s) for s in numeric], tests, ref)
+        return self._drift_tests(ref, aggregate, profile)
 
-    @staticmethod
-    def _bins(ref: Reference, profile: WindowProfile) -> dict[str, np.ndarray]:
-        return {signal: counts for signal in ref.numeric
+    def _drift_tests(self, ref: Reference, aggregate: PredictionAggregate,
+                     profile: WindowProfile) -> DriftTests:
+        bins = {signal: counts for signal in ref.numeric
                 if (counts := profile.counts(signal, ref.numeric[signal].edges)) is not None}
+        numeric = [s for s in bins if s.startswith("f:") or s in DRIFT_OUTPUTS]
+        categorical = {signal: values for signal in ref.categorical
+                       if (values := _category_counts(aggregate, signal)) is not None}
+        return DriftTests(bins, numeric, [ref.numeric[s] for s in numeric],
+                          [self.config.drift_for(s) for s in numeric], categorical, ref)
 
     def on_window(
         self, aggregate: PredictionAggregate, profile: WindowProfile, start_s: float,
         end_s: float, summary: Any = None, *, complete: bool = True,
-        drift: NumericDrift | None = None,
+        drift: DriftTests | None = None,
     ) -> list[Finding]:
         """Findings of one closed window; then the window joins the reference if due.
 
@@ -160,12 +160,13 @@ class ModelMonitor:
         per_event = profile.changes
         detections = dict(per_event.detections) if isinstance(per_event, _PerEvent) else {}
         ref = self.reference
-        if drift is not None and (drift.reference is not ref or drift.results is None):
-            drift = None   # (the reference changed since: tested here)
         if ref is not None and aggregate.count:
-            bins = drift.bins if drift is not None else self._bins(ref, profile)
-            findings.extend(self._drift(ref, aggregate, bins, drift))
-            findings.extend(check_quality(ref, aggregate, bins, self.config.quality))
+            if drift is None or drift.reference is not ref:   # (not run beside others, or
+                drift = self._drift_tests(ref, aggregate, profile)   # the reference changed)
+            if drift.results is None:
+                run_numeric_drift([drift])
+            findings.extend(self._drift(ref, aggregate, drift))
+            findings.extend(check_quality(ref, aggregate, drift.bins, self.config.quality))
             findings.extend(self._mean_shifts(ref, detections))
         if self.anomaly is not None and summary is not None and aggregate.count:
             nulls = sum(s.null_count for s in aggregate.features.values())
@@ -186,28 +187,19 @@ class ModelMonitor:
             finding.evidence.setdefault("trace_ids", list(aggregate.trace_ids))
         return findings
 
-    def _drift(self, ref: Reference, aggregate: PredictionAggregate,
-               bins: dict[str, np.ndarray], drift: NumericDrift | None = None
+    def _drift(self, ref: Reference, aggregate: PredictionAggregate, drift: DriftTests
                ) -> list[Finding]:
         out = []
-        numeric = {signal: counts for signal, counts in bins.items()
-                   if signal.startswith("f:") or signal in DRIFT_OUTPUTS}
-        categorical = {signal: values for signal in ref.categorical
-                       if (values := _category_counts(aggregate, signal)) is not None}
-        tests = len(numeric) + len(categorical)    # one family per window: Bonferroni
-        signals = list(numeric)
-        results = drift.results if drift is not None and drift.results is not None else (
-            numeric_drift_many([ref.numeric[s] for s in signals], list(numeric.values()),
-                               [self.config.drift_for(s) for s in signals], tests))
-        for signal, result in zip(signals, results, strict=True):
+        assert drift.results is not None
+        for signal, result in zip(drift.signals, drift.results, strict=True):
             if result is not None:
                 current = _numeric_summary(aggregate, signal)
                 out.append(_drift_finding(signal, result, ref.numeric[signal].summary(),
                                           current))
-        for signal, values in categorical.items():
+        for signal, values in drift.categorical.items():
             categorical_ref = ref.categorical[signal]
             result = categorical_drift(categorical_ref, values, self.config.drift_for(signal),
-                                       tests)
+                                       drift.tests)
             if result is not None:
                 top = dict(sorted(values.items(), key=lambda kv: -kv[1])[:10])
                 out.append(_drift_finding(signal, result, categorical_ref.summary(),
@@ -350,20 +342,26 @@ class ModelMonitor:
 
 
 @dataclass(slots=True)
-class NumericDrift:
-    """One window's numeric drift tests (:meth:`ModelMonitor.numeric_drift`), and their
-    results once run (:func:`run_numeric_drift`)."""
+class DriftTests:
+    """One window's drift tests (:meth:`ModelMonitor.drift_tests`): the bins and signals of
+    its numeric ones and, once run (:func:`run_numeric_drift`), their results; the counts of
+    its categorical ones."""
 
     bins: dict[str, np.ndarray]
     signals: list[str]
     refs: list[Any]
     thresholds: list[Any]
-    tests: int
+    categorical: dict[str, dict[str, int]]
     reference: Reference
     results: list[DriftResult | None] | None = None
 
+    @property
+    def tests(self) -> int:
+        """The window's family of tests (Bonferroni)."""
+        return len(self.signals) + len(self.categorical)
 
-def run_numeric_drift(drifts: list[NumericDrift]) -> None:
+
+def run_numeric_drift(drifts: list[DriftTests]) -> None:
     """Run the numeric drift tests of several windows in one numpy pass (each window's
     rows with its own Bonferroni family), filling in their ``results``."""
     refs = [ref for d in drifts for ref in d.refs]
