@@ -159,15 +159,7 @@ class QuantileSketch:
 
     def quantile(self, q: float) -> float:
         """DDSketch's ``get_quantile_value``: the bucket holding rank ``q * (count - 1)``."""
-        if not 0 <= q <= 1 or self._count == 0:
-            return float("nan")
-        rank = q * (self._count - 1)
-        if rank < self._zero_count:
-            return 0.0
-        cumulative = np.cumsum(self._counts)
-        index = int(np.searchsorted(cumulative, rank - self._zero_count, side="right"))
-        key = self._base + min(index, self._counts.size - 1)
-        return float(self._mapping.value(key))
+        return self.quantiles((q,))[0]
 
     def quantiles(self, qs: Iterable[float]) -> list[float]:
         """:meth:`quantile` of each of ``qs``, the cumulative counts summed once.
@@ -177,18 +169,17 @@ class QuantileSketch:
         >>> sketch.quantiles([0.0, 0.5, 0.99]) == [sketch.quantile(q) for q in (0.0, 0.5, 0.99)]
         True
         """
-        qs = list(qs)
-        if self._count == 0 or not self._counts.size:
-            return [self.quantile(q) for q in qs]
-        cumulative = np.cumsum(self._counts)
         out = []
+        cumulative = None
         for q in qs:
             rank = q * (self._count - 1)
-            if not 0 <= q <= 1:
+            if not 0 <= q <= 1 or self._count == 0:
                 out.append(float("nan"))
             elif rank < self._zero_count:
                 out.append(0.0)
             else:
+                if cumulative is None:
+                    cumulative = np.cumsum(self._counts)
                 index = int(np.searchsorted(cumulative, rank - self._zero_count, side="right"))
                 out.append(float(self._mapping.value(
                     self._base + min(index, self._counts.size - 1))))
