@@ -5,7 +5,7 @@
 * ``fraud``: a canary 2.0 with worse latency and errors beside its baseline 1.0 and an
   identical 3.0;
 * ``shop``: version 2.0 converts at half the rate of 1.0, its outcomes sent late, as
-  feedback.
+  feedback; they score its region slices too.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def shop(rng: np.random.Generator, windows: int = 4, n: int = 1000
             event_id = f"s{w}-{i}"
             events.append({"event_id": event_id, "timestamp": stamp(w, i, n), "model": "shop",
                            "model_version": version, "latency_ms": 30.0,
-                           "prediction": "offer"})
+                           "prediction": "offer",
+                           "segment": {"region": "eu" if i % 3 == 0 else "us"}})
             converted = rng.random() < (0.2 if version == "1.0" else 0.1)
             feedback.append({"event_id": event_id, "timestamp": stamp(w, i, n) + 600,
                              "model": "shop", "outcomes": {"converted": bool(converted)}})
@@ -145,3 +146,30 @@ def test_slices_and_versions_are_judged_apart(settings: Settings, start_worker, 
     shop_revised = [w for w in windows if w["model"] == "shop" and w.get("comparison")
                     and "outcomes.converted" in w["comparison"]["signals"]]
     assert shop_revised and shop_revised[-1]["comparison"]["baseline_version"] == "1.0"
+    # the late outcomes score the slices of their predictions: every one joined, once
+    # (revisions come every few seconds: read until the last of each is complete)
+    def latest_shop(records: list[dict[str, Any]]) -> dict[tuple[str, str, str], Any]:
+        latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for w in records:
+            if w.get("model") == "shop":
+                key = (w["model_version"], w["window_start"],
+                       w.get("segment", {}).get("region", ""))
+                if w.get("revision", 0) >= latest.get(key, {}).get("revision", -1):
+                    latest[key] = w
+        return latest
+
+    def joined(w: dict[str, Any]) -> int:
+        return (w.get("outcomes") or {}).get("converted", {}).get("count", 0)
+
+    def complete(records: list[dict[str, Any]]) -> bool:
+        latest = latest_shop(records)
+        return len(latest) == 2 * 4 * 3 and all(   # versions × windows × (whole, eu, us)
+            joined(w) == w["count"] for w in latest.values())
+
+    latest = latest_shop(asyncio.run(consume(settings, topics.windows, complete,
+                                             timeout_s=30)))
+    for (version, start, region), w in latest.items():
+        if not region:
+            assert joined(w) == joined(latest[(version, start, "eu")]) + joined(
+                latest[(version, start, "us")])
+    assert {w["outcomes"]["converted"]["rate"] for k, w in latest.items() if k[2]} != {0.0}
