@@ -159,7 +159,7 @@ class PredictionAggregate:
             return
         sliced = self.slicer(batch)
         self._fold_batch(batch, sliced)
-        batch.failed(), batch.llm()   # once, for every set of keys' slices
+        batch.failed(), batch.llm(), batch.cache_flags()   # once, for every set of keys
         slices = self.slices
         for names, rows, sizes in sliced.groups:   # the slices of one set of keys
             parts = []
@@ -169,7 +169,7 @@ class PredictionAggregate:
                     assert self.new_slice is not None
                     part = slices[name] = self.new_slice(name)
                 parts.append(part)
-            fold_parts(parts, batch.take(rows), sizes)
+            fold_parts(parts, batch, rows, sizes)
 
     def _fold_batch(self, batch: Batch, sliced: Sliced | None = None) -> None:
         """Fold ``batch`` (its events' slices: ``sliced``, for the label index)."""

@@ -11,6 +11,7 @@ window: what :mod:`mlpulse.aggregates` folds a batch with.
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -107,24 +108,27 @@ class FeatureStats:
 
 class Batch:
     """A batch of prediction events as columns, read once (``map`` over ``attrgetter``, in
-    C): what :class:`~mlpulse.aggregates.PredictionAggregate` folds. :meth:`take` gives
-    the columns of some of its rows (a slice's events) without reading the events again.
+    C): what :class:`~mlpulse.aggregates.PredictionAggregate` folds, and its slices from
+    the same columns (:func:`~mlpulse.slicing.fold_parts`, which indexes its arrays by the
+    rows of each slice).
 
     Optional numbers are arrays with NaN for None (events hold no NaN: the parser rejects
     non-finite numbers), row for row, so that rows can be taken from them.
 
     >>> from mlpulse.events import PredictionEvent
     >>> batch = Batch.of([PredictionEvent(event_id=str(i), timestamp=1, model="m",
-    ...                                   latency_ms=float(i), features={"x": i / 2})
+    ...                                   latency_ms=float(i), features={"x": i / 2},
+    ...                                   cache_hit=[None, True, False, None][i])
     ...                   for i in range(4)])
-    >>> part = batch.take(np.array([1, 3]))
-    >>> part.n, part.latency.tolist(), [(name, col) for name, col, _, _ in part.features]
-    (2, [1.0, 3.0], [('x', [0.5, 1.5])])
+    >>> batch.latency[[1, 3]].tolist(), [(name, col) for name, col, _, _ in batch.features]
+    ([1.0, 3.0], [('x', [0.0, 0.5, 1.0, 1.5])])
+    >>> [flags.tolist() for flags in batch.cache_flags()]
+    [[0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]]
     """
 
-    __slots__ = ("_failed", "_llm", "cache", "confidence", "costs", "events", "features",
-                 "latency", "n", "prediction_kinds", "predictions", "statuses", "tokens_in",
-                 "tokens_out", "trace_ids")
+    __slots__ = ("_cache", "_failed", "_llm", "cache", "confidence", "costs", "events",
+                 "features", "latency", "n", "prediction_kinds", "predictions", "statuses",
+                 "tokens_in", "tokens_out", "trace_ids")
 
     events: Sequence[Any]
     n: int
@@ -145,10 +149,11 @@ class Batch:
     def __init__(self) -> None:
         self._failed: np.ndarray | bool | None = False   # False: not computed yet
         self._llm: tuple[np.ndarray, np.ndarray, np.ndarray] | bool | None = False
+        self._cache: tuple[np.ndarray, np.ndarray] | bool | None = False
 
     def failed(self) -> np.ndarray | None:
         """Per row, whether its call failed (status not ``ok``); None if none did.
-        Computed once, and taken with the rows (:meth:`take`)."""
+        Computed once (the slices of every key use it)."""
         if self._failed is False:
             self._failed = None if self.statuses.count("ok") == self.n else np.fromiter(
                 map("ok".__ne__, self.statuses), dtype=bool, count=self.n)
@@ -156,7 +161,7 @@ class Batch:
 
     def llm(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """``tokens_in``, ``tokens_out`` and ``costs`` as arrays (NaN: None); None if no
-        row has any. Computed once, and taken with the rows."""
+        row has any. Computed once."""
         if self._llm is False:
             columns = (self.tokens_in, self.tokens_out, self.costs)
             self._llm = None if all(c.count(None) == self.n for c in columns) else tuple(
@@ -187,31 +192,17 @@ class Batch:
         out.features = features
         return out
 
-    def take(self, index: np.ndarray) -> Batch:
-        """The batch of the rows at ``index`` (ascending) of this one."""
-        out = Batch()
-        rows = index.tolist()
-        out.events = pick(self.events, rows)
-        out.n = len(rows)
-        out.statuses = pick(self.statuses, rows)
-        out.latency = self.latency[index]
-        out.confidence = self.confidence[index]
-        out.predictions = pick(self.predictions, rows)
-        out.prediction_kinds = self.prediction_kinds   # a superset: the same results
-        out.tokens_in = pick(self.tokens_in, rows)
-        out.tokens_out = pick(self.tokens_out, rows)
-        out.costs = pick(self.costs, rows)
-        out.cache = pick(self.cache, rows)
-        out.trace_ids = pick(self.trace_ids, rows)
-        out.features = [(name, pick(column, rows), kinds,
-                         None if values is None else values[index])
-                        for name, column, kinds, values in self.features]
-        if self._failed is not False:
-            out._failed = None if self._failed is None else self._failed[index]  # type: ignore[index]
-        if self._llm is not False:
-            out._llm = None if self._llm is None else tuple(
-                a[index] for a in self._llm)  # type: ignore[union-attr]
-        return out
+    def cache_flags(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per row, 1.0 where ``cache_hit`` is known and where it is true; None if no row
+        has it. Computed once (the slices of every key count them)."""
+        if self._cache is False:
+            cache = self.cache
+            self._cache = None if cache.count(None) == self.n else (
+                np.fromiter(map(operator.is_not, cache, itertools.repeat(None)),
+                            dtype=np.float64, count=self.n),
+                np.fromiter(map(operator.is_, cache, itertools.repeat(True)),
+                            dtype=np.float64, count=self.n))
+        return self._cache  # type: ignore[return-value]
 
 
 def pick(values: Sequence[T], rows: list[int]) -> list[T]:

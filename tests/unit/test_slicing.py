@@ -52,12 +52,13 @@ def test_parts_folded_at_once_are_as_each_folded_alone():
         k = int(rng.integers(1, 5))
         sizes = np.bincount(rng.integers(0, k, len(events)), minlength=k)
         parts = [PredictionAggregate(profile=WindowProfile(edges=edges)) for _ in range(k)]
-        fold_parts(parts, Batch.of(events), sizes)
+        rows = rng.permutation(len(events))   # each part's rows, scattered in the batch
+        fold_parts(parts, Batch.of(events), rows, sizes)
         end = 0
         for part, size in zip(parts, sizes.tolist(), strict=True):
             alone = PredictionAggregate(profile=WindowProfile(edges=edges))
             if size:
-                alone.add_batch(events[end:end + size])
+                alone.add_batch([events[i] for i in rows[end:end + size].tolist()])
             end += size
             assert part.result(**keys) == alone.result(**keys), seed
             assert part.profile.state() == alone.profile.state(), seed
