@@ -275,7 +275,7 @@ def fold_parts(parts: list[PredictionAggregate], batch: Batch, rows: np.ndarray,
                         latency[latency_ends[j] - latency_sizes[j]:latency_ends[j]])
             profile.add("o:confidence",
                         confidence[confidence_ends[j] - confidence_sizes[j]:confidence_ends[j]])
-            profile.add("o:error", failed[start:end].astype(np.float64)
+            profile.add("o:error", failed[start:end].astype(np.float64)  # type: ignore[index]
                         if errors[j] else np.zeros(count))
             profile.add("o:prediction", values)
         part.low_confidence += low[j]
