@@ -41,9 +41,11 @@ from .windows import TumblingWindows
 
 __all__ = ["Closed", "Summarizer"]
 
-SLICED_BATCH = 4096
+SLICED_BATCH = 16384
 """Events a sliced window gathers before folding them and its slices: a slice's share of
-a batch is a few events, and folding costs ~0.15 ms a batch whatever its size."""
+a batch is a few events, and folding costs ~0.15 ms a batch whatever its size. (A 60 s
+window of 6,000 events then folds once: 0.632x -> 0.649x of the unsliced run in process,
+against 4,096; MAX_WAITING bounds them all.)"""
 MAX_WAITING = 100_000
 """Events all sliced windows of a worker may hold unfolded (~1 KB each decoded): beyond
 it, every window folds what it holds (many sliced models with few events each)."""
