@@ -14,21 +14,23 @@ from __future__ import annotations
 import itertools
 import operator
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 
 from .events import FeatureSummary
-from .sketches import BoundedCounter, NumericStats, stable
+from .sketches import BoundedCounter, NumericStats, stable, value_key
 
-__all__ = ["FLOAT", "FLOAT_OR_NONE", "MISSING", "NO_VALUES", "STR", "Batch", "FeatureStats",
-           "columns", "floats", "ints", "numbers", "pick"]
+__all__ = ["FLOAT", "FLOAT_OR_NONE", "MISSING", "NO_VALUES", "STR", "Batch", "Coded",
+           "FeatureStats", "coded", "columns", "floats", "ints", "numbers", "pick"]
 
 MISSING = object()
 """A row's value of a feature it does not have (:func:`columns`)."""
 FLOAT = {float}
 FLOAT_OR_NONE = {float, type(None)}
 STR = {str}
+_NUMBERS = {int, float}
 NO_VALUES = np.zeros(0)
 T = TypeVar("T")
 _STATUS = operator.attrgetter("status")
@@ -126,7 +128,7 @@ class Batch:
     [[0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]]
     """
 
-    __slots__ = ("_cache", "_failed", "_llm", "cache", "confidence", "costs", "events",
+    __slots__ = ("_cache", "_codes", "_failed", "_llm", "cache", "confidence", "costs", "events",
                  "features", "latency", "n", "prediction_kinds", "predictions", "statuses",
                  "tokens_in", "tokens_out", "trace_ids")
 
@@ -150,6 +152,7 @@ class Batch:
         self._failed: np.ndarray | bool | None = False   # False: not computed yet
         self._llm: tuple[np.ndarray, np.ndarray, np.ndarray] | bool | None = False
         self._cache: tuple[np.ndarray, np.ndarray] | bool | None = False
+        self._codes: dict[str | None, Coded | None] = {}
 
     def failed(self) -> np.ndarray | None:
         """Per row, whether its call failed (status not ``ok``); None if none did.
@@ -167,6 +170,21 @@ class Batch:
             self._llm = None if all(c.count(None) == self.n for c in columns) else tuple(
                 np.array(c, dtype=np.float64) for c in columns)  # type: ignore[assignment]
         return self._llm  # type: ignore[return-value]
+
+    def codes(self, feature: str | None = None) -> Coded | None:
+        """The predictions (or a string ``feature``'s values) as codes: each row's number
+        of its value, and the values' keys as counters spell them (:func:`coded`); None
+        where they cannot be (a feature not all strings, booleans among numbers).
+        Computed once: the slices of every key count categories from them."""
+        if feature in self._codes:
+            return self._codes[feature]
+        if feature is None:
+            out = coded(self.predictions, self.prediction_kinds)
+        else:
+            found = next((f for f in self.features if f[0] == feature), None)
+            out = coded(found[1], found[2]) if found is not None and found[2] == STR else None
+        self._codes[feature] = out
+        return out
 
     @classmethod
     def of(cls, events: Sequence[Any]) -> Batch:
@@ -203,6 +221,62 @@ class Batch:
                 np.fromiter(map(operator.is_, cache, itertools.repeat(True)),
                             dtype=np.float64, count=self.n))
         return self._cache  # type: ignore[return-value]
+
+
+@dataclass(slots=True)
+class Coded:
+    """A column as codes (:func:`coded`)."""
+
+    keys: list[str]
+    """Each code's value as counters spell it (two codes may spell alike: "1" and 1)."""
+    codes: np.ndarray
+    """Each row's code."""
+
+    def taken(self, rows: np.ndarray) -> Coded:
+        """The codes of ``rows``."""
+        return Coded(self.keys, self.codes[rows])
+
+    def counts(self, group: np.ndarray, k: int) -> list[dict[str, int]]:
+        """Per group (0 .. k-1; ``group``: each row's), its values' counts, by key (in the
+        order the values first appear in the column).
+
+        >>> column = coded(["a", "b", "a", "c"], {str})
+        >>> column.counts(np.array([0, 1, 1, 1]), 2)
+        [{'a': 1}, {'a': 1, 'b': 1, 'c': 1}]
+        """
+        m = len(self.keys)
+        table = np.bincount(group * m + self.codes, minlength=k * m).reshape(k, m)
+        keys = self.keys
+        out = []
+        for row in table:
+            present = np.flatnonzero(row)
+            counts: dict[str, int] = {}
+            for key, n in zip([keys[c] for c in present.tolist()], row[present].tolist(),
+                              strict=True):
+                counts[key] = counts.get(key, 0) + n
+            out.append(counts)
+        return out
+
+
+def coded(values: list[object], kinds: set[type]) -> Coded | None:
+    """``values`` as :class:`Coded` (in the order of first appearance; one C pass over the
+    rows), or None where booleans are among numbers (``True == 1``: they would share a code
+    that counters keep apart).
+
+    >>> c = coded([1, 2, 1, None], {int, type(None)})
+    >>> c.keys, c.codes.tolist()
+    (['1', '2', 'null'], [0, 1, 0, 2])
+    """
+    if bool in kinds and not kinds.isdisjoint(_NUMBERS):
+        return None
+    index: dict[object, int] = {}
+    first = np.fromiter(map(index.setdefault, values, itertools.count()), dtype=np.intp,
+                        count=len(values))
+    rows = list(index.values())
+    dense = np.zeros(len(values), dtype=np.intp)
+    dense[rows] = np.arange(len(rows))
+    spell = (lambda row: values[row]) if kinds == STR else (lambda row: value_key(values[row]))
+    return Coded([spell(row) for row in rows], dense[first])  # type: ignore[misc]
 
 
 def pick(values: Sequence[T], rows: list[int]) -> list[T]:

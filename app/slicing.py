@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 import numpy as np
 
 from .columns import MISSING, NO_VALUES, Batch, numbers, pick
-from .sketches import OTHER, NumericStats, QuantileSketch
+from .sketches import OTHER, BoundedCounter, NumericStats, QuantileSketch
 
 if TYPE_CHECKING:
     from .aggregates import PredictionAggregate
@@ -204,8 +204,8 @@ def fold_parts(parts: list[PredictionAggregate], batch: Batch, rows: np.ndarray,
     events = batch.events
     group = np.repeat(np.arange(k), sizes)
     ends = np.cumsum(sizes).tolist()
-    counts = sizes.tolist()
-    bounds = [(end - count, end) for end, count in zip(ends, counts, strict=True)]
+    counts_of = sizes.tolist()
+    bounds = [(end - count, end) for end, count in zip(ends, counts_of, strict=True)]
     row_list = rows.tolist()
     failed = batch.failed()
     errors = [0] * k
@@ -222,8 +222,19 @@ def fold_parts(parts: list[PredictionAggregate], batch: Batch, rows: np.ndarray,
     confidence_ends = np.cumsum(confidence_sizes).tolist()
     _add_llm_parts(parts, batch, rows, group, sizes)
     for feature, column, kinds, array in batch.features:   # in order: as each part would
-        if array is None:   # strings, nulls, mixed: part by part
-            taken = pick(column, row_list)
+        if array is None:
+            coded = batch.codes(feature)
+            if coded is not None:   # strings: every part's counts in one numpy pass
+                for part, counts, count in zip(parts, coded.taken(rows).counts(group, k),
+                                               counts_of, strict=True):
+                    if count:
+                        stats_of = part.feature(feature, count)[1]
+                        stats_of.count += count
+                        if stats_of.categories is None:
+                            stats_of.categories = BoundedCounter(part.max_categories)
+                        stats_of.categories.add_counts(counts)
+                continue
+            taken = pick(column, row_list)   # nulls, mixed: part by part
             for part, (start, end) in zip(parts, bounds, strict=True):
                 own = taken[start:end]
                 if own.count(MISSING) < len(own):   # (a part without it: none)
@@ -246,7 +257,10 @@ def fold_parts(parts: list[PredictionAggregate], batch: Batch, rows: np.ndarray,
             if part.profile is not None:
                 part.profile.add("f:" + name, values[start:end])
     kinds = batch.prediction_kinds
-    predictions = pick(batch.predictions, row_list)
+    coded = batch.codes()
+    prediction_counts = coded.taken(rows).counts(group, k) if coded is not None else None
+    predictions = pick(batch.predictions, row_list) if (
+        prediction_counts is None or float in kinds) else []
     cache = batch.cache_flags()
     if cache is not None:
         known, hits = cache
@@ -279,7 +293,10 @@ def fold_parts(parts: list[PredictionAggregate], batch: Batch, rows: np.ndarray,
                         if errors[j] else np.zeros(count))
             profile.add("o:prediction", values)
         part.low_confidence += low[j]
-        part.predictions.add_values(own, kinds)
+        if prediction_counts is not None:
+            part.predictions.add_counts(prediction_counts[j])
+        else:
+            part.predictions.add_values(own, kinds)
         if cache is not None:
             part.cache_known += known[j]
             part.cache_hits += hits[j]
