@@ -40,7 +40,7 @@ from .detectors.anomaly import LogErrorSpike
 from .detectors.comparison import Side, compare, compare_labelled
 from .detectors.comparison import findings as comparison_findings
 from .detectors.finding import Finding
-from .detectors.monitor import DriftTests, ModelMonitor, run_numeric_drift
+from .detectors.monitor import DriftTests, ModelMonitor, run_drift_tests
 from .detectors.profile import WindowProfile
 from .detectors.reference import Reference, build_reference, contribution
 from .detectors.settings import DetectorSettings, ModelDetectors
@@ -162,9 +162,10 @@ class Detect:
         return out
 
     def _drift_tests(self, closed: list[Closed]) -> dict[int, DriftTests]:
-        """The numeric drift tests of the windows closing together (a model version's and
-        its slices'), run in one numpy pass: by id of their ``Closed``. Only the first
-        window of a key is among them (its next may judge against another reference)."""
+        """The drift tests of the windows closing together (a model version's and its
+        slices'), run in one numpy pass for the numeric signals and one for the categorical
+        ones: by id of their ``Closed``. Only the first window of a key is among them (its
+        next may judge against another reference)."""
         drifts: dict[int, DriftTests] = {}
         seen: set[tuple[str, ...]] = set()
         for c in closed:
@@ -181,7 +182,7 @@ class Detect:
                 if drift is not None:
                     drifts[id(c)] = drift
         if len(drifts) > 1:
-            run_numeric_drift(list(drifts.values()))
+            run_drift_tests(list(drifts.values()))
         return drifts
 
     def _comparable(self, c: Closed) -> None:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,7 +44,7 @@ import numpy as np
 from ..aggregates import PredictionAggregate
 from .adwin import ChangeDetectors
 from .anomaly import LatencyAnomaly, WindowAnomaly, window_samples, window_vector
-from .drift import DriftResult, categorical_drift, numeric_drift_many
+from .drift import DriftResult, categorical_drift_many, numeric_drift_many
 from .finding import Finding
 from .profile import WindowProfile
 from .quality import check_quality
@@ -121,7 +121,7 @@ class ModelMonitor:
     def drift_tests(self, aggregate: PredictionAggregate, profile: WindowProfile
                     ) -> DriftTests | None:
         """A window's drift tests, whose numeric ones to run beside other windows' (one
-        :func:`run_numeric_drift` for the slices of a model version closing together)
+        :func:`run_drift_tests` for the slices of a model version closing together)
         before :meth:`on_window`; None where this monitor's reference may change from
         window to window (``rolling``, or not built yet: its tests run in :meth:`on_window`)."""
         ref = self.reference
@@ -137,7 +137,8 @@ class ModelMonitor:
         categorical = {signal: values for signal in ref.categorical
                        if (values := _category_counts(aggregate, signal)) is not None}
         return DriftTests(bins, numeric, [ref.numeric[s] for s in numeric],
-                          [self.config.drift_for(s) for s in numeric], categorical, ref)
+                          [self.config.drift_for(s) for s in numeric], categorical, ref,
+                          [self.config.drift_for(s) for s in categorical])
 
     def on_window(
         self, aggregate: PredictionAggregate, profile: WindowProfile, start_s: float,
@@ -164,7 +165,7 @@ class ModelMonitor:
             if drift is None or drift.reference is not ref:   # (not run beside others, or
                 drift = self._drift_tests(ref, aggregate, profile)   # the reference changed)
             if drift.results is None:
-                run_numeric_drift([drift])
+                run_drift_tests([drift])
             findings.extend(self._drift(ref, aggregate, drift))
             findings.extend(check_quality(ref, aggregate, drift.bins, self.config.quality))
             findings.extend(self._mean_shifts(ref, detections))
@@ -196,10 +197,10 @@ class ModelMonitor:
                 current = _numeric_summary(aggregate, signal)
                 out.append(_drift_finding(signal, result, ref.numeric[signal].summary(),
                                           current))
-        for signal, values in drift.categorical.items():
+        assert drift.categorical_results is not None
+        for (signal, values), result in zip(drift.categorical.items(),
+                                            drift.categorical_results, strict=True):
             categorical_ref = ref.categorical[signal]
-            result = categorical_drift(categorical_ref, values, self.config.drift_for(signal),
-                                       drift.tests)
             if result is not None:
                 top = dict(sorted(values.items(), key=lambda kv: -kv[1])[:10])
                 out.append(_drift_finding(signal, result, categorical_ref.summary(),
@@ -344,8 +345,8 @@ class ModelMonitor:
 @dataclass(slots=True)
 class DriftTests:
     """One window's drift tests (:meth:`ModelMonitor.drift_tests`): the bins and signals of
-    its numeric ones and, once run (:func:`run_numeric_drift`), their results; the counts of
-    its categorical ones."""
+    its numeric ones, the counts of its categorical ones and, once run
+    (:func:`run_drift_tests`), their results."""
 
     bins: dict[str, np.ndarray]
     signals: list[str]
@@ -353,7 +354,9 @@ class DriftTests:
     thresholds: list[Any]
     categorical: dict[str, dict[str, int]]
     reference: Reference
+    categorical_thresholds: list[Any] = field(default_factory=list)
     results: list[DriftResult | None] | None = None
+    categorical_results: list[DriftResult | None] | None = None
 
     @property
     def tests(self) -> int:
@@ -361,18 +364,27 @@ class DriftTests:
         return len(self.signals) + len(self.categorical)
 
 
-def run_numeric_drift(drifts: list[DriftTests]) -> None:
-    """Run the numeric drift tests of several windows in one numpy pass (each window's
-    rows with its own Bonferroni family), filling in their ``results``."""
+def run_drift_tests(drifts: list[DriftTests]) -> None:
+    """Run the drift tests of several windows (each with its own Bonferroni family) in one
+    numpy pass for the numeric ones and one for the categorical ones, filling in their
+    ``results`` and ``categorical_results``."""
     refs = [ref for d in drifts for ref in d.refs]
     counts = [d.bins[s] for d in drifts for s in d.signals]
     thresholds = [t for d in drifts for t in d.thresholds]
     tests = [d.tests for d in drifts for _ in d.signals]
     results = numeric_drift_many(refs, counts, thresholds, tests)
-    start = 0
+    categorical = categorical_drift_many(
+        [d.reference.categorical[s] for d in drifts for s in d.categorical],
+        [values for d in drifts for values in d.categorical.values()],
+        [t for d in drifts for t in d.categorical_thresholds],
+        [d.tests for d in drifts for _ in d.categorical])
+    start = start_categorical = 0
     for d in drifts:
         d.results = results[start:start + len(d.signals)]
         start += len(d.signals)
+        d.categorical_results = categorical[start_categorical:
+                                            start_categorical + len(d.categorical)]
+        start_categorical += len(d.categorical)
 
 
 class _PerEvent:

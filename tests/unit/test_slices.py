@@ -95,7 +95,7 @@ def test_a_drift_confined_to_one_slice_is_alerted_for_that_slice_only():
 
 
 def test_drift_tests_of_windows_closing_together_are_those_of_each_alone(monkeypatch):
-    """The numeric drift tests of a model version's window and its slices' run in one
+    """The drift tests of a model version's window and its slices' run in one
     numpy pass (each with its own family): the same verdicts and evidence as one by one."""
     import mlpulse.detect
 
@@ -107,7 +107,7 @@ def test_drift_tests_of_windows_closing_together_are_those_of_each_alone(monkeyp
                 for a in pipe.alerts]
 
     together = alerts()
-    monkeypatch.setattr(mlpulse.detect, "run_numeric_drift", lambda drifts: None)
+    monkeypatch.setattr(mlpulse.detect, "run_drift_tests", lambda drifts: None)
     assert alerts() == together
     assert any(rule == "feature_drift" for _, rule, *_ in together)
 

@@ -81,3 +81,58 @@ def test_signals_tested_together_get_what_each_gets_alone():
              for ref, w in zip([wide, narrow], windows, strict=True)]
     assert [r.evidence() for r in together] == [r.evidence() for r in alone]
     assert all(r.drifted for r in together)
+
+
+def test_category_tests_at_once_are_scipy_s_one_by_one():
+    """categorical_drift_many (rows of several windows' signals, padded to the widest):
+    the chi-square of each is scipy's (no continuity correction, sizes capped at
+    max_test_events), PSI and JS those of distance.py on the row's own values, and a
+    drifted row names the values that moved."""
+    from scipy.stats import chi2_contingency
+
+    from mlpulse.detectors.distance import js_distance, psi
+    from mlpulse.detectors.drift import categorical_drift_many
+    from mlpulse.detectors.reference import CategoricalRef
+
+    rng = np.random.default_rng(5)
+    refs, windows, thresholds = [], [], []
+    for _ in range(40):
+        values = [f"v{i}" for i in range(int(rng.integers(1, 8)))]
+        shares = rng.dirichlet(np.ones(len(values)))
+        ref_counts = {v: int(n) for v, n in zip(values, rng.multinomial(3000, shares),
+                                                 strict=True) if n}
+        other = int(rng.integers(0, 50)) if rng.random() < 0.3 else 0
+        refs.append(CategoricalRef(counts=ref_counts, other=other))
+        drift = rng.dirichlet(np.ones(len(values))) if rng.random() < 0.5 else shares
+        size = int(rng.integers(20, 3000))
+        window = {v: int(n) for v, n in zip(values, rng.multinomial(size, drift), strict=True)
+                  if n}
+        if rng.random() < 0.3:
+            window["new"] = int(rng.integers(1, 100))
+        windows.append(window)
+        thresholds.append(DriftThresholds(min_events=int(rng.integers(1, 200))))
+    results = categorical_drift_many(refs, windows, thresholds, tests=3)
+    assert any(r is not None and r.drifted for r in results)
+    assert any(r is not None and not r.drifted for r in results)
+    for ref, window, t, result in zip(refs, windows, thresholds, results, strict=True):
+        names = sorted(set(ref.counts) | set(window))
+        reference = np.array([ref.counts.get(v, 0) for v in names] + [ref.other], float)
+        current = np.array([window.get(v, 0) for v in names] + [0], float)
+        n, m = current.sum(), reference.sum()
+        if n < t.min_events:
+            assert result is None
+            continue
+        assert result is not None
+        seen = (reference + current) > 0
+        reference, current = reference[seen], current[seen]
+        if seen.sum() >= 2:
+            table = np.vstack([reference * min(1, t.max_test_events / m),
+                               current * min(1, t.max_test_events / n)])
+            statistic, p_value, _, _ = chi2_contingency(table, correction=False)
+            assert np.isclose(result.statistic, statistic, rtol=1e-9)
+            assert np.isclose(result.p_value, p_value, rtol=1e-9, atol=1e-300)
+        assert np.isclose(result.psi, psi(reference, current), rtol=1e-9)
+        assert np.isclose(result.js, js_distance(reference, current), rtol=1e-9, atol=1e-12)
+        assert result.drifted == (result.p_value < t.p_value / 3 and result.effect >= t.psi)
+        assert bool(result.top_bins) == (result.effect >= result.effect_threshold)
+        assert all(b["bin"] in (*names, "__other__") for b in result.top_bins)
