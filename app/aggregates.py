@@ -38,7 +38,7 @@ from .events import (
     PredictionWindow,
 )
 from .sketches import OTHER, BoundedCounter, NumericStats, QuantileSketch, stable
-from .slicing import Sliced, Slicer, Waiting, fold_parts
+from .slicing import Sliced, Slicer, Waiting, fold_parts, fold_slices
 
 __all__ = ["FeatureStats", "LogAggregate", "PredictionAggregate"]
 
@@ -161,7 +161,8 @@ class PredictionAggregate:
         self._fold_batch(batch, sliced)
         batch.failed(), batch.llm(), batch.cache_flags()   # once, for every set of keys
         slices = self.slices
-        for names, rows, sizes in sliced.groups:   # the slices of one set of keys
+        parts_of = []
+        for names, _, _ in sliced.groups:   # the slices of each set of keys
             parts = []
             for name in names:
                 part = slices.get(name)
@@ -169,7 +170,10 @@ class PredictionAggregate:
                     assert self.new_slice is not None
                     part = slices[name] = self.new_slice(name)
                 parts.append(part)
-            fold_parts(parts, batch, rows, sizes)
+            parts_of.append(parts)
+        if parts_of and not fold_slices(parts_of, batch, sliced.groups):
+            for parts, (_, rows, sizes) in zip(parts_of, sliced.groups, strict=True):
+                fold_parts(parts, batch, rows, sizes)
 
     def _fold_batch(self, batch: Batch, sliced: Sliced | None = None) -> None:
         """Fold ``batch`` (its events' slices: ``sliced``, for the label index)."""

@@ -12,6 +12,7 @@ window: what :mod:`mlpulse.aggregates` folds a batch with.
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -185,6 +186,15 @@ class Batch:
             out = coded(found[1], found[2]) if found is not None and found[2] == STR else None
         self._codes[feature] = out
         return out
+
+    def prediction_numbers(self) -> np.ndarray:
+        """Each row's prediction if it is a float (as :func:`numbers` counts them), else
+        NaN."""
+        predictions, kinds = self.predictions, self.prediction_kinds
+        if kinds <= FLOAT_OR_NONE:
+            return np.array(predictions, dtype=np.float64)   # None -> NaN
+        return np.fromiter((v if type(v) is float else math.nan for v in predictions),
+                           dtype=np.float64, count=self.n)
 
     @classmethod
     def of(cls, events: Sequence[Any]) -> Batch:

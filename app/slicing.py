@@ -22,14 +22,14 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 import numpy as np
 
-from .columns import MISSING, NO_VALUES, Batch, numbers, pick
+from .columns import MISSING, NO_VALUES, Batch, Coded, numbers, pick
 from .sketches import OTHER, BoundedCounter, NumericStats, QuantileSketch
 
 if TYPE_CHECKING:
     from .aggregates import PredictionAggregate
     from .guard import CardinalityGuard
 
-__all__ = ["SliceNames", "SliceRouter", "Sliced", "Slicer", "Waiting", "fold_parts",
+__all__ = ["SliceNames", "SliceRouter", "Sliced", "Slicer", "Waiting", "fold_parts", "fold_slices",
            "segment_of", "slice_name"]
 
 
@@ -305,6 +305,286 @@ def fold_parts(parts: list[PredictionAggregate], batch: Batch, rows: np.ndarray,
             part.trace_ids.extend(itertools.islice(
                 filter(None, map(traces.__getitem__, itertools.islice(row_list, start, end))),
                 missing))
+
+
+MAX_CELLS = 512
+"""Combinations of slices (cells) a batch may hold for :func:`fold_slices`; beyond it (a
+flood of values in several keys) each key's slices fold on their own (:func:`fold_parts`)."""
+
+
+def fold_slices(parts_of: list[list[PredictionAggregate]], batch: Batch,
+                groups: list[tuple[list[str], np.ndarray, np.ndarray]]) -> bool:
+    """Fold ``batch`` into the slices of every set of keys at once: ``parts_of[s]`` are the
+    slices of set ``s``, ``groups[s]`` its rows (:class:`Sliced`).
+
+    Each row is counted once, in its *cell* (its combination of slices: 2 keys of 5 values
+    make at most 25): one ``bincount`` per field gives every cell's sketch buckets, moments,
+    category counts and detector bins, and one product with the slices × cells membership
+    matrix every slice's, where folding each key's slices on their own read every row once
+    per key. Detector bins are counted on the union of the slices' edges, which refines each
+    slice's, then summed onto its own. Counts are exact; sums and moments are those of each
+    slice alone up to rounding (its cells' partial sums added).
+
+    Returns False, folding nothing, where the batch holds more than ``MAX_CELLS`` cells.
+    """
+    n = batch.n
+    code = np.zeros(n, dtype=np.int64)
+    radix = 1
+    for parts, (_, rows, sizes) in zip(parts_of, groups, strict=True):
+        if radix * (len(parts) + 1) >= 2**62:
+            return False
+        ids = np.zeros(n, dtype=np.int64)
+        ids[rows] = np.repeat(np.arange(1, len(parts) + 1), sizes)
+        code += ids * radix
+        radix *= len(parts) + 1
+    cell_codes, cell = np.unique(code, return_inverse=True)
+    c = len(cell_codes)
+    if c > MAX_CELLS:
+        return False
+    parts = [part for set_parts in parts_of for part in set_parts]
+    member = np.zeros((len(parts), c))
+    radix, offset = 1, 0
+    for set_parts in parts_of:
+        which = cell_codes // radix % (len(set_parts) + 1)
+        cells = np.flatnonzero(which)
+        member[offset + which[cells] - 1, cells] = 1.0
+        offset += len(set_parts)
+        radix *= len(set_parts) + 1
+    own_rows = [rows[end - size:end] for (_, rows, sizes) in groups
+                for end, size in zip(np.cumsum(sizes).tolist(), sizes.tolist(), strict=True)]
+    roll = _Rollup(cell, c, member)
+    counts = roll.counts(None).tolist()
+    failed = batch.failed()
+    errors = roll.counts(failed).tolist() if failed is not None else [0] * len(parts)
+    latency_present = ~np.isnan(batch.latency)
+    roll.sketches([p.latency for p in parts], batch.latency, latency_present)
+    confidence_present = ~np.isnan(batch.confidence)
+    roll.sketches([p.confidence for p in parts], batch.confidence, confidence_present)
+    low = roll.counts(batch.confidence < 0.5).tolist()
+    llm = batch.llm()
+    if llm is not None:
+        present = [~np.isnan(a) for a in llm]
+        requests = np.max([roll.counts(p) for p in present], axis=0).tolist()
+        tokens_in = roll.sketches([p.llm_tokens_in for p in parts], llm[0], present[0])
+        tokens_out = roll.sketches([p.llm_tokens_out for p in parts], llm[1], present[1])
+        cost = roll.sketches([p.llm_cost for p in parts], llm[2], present[2])
+        for j, part in enumerate(parts):
+            part.llm_requests += requests[j]
+            part.tokens_in += round(tokens_in[j])
+            part.tokens_out += round(tokens_out[j])
+            part.cost_usd += cost[j]
+    profiles = [p.profile for p in parts]   # each signal as a part's own fold adds it
+    prediction_kinds = batch.prediction_kinds
+    numeric = batch.prediction_numbers() if float in prediction_kinds else None
+    if numeric is not None:
+        numeric_present = ~np.isnan(numeric)
+        roll.moments([p.prediction_values for p in parts], numeric, numeric_present)
+    coded = batch.codes()
+    found_counts = roll.categories(coded) if coded is not None else None
+    roll.bins(profiles, ["o:latency_ms"] * len(parts), batch.latency, latency_present,
+              own_rows)
+    roll.bins(profiles, ["o:confidence"] * len(parts), batch.confidence, confidence_present,
+              own_rows)
+    roll.bins(profiles, ["o:error"] * len(parts),
+              failed.astype(np.float64) if failed is not None else np.zeros(n), None, own_rows)
+    if numeric is not None:
+        roll.bins(profiles, ["o:prediction"] * len(parts), numeric, numeric_present, own_rows)
+    for feature, column, kinds, array in batch.features:   # in order: as each part would
+        if array is not None:   # all floats: every row has it
+            named = [part.feature(feature, count) if count else (feature, None)
+                     for part, count in zip(parts, counts, strict=True)]
+            stats = [s for _, s in named]
+            for s in stats:
+                if s is not None and s.numeric is None:
+                    s.numeric = NumericStats()
+            roll.moments([s.numeric if s is not None else None for s in stats], array, None)
+            for s, count in zip(stats, counts, strict=True):
+                if s is not None:
+                    s.count += count
+            roll.bins(profiles, [("f:" + name) if s is not None else None
+                                 for name, s in named], array, None, own_rows)
+            continue
+        coded = batch.codes(feature)
+        if coded is not None:   # strings: every row has one
+            for part, found, count in zip(parts, roll.categories(coded), counts, strict=True):
+                if count:
+                    stats_of = part.feature(feature, count)[1]
+                    stats_of.count += count
+                    if stats_of.categories is None:
+                        stats_of.categories = BoundedCounter(part.max_categories)
+                    stats_of.categories.add_counts(found)
+            continue
+        for part, rows in zip(parts, own_rows, strict=True):   # nulls, mixed: part by part
+            own = pick(column, rows.tolist()) if rows.size else []
+            if own and own.count(MISSING) < len(own):
+                part.add_feature(feature, own, kinds, None)
+    cache = batch.cache_flags()
+    known = roll.counts(cache[0] > 0).tolist() if cache is not None else None
+    hits = roll.counts(cache[1] > 0).tolist() if cache is not None else None
+    events, traces = batch.events, batch.trace_ids
+    for j, part in enumerate(parts):
+        count = counts[j]
+        if not count:
+            continue
+        part.count += count
+        part.low_confidence += low[j]
+        if errors[j]:
+            assert failed is not None
+            part.error_count += errors[j]
+            rows = own_rows[j]
+            part.error_types.add_many([e.error_type or "unknown"
+                                       for e in pick(events, rows[failed[rows]].tolist())])
+        if found_counts is not None:
+            part.predictions.add_counts(found_counts[j])
+        else:
+            part.predictions.add_values(pick(batch.predictions, own_rows[j].tolist()),
+                                        prediction_kinds)
+        if known is not None and hits is not None:
+            part.cache_known += known[j]
+            part.cache_hits += hits[j]
+        missing = part.trace_sample - len(part.trace_ids)
+        if missing > 0:
+            part.trace_ids.extend(itertools.islice(
+                filter(None, map(traces.__getitem__, own_rows[j].tolist())), missing))
+    return True
+
+
+class _Rollup:
+    """Per-cell sums of a batch's rows (``cell``: each row's), rolled up onto slices by the
+    slices × cells ``member`` matrix (see :func:`fold_slices`)."""
+
+    def __init__(self, cell: np.ndarray, cells: int, member: np.ndarray) -> None:
+        self.cell = cell
+        self.cells = cells
+        self.member = member
+        self._present_member: dict[int, np.ndarray] = {}
+
+    def counts(self, where: np.ndarray | None) -> np.ndarray:
+        """Per slice, its rows (where ``where``)."""
+        cell = self.cell if where is None else self.cell[where]
+        per_cell = np.bincount(cell, minlength=self.cells).astype(np.float64)
+        return np.rint(self.member @ per_cell).astype(np.int64)
+
+    def sketches(self, sketches: list[QuantileSketch], values: np.ndarray,
+                 present: np.ndarray) -> list[float]:
+        """Add each slice's present ``values`` to its sketch; returns their sums."""
+        mapping = QuantileSketch._mapping
+        values, cell = values[present], self.cell[present]
+        member = self.member
+        if not values.size:
+            return [0.0] * len(sketches)
+        positive = values > mapping.min_possible
+        count = np.rint(member @ np.bincount(cell, minlength=self.cells)).astype(np.int64)
+        nonzero = np.rint(member @ np.bincount(cell[positive], minlength=self.cells)).astype(
+            np.int64)
+        sums = (member @ np.bincount(cell, weights=values, minlength=self.cells)).tolist()
+        lows, highs = self._extremes(values, cell)
+        grid = None
+        if positive.any():
+            keys = (np.ceil(np.log2(values[positive]) * mapping._multiplier)
+                    + mapping._offset).astype(np.int64)
+            base = int(keys.min())
+            width = int(keys.max()) - base + 1
+            per_cell = np.bincount(cell[positive] * width + (keys - base),
+                                   minlength=self.cells * width).reshape(self.cells, width)
+            grid = np.rint(member @ per_cell).astype(np.int64)
+        count_of, nonzero_of = count.tolist(), nonzero.tolist()
+        for j, sketch in enumerate(sketches):
+            if not count_of[j]:
+                continue
+            if grid is not None and nonzero_of[j]:
+                sketch._add_keys(base, grid[j])
+            sketch._zero_count += count_of[j] - nonzero_of[j]
+            sketch._count += count_of[j]
+            sketch._sum += sums[j]
+            sketch._min = min(sketch._min, lows[j])
+            sketch._max = max(sketch._max, highs[j])
+        return sums
+
+    def _extremes(self, values: np.ndarray, cell: np.ndarray) -> tuple[list[float], list[float]]:
+        """Per slice, the least and greatest of its ``values`` (±inf: none)."""
+        low = np.full(self.cells, np.inf)
+        high = np.full(self.cells, -np.inf)
+        np.minimum.at(low, cell, values)
+        np.maximum.at(high, cell, values)
+        inside = self.member > 0
+        return (np.where(inside, low, np.inf).min(axis=1).tolist(),
+                np.where(inside, high, -np.inf).max(axis=1).tolist())
+
+    def moments(self, stats: list[NumericStats | None], values: np.ndarray,
+                present: np.ndarray | None) -> None:
+        """Merge each slice's ``values`` (where ``present``) into its moments."""
+        cell = self.cell
+        if present is not None:
+            values, cell = values[present], cell[present]
+        if not values.size:
+            return
+        member = self.member
+        n_cell = np.bincount(cell, minlength=self.cells).astype(np.float64)
+        sum_cell = np.bincount(cell, weights=values, minlength=self.cells)
+        mean_cell = sum_cell / np.maximum(n_cell, 1)
+        deviations = values - mean_cell[cell]
+        m2_cell = np.bincount(cell, weights=deviations * deviations, minlength=self.cells)
+        n = member @ n_cell
+        mean = (member @ sum_cell) / np.maximum(n, 1)
+        spread = (mean_cell[None, :] - mean[:, None]) ** 2 * member
+        m2 = member @ m2_cell + spread @ n_cell
+        lows, highs = self._extremes(values, cell)
+        counts = np.rint(n).astype(np.int64).tolist()
+        for j, (s, count) in enumerate(zip(stats, counts, strict=True)):
+            if s is not None and count:
+                s._merge(count, float(mean[j]), float(m2[j]), lows[j], highs[j])
+
+    def categories(self, coded: Coded) -> list[dict[str, int]]:
+        """Per slice, its rows' values counted (by key)."""
+        m = len(coded.keys)
+        per_cell = np.bincount(self.cell * m + coded.codes, minlength=self.cells * m).reshape(
+            self.cells, m).astype(np.float64)
+        table = np.rint(self.member @ per_cell).astype(np.int64)
+        out = []
+        for row in table:
+            present = np.flatnonzero(row)
+            counts: dict[str, int] = {}
+            for key, k in zip([coded.keys[i] for i in present.tolist()], row[present].tolist(),
+                              strict=True):
+                counts[key] = counts.get(key, 0) + k
+            out.append(counts)
+        return out
+
+    def bins(self, profiles: list[Any], signals: list[str | None], values: np.ndarray,
+             present: np.ndarray | None, own_rows: list[np.ndarray]) -> None:
+        """Add each slice's ``values`` (where ``present``) to its profile's ``signal``:
+        counted on the union of the slices' edges and summed onto each one's own; a profile
+        that samples or watches events (no slice's does) is handed its values."""
+        binned = []
+        for j, (profile, signal) in enumerate(zip(profiles, signals, strict=True)):
+            if profile is None or signal is None:
+                continue
+            if profile.changes is not None or profile.sample_size:
+                own = values[own_rows[j]]
+                if present is not None:
+                    own = own[present[own_rows[j]]]
+                profile.add(signal, own)
+            elif signal in profile.edges:
+                binned.append(j)
+        if not binned:
+            return
+        cell = self.cell
+        if present is not None:
+            values, cell = values[present], cell[present]
+        if not values.size:
+            return
+        edges = [profiles[j].edges[signals[j]] for j in binned]
+        union = np.unique(np.concatenate(edges))
+        per_cell = np.bincount(cell * (union.size + 1) + np.searchsorted(union, values, "right"),
+                               minlength=self.cells * (union.size + 1)).reshape(
+                                   self.cells, union.size + 1).astype(np.float64)
+        table = self.member[binned] @ per_cell
+        for row, j, own_edges in zip(table, binned, edges, strict=True):
+            if row.any():
+                onto = np.concatenate(([0], np.searchsorted(own_edges, union, "right")))
+                profiles[j].add_binned(signals[j], np.rint(np.bincount(
+                    onto, weights=row, minlength=own_edges.size + 1)).astype(np.int64))
 
 
 def _present_parts(column: np.ndarray, group: np.ndarray, sizes: np.ndarray, k: int

@@ -114,7 +114,8 @@ class ModelMonitor:
         return WindowProfile(
             edges=ref.edges() if ref is not None else None,
             sample_size=self._window_sample_size() if self._collecting() else 0,
-            changes=_PerEvent(self.changes, self.latency), rng=self.rng,
+            changes=_PerEvent(self.changes, self.latency)
+            if self.changes is not None or self.latency is not None else None, rng=self.rng,
             rows=ref.rows() if ref is not None else None,
         )
 

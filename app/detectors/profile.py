@@ -187,6 +187,16 @@ class WindowProfile:
                 sample = self.samples[signal] = Reservoir(self.sample_size, self.rng)
             sample.add(values)
 
+    def add_binned(self, signal: str, counts: np.ndarray) -> None:
+        """Add counts of ``signal``'s values already binned on this profile's edges (a
+        profile that neither samples nor watches events: a slice's once it has a
+        reference; :func:`mlpulse.slicing.fold_slices`)."""
+        edges = self.edges[signal]
+        if self._table is None:
+            width = 1 + max(e.size for e in self.edges.values())
+            self._table = np.zeros((len(self._rows), width), dtype=np.int64)
+        self._table[self._rows[signal], : edges.size + 1] += counts
+
     def counts(self, signal: str, edges: np.ndarray) -> np.ndarray | None:
         """This window's counts on ``edges``: exact if binned, else from the sample."""
         row = self._rows.get(signal)

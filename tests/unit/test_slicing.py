@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import msgspec
 import numpy as np
 
@@ -103,3 +105,70 @@ def test_the_router_puts_each_row_in_the_slices_of_its_values_keys_missing_or_no
             assert set(sliced.names(code)) == {
                 slice_name(keys, [segments[i][k] for k in keys]) for keys in slices
                 if all(key in segments[i] for key in keys)}, seed
+
+
+def close(a: object, b: object) -> bool:
+    """Equal, floats up to rounding (a slice's sums and moments added from its cells)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(close(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def test_the_slices_of_every_key_folded_by_cells_are_as_each_folded_alone():
+    """fold_slices (every row counted once in its combination of slices, rolled up onto
+    each slice) gives each slice the summary of folding its rows alone (floats up to
+    rounding), the same detector bins (exact: counted on the union of the slices' edges),
+    and the same samples where a slice's profile samples; rows lacking a key are in none
+    of its slices."""
+    from mlpulse.guard import CardinalityGuard
+    from mlpulse.slicing import SliceNames, SliceRouter, fold_slices
+
+    keys = {"model": "m", "model_version": "v", "window_start": "", "window_end": "",
+            "late_events": 0}
+    slices = [("region",), ("tier",), ("region", "tier")]
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        events = random_events(rng, int(rng.integers(1, 300)))
+        for e in events:
+            e.segment = {k: str(rng.choice(values)) for k, values in
+                         (("region", ["eu", "us", "apac"]), ("tier", ["gold", "free"]))
+                         if rng.random() < 0.85}
+        sliced = SliceRouter("m", slices, CardinalityGuard(), SliceNames(), lambda: 0.0)(
+            Batch.of(events))
+
+        def edges(seed_of: int) -> dict[str, np.ndarray]:   # each slice its own reference
+            r = np.random.default_rng(seed_of)
+            return {**{f"f:f{j}": np.sort(r.normal(0, 1, 4)) for j in range(5)},
+                    "o:latency_ms": np.sort(r.uniform(0, 100, 4)),
+                    "o:confidence": np.sort(r.uniform(0, 1, 4)),
+                    "o:error": np.array([0.5]), "o:prediction": np.linspace(0, 2, 3)}
+
+        def profile(i: int) -> WindowProfile:   # every third slice still samples
+            return WindowProfile(edges=edges(i), sample_size=50 if i % 3 == 0 else 0,
+                                 rng=np.random.default_rng(i))
+
+        parts_of, alone_of, number = [], [], 0
+        for _, rows, sizes in sliced.groups:
+            parts, alone = [], []
+            end = 0
+            for size in sizes.tolist():
+                parts.append(PredictionAggregate(profile=profile(number)))
+                one = PredictionAggregate(profile=profile(number))
+                one.add_batch([events[i] for i in rows[end:end + size].tolist()])
+                alone.append(one)
+                end += size
+                number += 1
+            parts_of.append(parts)
+            alone_of.append(alone)
+        assert fold_slices(parts_of, Batch.of(events), sliced.groups)
+        for parts, alone in zip(parts_of, alone_of, strict=True):
+            for part, one in zip(parts, alone, strict=True):
+                assert close(msgspec.to_builtins(part.result(**keys)),
+                             msgspec.to_builtins(one.result(**keys))), seed
+                assert part.profile.state() == one.profile.state(), seed
+                assert {s: r.values.tolist() for s, r in part.profile.samples.items()} == {
+                    s: r.values.tolist() for s, r in one.profile.samples.items()}, seed
