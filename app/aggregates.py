@@ -158,8 +158,6 @@ class PredictionAggregate:
             self._fold_batch(batch)
             return
         sliced = self.slicer(batch)
-        self._fold_batch(batch, sliced)
-        batch.failed(), batch.llm(), batch.cache_flags()   # once, for every set of keys
         slices = self.slices
         parts_of = []
         for names, _, _ in sliced.groups:   # the slices of each set of keys
@@ -171,9 +169,16 @@ class PredictionAggregate:
                     part = slices[name] = self.new_slice(name)
                 parts.append(part)
             parts_of.append(parts)
-        if parts_of and not fold_slices(parts_of, batch, sliced.groups):
-            for parts, (_, rows, sizes) in zip(parts_of, sliced.groups, strict=True):
-                fold_parts(parts, batch, rows, sizes)
+        # the window and its slices at once, each row counted in its combination of slices
+        if parts_of and fold_slices(parts_of, batch, sliced.groups, whole=self):
+            if self.labels is not None:
+                self.labels.remember(batch.events, batch.predictions, batch.prediction_kinds,
+                                     sliced)
+            return
+        self._fold_batch(batch, sliced)
+        batch.failed(), batch.llm(), batch.cache_flags()   # once, for every set of keys
+        for parts, (_, rows, sizes) in zip(parts_of, sliced.groups, strict=True):
+            fold_parts(parts, batch, rows, sizes)
 
     def _fold_batch(self, batch: Batch, sliced: Sliced | None = None) -> None:
         """Fold ``batch`` (its events' slices: ``sliced``, for the label index)."""

@@ -313,9 +313,11 @@ flood of values in several keys) each key's slices fold on their own (:func:`fol
 
 
 def fold_slices(parts_of: list[list[PredictionAggregate]], batch: Batch,
-                groups: list[tuple[list[str], np.ndarray, np.ndarray]]) -> bool:
+                groups: list[tuple[list[str], np.ndarray, np.ndarray]],
+                whole: PredictionAggregate | None = None) -> bool:
     """Fold ``batch`` into the slices of every set of keys at once: ``parts_of[s]`` are the
-    slices of set ``s``, ``groups[s]`` its rows (:class:`Sliced`).
+    slices of set ``s``, ``groups[s]`` its rows (:class:`Sliced`); and into ``whole``, the
+    sliced window itself (every row), but for its label index.
 
     Each row is counted once, in its *cell* (its combination of slices: 2 keys of 5 values
     make at most 25): one ``bincount`` per field gives every cell's sketch buckets, moments,
@@ -341,17 +343,20 @@ def fold_slices(parts_of: list[list[PredictionAggregate]], batch: Batch,
     c = len(cell_codes)
     if c > MAX_CELLS:
         return False
-    parts = [part for set_parts in parts_of for part in set_parts]
+    first = 0 if whole is None else 1
+    parts = [*([] if whole is None else [whole]), *(p for set_parts in parts_of for p in set_parts)]
     member = np.zeros((len(parts), c))
-    radix, offset = 1, 0
+    member[:first] = 1.0
+    radix, offset = 1, first
     for set_parts in parts_of:
         which = cell_codes // radix % (len(set_parts) + 1)
         cells = np.flatnonzero(which)
         member[offset + which[cells] - 1, cells] = 1.0
         offset += len(set_parts)
         radix *= len(set_parts) + 1
-    own_rows = [rows[end - size:end] for (_, rows, sizes) in groups
-                for end, size in zip(np.cumsum(sizes).tolist(), sizes.tolist(), strict=True)]
+    own_rows = [*([] if whole is None else [np.arange(n)]),
+                *(rows[end - size:end] for (_, rows, sizes) in groups
+                  for end, size in zip(np.cumsum(sizes).tolist(), sizes.tolist(), strict=True))]
     roll = _Rollup(cell, c, member)
     counts = roll.counts(None).tolist()
     failed = batch.failed()

@@ -123,7 +123,7 @@ def test_the_slices_of_every_key_folded_by_cells_are_as_each_folded_alone():
     each slice) gives each slice the summary of folding its rows alone (floats up to
     rounding), the same detector bins (exact: counted on the union of the slices' edges),
     and the same samples where a slice's profile samples; rows lacking a key are in none
-    of its slices."""
+    of its slices. So does the window itself, folded with them (``whole``)."""
     from mlpulse.guard import CardinalityGuard
     from mlpulse.slicing import SliceNames, SliceRouter, fold_slices
 
@@ -164,8 +164,11 @@ def test_the_slices_of_every_key_folded_by_cells_are_as_each_folded_alone():
                 number += 1
             parts_of.append(parts)
             alone_of.append(alone)
-        assert fold_slices(parts_of, Batch.of(events), sliced.groups)
-        for parts, alone in zip(parts_of, alone_of, strict=True):
+        whole = PredictionAggregate(profile=profile(number))   # the window itself: every row
+        whole_alone = PredictionAggregate(profile=profile(number))
+        whole_alone.add_batch(events)
+        assert fold_slices(parts_of, Batch.of(events), sliced.groups, whole=whole)
+        for parts, alone in zip([*parts_of, [whole]], [*alone_of, [whole_alone]], strict=True):
             for part, one in zip(parts, alone, strict=True):
                 assert close(msgspec.to_builtins(part.result(**keys)),
                              msgspec.to_builtins(one.result(**keys))), seed
