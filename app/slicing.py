@@ -46,7 +46,7 @@ class Sliced:
 
 class Waiting:
     """Events waiting to be folded in any aggregate (``min_batch``), and which hold them:
-    a worker bounds them all (:meth:`flush_all` when over its bound).
+    a worker bounds them all (:meth:`shrink` when over its bound).
 
     >>> from mlpulse.aggregates import PredictionAggregate
     >>> from mlpulse.events import PredictionEvent
@@ -71,6 +71,27 @@ class Waiting:
     def flush_all(self) -> None:
         """Fold every aggregate's waiting events."""
         for aggregate in list(self._held):
+            aggregate.flush()
+
+    def shrink(self, to: int) -> None:
+        """Fold the aggregates holding the most events until at most ``to`` wait: those
+        that gathered least go on gathering (a fold costs ~2 ms whatever its size).
+
+        >>> from mlpulse.aggregates import PredictionAggregate
+        >>> from mlpulse.events import PredictionEvent
+        >>> waiting = Waiting()
+        >>> small, large = (PredictionAggregate(min_batch=100, waiting_events=waiting)
+        ...                 for _ in range(2))
+        >>> small.add_batch([PredictionEvent(event_id="1", timestamp=1, model="m")])
+        >>> large.add_batch([PredictionEvent(event_id=str(i), timestamp=1, model="m")
+        ...                  for i in range(5)])
+        >>> waiting.shrink(to=3)
+        >>> waiting.events, small.waiting, large.count
+        (1, 1, 5)
+        """
+        for aggregate, _ in sorted(self._held.items(), key=lambda item: -item[1]):
+            if self.events <= to:
+                break
             aggregate.flush()
 
 

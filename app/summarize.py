@@ -48,7 +48,8 @@ window of 6,000 events then folds once: 0.632x -> 0.649x of the unsliced run in 
 against 4,096; MAX_WAITING bounds them all.)"""
 MAX_WAITING = 100_000
 """Events all sliced windows of a worker may hold unfolded (~1 KB each decoded): beyond
-it, every window folds what it holds (many sliced models with few events each)."""
+it, the windows holding most fold theirs, down to half of it (many sliced models, or a
+backlog read ahead of the windows' closing)."""
 
 ProfileFactory = Callable[[int, tuple[str, ...]], Any]
 """(partition, (model, version)) → the detectors' profile of a new window, or None."""
@@ -208,7 +209,7 @@ class Summarizer:
             version = guard.version(model, name, now_wall_s, len(group))
             late += windows.add((model, version), group, now_wall_s)
         if self.waiting.events > MAX_WAITING:
-            self.waiting.flush_all()
+            self.waiting.shrink(to=MAX_WAITING // 2)
         return late
 
     def _slices_of(self, model: str) -> tuple[tuple[str, ...], ...]:
