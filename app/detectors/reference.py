@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from ..aggregates import PredictionAggregate
-from .distance import quantile_edges
-from .profile import WindowProfile, bin_counts
+from .distance import sorted_quantiles
+from .profile import WindowProfile
 
 __all__ = [
     "CategoricalRef",
@@ -232,11 +232,14 @@ def build_reference(
             continue   # mostly categorical: handled below
         present = _total(contributions, "present", signal, default=seen)
         nulls = _total(contributions, "nulls", signal, default=0)
-        lo, hi = float(pooled.min()), float(pooled.max())
-        edges = np.unique(np.concatenate(
-            [[lo], quantile_edges(pooled, bins), [np.nextafter(hi, np.inf)]]))
+        ordered = np.sort(pooled)
+        lo, hi = float(ordered[0]), float(ordered[-1])
+        edges = np.unique(np.concatenate([[lo], sorted_quantiles(
+            ordered, np.linspace(0, 1, bins + 1)[1:-1]), [np.nextafter(hi, np.inf)]]))
+        # bin_counts(edges, pooled), from the sorted sample: the values below each edge
+        binned = np.diff(np.searchsorted(ordered, edges, "left"), prepend=0, append=ordered.size)
         numeric[signal] = NumericRef(
-            edges=edges, counts=bin_counts(edges, pooled), mean=float(pooled.mean()),
+            edges=edges, counts=binned, mean=float(pooled.mean()),
             std=float(pooled.std()), min=lo, max=hi,
             null_rate=nulls / present if present else 0.0,
             presence=present / events if events else 0.0,
