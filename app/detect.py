@@ -36,7 +36,7 @@ from .aggregates import PredictionAggregate
 from .alerts import Lifecycle, fingerprint
 from .comparisons import Comparisons
 from .config import Settings
-from .detectors.anomaly import LogErrorSpike
+from .detectors.anomaly import LogErrorSpike, Spread, WindowAnomaly, spreads
 from .detectors.comparison import Side, compare, compare_labelled
 from .detectors.comparison import findings as comparison_findings
 from .detectors.finding import Finding
@@ -150,10 +150,10 @@ class Detect:
         for c in closed:   # first every version's side: those closing together compare now
             if isinstance(c.summary, PredictionWindow) and len(c.key) == 2:
                 self._comparable(c)
-        drifts = self._drift_tests(closed)
+        together = self._together(closed)
         for c in closed:
             if isinstance(c.summary, PredictionWindow):
-                out.extend(self._on_prediction_window(c, drifts.get(id(c))))
+                out.extend(self._on_prediction_window(c, *together.get(id(c), (None, None))))
             elif isinstance(c.summary, LogWindow):
                 out.extend(self._on_log_window(c))
         self.comparisons.judged()
@@ -161,12 +161,15 @@ class Detect:
         self._later.clear()
         return out
 
-    def _drift_tests(self, closed: list[Closed]) -> dict[int, DriftTests]:
-        """The drift tests of the windows closing together (a model version's and its
-        slices'), run in one numpy pass for the numeric signals and one for the categorical
-        ones: by id of their ``Closed``. Only the first window of a key is among them (its
-        next may judge against another reference)."""
+    def _together(self, closed: list[Closed]
+                  ) -> dict[int, tuple[DriftTests | None, Spread | None]]:
+        """What the windows closing together (a model version's and its slices') compute
+        at once, by id of their ``Closed``: their drift tests (one numpy pass for the
+        numeric signals, one for the categorical ones) and the spread of their anomaly
+        detectors' history (two sorts). Only the first window of a key is among them (its
+        next may judge against another reference, after another history)."""
         drifts: dict[int, DriftTests] = {}
+        anomalies: dict[int, WindowAnomaly] = {}
         seen: set[tuple[str, ...]] = set()
         for c in closed:
             if not isinstance(c.summary, PredictionWindow) or c.key in seen:
@@ -181,9 +184,13 @@ class Detect:
                 drift = state.monitor.drift_tests(c.aggregate, profile)
                 if drift is not None:
                     drifts[id(c)] = drift
+                if state.monitor.anomaly is not None:
+                    anomalies[id(c)] = state.monitor.anomaly
         if len(drifts) > 1:
             run_drift_tests(list(drifts.values()))
-        return drifts
+        spread = dict(zip(anomalies, spreads(list(anomalies.values())), strict=True)) if len(
+            anomalies) > 1 else {}
+        return {key: (drifts.get(key), spread.get(key)) for key in drifts.keys() | spread.keys()}
 
     def _comparable(self, c: Closed) -> None:
         model, version = c.key
@@ -231,8 +238,8 @@ class Detect:
         done = bool(own) or comparisons.is_baseline(c.partition, model, c.start_s, version)
         return own, done
 
-    def _on_prediction_window(self, c: Closed, drift: DriftTests | None = None
-                              ) -> list[AlertEvent]:
+    def _on_prediction_window(self, c: Closed, drift: DriftTests | None = None,
+                              spread: Spread | None = None) -> list[AlertEvent]:
         aggregate: PredictionAggregate = c.aggregate
         profile = aggregate.profile
         if not isinstance(profile, WindowProfile):
@@ -245,7 +252,7 @@ class Detect:
             return []
         state.last_end_s = c.end_s
         findings = state.monitor.on_window(aggregate, profile, c.start_s, c.end_s, c.summary,
-                                           complete=not c.idle, drift=drift)
+                                           complete=not c.idle, drift=drift, spread=spread)
         compared, complete = self._compare(c) if not part else ([], False)
         if self.on_findings is not None:
             self.on_findings(c.partition, c.key, findings + compared)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -34,8 +35,8 @@ from river import anomaly
 
 from .finding import Finding
 
-__all__ = ["LatencyAnomaly", "LogErrorSpike", "WindowAnomaly", "sampling_sd", "window_samples",
-           "window_vector"]
+__all__ = ["LatencyAnomaly", "LogErrorSpike", "Spread", "WindowAnomaly", "sampling_sd",
+           "spreads", "window_samples", "window_vector"]
 
 MIN_CHANGE = {
     "throughput_per_s": 0.0, "error_rate": 0.02, "latency_p95_ms": 0.0,
@@ -101,8 +102,8 @@ class WindowAnomaly:
         self._hst_seen = 0
         self.last_score: float | None = None
 
-    def observe(self, vector: dict[str, float], samples: dict[str, float] | None = None
-                ) -> Finding | None:
+    def observe(self, vector: dict[str, float], samples: dict[str, float] | None = None,
+                spread: Spread | None = None) -> Finding | None:
         """Judge one window's vector, then learn it (anomalous windows are not learnt).
 
         ``samples`` gives what each value was measured on: for a rate, the number of
@@ -110,6 +111,8 @@ class WindowAnomaly:
         duration (s); for a latency quantile, the number of events. A value is then judged
         against its sampling error too (binomial / Poisson), not only the spread of past
         windows: 7 errors in 200 events after windows of 2 is noise, not a z of 7.5.
+        ``spread``: the medians and MADs of the remembered windows, if computed already
+        (:func:`spreads`: several detectors' at once).
 
         >>> a = WindowAnomaly(warmup_windows=5, use_hst=False)
         >>> for errors in [2, 1, 2, 3, 2, 2]:
@@ -125,12 +128,9 @@ class WindowAnomaly:
             return None
         deviations: list[dict[str, Any]] = []
         scaled: dict[str, float] = {}
-        rows = self._history[: self._stored]
-        # every metric's median and MAD in two sorts (a window judged ~7 metrics at two
-        # medians each, and every window of every series and slice is judged)
-        medians, counts = _column_medians(rows)
-        mads = _column_medians(np.abs(rows - medians))[0].tolist()
-        medians_of = medians.tolist()
+        computed = spread if spread is not None else spreads([self])[0]
+        assert computed is not None
+        medians_of, counts, mads = computed
         for metric, value in sorted(vector.items()):
             column = _COLUMN.get(metric)
             if column is None or counts[column] < self.warmup_windows:
@@ -140,9 +140,9 @@ class WindowAnomaly:
             if tail is not None and n is not None and n * tail < MIN_TAIL_EVENTS:
                 continue
             median, mad = medians_of[column], 1.4826 * mads[column]
-            spread = math.hypot(mad, sampling_sd(metric, median, n))
+            sd = math.hypot(mad, sampling_sd(metric, median, n))
             floor = max(MIN_CHANGE.get(metric, 0.0), RELATIVE_MIN_CHANGE * abs(median), 1e-9)
-            z = (value - median) / max(spread, floor / self.z_threshold)
+            z = (value - median) / max(sd, floor / self.z_threshold)
             scaled[metric] = min(1.0, max(0.0, 0.5 + z / (4 * self.z_threshold)))
             if abs(z) >= self.z_threshold and abs(value - median) >= floor:
                 deviations.append({"metric": metric, "value": value, "median": median,
@@ -225,23 +225,57 @@ class WindowAnomaly:
         return out
 
 
-def _column_medians(rows: np.ndarray) -> tuple[np.ndarray, list[int]]:
-    """The median of each column of ``rows`` over its values (NaN: none), and how many it
-    has (a column without any: NaN).
+Spread = tuple[list[float], list[int], list[float]]
+"""Per metric, the median of a window history's values, how many it has, and their MAD."""
+
+
+def spreads(anomalies: Sequence[WindowAnomaly]) -> list[Spread | None]:
+    """The :data:`Spread` of each detector's remembered windows (None: still warming up),
+    all in two sorts: the histories stacked, shorter ones padded with empty windows (a
+    window judged ~7 metrics at two medians each, and every window of every series and
+    slice is judged; a model version's slices close together).
+
+    >>> a, b = WindowAnomaly(warmup_windows=2), WindowAnomaly(warmup_windows=2)
+    >>> for x in (0.01, 0.03, 0.02):
+    ...     _ = a.observe({"error_rate": x})
+    >>> for x in (0.05, 0.07):
+    ...     _ = b.observe({"error_rate": x})
+    >>> [round(s[0][_COLUMN["error_rate"]], 3) for s in spreads([a, b])]
+    [0.02, 0.06]
+    """
+    ready = [i for i, a in enumerate(anomalies) if a._stored >= a.warmup_windows]
+    out: list[Spread | None] = [None] * len(anomalies)
+    if not ready:
+        return out
+    depth = max(anomalies[i]._stored for i in ready)
+    rows = np.full((len(ready), depth, len(METRICS)), np.nan)
+    for k, i in enumerate(ready):
+        stored = anomalies[i]._stored
+        rows[k, :stored] = anomalies[i]._history[:stored]
+    medians, counts = _column_medians(rows)
+    mads = _column_medians(np.abs(rows - medians[:, None, :]))[0]
+    for k, i in enumerate(ready):
+        out[i] = (medians[k].tolist(), counts[k].tolist(), mads[k].tolist())
+    return out
+
+
+def _column_medians(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The median of each column of ``rows`` (``(..., windows, metrics)``) over its values
+    (NaN: none), and how many it has (a column without any: NaN).
 
     >>> medians, counts = _column_medians(np.array([[1.0, np.nan], [3.0, 5.0], [2.0, np.nan]]))
-    >>> medians.tolist(), counts
+    >>> medians.tolist(), counts.tolist()
     ([2.0, 5.0], [3, 1])
     """
-    ordered = np.sort(rows, axis=0)   # NaN last
-    counts = np.count_nonzero(~np.isnan(ordered), axis=0)
-    columns = np.arange(rows.shape[1])
-    low, high = np.maximum(counts - 1, 0) // 2, counts // 2
+    ordered = np.sort(rows, axis=-2)   # NaN last
+    counts = np.count_nonzero(~np.isnan(ordered), axis=-2)
+    low = np.maximum(counts - 1, 0) // 2
+    high = np.minimum(counts // 2, rows.shape[-2] - 1)
     with np.errstate(invalid="ignore"):
-        medians = (ordered[low, columns] + ordered[np.minimum(high, len(rows) - 1),
-                                                   columns]) / 2
+        medians = (np.take_along_axis(ordered, low[..., None, :], axis=-2)[..., 0, :]
+                   + np.take_along_axis(ordered, high[..., None, :], axis=-2)[..., 0, :]) / 2
     medians[counts == 0] = np.nan
-    return medians, counts.tolist()
+    return medians, counts
 
 
 def sampling_sd(metric: str, usual: float, n: float | None) -> float:

@@ -43,7 +43,7 @@ import numpy as np
 
 from ..aggregates import PredictionAggregate
 from .adwin import ChangeDetectors
-from .anomaly import LatencyAnomaly, WindowAnomaly, window_samples, window_vector
+from .anomaly import LatencyAnomaly, Spread, WindowAnomaly, window_samples, window_vector
 from .drift import DriftResult, categorical_drift_many, numeric_drift_many
 from .finding import Finding
 from .profile import WindowProfile
@@ -144,9 +144,11 @@ class ModelMonitor:
     def on_window(
         self, aggregate: PredictionAggregate, profile: WindowProfile, start_s: float,
         end_s: float, summary: Any = None, *, complete: bool = True,
-        drift: DriftTests | None = None,
+        drift: DriftTests | None = None, spread: Spread | None = None,
     ) -> list[Finding]:
         """Findings of one closed window; then the window joins the reference if due.
+        ``drift`` and ``spread``: its drift tests and its anomaly detector's spread, if
+        computed beside other windows'.
 
         ``complete=False``: the window closed because its events stopped (the end of a
         stream): its throughput is not judged, nor that of the first window after a gap
@@ -177,7 +179,7 @@ class ModelMonitor:
             if not (complete and follows):
                 del vector["throughput_per_s"]
             finding = self.anomaly.observe(vector, window_samples(
-                summary, end_s - start_s, aggregate.confidence.count, values))
+                summary, end_s - start_s, aggregate.confidence.count, values), spread)
             if finding is not None:
                 findings.append(finding)
         if self.latency is not None:

@@ -94,20 +94,24 @@ def test_a_drift_confined_to_one_slice_is_alerted_for_that_slice_only():
     assert drift == {("region=eu", "x")}
 
 
-def test_drift_tests_of_windows_closing_together_are_those_of_each_alone(monkeypatch):
-    """The drift tests of a model version's window and its slices' run in one
-    numpy pass (each with its own family): the same verdicts and evidence as one by one."""
+def test_what_windows_closing_together_compute_at_once_is_what_each_computes_alone(
+        monkeypatch):
+    """The drift tests of a model version's window and its slices' run in one numpy pass
+    (each with its own family), their anomaly detectors' spreads in two sorts: the same
+    verdicts and evidence as one by one."""
     import mlpulse.detect
 
     events = traffic(windows=8, per_window=1500, shift={"eu": 1.0}, from_window=5)
 
     def alerts() -> list[tuple[Any, ...]]:
-        pipe = run(events, segment_keys="region,tier")
-        return [(a.status, a.rule, sorted(a.labels.items()), a.value, a.window_start)
-                for a in pipe.alerts]
+        pipe = run(events, segment_keys="region,tier",
+                   detectors={"anomaly": {"warmup_windows": 2}})
+        return [(a.status, a.rule, sorted(a.labels.items()), a.value, a.window_start,
+                 a.annotations.summary) for a in pipe.alerts]
 
     together = alerts()
     monkeypatch.setattr(mlpulse.detect, "run_drift_tests", lambda drifts: None)
+    monkeypatch.setattr(mlpulse.detect, "spreads", lambda anomalies: [None] * len(anomalies))
     assert alerts() == together
     assert any(rule == "feature_drift" for _, rule, *_ in together)
 

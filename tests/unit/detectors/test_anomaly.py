@@ -151,3 +151,29 @@ def test_the_last_window_of_a_stream_raises_no_throughput_anomaly():
 
     assert ("window_anomaly", "") in last_window(complete=True)   # a drop mid-stream fires
     assert ("window_anomaly", "") not in last_window(complete=False)
+
+
+def test_spreads_of_histories_stacked_are_each_one_s_alone():
+    """spreads() stacks detectors' histories of different depths (padded with empty
+    windows, gaps where a metric was not measured): each spread is the one computed alone."""
+    from mlpulse.detectors.anomaly import spreads
+
+    rng = np.random.default_rng(8)
+    detectors = []
+    for windows in [0, 2, *rng.integers(3, 30, 10).tolist()]:   # two still warming up
+        a = WindowAnomaly(warmup_windows=3, history_windows=int(rng.integers(3, 20)),
+                          use_hst=False)
+        for _ in range(windows):
+            a.observe({m: float(rng.normal()) for m in ("error_rate", "latency_p99_ms",
+                                                        "confidence_mean")
+                       if rng.random() < 0.8})
+        detectors.append(a)
+    together = spreads(detectors)
+    assert any(s is None for s in together) and any(s is not None for s in together)
+    for a, s in zip(detectors, together, strict=True):
+        alone = spreads([a])[0]
+        assert (s is None) == (alone is None)
+        if s is not None and alone is not None:
+            assert np.array_equal(np.array(s[0]), np.array(alone[0]), equal_nan=True)
+            assert s[1] == alone[1]
+            assert np.array_equal(np.array(s[2]), np.array(alone[2]), equal_nan=True)
