@@ -11,7 +11,6 @@ every slice by one numpy call, then a few scalar updates per slice.
 
 from __future__ import annotations
 
-import collections
 import itertools
 import math
 import operator
@@ -156,11 +155,18 @@ class SliceRouter:
             column: list[Any] = _column(segments, keys[0]) if len(keys) == 1 else [
                 None if None in values else values
                 for values in zip(*(_column(segments, key) for key in keys), strict=True)]
-            names, number_of = self._number(keys, column)
+            # each row's first row of its value (one C pass): the values, their rows
+            first_of: dict[Any, int] = {}
+            first = np.fromiter(map(first_of.setdefault, column, itertools.count()),
+                                dtype=np.intp, count=n)
+            rows_of = np.bincount(first, minlength=n)
+            names, numbers = self._number(keys, [
+                (value, int(rows_of[row])) for value, row in first_of.items()])
             if len(names) == 1:
                 continue
-            ids = np.fromiter(map(number_of.get, column, itertools.repeat(0)),
-                              dtype=np.int64, count=n)
+            number_at = np.zeros(n, dtype=np.int64)
+            number_at[list(first_of.values())] = numbers
+            ids = number_at[first]
             order = np.argsort(ids, kind="stable")
             bounds = np.searchsorted(ids[order], np.arange(len(names) + 1))
             groups.append((names[1:], order[bounds[1]:], np.diff(bounds)[1:]))
@@ -174,17 +180,18 @@ class SliceRouter:
                          if code // radix % len(names))
         return Sliced(groups, codes, spell)
 
-    def _number(self, keys: tuple[str, ...], column: list[Any]
-                ) -> tuple[list[str], dict[Any, int]]:
-        """The slices of ``column``'s values (their names; number 0: in none of them), and
-        each value's number."""
+    def _number(self, keys: tuple[str, ...], counted: list[tuple[Any, int]]
+                ) -> tuple[list[str], list[int]]:
+        """The slices of the values ``counted`` (with their rows; names; number 0: in none
+        of them), and each value's number."""
         joined = _JOIN.join(keys)
-        number_of: dict[Any, int] = {}
+        numbers: list[int] = []
         names: list[str] = [""]
         by_name: dict[str, int] = {}
         now_wall_s = self.clock()
-        for value, count in collections.Counter(column).items():
+        for value, count in counted:
             if value is None:
+                numbers.append(0)
                 continue
             values = (value,) if len(keys) == 1 else value
             kept = self.guard.segment(self.model, joined, _JOIN.join(values), now_wall_s, count)
@@ -193,8 +200,8 @@ class SliceRouter:
             if number is None:
                 number = by_name[name] = len(names)
                 names.append(name)
-            number_of[value] = number
-        return names, number_of
+            numbers.append(number)
+        return names, numbers
 
 
 _JOIN = "\x1f"
