@@ -172,10 +172,16 @@ def test_a_checkpoint_with_slice_windows_of_their_own_restores():
     assert counts == {(): 30, (("region", "eu"),): 20, (("region", "us"),): 10}
 
 
-def test_a_slice_is_summarised_as_its_events_would_be_alone():
+@pytest.mark.parametrize("by_cells", [True, False])
+def test_a_slice_is_summarised_as_its_events_would_be_alone(monkeypatch, by_cells):
     """Slices fold the rows of their events from the window's columns: every field (LLM
     usage, errors, optional and mixed features, labels of predictions) comes out as a
-    window of those events alone."""
+    window of those events alone. So it does where a batch holds more combinations of
+    slices than MAX_CELLS (each key's slices folded apart)."""
+    from mlpulse import slicing
+
+    if not by_cells:
+        monkeypatch.setattr(slicing, "MAX_CELLS", 0)
     rng = np.random.default_rng(8)
     events = []
     for i in range(700):
