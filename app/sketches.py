@@ -116,24 +116,47 @@ class QuantileSketch:
         starts = (np.cumsum(sizes) - sizes)[filled]
         lows = np.minimum.reduceat(values, starts).tolist()
         highs = np.maximum.reduceat(values, starts).tolist()
-        grid = None
+        grid, base = None, 0
         if positive.any():
-            keys = (np.ceil(np.log2(values[positive]) * mapping._multiplier)
-                    + mapping._offset).astype(np.int64)
-            base = int(keys.min())
-            width = int(keys.max()) - base + 1
-            grid = np.bincount(group[positive] * width + (keys - base),
-                               minlength=k * width).reshape(k, width)
+            base, grid = cls.bucket_grid(group[positive], k, values[positive])
         counts = sizes.tolist()
         for i, j in enumerate(filled.tolist()):
-            sketch = sketches[j]
-            if grid is not None and nonzero[j]:
-                sketch._add_keys(base, grid[j])
-            sketch._zero_count += counts[j] - nonzero[j]
-            sketch._count += counts[j]
-            sketch._sum += sums[j]
-            sketch._min = min(sketch._min, lows[i])
-            sketch._max = max(sketch._max, highs[i])
+            sketches[j].add_bucketed(
+                base, grid[j] if grid is not None and nonzero[j] else None, values=counts[j],
+                zeros=counts[j] - nonzero[j], total=sums[j], low=lows[i], high=highs[i])
+
+    def add_bucketed(self, base: int, counts: np.ndarray | None, *, values: int, zeros: int,
+                     total: float, low: float, high: float) -> None:
+        """Add ``values`` values counted already: ``counts`` per bucket from key ``base``
+        (None: none positive), ``zeros`` of them zeros, summing to ``total``, from ``low``
+        to ``high``."""
+        if counts is not None:
+            self._add_keys(base, counts)
+        self._zero_count += zeros
+        self._count += values
+        self._sum += total
+        self._min = min(self._min, low)
+        self._max = max(self._max, high)
+
+    @classmethod
+    def bucket_grid(cls, group: np.ndarray, groups: int, positive: np.ndarray
+                    ) -> tuple[int, np.ndarray]:
+        """The bucket counts of ``positive`` values (above the mapping's least) per group
+        (``group``: each value's, of ``groups``): ``(base, groups × keys from base)``.
+
+        >>> base, grid = QuantileSketch.bucket_grid(np.array([0, 1, 1]), 2,
+        ...                                         np.array([1.0, 1.0, 100.0]))
+        >>> grid.sum(axis=1).tolist(), int(grid[1, 0])
+        ([1, 2], 1)
+        """
+        mapping = cls._mapping
+        # LogarithmicMapping.key, vectorised: ceil(log2(v) * multiplier) + offset
+        keys = (np.ceil(np.log2(positive) * mapping._multiplier)
+                + mapping._offset).astype(np.int64)
+        base = int(keys.min())
+        width = int(keys.max()) - base + 1
+        return base, np.bincount(group * width + (keys - base),
+                                 minlength=groups * width).reshape(groups, width)
 
     def _add_keys(self, base: int, counts: np.ndarray) -> None:
         """Add ``counts[i]`` values to the bucket of key ``base + i``."""

@@ -255,12 +255,7 @@ def fold_parts(parts: list[PredictionAggregate], batch: Batch, rows: np.ndarray,
             if coded is not None:   # strings: every part's counts in one numpy pass
                 for part, counts, count in zip(parts, coded.taken(rows).counts(group, k),
                                                counts_of, strict=True):
-                    if count:
-                        stats_of = part.feature(feature, count)[1]
-                        stats_of.count += count
-                        if stats_of.categories is None:
-                            stats_of.categories = BoundedCounter(part.max_categories)
-                        stats_of.categories.add_counts(counts)
+                    _add_categories(part, feature, count, counts)
                 continue
             taken = pick(column, row_list)   # nulls, mixed: part by part
             for part, (start, end) in zip(parts, bounds, strict=True):
@@ -440,12 +435,7 @@ def fold_slices(parts_of: list[list[PredictionAggregate]], batch: Batch,
         coded = batch.codes(feature)
         if coded is not None:   # strings: every row has one
             for part, found, count in zip(parts, roll.categories(coded), counts, strict=True):
-                if count:
-                    stats_of = part.feature(feature, count)[1]
-                    stats_of.count += count
-                    if stats_of.categories is None:
-                        stats_of.categories = BoundedCounter(part.max_categories)
-                    stats_of.categories.add_counts(found)
+                _add_categories(part, feature, count, found)
             continue
         for part, rows in zip(parts, own_rows, strict=True):   # nulls, mixed: part by part
             own = pick(column, rows.tolist()) if rows.size else []
@@ -512,26 +502,18 @@ class _Rollup:
             np.int64)
         sums = (member @ np.bincount(cell, weights=values, minlength=self.cells)).tolist()
         lows, highs = self._extremes(values, cell)
-        grid = None
+        grid, base = None, 0
         if positive.any():
-            keys = (np.ceil(np.log2(values[positive]) * mapping._multiplier)
-                    + mapping._offset).astype(np.int64)
-            base = int(keys.min())
-            width = int(keys.max()) - base + 1
-            per_cell = np.bincount(cell[positive] * width + (keys - base),
-                                   minlength=self.cells * width).reshape(self.cells, width)
+            base, per_cell = QuantileSketch.bucket_grid(cell[positive], self.cells,
+                                                        values[positive])
             grid = np.rint(member @ per_cell).astype(np.int64)
         count_of, nonzero_of = count.tolist(), nonzero.tolist()
         for j, sketch in enumerate(sketches):
-            if not count_of[j]:
-                continue
-            if grid is not None and nonzero_of[j]:
-                sketch._add_keys(base, grid[j])
-            sketch._zero_count += count_of[j] - nonzero_of[j]
-            sketch._count += count_of[j]
-            sketch._sum += sums[j]
-            sketch._min = min(sketch._min, lows[j])
-            sketch._max = max(sketch._max, highs[j])
+            if count_of[j]:
+                sketch.add_bucketed(
+                    base, grid[j] if grid is not None and nonzero_of[j] else None,
+                    values=count_of[j], zeros=count_of[j] - nonzero_of[j], total=sums[j],
+                    low=lows[j], high=highs[j])
         return sums
 
     def _extremes(self, values: np.ndarray, cell: np.ndarray) -> tuple[list[float], list[float]]:
@@ -618,6 +600,17 @@ class _Rollup:
                 onto = np.concatenate(([0], np.searchsorted(own_edges, union, "right")))
                 profiles[j].add_binned(signals[j], np.rint(np.bincount(
                     onto, weights=row, minlength=own_edges.size + 1)).astype(np.int64))
+
+
+def _add_categories(part: PredictionAggregate, feature: str, values: int,
+                    counts: dict[str, int]) -> None:
+    """Add to a part's string ``feature`` its ``values`` values, counted (``counts``)."""
+    if values:
+        stats = part.feature(feature, values)[1]
+        stats.count += values
+        if stats.categories is None:
+            stats.categories = BoundedCounter(part.max_categories)
+        stats.categories.add_counts(counts)
 
 
 def _present_parts(column: np.ndarray, group: np.ndarray, sizes: np.ndarray, k: int

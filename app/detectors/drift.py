@@ -121,13 +121,10 @@ def numeric_drift_many(
         size = window.size - 2
         current[row, :size] = _fold_ends(window)
         reference[row, :size] = _fold_ends(ref.counts)
-    n, m = current.sum(axis=1), reference.sum(axis=1)
-    min_events = np.array([t.min_events for t in thresholds])
-    judged = (n >= min_events) & (m > 0)
+    n, m, judged, n_safe, m_safe = _sizes(reference, current, thresholds)
     out: list[DriftResult | None] = [None] * len(refs)
     if not judged.any():
         return out
-    n_safe, m_safe = np.where(judged, n, 1.0), np.where(judged, m, 1.0)
     p, q = reference / m_safe[:, None], current / n_safe[:, None]
     gap = np.max(np.abs(np.cumsum(p, axis=1) - np.cumsum(q, axis=1)), axis=1)
     max_test = np.array([t.max_test_events for t in thresholds], dtype=np.float64)
@@ -144,8 +141,7 @@ def numeric_drift_many(
     psi_excess = np.maximum(0.0, psi_values - noise)
     for row in np.flatnonzero(judged).tolist():
         t, tests = thresholds[row], family[row]
-        effect, threshold = ((float(js_values[row]), t.js) if t.js is not None
-                             else (float(psi_excess[row]), t.psi))
+        effect, threshold = _effect(t, float(js_values[row]), float(psi_excess[row]))
         p_value = float(p_values[row])
         if effect >= threshold and (n_eff[row] < EXACT_ALWAYS_BELOW_EVENTS
                                     or p_value < EXACT_NEAR * t.p_value / max(1, tests)):
@@ -162,6 +158,21 @@ def numeric_drift_many(
             top_bins=_top_bins(reference[row, :size], current[row, :size],
                                _bin_names(refs[row].edges)) if effect >= threshold else [])
     return out
+
+
+def _effect(t: DriftThresholds, js: float, psi_excess: float) -> tuple[float, float]:
+    """The effect a row is judged by, and its threshold: JS distance where ``t.js`` is
+    set, else PSI beyond its noise."""
+    return (js, t.js) if t.js is not None else (psi_excess, t.psi)
+
+
+def _sizes(reference: np.ndarray, current: np.ndarray,
+           thresholds: Sequence[DriftThresholds]) -> tuple[np.ndarray, ...]:
+    """Each row's window and reference sizes, whether it is judged (``min_events`` in the
+    window, a reference), and the sizes to divide by (1 where not judged)."""
+    n, m = current.sum(axis=1), reference.sum(axis=1)
+    judged = (n >= np.array([t.min_events for t in thresholds])) & (m > 0)
+    return n, m, judged, np.where(judged, n, 1.0), np.where(judged, m, 1.0)
 
 
 def _psi_rows(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -218,13 +229,10 @@ def categorical_drift_many(
         reference[row, :size] = [ref.counts.get(v, 0) for v in values]
         current[row, :size] = [window.get(v, 0) for v in values]
         reference[row, -1], current[row, -1] = ref.other, window.get(OTHER_VALUE, 0)
-    n, m = current.sum(axis=1), reference.sum(axis=1)
-    min_events = np.array([t.min_events for t in thresholds])
-    judged = (n >= min_events) & (m > 0)
+    n, m, judged, n_safe, m_safe = _sizes(reference, current, thresholds)
     out: list[DriftResult | None] = [None] * len(refs)
     if not judged.any():
         return out
-    n_safe, m_safe = np.where(judged, n, 1.0), np.where(judged, m, 1.0)
     # chi-square of each row's 2 × values table (values seen in neither dropped), sizes
     # capped at ``max_test_events`` as distance.chi_square is handed them
     max_test = np.array([t.max_test_events for t in thresholds], dtype=np.float64)
@@ -248,8 +256,7 @@ def categorical_drift_many(
     psi_excess = np.maximum(0.0, psi_values - noise)
     for row in np.flatnonzero(judged).tolist():
         t, tests = thresholds[row], family[row]
-        effect, threshold = ((float(js_values[row]), t.js) if t.js is not None
-                             else (float(psi_excess[row]), t.psi))
+        effect, threshold = _effect(t, float(js_values[row]), float(psi_excess[row]))
         p_value = float(p_values[row])
         drifted = p_value < t.p_value / max(1, tests) and effect >= threshold
         top_bins: list[dict[str, Any]] = []
