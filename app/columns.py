@@ -129,9 +129,9 @@ class Batch:
     [[0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]]
     """
 
-    __slots__ = ("_cache", "_codes", "_failed", "_llm", "cache", "confidence", "costs", "events",
-                 "features", "latency", "n", "prediction_kinds", "predictions", "statuses",
-                 "tokens_in", "tokens_out", "trace_ids")
+    __slots__ = ("_cache", "_codes", "_failed", "_llm", "_named", "cache", "confidence",
+                 "costs", "events", "features", "latency", "n", "prediction_kinds",
+                 "predictions", "statuses", "tokens_in", "tokens_out", "trace_ids")
 
     events: Sequence[Any]
     n: int
@@ -154,6 +154,8 @@ class Batch:
         self._llm: tuple[np.ndarray, np.ndarray, np.ndarray] | bool | None = False
         self._cache: tuple[np.ndarray, np.ndarray] | bool | None = False
         self._codes: dict[str | None, Coded | None] = {}
+        self._named: dict[str, tuple[str, list[object], set[type], np.ndarray | None]] | None = (
+            None)
 
     def failed(self) -> np.ndarray | None:
         """Per row, whether its call failed (status not ``ok``); None if none did.
@@ -182,7 +184,9 @@ class Batch:
         if feature is None:
             out = coded(self.predictions, self.prediction_kinds)
         else:
-            found = next((f for f in self.features if f[0] == feature), None)
+            if self._named is None:
+                self._named = {f[0]: f for f in self.features}
+            found = self._named.get(feature)
             out = coded(found[1], found[2]) if found is not None and found[2] == STR else None
         self._codes[feature] = out
         return out

@@ -467,8 +467,8 @@ def fold_slices(parts_of: list[list[PredictionAggregate]], batch: Batch,
             part.cache_hits += hits[j]
         missing = part.trace_sample - len(part.trace_ids)
         if missing > 0:
-            part.trace_ids.extend(itertools.islice(
-                filter(None, map(traces.__getitem__, own_rows[j].tolist())), missing))
+            part.trace_ids.extend(itertools.islice(   # (lazily: the first few rows do)
+                filter(None, map(traces.__getitem__, own_rows[j])), missing))
     return True
 
 
