@@ -71,7 +71,11 @@ class Telemetry:
         self.linger_s = linger_s
         self.max_message_bytes = max_message_bytes
         self.dropped = 0
-        """Events dropped because the buffer was full or the broker refused them."""
+        """Events dropped because the buffer was full or their send failed."""
+        self.unconfirmed = 0
+        """Of ``dropped``, the events whose send failed without an answer from the broker
+        (a timeout, a lost connection): it may have written them before its answer was
+        lost, so a consumer may count up to this many more than ``sent_events``."""
         self.sent_events = 0
         self.sent_messages = 0
         self._buffer: deque[tuple[str, str, dict[str, Any] | bytes]] = deque()
@@ -176,6 +180,7 @@ class Telemetry:
         """A Telemetry that sends nothing (counts everything as dropped): for tests and docs."""
         telemetry = cls.__new__(cls)
         telemetry.dropped = telemetry.sent_events = telemetry.sent_messages = 0
+        telemetry.unconfirmed = 0
         telemetry._closing = True
         telemetry._lock = threading.Lock()
         telemetry._id_prefix = os.urandom(8).hex() + "-"
@@ -326,6 +331,7 @@ class Telemetry:
                 self.sent_messages += 1
             except Exception as exc:
                 self.dropped += count
+                self.unconfirmed += count
                 log.warning("mlpulse SDK dropped %d events: %s", count, exc)
 
     async def _send_batch(
