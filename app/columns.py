@@ -259,7 +259,10 @@ class Coded:
         [{'a': 1}, {'a': 1, 'b': 1, 'c': 1}]
         """
         m = len(self.keys)
-        table = np.bincount(group * m + self.codes, minlength=k * m).reshape(k, m)
+        return self.spelled(np.bincount(group * m + self.codes, minlength=k * m).reshape(k, m))
+
+    def spelled(self, table: np.ndarray) -> list[dict[str, int]]:
+        """Each row of a table of counts by code (groups × codes) as counts by key."""
         keys = self.keys
         out = []
         for row in table:

@@ -555,16 +555,7 @@ class _Rollup:
         m = len(coded.keys)
         per_cell = np.bincount(self.cell * m + coded.codes, minlength=self.cells * m).reshape(
             self.cells, m).astype(np.float64)
-        table = np.rint(self.member @ per_cell).astype(np.int64)
-        out = []
-        for row in table:
-            present = np.flatnonzero(row)
-            counts: dict[str, int] = {}
-            for key, k in zip([coded.keys[i] for i in present.tolist()], row[present].tolist(),
-                              strict=True):
-                counts[key] = counts.get(key, 0) + k
-            out.append(counts)
-        return out
+        return coded.spelled(np.rint(self.member @ per_cell).astype(np.int64))
 
     def bins(self, profiles: list[Any], signals: list[str | None], values: np.ndarray,
              present: np.ndarray | None, own_rows: list[np.ndarray]) -> None:
