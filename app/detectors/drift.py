@@ -32,8 +32,9 @@ False
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -135,35 +136,60 @@ def numeric_drift_many(
     # never below the exact one, close to it unless both are tiny) is near the level or
     # under it; elsewhere the asymptotic one is reported
     p_values = special.kolmogorov(gap * np.sqrt(n_eff))
-    psi_values, js_values = _psi_rows(p, q), _js_rows(p, q)
-    bins = np.count_nonzero((reference + current) > 0, axis=1)
-    noise = (bins - 1) * (n + m) / (n_safe * m_safe)
-    psi_excess = np.maximum(0.0, psi_values - noise)
+    rows = _Rows(p, q, n, m, np.count_nonzero((reference + current) > 0, axis=1))
+
+    def top_bins(row: int) -> list[dict[str, Any]]:
+        size = counts[row].size - 2
+        return _top_bins(reference[row, :size], current[row, :size],
+                         _bin_names(refs[row].edges))
+
     for row in np.flatnonzero(judged).tolist():
         t, tests = thresholds[row], family[row]
-        effect, threshold = _effect(t, float(js_values[row]), float(psi_excess[row]))
+        effect, threshold = rows.effect(row, t)
         p_value = float(p_values[row])
         if effect >= threshold and (n_eff[row] < EXACT_ALWAYS_BELOW_EVENTS
                                     or p_value < EXACT_NEAR * t.p_value / max(1, tests)):
             p_value = float(stats.kstwo.sf(float(gap[row]), int(n_eff[row])))
-        drifted = p_value < t.p_value / max(1, tests) and effect >= threshold
-        size = counts[row].size - 2
-        out[row] = DriftResult(
-            drifted=drifted,
-            severity="critical" if drifted and psi_excess[row] >= t.psi_critical else "warning",
-            method="ks", statistic=float(gap[row]), p_value=p_value,
-            psi=float(psi_values[row]), js=float(js_values[row]), psi_noise=float(noise[row]),
-            effect=effect, effect_threshold=threshold, n_current=int(n[row]),
-            n_reference=int(m[row]),
-            top_bins=_top_bins(reference[row, :size], current[row, :size],
-                               _bin_names(refs[row].edges)) if effect >= threshold else [])
+        out[row] = rows.result(row, t, tests, method="ks", statistic=float(gap[row]),
+                               p_value=p_value, top_bins=functools.partial(top_bins, row))
     return out
 
 
-def _effect(t: DriftThresholds, js: float, psi_excess: float) -> tuple[float, float]:
-    """The effect a row is judged by, and its threshold: JS distance where ``t.js`` is
-    set, else PSI beyond its noise."""
-    return (js, t.js) if t.js is not None else (psi_excess, t.psi)
+class _Rows:
+    """What the drift tests of several rows share: each row's PSI and JS distance (of its
+    reference's shares ``p`` and its window's ``q``), PSI's sampling noise for its sizes
+    (``n`` window, ``m`` reference) and ``bins`` non-empty bins, and its verdict."""
+
+    def __init__(self, p: np.ndarray, q: np.ndarray, n: np.ndarray, m: np.ndarray,
+                 bins: np.ndarray) -> None:
+        self.n, self.m = n, m
+        self.psi, self.js = _psi_rows(p, q), _js_rows(p, q)
+        self.noise = (bins - 1) * (n + m) / (np.maximum(n, 1) * np.maximum(m, 1))
+        self.psi_excess = np.maximum(0.0, self.psi - self.noise)
+
+    def effect(self, row: int, t: DriftThresholds) -> tuple[float, float]:
+        """The effect a row is judged by, and its threshold: JS distance where ``t.js``
+        is set, else PSI beyond its noise."""
+        return ((float(self.js[row]), t.js) if t.js is not None
+                else (float(self.psi_excess[row]), t.psi))
+
+    def result(self, row: int, t: DriftThresholds, tests: int, *, method: str,
+               statistic: float, p_value: float,
+               top_bins: Callable[[], list[dict[str, Any]]]) -> DriftResult:
+        """The row's verdict: significant (``p_value`` under ``t.p_value`` over the
+        ``tests`` of its window) and large (its effect at its threshold); the bins that
+        moved most where the effect is large (``top_bins``)."""
+        effect, threshold = self.effect(row, t)
+        drifted = p_value < t.p_value / max(1, tests) and effect >= threshold
+        return DriftResult(
+            drifted=drifted,
+            severity=("critical" if drifted and self.psi_excess[row] >= t.psi_critical
+                      else "warning"),
+            method=method, statistic=statistic, p_value=p_value,
+            psi=float(self.psi[row]), js=float(self.js[row]),
+            psi_noise=float(self.noise[row]), effect=effect, effect_threshold=threshold,
+            n_current=int(self.n[row]), n_reference=int(self.m[row]),
+            top_bins=top_bins() if effect >= threshold else [])
 
 
 def _sizes(reference: np.ndarray, current: np.ndarray,
@@ -250,28 +276,19 @@ def categorical_drift_many(
                          + (c - expected_c) ** 2 / expected_c, 0.0)
     statistics = np.where(bins >= 2, terms.sum(axis=1), 0.0)
     p_values = np.where(bins >= 2, special.chdtrc(np.maximum(bins - 1, 1), statistics), 1.0)
-    p, q = reference / m_safe[:, None], current / n_safe[:, None]
-    psi_values, js_values = _psi_rows(p, q), _js_rows(p, q)
-    noise = (bins - 1) * (n + m) / (n_safe * m_safe)
-    psi_excess = np.maximum(0.0, psi_values - noise)
+    rows = _Rows(reference / m_safe[:, None], current / n_safe[:, None], n, m, bins)
+
+    def top_bins(row: int) -> list[dict[str, Any]]:
+        keep = seen[row]
+        labels = [v for v, k in zip([*names[row], *([""] * (width - 1 - len(names[row]))),
+                                     OTHER_VALUE], keep.tolist(), strict=True) if k]
+        return _top_bins(reference[row, keep], current[row, keep], labels)
+
     for row in np.flatnonzero(judged).tolist():
-        t, tests = thresholds[row], family[row]
-        effect, threshold = _effect(t, float(js_values[row]), float(psi_excess[row]))
-        p_value = float(p_values[row])
-        drifted = p_value < t.p_value / max(1, tests) and effect >= threshold
-        top_bins: list[dict[str, Any]] = []
-        if effect >= threshold:
-            keep = seen[row]
-            labels = [v for v, k in zip([*names[row], *([""] * (width - 1 - len(names[row]))),
-                                         OTHER_VALUE], keep.tolist(), strict=True) if k]
-            top_bins = _top_bins(reference[row, keep], current[row, keep], labels)
-        out[row] = DriftResult(
-            drifted=drifted,
-            severity="critical" if drifted and psi_excess[row] >= t.psi_critical else "warning",
-            method="chi2", statistic=float(statistics[row]), p_value=p_value,
-            psi=float(psi_values[row]), js=float(js_values[row]), psi_noise=float(noise[row]),
-            effect=effect, effect_threshold=threshold, n_current=int(n[row]),
-            n_reference=int(m[row]), top_bins=top_bins)
+        out[row] = rows.result(row, thresholds[row], family[row], method="chi2",
+                               statistic=float(statistics[row]),
+                               p_value=float(p_values[row]),
+                               top_bins=functools.partial(top_bins, row))
     return out
 
 
