@@ -38,7 +38,8 @@ from .events import (
     PredictionWindow,
 )
 from .sketches import OTHER, BoundedCounter, NumericStats, QuantileSketch, stable
-from .slicing import Sliced, Slicer, Waiting, fold_parts, fold_slices
+from .slice_folds import fold_parts, fold_slices
+from .slicing import Sliced, Slicer, Waiting
 
 __all__ = ["FeatureStats", "LogAggregate", "PredictionAggregate"]
 

@@ -112,8 +112,8 @@ class FeatureStats:
 class Batch:
     """A batch of prediction events as columns, read once (``map`` over ``attrgetter``, in
     C): what :class:`~mlpulse.aggregates.PredictionAggregate` folds, and its slices from
-    the same columns (:func:`~mlpulse.slicing.fold_parts`, which indexes its arrays by the
-    rows of each slice).
+    the same columns (:mod:`mlpulse.slice_folds`, which indexes its arrays by the rows of
+    each slice).
 
     Optional numbers are arrays with NaN for None (events hold no NaN: the parser rejects
     non-finite numbers), row for row, so that rows can be taken from them.

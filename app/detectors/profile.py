@@ -190,7 +190,7 @@ class WindowProfile:
     def add_binned(self, signal: str, counts: np.ndarray) -> None:
         """Add counts of ``signal``'s values already binned on this profile's edges (a
         profile that neither samples nor watches events: a slice's once it has a
-        reference; :func:`mlpulse.slicing.fold_slices`)."""
+        reference; :func:`mlpulse.slice_folds.fold_slices`)."""
         edges = self.edges[signal]
         if self._table is None:
             width = 1 + max(e.size for e in self.edges.values())

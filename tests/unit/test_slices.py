@@ -178,10 +178,10 @@ def test_a_slice_is_summarised_as_its_events_would_be_alone(monkeypatch, by_cell
     usage, errors, optional and mixed features, labels of predictions) comes out as a
     window of those events alone. So it does where a batch holds more combinations of
     slices than MAX_CELLS (each key's slices folded apart)."""
-    from mlpulse import slicing
+    from mlpulse import slice_folds
 
     if not by_cells:
-        monkeypatch.setattr(slicing, "MAX_CELLS", 0)
+        monkeypatch.setattr(slice_folds, "MAX_CELLS", 0)
     rng = np.random.default_rng(8)
     events = []
     for i in range(700):

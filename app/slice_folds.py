@@ -1,0 +1,453 @@
+"""How a sliced window folds a batch into itself and its slices (its slices' rows:
+:mod:`mlpulse.slicing`).
+
+:func:`fold_slices` counts each event once, in its *cell* (its combination of slices), and
+rolls the cells up onto every slice and the window by one matrix product per field;
+:func:`fold_parts` folds the slices of one set of keys at once, where a batch holds more
+cells than :data:`MAX_CELLS`. Both give each slice what folding its events alone gives
+(:meth:`~mlpulse.aggregates.PredictionAggregate.add_batch`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .columns import MISSING, NO_VALUES, Batch, Coded, numbers, pick
+from .sketches import BoundedCounter, NumericStats, QuantileSketch
+
+if TYPE_CHECKING:
+    from .aggregates import PredictionAggregate
+
+__all__ = ["MAX_CELLS", "fold_parts", "fold_slices"]
+
+
+def fold_parts(parts: list[PredictionAggregate], batch: Batch, rows: np.ndarray,
+               sizes: np.ndarray) -> None:
+    """Fold the ``rows`` of ``batch`` into ``parts``: the first ``sizes[0]`` rows into the
+    first, the next ``sizes[1]`` into the second, ... (the slices of one set of keys of a
+    sliced window).
+
+    The same result as each part folding its rows (:meth:`PredictionAggregate.add_batch`;
+    up to which values a full counter of categories keeps), at a fraction of the cost: the
+    batch's arrays indexed by ``rows`` once, the sketches and moments of every part in one
+    numpy pass per field, then a few scalar updates per part, where each fold made ~60
+    numpy calls of a few µs whatever its size. List columns are read per part only where
+    a part needs them (categories, error types, trace ids).
+    """
+    k = len(parts)
+    events = batch.events
+    group = np.repeat(np.arange(k), sizes)
+    ends = np.cumsum(sizes).tolist()
+    counts_of = sizes.tolist()
+    bounds = [(end - count, end) for end, count in zip(ends, counts_of, strict=True)]
+    row_list = rows.tolist()
+    failed = batch.failed()
+    errors = [0] * k
+    if failed is not None:
+        failed = failed[rows]
+        errors = np.bincount(group[failed], minlength=k).tolist()
+    latency, latency_sizes = _present_parts(batch.latency[rows], group, sizes, k)
+    QuantileSketch.add_parts([p.latency for p in parts], latency, latency_sizes)
+    confidence, confidence_sizes = _present_parts(batch.confidence[rows], group, sizes, k)
+    QuantileSketch.add_parts([p.confidence for p in parts], confidence, confidence_sizes)
+    low = np.bincount(np.repeat(np.arange(k), confidence_sizes), weights=confidence < 0.5,
+                      minlength=k).astype(np.int64).tolist()
+    latency_ends = np.cumsum(latency_sizes).tolist()
+    confidence_ends = np.cumsum(confidence_sizes).tolist()
+    _add_llm_parts(parts, batch, rows, group, sizes)
+    for feature, column, kinds, array in batch.features:   # in order: as each part would
+        if array is None:
+            coded = batch.codes(feature)
+            if coded is not None:   # strings: every part's counts in one numpy pass
+                for part, counts, count in zip(parts, coded.taken(rows).counts(group, k),
+                                               counts_of, strict=True):
+                    _add_categories(part, feature, count, counts)
+                continue
+            taken = pick(column, row_list)   # nulls, mixed: part by part
+            for part, (start, end) in zip(parts, bounds, strict=True):
+                own = taken[start:end]
+                if own.count(MISSING) < len(own):   # (a part without it: none)
+                    part.add_feature(feature, own, kinds, None)
+            continue
+        # all floats: the moments of every part in one pass, the bins part by part
+        values = array[rows]
+        named = [part.feature(feature, end - start) if end > start else (feature, None)
+                 for part, (start, end) in zip(parts, bounds, strict=True)]
+        numeric = []
+        for _, stats in named:
+            if stats is not None and stats.numeric is None:
+                stats.numeric = NumericStats()
+            numeric.append(stats.numeric if stats is not None else NumericStats())
+        NumericStats.add_parts(numeric, values, sizes)  # type: ignore[arg-type]
+        for part, (name, stats), (start, end) in zip(parts, named, bounds, strict=True):
+            if stats is None:
+                continue
+            stats.count += end - start
+            if part.profile is not None:
+                part.profile.add("f:" + name, values[start:end])
+    kinds = batch.prediction_kinds
+    coded = batch.codes()
+    prediction_counts = coded.taken(rows).counts(group, k) if coded is not None else None
+    predictions = pick(batch.predictions, row_list) if (
+        prediction_counts is None or float in kinds) else []
+    cache = batch.cache_flags()
+    if cache is not None:
+        known, hits = cache
+        known = np.bincount(group, weights=known[rows], minlength=k).astype(np.int64).tolist()
+        hits = np.bincount(group, weights=hits[rows], minlength=k).astype(np.int64).tolist()
+    traces = batch.trace_ids
+    for j, part in enumerate(parts):
+        start, end = bounds[j]
+        count = end - start
+        if not count:
+            continue
+        part.count += count
+        if errors[j]:
+            assert failed is not None
+            part.error_count += errors[j]
+            part.error_types.add_many([
+                e.error_type or "unknown" for e in pick(events, [
+                    row_list[i] for i in (np.flatnonzero(failed[start:end]) + start).tolist()])
+                if e.status == "error"])
+        own = predictions[start:end]
+        values = numbers(own, kinds) if float in kinds else NO_VALUES
+        part.prediction_values.add_many(values)
+        profile = part.profile
+        if profile is not None:
+            profile.add("o:latency_ms",
+                        latency[latency_ends[j] - latency_sizes[j]:latency_ends[j]])
+            profile.add("o:confidence",
+                        confidence[confidence_ends[j] - confidence_sizes[j]:confidence_ends[j]])
+            profile.add("o:error", failed[start:end].astype(np.float64)  # type: ignore[index]
+                        if errors[j] else np.zeros(count))
+            profile.add("o:prediction", values)
+        part.low_confidence += low[j]
+        if prediction_counts is not None:
+            part.predictions.add_counts(prediction_counts[j])
+        else:
+            part.predictions.add_values(own, kinds)
+        if cache is not None:
+            part.cache_known += known[j]
+            part.cache_hits += hits[j]
+        missing = part.trace_sample - len(part.trace_ids)
+        if missing > 0:
+            part.trace_ids.extend(itertools.islice(
+                filter(None, map(traces.__getitem__, itertools.islice(row_list, start, end))),
+                missing))
+
+
+MAX_CELLS = 512
+"""Combinations of slices (cells) a batch may hold for :func:`fold_slices`; beyond it (a
+flood of values in several keys) each key's slices fold on their own (:func:`fold_parts`)."""
+
+
+def fold_slices(parts_of: list[list[PredictionAggregate]], batch: Batch,
+                groups: list[tuple[list[str], np.ndarray, np.ndarray]],
+                whole: PredictionAggregate | None = None) -> bool:
+    """Fold ``batch`` into the slices of every set of keys at once: ``parts_of[s]`` are the
+    slices of set ``s``, ``groups[s]`` its rows (:class:`~mlpulse.slicing.Sliced`); and into
+    ``whole``, the sliced window itself (every row), but for its label index.
+
+    Each row is counted once, in its *cell* (its combination of slices: 2 keys of 5 values
+    make at most 25): one ``bincount`` per field gives every cell's sketch buckets, moments,
+    category counts and detector bins, and one product with the slices × cells membership
+    matrix every slice's, where folding each key's slices on their own read every row once
+    per key. Detector bins are counted on the union of the slices' edges, which refines each
+    slice's, then summed onto its own. Counts are exact; sums and moments are those of each
+    slice alone up to rounding (its cells' partial sums added).
+
+    Returns False, folding nothing, where the batch holds more than ``MAX_CELLS`` cells.
+    """
+    n = batch.n
+    code = np.zeros(n, dtype=np.int64)
+    radix = 1
+    for parts, (_, rows, sizes) in zip(parts_of, groups, strict=True):
+        if radix * (len(parts) + 1) >= 2**62:
+            return False
+        ids = np.zeros(n, dtype=np.int64)
+        ids[rows] = np.repeat(np.arange(1, len(parts) + 1), sizes)
+        code += ids * radix
+        radix *= len(parts) + 1
+    cell_codes, cell = np.unique(code, return_inverse=True)
+    c = len(cell_codes)
+    if c > MAX_CELLS:
+        return False
+    first = 0 if whole is None else 1
+    parts = [*([] if whole is None else [whole]), *(p for set_parts in parts_of for p in set_parts)]
+    member = np.zeros((len(parts), c))
+    member[:first] = 1.0
+    radix, offset = 1, first
+    for set_parts in parts_of:
+        which = cell_codes // radix % (len(set_parts) + 1)
+        cells = np.flatnonzero(which)
+        member[offset + which[cells] - 1, cells] = 1.0
+        offset += len(set_parts)
+        radix *= len(set_parts) + 1
+    own_rows = [*([] if whole is None else [np.arange(n)]),
+                *(rows[end - size:end] for (_, rows, sizes) in groups
+                  for end, size in zip(np.cumsum(sizes).tolist(), sizes.tolist(), strict=True))]
+    roll = _Rollup(cell, c, member)
+    counts = roll.counts(None).tolist()
+    failed = batch.failed()
+    errors = roll.counts(failed).tolist() if failed is not None else [0] * len(parts)
+    latency_present = ~np.isnan(batch.latency)
+    roll.sketches([p.latency for p in parts], batch.latency, latency_present)
+    confidence_present = ~np.isnan(batch.confidence)
+    roll.sketches([p.confidence for p in parts], batch.confidence, confidence_present)
+    low = roll.counts(batch.confidence < 0.5).tolist()
+    llm = batch.llm()
+    if llm is not None:
+        present = [~np.isnan(a) for a in llm]
+        requests = np.max([roll.counts(p) for p in present], axis=0).tolist()
+        tokens_in = roll.sketches([p.llm_tokens_in for p in parts], llm[0], present[0])
+        tokens_out = roll.sketches([p.llm_tokens_out for p in parts], llm[1], present[1])
+        cost = roll.sketches([p.llm_cost for p in parts], llm[2], present[2])
+        for j, part in enumerate(parts):
+            part.llm_requests += requests[j]
+            part.tokens_in += round(tokens_in[j])
+            part.tokens_out += round(tokens_out[j])
+            part.cost_usd += cost[j]
+    profiles = [p.profile for p in parts]   # each signal as a part's own fold adds it
+    prediction_kinds = batch.prediction_kinds
+    numeric = batch.prediction_numbers() if float in prediction_kinds else None
+    if numeric is not None:
+        numeric_present = ~np.isnan(numeric)
+        roll.moments([p.prediction_values for p in parts], numeric, numeric_present)
+    coded = batch.codes()
+    found_counts = roll.categories(coded) if coded is not None else None
+    roll.bins(profiles, ["o:latency_ms"] * len(parts), batch.latency, latency_present,
+              own_rows)
+    roll.bins(profiles, ["o:confidence"] * len(parts), batch.confidence, confidence_present,
+              own_rows)
+    roll.bins(profiles, ["o:error"] * len(parts),
+              failed.astype(np.float64) if failed is not None else np.zeros(n), None, own_rows)
+    if numeric is not None:
+        roll.bins(profiles, ["o:prediction"] * len(parts), numeric, numeric_present, own_rows)
+    for feature, column, kinds, array in batch.features:   # in order: as each part would
+        if array is not None:   # all floats: every row has it
+            named = [part.feature(feature, count) if count else (feature, None)
+                     for part, count in zip(parts, counts, strict=True)]
+            stats = [s for _, s in named]
+            for s in stats:
+                if s is not None and s.numeric is None:
+                    s.numeric = NumericStats()
+            roll.moments([s.numeric if s is not None else None for s in stats], array, None)
+            for s, count in zip(stats, counts, strict=True):
+                if s is not None:
+                    s.count += count
+            roll.bins(profiles, [("f:" + name) if s is not None else None
+                                 for name, s in named], array, None, own_rows)
+            continue
+        coded = batch.codes(feature)
+        if coded is not None:   # strings: every row has one
+            for part, found, count in zip(parts, roll.categories(coded), counts, strict=True):
+                _add_categories(part, feature, count, found)
+            continue
+        for part, rows in zip(parts, own_rows, strict=True):   # nulls, mixed: part by part
+            own = pick(column, rows.tolist()) if rows.size else []
+            if own and own.count(MISSING) < len(own):
+                part.add_feature(feature, own, kinds, None)
+    cache = batch.cache_flags()
+    known = roll.counts(cache[0] > 0).tolist() if cache is not None else None
+    hits = roll.counts(cache[1] > 0).tolist() if cache is not None else None
+    events, traces = batch.events, batch.trace_ids
+    for j, part in enumerate(parts):
+        count = counts[j]
+        if not count:
+            continue
+        part.count += count
+        part.low_confidence += low[j]
+        if errors[j]:
+            assert failed is not None
+            part.error_count += errors[j]
+            rows = own_rows[j]
+            part.error_types.add_many([e.error_type or "unknown"
+                                       for e in pick(events, rows[failed[rows]].tolist())])
+        if found_counts is not None:
+            part.predictions.add_counts(found_counts[j])
+        else:
+            part.predictions.add_values(pick(batch.predictions, own_rows[j].tolist()),
+                                        prediction_kinds)
+        if known is not None and hits is not None:
+            part.cache_known += known[j]
+            part.cache_hits += hits[j]
+        missing = part.trace_sample - len(part.trace_ids)
+        if missing > 0:
+            part.trace_ids.extend(itertools.islice(   # (lazily: the first few rows do)
+                filter(None, map(traces.__getitem__, own_rows[j])), missing))
+    return True
+
+
+class _Rollup:
+    """Per-cell sums of a batch's rows (``cell``: each row's), rolled up onto slices by the
+    slices × cells ``member`` matrix (see :func:`fold_slices`)."""
+
+    def __init__(self, cell: np.ndarray, cells: int, member: np.ndarray) -> None:
+        self.cell = cell
+        self.cells = cells
+        self.member = member
+        self._present_member: dict[int, np.ndarray] = {}
+
+    def counts(self, where: np.ndarray | None) -> np.ndarray:
+        """Per slice, its rows (where ``where``)."""
+        cell = self.cell if where is None else self.cell[where]
+        per_cell = np.bincount(cell, minlength=self.cells).astype(np.float64)
+        return np.rint(self.member @ per_cell).astype(np.int64)
+
+    def sketches(self, sketches: list[QuantileSketch], values: np.ndarray,
+                 present: np.ndarray) -> list[float]:
+        """Add each slice's present ``values`` to its sketch; returns their sums."""
+        mapping = QuantileSketch._mapping
+        values, cell = values[present], self.cell[present]
+        member = self.member
+        if not values.size:
+            return [0.0] * len(sketches)
+        positive = values > mapping.min_possible
+        count = np.rint(member @ np.bincount(cell, minlength=self.cells)).astype(np.int64)
+        nonzero = np.rint(member @ np.bincount(cell[positive], minlength=self.cells)).astype(
+            np.int64)
+        sums = (member @ np.bincount(cell, weights=values, minlength=self.cells)).tolist()
+        lows, highs = self._extremes(values, cell)
+        grid, base = None, 0
+        if positive.any():
+            base, per_cell = QuantileSketch.bucket_grid(cell[positive], self.cells,
+                                                        values[positive])
+            grid = np.rint(member @ per_cell).astype(np.int64)
+        count_of, nonzero_of = count.tolist(), nonzero.tolist()
+        for j, sketch in enumerate(sketches):
+            if count_of[j]:
+                sketch.add_bucketed(
+                    base, grid[j] if grid is not None and nonzero_of[j] else None,
+                    values=count_of[j], zeros=count_of[j] - nonzero_of[j], total=sums[j],
+                    low=lows[j], high=highs[j])
+        return sums
+
+    def _extremes(self, values: np.ndarray, cell: np.ndarray) -> tuple[list[float], list[float]]:
+        """Per slice, the least and greatest of its ``values`` (±inf: none)."""
+        low = np.full(self.cells, np.inf)
+        high = np.full(self.cells, -np.inf)
+        np.minimum.at(low, cell, values)
+        np.maximum.at(high, cell, values)
+        inside = self.member > 0
+        return (np.where(inside, low, np.inf).min(axis=1).tolist(),
+                np.where(inside, high, -np.inf).max(axis=1).tolist())
+
+    def moments(self, stats: list[NumericStats | None], values: np.ndarray,
+                present: np.ndarray | None) -> None:
+        """Merge each slice's ``values`` (where ``present``) into its moments."""
+        cell = self.cell
+        if present is not None:
+            values, cell = values[present], cell[present]
+        if not values.size:
+            return
+        member = self.member
+        n_cell = np.bincount(cell, minlength=self.cells).astype(np.float64)
+        sum_cell = np.bincount(cell, weights=values, minlength=self.cells)
+        mean_cell = sum_cell / np.maximum(n_cell, 1)
+        deviations = values - mean_cell[cell]
+        m2_cell = np.bincount(cell, weights=deviations * deviations, minlength=self.cells)
+        n = member @ n_cell
+        mean = (member @ sum_cell) / np.maximum(n, 1)
+        spread = (mean_cell[None, :] - mean[:, None]) ** 2 * member
+        m2 = member @ m2_cell + spread @ n_cell
+        lows, highs = self._extremes(values, cell)
+        counts = np.rint(n).astype(np.int64).tolist()
+        for j, (s, count) in enumerate(zip(stats, counts, strict=True)):
+            if s is not None and count:
+                s._merge(count, float(mean[j]), float(m2[j]), lows[j], highs[j])
+
+    def categories(self, coded: Coded) -> list[dict[str, int]]:
+        """Per slice, its rows' values counted (by key)."""
+        m = len(coded.keys)
+        per_cell = np.bincount(self.cell * m + coded.codes, minlength=self.cells * m).reshape(
+            self.cells, m).astype(np.float64)
+        return coded.spelled(np.rint(self.member @ per_cell).astype(np.int64))
+
+    def bins(self, profiles: list[Any], signals: list[str | None], values: np.ndarray,
+             present: np.ndarray | None, own_rows: list[np.ndarray]) -> None:
+        """Add each slice's ``values`` (where ``present``) to its profile's ``signal``:
+        counted on the union of the slices' edges and summed onto each one's own; a profile
+        that samples or watches events (no slice's does) is handed its values."""
+        binned = []
+        for j, (profile, signal) in enumerate(zip(profiles, signals, strict=True)):
+            if profile is None or signal is None:
+                continue
+            if profile.changes is not None or profile.sample_size:
+                own = values[own_rows[j]]
+                if present is not None:
+                    own = own[present[own_rows[j]]]
+                profile.add(signal, own)
+            elif signal in profile.edges:
+                binned.append(j)
+        if not binned:
+            return
+        cell = self.cell
+        if present is not None:
+            values, cell = values[present], cell[present]
+        if not values.size:
+            return
+        edges = [profiles[j].edges[signals[j]] for j in binned]
+        union = np.unique(np.concatenate(edges))
+        per_cell = np.bincount(cell * (union.size + 1) + np.searchsorted(union, values, "right"),
+                               minlength=self.cells * (union.size + 1)).reshape(
+                                   self.cells, union.size + 1).astype(np.float64)
+        table = self.member[binned] @ per_cell
+        for row, j, own_edges in zip(table, binned, edges, strict=True):
+            if row.any():
+                onto = np.concatenate(([0], np.searchsorted(own_edges, union, "right")))
+                profiles[j].add_binned(signals[j], np.rint(np.bincount(
+                    onto, weights=row, minlength=own_edges.size + 1)).astype(np.int64))
+
+
+def _add_categories(part: PredictionAggregate, feature: str, values: int,
+                    counts: dict[str, int]) -> None:
+    """Add to a part's string ``feature`` its ``values`` values, counted (``counts``)."""
+    if values:
+        stats = part.feature(feature, values)[1]
+        stats.count += values
+        if stats.categories is None:
+            stats.categories = BoundedCounter(part.max_categories)
+        stats.categories.add_counts(counts)
+
+
+def _present_parts(column: np.ndarray, group: np.ndarray, sizes: np.ndarray, k: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """An optional field's numbers (NaN: None) and how many of them each part has."""
+    absent = np.isnan(column)
+    if not absent.any():
+        return column, sizes
+    present = ~absent
+    return column[present], np.bincount(group[present], minlength=k)
+
+
+def _add_llm_parts(parts: list[PredictionAggregate], batch: Batch, rows: np.ndarray,
+                   group: np.ndarray, sizes: np.ndarray) -> None:
+    """:meth:`PredictionAggregate._add_llm` of every part at once."""
+    k = len(parts)
+    arrays = batch.llm()   # None -> NaN
+    if arrays is None:
+        return
+    arrays = tuple(a[rows] for a in arrays)
+    missing = np.array([np.bincount(group, weights=np.isnan(a), minlength=k) for a in arrays])
+    requests = (sizes - missing.min(axis=0)).astype(np.int64).tolist()
+    sketches = ([p.llm_tokens_in for p in parts], [p.llm_tokens_out for p in parts],
+                [p.llm_cost for p in parts])
+    sums = []
+    for array, field_sketches in zip(arrays, sketches, strict=True):
+        values, value_sizes = _present_parts(array, group, sizes, k)
+        QuantileSketch.add_parts(field_sketches, values, value_sizes)
+        sums.append(np.bincount(np.repeat(np.arange(k), value_sizes), weights=values,
+                                minlength=k).tolist())
+    ends = np.cumsum(sizes).tolist()
+    costs = arrays[2]
+    for j, part in enumerate(parts):
+        part.llm_requests += requests[j]
+        part.tokens_in += round(sums[0][j])
+        part.tokens_out += round(sums[1][j])
+        if sums[2][j]:   # exact, as a part's own fold sums it (NaN: None; 0 adds nothing)
+            own = costs[ends[j] - int(sizes[j]):ends[j]]
+            part.cost_usd += math.fsum(own[~np.isnan(own)].tolist())

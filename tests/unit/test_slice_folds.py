@@ -1,0 +1,137 @@
+"""Slice folds: a window and its slices folded at once, each slice as its events alone."""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+import numpy as np
+
+from mlpulse.aggregates import PredictionAggregate
+from mlpulse.columns import Batch
+from mlpulse.detectors.profile import WindowProfile
+from mlpulse.events import PredictionEvent
+from mlpulse.slice_folds import fold_parts
+
+
+def random_events(rng: np.random.Generator, n: int) -> list[PredictionEvent]:
+    """Events with every optional field sometimes missing, mixed predictions, and features
+    of every kind (numbers, nulls, strings, booleans; not every event has each)."""
+    kinds = [None, 1.0, "x", True, 2]
+    out = []
+    for i in range(n):
+        features: dict[str, object] = {}
+        for j in range(int(rng.integers(0, 5))):
+            r = rng.random()
+            features[f"f{j}"] = (float(rng.normal()) if r < 0.6 else None if r < 0.7
+                                 else str(rng.choice(["a", "b"])) if r < 0.9 else r > 0.95)
+        status = "error" if rng.random() < 0.2 else "ok"
+        out.append(msgspec.convert({
+            "event_id": str(i), "timestamp": 1.0, "model": "m", "features": features,
+            "latency_ms": float(rng.lognormal(3, 1)) if rng.random() < 0.9 else None,
+            "confidence": float(rng.random()) if rng.random() < 0.5 else None,
+            "status": status, "prediction": kinds[int(rng.integers(0, 5))],
+            "error_type": "boom" if status == "error" and rng.random() < 0.5 else None,
+            "trace_id": f"{i:032x}" if rng.random() < 0.3 else None,
+            "tokens_in": int(rng.integers(0, 50)) if rng.random() < 0.3 else None,
+            "cost_usd": float(rng.random()) if rng.random() < 0.3 else None,
+            "cache_hit": [None, True, False][int(rng.integers(0, 3))]}, PredictionEvent))
+    return out
+
+
+def test_parts_folded_at_once_are_as_each_folded_alone():
+    """fold_parts (a sliced window's slices of one key, in one pass) gives each part the
+    summary and detector bins of folding its rows alone."""
+
+    edges = {**{f"f:f{j}": np.linspace(-2, 2, 5) for j in range(5)},
+             "o:latency_ms": np.linspace(0, 100, 5), "o:confidence": np.linspace(0, 1, 5),
+             "o:error": np.array([0.5]), "o:prediction": np.linspace(0, 2, 3)}
+    keys = {"model": "m", "model_version": "v", "window_start": "", "window_end": "",
+            "late_events": 0}
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        events = random_events(rng, int(rng.integers(1, 300)))
+        k = int(rng.integers(1, 5))
+        sizes = np.bincount(rng.integers(0, k, len(events)), minlength=k)
+        parts = [PredictionAggregate(profile=WindowProfile(edges=edges)) for _ in range(k)]
+        rows = rng.permutation(len(events))   # each part's rows, scattered in the batch
+        fold_parts(parts, Batch.of(events), rows, sizes)
+        end = 0
+        for part, size in zip(parts, sizes.tolist(), strict=True):
+            alone = PredictionAggregate(profile=WindowProfile(edges=edges))
+            if size:
+                alone.add_batch([events[i] for i in rows[end:end + size].tolist()])
+            end += size
+            assert part.result(**keys) == alone.result(**keys), seed
+            assert part.profile.state() == alone.profile.state(), seed
+
+
+def close(a: object, b: object) -> bool:
+    """Equal, floats up to rounding (a slice's sums and moments added from its cells)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(close(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def test_the_slices_of_every_key_folded_by_cells_are_as_each_folded_alone():
+    """fold_slices (every row counted once in its combination of slices, rolled up onto
+    each slice) gives each slice the summary of folding its rows alone (floats up to
+    rounding), the same detector bins (exact: counted on the union of the slices' edges),
+    and the same samples where a slice's profile samples; rows lacking a key are in none
+    of its slices. So does the window itself, folded with them (``whole``)."""
+    from mlpulse.guard import CardinalityGuard
+    from mlpulse.slice_folds import fold_slices
+    from mlpulse.slicing import SliceNames, SliceRouter
+
+    keys = {"model": "m", "model_version": "v", "window_start": "", "window_end": "",
+            "late_events": 0}
+    slices = [("region",), ("tier",), ("region", "tier")]
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        events = random_events(rng, int(rng.integers(1, 300)))
+        for e in events:
+            e.segment = {k: str(rng.choice(values)) for k, values in
+                         (("region", ["eu", "us", "apac"]), ("tier", ["gold", "free"]))
+                         if rng.random() < 0.85}
+        sliced = SliceRouter("m", slices, CardinalityGuard(), SliceNames(), lambda: 0.0)(
+            Batch.of(events))
+
+        def edges(seed_of: int) -> dict[str, np.ndarray]:   # each slice its own reference
+            r = np.random.default_rng(seed_of)
+            return {**{f"f:f{j}": np.sort(r.normal(0, 1, 4)) for j in range(5)},
+                    "o:latency_ms": np.sort(r.uniform(0, 100, 4)),
+                    "o:confidence": np.sort(r.uniform(0, 1, 4)),
+                    "o:error": np.array([0.5]), "o:prediction": np.linspace(0, 2, 3)}
+
+        def profile(i: int) -> WindowProfile:   # every third slice still samples
+            return WindowProfile(edges=edges(i), sample_size=50 if i % 3 == 0 else 0,
+                                 rng=np.random.default_rng(i))
+
+        parts_of, alone_of, number = [], [], 0
+        for _, rows, sizes in sliced.groups:
+            parts, alone = [], []
+            end = 0
+            for size in sizes.tolist():
+                parts.append(PredictionAggregate(profile=profile(number)))
+                one = PredictionAggregate(profile=profile(number))
+                one.add_batch([events[i] for i in rows[end:end + size].tolist()])
+                alone.append(one)
+                end += size
+                number += 1
+            parts_of.append(parts)
+            alone_of.append(alone)
+        whole = PredictionAggregate(profile=profile(number))   # the window itself: every row
+        whole_alone = PredictionAggregate(profile=profile(number))
+        whole_alone.add_batch(events)
+        assert fold_slices(parts_of, Batch.of(events), sliced.groups, whole=whole)
+        for parts, alone in zip([*parts_of, [whole]], [*alone_of, [whole_alone]], strict=True):
+            for part, one in zip(parts, alone, strict=True):
+                assert close(msgspec.to_builtins(part.result(**keys)),
+                             msgspec.to_builtins(one.result(**keys))), seed
+                assert part.profile.state() == one.profile.state(), seed
+                assert {s: r.values.tolist() for s, r in part.profile.samples.items()} == {
+                    s: r.values.tolist() for s, r in one.profile.samples.items()}, seed
