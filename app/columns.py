@@ -312,8 +312,8 @@ def columns(rows: list[dict[str, object]]) -> list[tuple[str, list[object]]]:
 
     >>> [(name, column) for name, column in columns([{"a": 1.0}, {"a": 2.0}])]
     [('a', [1.0, 2.0])]
-    >>> sorted((name, len(column)) for name, column in columns([{"a": 1.0}, {"b": 2.0}]))
-    [('a', 2), ('b', 2)]
+    >>> [(name, len(column)) for name, column in columns([{"b": 1.0}, {"a": 2.0, "b": 3.0}])]
+    [('b', 2), ('a', 2)]
     """
     if rows and len(set(map(len, rows))) == 1:
         # the usual batch: every row has the first row's features (rows of one length that
@@ -322,7 +322,9 @@ def columns(rows: list[dict[str, object]]) -> list[tuple[str, list[object]]]:
             return [(name, list(map(operator.itemgetter(name), rows))) for name in rows[0]]
         except KeyError:
             pass
-    return [(name, [row.get(name, MISSING) for row in rows]) for name in set().union(*rows)]
+    # in the order the names first come (a set's order would change from run to run)
+    return [(name, [row.get(name, MISSING) for row in rows])
+            for name in dict.fromkeys(itertools.chain.from_iterable(rows))]
 
 
 def ints(values: list[int | None], missing: int) -> np.ndarray:

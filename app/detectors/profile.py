@@ -98,7 +98,12 @@ class Reservoir:
             numbers = np.arange(self.seen + 1, self.seen + n + 1, dtype=np.float64)
             kept = values[self.rng.random(n) * numbers < self.size]
             if kept.size:
-                self._buffer[self.rng.integers(0, self.size, kept.size)] = kept
+                slots = self.rng.integers(0, self.size, kept.size)
+                if kept.size > 1:   # a slot drawn twice keeps the later value, as one by
+                    # one would (numpy leaves which of repeated indices wins unspecified)
+                    last = kept.size - 1 - np.unique(slots[::-1], return_index=True)[1]
+                    slots, kept = slots[last], kept[last]
+                self._buffer[slots] = kept
             self.seen += n
 
 
