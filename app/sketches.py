@@ -192,20 +192,16 @@ class QuantileSketch:
         >>> sketch.quantiles([0.0, 0.5, 0.99]) == [sketch.quantile(q) for q in (0.0, 0.5, 0.99)]
         True
         """
-        out = []
-        cumulative = None
-        for q in qs:
-            rank = q * (self._count - 1)
-            if not 0 <= q <= 1 or self._count == 0:
-                out.append(float("nan"))
-            elif rank < self._zero_count:
-                out.append(0.0)
-            else:
-                if cumulative is None:
-                    cumulative = np.cumsum(self._counts)
-                index = int(np.searchsorted(cumulative, rank - self._zero_count, side="right"))
-                out.append(float(self._mapping.value(
-                    self._base + min(index, self._counts.size - 1))))
+        qs = list(qs)
+        out = [float("nan") if not 0 <= q <= 1 or self._count == 0 else 0.0 for q in qs]
+        ranks = [(i, q * (self._count - 1) - self._zero_count) for i, q in enumerate(qs)
+                 if 0 <= q <= 1 and self._count and q * (self._count - 1) >= self._zero_count]
+        if ranks:   # one pass over the buckets for all of them
+            found = np.searchsorted(np.cumsum(self._counts), [r for _, r in ranks],
+                                    side="right").tolist()
+            last, value = self._counts.size - 1, self._mapping.value
+            for (i, _), index in zip(ranks, found, strict=True):
+                out[i] = float(value(self._base + min(index, last)))
         return out
 
     def count_above(self, value: float) -> int:

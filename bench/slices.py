@@ -6,8 +6,8 @@ The same stream (10 models, 10 numeric features, a segment ``{"region": 5 values
 and with ``MLPULSE_SEGMENT_KEYS=region,tier`` (2 keys × 5 values: each event in its model
 version's window and in two slices), alternating, ``--repeat`` (3) times, in two shapes:
 1,000 and 6,000 events per model-window. Reports events/s (best run), on / off, and the
-memory a slice window holds (tracemalloc of the open windows, their cells rolled up onto
-their slices). Writes
+memory a slice window holds (tracemalloc of the open windows, their events folded: a sliced
+window gathers up to 4,096 before it folds them). Writes
 ``bench/results/slices.json``.
 """
 
@@ -53,9 +53,7 @@ def window_bytes(payload_sets: list[bytes], keys: str) -> tuple[int, int]:
     before = tracemalloc.get_traced_memory()[0]
     for payload in payload_sets:
         pipe.send("predictions", payload)
-    for windows in pipe.summarizer._predictions.values():   # their cells rolled up
-        for _, _, aggregate in windows.opened():
-            aggregate.flush()
+    pipe.summarizer.waiting.flush_all()   # the windows as they hold their events: folded
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     return after - before, pipe.summarizer.open_windows

@@ -77,105 +77,61 @@ def close(a: object, b: object) -> bool:
     return a == b
 
 
-def test_the_slices_counted_by_cells_are_as_each_folded_alone(monkeypatch):
-    """A sliced window counts each row once in its combination of slices (its cell) as
-    batches come, and rolls the cells up onto its slices: each slice gets the summary of
-    folding its rows alone (floats up to rounding), the same detector bins (exact: counted
-    on the union of the slices' edges) and the same samples where a slice's profile
-    samples (of the same values); rows lacking a key are in none of its slices. Batches of
-    several sizes, slices
-    appearing in later batches, and a roll-up between batches (a checkpoint's state) give
-    the same; so does a window whose cells overflow MAX_CELLS (rolled up on the way)."""
-    from mlpulse import slice_folds
+def test_the_slices_of_every_key_folded_by_cells_are_as_each_folded_alone():
+    """fold_slices (every row counted once in its combination of slices, rolled up onto
+    each slice) gives each slice the summary of folding its rows alone (floats up to
+    rounding), the same detector bins (exact: counted on the union of the slices' edges),
+    and the same samples where a slice's profile samples; rows lacking a key are in none
+    of its slices. So does the window itself, folded with them (``whole``)."""
     from mlpulse.guard import CardinalityGuard
-    from mlpulse.slicing import SliceNames, SliceRouter, slice_name
+    from mlpulse.slice_folds import fold_slices
+    from mlpulse.slicing import SliceNames, SliceRouter
 
     keys = {"model": "m", "model_version": "v", "window_start": "", "window_end": "",
             "late_events": 0}
     slices = [("region",), ("tier",), ("region", "tier")]
-
-    def edges(seed_of: int) -> dict[str, np.ndarray]:   # each slice its own reference
-        r = np.random.default_rng(seed_of)
-        return {**{f"f:f{j}": np.sort(r.normal(0, 1, 4)) for j in range(5)},
-                "o:latency_ms": np.sort(r.uniform(0, 100, 4)),
-                "o:confidence": np.sort(r.uniform(0, 1, 4)),
-                "o:error": np.array([0.5]), "o:prediction": np.linspace(0, 2, 3)}
-
-    def profile(name: str, kind: type[WindowProfile] = WindowProfile) -> WindowProfile:
-        i = sum(map(ord, name))   # every third slice still samples
-        return kind(edges=edges(i), sample_size=50 if i % 3 == 0 else 0,
-                    rng=np.random.default_rng(i))
-
-    def names_of(event: PredictionEvent) -> list[str]:
-        out = []
-        for key_set in slices:
-            values = [event.segment.get(k) for k in key_set]
-            if None not in values:
-                out.append(slice_name(key_set, values))
-        return out
-
     for seed in range(40):
         rng = np.random.default_rng(seed)
-        events = random_events(rng, int(rng.integers(1, 400)))
+        events = random_events(rng, int(rng.integers(1, 300)))
         for e in events:
             e.segment = {k: str(rng.choice(values)) for k, values in
                          (("region", ["eu", "us", "apac"]), ("tier", ["gold", "free"]))
                          if rng.random() < 0.85}
-        window = PredictionAggregate(
-            profile=WindowProfile(edges=edges(0), sample_size=30),
-            slicer=SliceRouter("m", slices, CardinalityGuard(), SliceNames(), lambda: 0.0),
-            new_slice=lambda name: PredictionAggregate(profile=profile(name)))
-        cuts = sorted(rng.integers(0, len(events), int(rng.integers(0, 4))).tolist())
-        batches = [events[start:end] for start, end in
-                   zip([0, *cuts], [*cuts, len(events)], strict=True) if end > start]
-        # few cells at a time: rolled up whenever they would overflow
-        monkeypatch.setattr(slice_folds, "MAX_CELLS", 3 if seed % 4 == 3 else 256)
-        for batch in batches:
-            window.add_batch(batch)
-            if rng.random() < 0.3:
-                window.state()   # a checkpoint: the cells rolled up meanwhile
-        window.flush()
-        whole = PredictionAggregate(profile=WindowProfile(edges=edges(0), sample_size=30))
-        alone = {name: PredictionAggregate(profile=profile(name, _Handed))
-                 for name in window.slices}
-        for batch in batches:   # alone, batch by batch (a sample depends on the batches)
-            whole.add_batch(batch)
-            for name, one in alone.items():
-                own = [e for e in batch if name in names_of(e)]
-                if own:
-                    one.add_batch(own)
-        pairs = [(window, whole), *((window.slices[name], one) for name, one in alone.items())]
-        assert {name for e in events for name in names_of(e)} == set(window.slices), seed
-        for part, one in pairs:
-            assert close(msgspec.to_builtins(part.result(**keys)),
-                         msgspec.to_builtins(one.result(**keys))), seed
-            assert part.profile.state() == one.profile.state(), seed
-            if part is window:
+        sliced = SliceRouter("m", slices, CardinalityGuard(), SliceNames(), lambda: 0.0)(
+            Batch.of(events))
+
+        def edges(seed_of: int) -> dict[str, np.ndarray]:   # each slice its own reference
+            r = np.random.default_rng(seed_of)
+            return {**{f"f:f{j}": np.sort(r.normal(0, 1, 4)) for j in range(5)},
+                    "o:latency_ms": np.sort(r.uniform(0, 100, 4)),
+                    "o:confidence": np.sort(r.uniform(0, 1, 4)),
+                    "o:error": np.array([0.5]), "o:prediction": np.linspace(0, 2, 3)}
+
+        def profile(i: int) -> WindowProfile:   # every third slice still samples
+            return WindowProfile(edges=edges(i), sample_size=50 if i % 3 == 0 else 0,
+                                 rng=np.random.default_rng(i))
+
+        parts_of, alone_of, number = [], [], 0
+        for _, rows, sizes in sliced.groups:
+            parts, alone = [], []
+            end = 0
+            for size in sizes.tolist():
+                parts.append(PredictionAggregate(profile=profile(number)))
+                one = PredictionAggregate(profile=profile(number))
+                one.add_batch([events[i] for i in rows[end:end + size].tolist()])
+                alone.append(one)
+                end += size
+                number += 1
+            parts_of.append(parts)
+            alone_of.append(alone)
+        whole = PredictionAggregate(profile=profile(number))   # the window itself: every row
+        whole_alone = PredictionAggregate(profile=profile(number))
+        whole_alone.add_batch(events)
+        assert fold_slices(parts_of, Batch.of(events), sliced.groups, whole=whole)
+        for parts, alone in zip([*parts_of, [whole]], [*alone_of, [whole_alone]], strict=True):
+            for part, one in zip(parts, alone, strict=True):
+                assert close(msgspec.to_builtins(part.result(**keys)),
+                             msgspec.to_builtins(one.result(**keys))), seed
+                assert part.profile.state() == one.profile.state(), seed
                 assert {s: r.values.tolist() for s, r in part.profile.samples.items()} == {
                     s: r.values.tolist() for s, r in one.profile.samples.items()}, seed
-                continue
-            # a sample of as many of the same values (which ones: the profile's random
-            # draws, in the order its signals come, which a slice's features may not)
-            assert {s: (r.seen, r.values.size) for s, r in part.profile.samples.items()} == {
-                s: (r.seen, r.values.size) for s, r in one.profile.samples.items()}, seed
-            for signal, sample in part.profile.samples.items():
-                assert set(sample.values.tolist()) <= set(_values(one, signal)), seed
-
-
-
-class _Handed(WindowProfile):
-    """A profile that keeps every value it is handed."""
-
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.handed: dict[str, list[float]] = {}
-
-    def add(self, signal: str, values: np.ndarray) -> None:
-        self.handed.setdefault(signal, []).extend(values.tolist())
-        super().add(signal, values)
-
-
-def _values(aggregate: PredictionAggregate, signal: str) -> list[float]:
-    """Every value of ``signal`` an aggregate's profile was handed (its sample's source)."""
-    assert isinstance(aggregate.profile, _Handed)
-    return aggregate.profile.handed[signal]

@@ -230,3 +230,31 @@ def test_models_a_glob_names_get_their_own_segment_keys_and_cross_products():
     assert sum(counts) == 400   # each event in one pair of values
     with pytest.raises(ConfigError, match="segments"):
         run([], detectors={"segments": ["bad key"]})
+
+
+def test_events_sliced_windows_hold_unfolded_are_bounded_per_worker(monkeypatch):
+    """Sliced windows gather events before folding them (SLICED_BATCH each); many sliced
+    models with few events each would hold a lot: past MAX_WAITING in all, the windows
+    holding most fold what they hold, down to half of it. Nothing is lost either way, and
+    windows a worker gives up let go of theirs."""
+    from mlpulse import summarize
+    from mlpulse.events import PredictionEvent
+
+    monkeypatch.setattr(summarize, "MAX_WAITING", 50)
+    s = summarize.Summarizer(Settings(window_seconds=10, lateness_seconds=0,
+                                      segment_keys="region"))
+    for m in range(20):
+        s.add_prediction_events(m % 2, [
+            PredictionEvent(event_id=f"{m}-{i}", timestamp=1.0, model=f"m{m}",
+                            segment={"region": "eu" if i % 2 else "us"}) for i in range(10)],
+            now_wall_s=0)
+        assert s.waiting.events <= 50
+    assert s.waiting.events > 0   # the bound folds some windows, not all
+    s.keep_only(predictions={0}, logs=set())
+    assert s.waiting.events <= 50 and all(
+        aggregate.waiting == 0 or key[0] in {f"m{m}" for m in range(0, 20, 2)}
+        for key, _, aggregate in s._predictions[0].opened())
+    counts = {(c.summary.model, tuple(c.summary.segment.values())): c.summary.count
+              for c in s.close_due(now_wall_s=1000)}
+    assert len(counts) == 30 and set(counts.values()) == {10, 5}
+    assert s.waiting.events == 0
