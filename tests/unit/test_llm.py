@@ -43,6 +43,22 @@ def test_a_window_reports_tokens_and_cost_per_request_not_only_their_sums():
     assert aggregate.result(**KEYS).tokens_out == tokens.sum()
 
 
+def test_each_event_that_reported_any_of_tokens_or_cost_is_one_request():
+    """Events reporting different fields (only tokens in, only a cost, both) are one
+    request each, however they are batched."""
+    events = [PredictionEvent(event_id="1", timestamp=1.0, model="chat", tokens_in=10),
+              PredictionEvent(event_id="2", timestamp=1.0, model="chat", cost_usd=0.1),
+              PredictionEvent(event_id="3", timestamp=1.0, model="chat", tokens_out=5,
+                              cost_usd=0.2),
+              PredictionEvent(event_id="4", timestamp=1.0, model="chat")]
+    at_once, one_by_one = PredictionAggregate(), PredictionAggregate()
+    at_once.add_batch(events)
+    for event in events:
+        one_by_one.add_batch([event])
+    assert at_once.result(**KEYS).llm.requests == 3   # type: ignore[union-attr]
+    assert one_by_one.result(**KEYS).llm == at_once.result(**KEYS).llm
+
+
 def test_windows_without_llm_fields_have_no_llm_summary():
     aggregate = PredictionAggregate()
     aggregate.add_batch([PredictionEvent(event_id="1", timestamp=1.0, model="m",
