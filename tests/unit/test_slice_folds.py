@@ -135,3 +135,102 @@ def test_the_slices_of_every_key_folded_by_cells_are_as_each_folded_alone():
                 assert part.profile.state() == one.profile.state(), seed
                 assert {s: r.values.tolist() for s, r in part.profile.samples.items()} == {
                     s: r.values.tolist() for s, r in one.profile.samples.items()}, seed
+
+
+def test_a_sliced_window_folds_each_slice_as_its_events_alone(monkeypatch):
+    """Through add_batch, a sliced window gathers events (``min_batch``) and folds itself
+    and its slices at once: each slice, and the window, gets the summary of folding its
+    rows alone (floats up to rounding), the same detector bins and a sample of as many of
+    the same values (which ones: the profile's draws, per fold); rows lacking a key are in
+    none of its slices. Batches of several sizes and features, slices appearing in later
+    batches, folds between batches (a checkpoint's state) and folds past MAX_CELLS (each
+    key's slices apart) give the same."""
+    from mlpulse import slice_folds
+    from mlpulse.guard import CardinalityGuard
+    from mlpulse.slicing import SliceNames, SliceRouter, slice_name
+
+    keys = {"model": "m", "model_version": "v", "window_start": "", "window_end": "",
+            "late_events": 0}
+    slices = [("region",), ("tier",), ("region", "tier")]
+
+    def edges(seed_of: int) -> dict[str, np.ndarray]:   # each slice its own reference
+        r = np.random.default_rng(seed_of)
+        return {**{f"f:f{j}": np.sort(r.normal(0, 1, 4)) for j in range(5)},
+                "o:latency_ms": np.sort(r.uniform(0, 100, 4)),
+                "o:confidence": np.sort(r.uniform(0, 1, 4)),
+                "o:error": np.array([0.5]), "o:prediction": np.linspace(0, 2, 3)}
+
+    def profile(name: str, kind: type[WindowProfile] = WindowProfile) -> WindowProfile:
+        i = sum(map(ord, name))   # every third slice still samples
+        return kind(edges=edges(i), sample_size=50 if i % 3 == 0 else 0,
+                    rng=np.random.default_rng(i))
+
+    def names_of(event: PredictionEvent) -> list[str]:
+        out = []
+        for key_set in slices:
+            values = [event.segment.get(k) for k in key_set]
+            if None not in values:
+                out.append(slice_name(key_set, values))
+        return out
+
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        events = random_events(rng, int(rng.integers(1, 400)))
+        for e in events:
+            e.segment = {k: str(rng.choice(values)) for k, values in
+                         (("region", ["eu", "us", "apac"]), ("tier", ["gold", "free"]))
+                         if rng.random() < 0.85}
+        window = PredictionAggregate(
+            profile=WindowProfile(edges=edges(0), sample_size=30),
+            min_batch=int(rng.integers(1, 500)),
+            slicer=SliceRouter("m", slices, CardinalityGuard(), SliceNames(), lambda: 0.0),
+            new_slice=lambda name: PredictionAggregate(profile=profile(name)))
+        cuts = sorted(rng.integers(0, len(events), int(rng.integers(0, 4))).tolist())
+        batches = [events[start:end] for start, end in
+                   zip([0, *cuts], [*cuts, len(events)], strict=True) if end > start]
+        # folds of more cells than MAX_CELLS: each key's slices apart
+        monkeypatch.setattr(slice_folds, "MAX_CELLS", 3 if seed % 4 == 3 else 512)
+        for batch in batches:
+            window.add_batch(batch)
+            if rng.random() < 0.3:
+                window.state()   # a checkpoint: what waits is folded meanwhile
+        window.flush()
+        whole = PredictionAggregate(profile=_Handed(edges=edges(0), sample_size=30))
+        alone = {name: PredictionAggregate(profile=profile(name, _Handed))
+                 for name in window.slices}
+        for batch in batches:   # alone, batch by batch (a sample depends on the batches)
+            whole.add_batch(batch)
+            for name, one in alone.items():
+                own = [e for e in batch if name in names_of(e)]
+                if own:
+                    one.add_batch(own)
+        pairs = [(window, whole), *((window.slices[name], one) for name, one in alone.items())]
+        assert {name for e in events for name in names_of(e)} == set(window.slices), seed
+        for part, one in pairs:
+            assert close(msgspec.to_builtins(part.result(**keys)),
+                         msgspec.to_builtins(one.result(**keys))), seed
+            assert part.profile.state() == one.profile.state(), seed
+            # a sample of as many of the same values (which ones: the profile's random
+            # draws, in the order its signals come, which a slice's features may not)
+            assert {s: (r.seen, r.values.size) for s, r in part.profile.samples.items()} == {
+                s: (r.seen, r.values.size) for s, r in one.profile.samples.items()}, seed
+            for signal, sample in part.profile.samples.items():
+                assert set(sample.values.tolist()) <= set(_values(one, signal)), seed
+
+
+class _Handed(WindowProfile):
+    """A profile that keeps every value it is handed."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.handed: dict[str, list[float]] = {}
+
+    def add(self, signal: str, values: np.ndarray) -> None:
+        self.handed.setdefault(signal, []).extend(values.tolist())
+        super().add(signal, values)
+
+
+def _values(aggregate: PredictionAggregate, signal: str) -> list[float]:
+    """Every value of ``signal`` an aggregate's profile was handed (its sample's source)."""
+    assert isinstance(aggregate.profile, _Handed)
+    return aggregate.profile.handed[signal]
