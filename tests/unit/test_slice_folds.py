@@ -39,6 +39,30 @@ def random_events(rng: np.random.Generator, n: int) -> list[PredictionEvent]:
     return out
 
 
+KEYS = {"model": "m", "model_version": "v", "window_start": "", "window_end": "",
+        "late_events": 0}
+SLICES = [("region",), ("tier",), ("region", "tier")]
+
+
+def segmented(rng: np.random.Generator, n: int) -> list[PredictionEvent]:
+    """:func:`random_events` with a region and a tier each (lacking each now and then)."""
+    events = random_events(rng, n)
+    for e in events:
+        e.segment = {k: str(rng.choice(values)) for k, values in
+                     (("region", ["eu", "us", "apac"]), ("tier", ["gold", "free"]))
+                     if rng.random() < 0.85}
+    return events
+
+
+def slice_edges(seed: int) -> dict[str, np.ndarray]:
+    """A slice's reference edges of every signal (each slice its own, by ``seed``)."""
+    r = np.random.default_rng(seed)
+    return {**{f"f:f{j}": np.sort(r.normal(0, 1, 4)) for j in range(5)},
+            "o:latency_ms": np.sort(r.uniform(0, 100, 4)),
+            "o:confidence": np.sort(r.uniform(0, 1, 4)),
+            "o:error": np.array([0.5]), "o:prediction": np.linspace(0, 2, 3)}
+
+
 def test_parts_folded_at_once_are_as_each_folded_alone():
     """fold_parts (a sliced window's slices of one key, in one pass) gives each part the
     summary and detector bins of folding its rows alone."""
@@ -46,8 +70,6 @@ def test_parts_folded_at_once_are_as_each_folded_alone():
     edges = {**{f"f:f{j}": np.linspace(-2, 2, 5) for j in range(5)},
              "o:latency_ms": np.linspace(0, 100, 5), "o:confidence": np.linspace(0, 1, 5),
              "o:error": np.array([0.5]), "o:prediction": np.linspace(0, 2, 3)}
-    keys = {"model": "m", "model_version": "v", "window_start": "", "window_end": "",
-            "late_events": 0}
     for seed in range(60):
         rng = np.random.default_rng(seed)
         events = random_events(rng, int(rng.integers(1, 300)))
@@ -62,7 +84,7 @@ def test_parts_folded_at_once_are_as_each_folded_alone():
             if size:
                 alone.add_batch([events[i] for i in rows[end:end + size].tolist()])
             end += size
-            assert part.result(**keys) == alone.result(**keys), seed
+            assert part.result(**KEYS) == alone.result(**KEYS), seed
             assert part.profile.state() == alone.profile.state(), seed
 
 
@@ -87,28 +109,14 @@ def test_the_slices_of_every_key_folded_by_cells_are_as_each_folded_alone():
     from mlpulse.slice_folds import fold_slices
     from mlpulse.slicing import SliceNames, SliceRouter
 
-    keys = {"model": "m", "model_version": "v", "window_start": "", "window_end": "",
-            "late_events": 0}
-    slices = [("region",), ("tier",), ("region", "tier")]
     for seed in range(40):
         rng = np.random.default_rng(seed)
-        events = random_events(rng, int(rng.integers(1, 300)))
-        for e in events:
-            e.segment = {k: str(rng.choice(values)) for k, values in
-                         (("region", ["eu", "us", "apac"]), ("tier", ["gold", "free"]))
-                         if rng.random() < 0.85}
-        sliced = SliceRouter("m", slices, CardinalityGuard(), SliceNames(), lambda: 0.0)(
+        events = segmented(rng, int(rng.integers(1, 300)))
+        sliced = SliceRouter("m", SLICES, CardinalityGuard(), SliceNames(), lambda: 0.0)(
             Batch.of(events))
 
-        def edges(seed_of: int) -> dict[str, np.ndarray]:   # each slice its own reference
-            r = np.random.default_rng(seed_of)
-            return {**{f"f:f{j}": np.sort(r.normal(0, 1, 4)) for j in range(5)},
-                    "o:latency_ms": np.sort(r.uniform(0, 100, 4)),
-                    "o:confidence": np.sort(r.uniform(0, 1, 4)),
-                    "o:error": np.array([0.5]), "o:prediction": np.linspace(0, 2, 3)}
-
         def profile(i: int) -> WindowProfile:   # every third slice still samples
-            return WindowProfile(edges=edges(i), sample_size=50 if i % 3 == 0 else 0,
+            return WindowProfile(edges=slice_edges(i), sample_size=50 if i % 3 == 0 else 0,
                                  rng=np.random.default_rng(i))
 
         parts_of, alone_of, number = [], [], 0
@@ -130,8 +138,8 @@ def test_the_slices_of_every_key_folded_by_cells_are_as_each_folded_alone():
         assert fold_slices(parts_of, Batch.of(events), sliced.groups, whole=whole)
         for parts, alone in zip([*parts_of, [whole]], [*alone_of, [whole_alone]], strict=True):
             for part, one in zip(parts, alone, strict=True):
-                assert close(msgspec.to_builtins(part.result(**keys)),
-                             msgspec.to_builtins(one.result(**keys))), seed
+                assert close(msgspec.to_builtins(part.result(**KEYS)),
+                             msgspec.to_builtins(one.result(**KEYS))), seed
                 assert part.profile.state() == one.profile.state(), seed
                 assert {s: r.values.tolist() for s, r in part.profile.samples.items()} == {
                     s: r.values.tolist() for s, r in one.profile.samples.items()}, seed
@@ -149,25 +157,15 @@ def test_a_sliced_window_folds_each_slice_as_its_events_alone(monkeypatch):
     from mlpulse.guard import CardinalityGuard
     from mlpulse.slicing import SliceNames, SliceRouter, slice_name
 
-    keys = {"model": "m", "model_version": "v", "window_start": "", "window_end": "",
-            "late_events": 0}
-    slices = [("region",), ("tier",), ("region", "tier")]
-
-    def edges(seed_of: int) -> dict[str, np.ndarray]:   # each slice its own reference
-        r = np.random.default_rng(seed_of)
-        return {**{f"f:f{j}": np.sort(r.normal(0, 1, 4)) for j in range(5)},
-                "o:latency_ms": np.sort(r.uniform(0, 100, 4)),
-                "o:confidence": np.sort(r.uniform(0, 1, 4)),
-                "o:error": np.array([0.5]), "o:prediction": np.linspace(0, 2, 3)}
 
     def profile(name: str, kind: type[WindowProfile] = WindowProfile) -> WindowProfile:
         i = sum(map(ord, name))   # every third slice still samples
-        return kind(edges=edges(i), sample_size=50 if i % 3 == 0 else 0,
+        return kind(edges=slice_edges(i), sample_size=50 if i % 3 == 0 else 0,
                     rng=np.random.default_rng(i))
 
     def names_of(event: PredictionEvent) -> list[str]:
         out = []
-        for key_set in slices:
+        for key_set in SLICES:
             values = [event.segment.get(k) for k in key_set]
             if None not in values:
                 out.append(slice_name(key_set, values))
@@ -175,15 +173,11 @@ def test_a_sliced_window_folds_each_slice_as_its_events_alone(monkeypatch):
 
     for seed in range(40):
         rng = np.random.default_rng(seed)
-        events = random_events(rng, int(rng.integers(1, 400)))
-        for e in events:
-            e.segment = {k: str(rng.choice(values)) for k, values in
-                         (("region", ["eu", "us", "apac"]), ("tier", ["gold", "free"]))
-                         if rng.random() < 0.85}
+        events = segmented(rng, int(rng.integers(1, 400)))
         window = PredictionAggregate(
-            profile=WindowProfile(edges=edges(0), sample_size=30),
+            profile=WindowProfile(edges=slice_edges(0), sample_size=30),
             min_batch=int(rng.integers(1, 500)),
-            slicer=SliceRouter("m", slices, CardinalityGuard(), SliceNames(), lambda: 0.0),
+            slicer=SliceRouter("m", SLICES, CardinalityGuard(), SliceNames(), lambda: 0.0),
             new_slice=lambda name: PredictionAggregate(profile=profile(name)))
         cuts = sorted(rng.integers(0, len(events), int(rng.integers(0, 4))).tolist())
         batches = [events[start:end] for start, end in
@@ -195,7 +189,7 @@ def test_a_sliced_window_folds_each_slice_as_its_events_alone(monkeypatch):
             if rng.random() < 0.3:
                 window.state()   # a checkpoint: what waits is folded meanwhile
         window.flush()
-        whole = PredictionAggregate(profile=_Handed(edges=edges(0), sample_size=30))
+        whole = PredictionAggregate(profile=_Handed(edges=slice_edges(0), sample_size=30))
         alone = {name: PredictionAggregate(profile=profile(name, _Handed))
                  for name in window.slices}
         for batch in batches:   # alone, batch by batch (a sample depends on the batches)
@@ -207,8 +201,8 @@ def test_a_sliced_window_folds_each_slice_as_its_events_alone(monkeypatch):
         pairs = [(window, whole), *((window.slices[name], one) for name, one in alone.items())]
         assert {name for e in events for name in names_of(e)} == set(window.slices), seed
         for part, one in pairs:
-            assert close(msgspec.to_builtins(part.result(**keys)),
-                         msgspec.to_builtins(one.result(**keys))), seed
+            assert close(msgspec.to_builtins(part.result(**KEYS)),
+                         msgspec.to_builtins(one.result(**KEYS))), seed
             assert part.profile.state() == one.profile.state(), seed
             # a sample of as many of the same values (which ones: the profile's random
             # draws, in the order its signals come, which a slice's features may not)
