@@ -15,8 +15,10 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import pytest
 
 from mlpulse.config import Settings
+from mlpulse.timefmt import rfc3339
 
 from .conftest import consume, produce
 
@@ -41,8 +43,19 @@ def loans(rng: np.random.Generator, windows: int = 6, n: int = 1500) -> list[dic
                         "model_version": "1.0", "latency_ms": 20.0,
                         "trace_id": f"{w:016x}{i:016x}",
                         "features": {"x": float(rng.normal(shift))},
-                        "segment": {"region": str(region), "customer": f"c{i % 50}"}})
+                        "segment": {"region": str(region), "customer": f"c{i % 50}"},
+                        **llm_fields(i)})
     return out
+
+
+def llm_fields(i: int) -> dict[str, Any]:
+    """What an LLM call reports, as services differ: tokens, a cost, both or nothing."""
+    fields: dict[str, Any] = {}
+    if i % 2 == 0:
+        fields["tokens_in"] = 100 + i % 7
+    if i % 3 == 0:
+        fields["cost_usd"] = 0.001 * (1 + i % 5)
+    return fields
 
 
 def fraud(rng: np.random.Generator, windows: int = 4, n: int = 2000) -> list[dict[str, Any]]:
@@ -93,8 +106,9 @@ def test_slices_and_versions_are_judged_apart(settings: Settings, start_worker, 
     worker.wait_assigned()
     rng = np.random.default_rng(21)
     shop_events, shop_feedback = shop(rng)
+    loan_events = loans(rng)
     asyncio.run(produce(settings, topics.predictions,
-                        envelopes(loans(rng) + fraud(rng) + shop_events)))
+                        envelopes(loan_events + fraud(rng) + shop_events)))
     asyncio.run(consume(settings, topics.windows,   # every model's windows closed
                         lambda r: {w["model"] for w in r if w.get("window_start")
                                    == "2023-11-14T22:13:26Z" and not w.get("segment")}
@@ -141,6 +155,24 @@ def test_slices_and_versions_are_judged_apart(settings: Settings, start_worker, 
         elif not w.get("segment"):
             whole[w["window_start"]] = w["count"]
     assert customers == whole and sum(whole.values()) == 6 * 1500
+    # LLM calls per slice: each event that reported tokens or a cost is one request
+    checked = 0
+    for w in windows:
+        if w["model"] != "loans" or w.get("revision") or "customer" in w.get("segment", {}):
+            continue
+        mine = [e for e in loan_events
+                if rfc3339(e["timestamp"] // WINDOW_S * WINDOW_S) == w["window_start"]
+                and w.get("segment", {}).get("region", e["segment"]["region"])
+                == e["segment"]["region"]]
+        assert w["count"] == len(mine)
+        reported = [e for e in mine if "tokens_in" in e or "cost_usd" in e]
+        assert w["llm"]["requests"] == len(reported)
+        assert w["tokens_in"] == sum(e.get("tokens_in", 0) for e in mine)
+        costs = [e["cost_usd"] for e in mine if "cost_usd" in e]
+        assert w["llm"]["cost_usd_per_1k_requests"] == pytest.approx(
+            1000 * sum(costs) / len(costs))
+        checked += 1
+    assert checked == 6 * 4   # each window: the model's and its 3 regions'
     assert worker.metric("mlpulse_series_folded_total", {"kind": "segment"}) > 0
     # the candidate's summary carries its comparison
     shop_revised = [w for w in windows if w["model"] == "shop" and w.get("comparison")

@@ -32,6 +32,9 @@ def expected(events: list[dict]) -> dict[tuple[str, float], dict]:
         "latency": np.array([e["latency_ms"] for e in group]),
         "amount": np.array([e["features"]["amount"] for e in group]),
         "country": collections.Counter(e["features"]["country"] for e in group),
+        "tokens_in": np.array([e["tokens_in"] for e in group]),
+        "tokens_out": np.array([e["tokens_out"] for e in group]),
+        "cost_usd": np.array([e["cost_usd"] for e in group]),
     } for key, group in groups.items()}
 
 
@@ -51,6 +54,25 @@ def check_summary(summary: dict, truth: dict) -> None:
     assert amount["min"] == truth["amount"].min()
     assert amount["max"] == truth["amount"].max()
     assert summary["features"]["country"]["top"] == dict(truth["country"])
+    check_llm(summary, truth)
+
+
+def check_llm(summary: dict, truth: dict) -> None:
+    """Tokens and cost per request: every simulated event is one LLM request."""
+    llm = summary["llm"]
+    assert llm["requests"] == truth["count"]
+    for field in ("tokens_in", "tokens_out", "cost_usd"):
+        values, got = truth[field], llm[field]
+        assert got["mean"] == pytest.approx(values.mean()), field
+        assert got["max"] == pytest.approx(values.max()), field
+        for q, name in ((0.5, "p50"), (0.95, "p95")):
+            lo = np.quantile(values, q, method="lower")
+            hi = np.quantile(values, q, method="higher")
+            assert lo * 0.99 <= got[name] <= hi * 1.01, (field, name, got[name], lo, hi)
+    assert summary["tokens_in"] == truth["tokens_in"].sum()
+    assert summary["tokens_out"] == truth["tokens_out"].sum()
+    assert summary["cost_usd"] == pytest.approx(truth["cost_usd"].sum())
+    assert llm["cost_usd_per_1k_requests"] == pytest.approx(1000 * truth["cost_usd"].mean())
 
 
 def by_window(records: list[dict]) -> dict[tuple[str, float], dict]:
