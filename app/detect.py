@@ -251,8 +251,10 @@ class Detect:
         if c.end_s <= state.last_end_s:
             return []
         state.last_end_s = c.end_s
+        quiet = not state.alerts.states   # no alert to resolve: only what fires can change one
         findings = state.monitor.on_window(aggregate, profile, c.start_s, c.end_s, c.summary,
-                                           complete=not c.idle, drift=drift, spread=spread)
+                                           complete=not c.idle, drift=drift, spread=spread,
+                                           quiet=quiet)
         compared, complete = self._compare(c) if not part else ([], False)
         if self.on_findings is not None:
             self.on_findings(c.partition, c.key, findings + compared)
@@ -260,11 +262,12 @@ class Detect:
         if part:
             labels["segment"] = part[0]   # e.g. "region=eu"
         judged = findings + compared
-        if not state.alerts.states:   # no alert to resolve: only what fires can change one
+        if quiet:
             judged = [f for f in judged if f.firing]
         conditions = (self.rules.evaluate_findings(judged, labels)
                       + self.rules.evaluate_metrics(
-                          window_metrics(c, self.settings.feedback_min_labels), labels))
+                          window_metrics(c, self.settings.feedback_min_labels), labels,
+                          active_only=quiet))
         if complete:
             conditions += _resolve_others(state.alerts, conditions)
         presence = self._presence.get(c.partition, {}).get(model)
@@ -580,14 +583,15 @@ def _resolve_others(alerts: Lifecycle, conditions: list[Condition]) -> list[Cond
             for fp, state in held.items() if fp not in named]
 
 
-PACK_ABOVE = 2048
+PACK_ABOVE = 8192
 """Detector states of more bytes than this are stored compressed."""
 
 
 def _pack(state: dict[str, Any]) -> bytes:
     """A model version's detector state as stored: msgpack, compressed when large (~8.5 KB →
     ~4 KB with 20 features; a worker holds one per series in its table, and writes it per
-    window). A slice's (~1.7 KB) is not: compressing took a fifth of its window's close."""
+    window). A slice's (~1.7 KB, ~3.6 KB once its anomaly history is full) is not:
+    compressing took a fifth of its window's judging (~40 µs of zlib a window)."""
     packed = msgspec.msgpack.encode(state)
     return zlib.compress(packed, 1) if len(packed) > PACK_ABOVE else packed
 
@@ -596,7 +600,7 @@ def _unpack(stored: bytes) -> Any:
     """The state :func:`_pack` stored, compressed or not (a msgpack map never starts with
     zlib's 0x78).
 
-    >>> large = {"a": "x" * 5000}
+    >>> large = {"a": "x" * 10_000}
     >>> _pack(large)[:1], _unpack(_pack(large)) == large, _unpack(_pack({"a": 1}))
     (b'x', True, {'a': 1})
     """

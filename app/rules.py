@@ -182,10 +182,11 @@ class Rules:
     # ------------------------------------------------------------ evaluation
 
     def evaluate_metrics(self, metrics: Mapping[str, Any], labels: Mapping[str, str],
-                         source: str = "predictions", prefix: str | tuple[str, ...] = ""
-                         ) -> list[Condition]:
+                         source: str = "predictions", prefix: str | tuple[str, ...] = "",
+                         active_only: bool = False) -> list[Condition]:
         """Conditions of the ``expr`` rules on one window's metrics (a summary as a dict);
-        only rules whose metric starts with ``prefix``. The window's ``trace_ids``
+        only rules whose metric starts with ``prefix``, and only those that hold with
+        ``active_only`` (a series with no alert to resolve). The window's ``trace_ids``
         (exemplars) go into each condition's evidence."""
         trace_ids = metrics.get("trace_ids") or []
         out = []
@@ -199,14 +200,18 @@ class Rules:
             if value is None:
                 continue   # not measured in this window (e.g. no labels yet): no verdict
             assert rule.name is not None
-            evidence: dict[str, Any] = {"trace_ids": list(trace_ids)}
             judged = value
             n = _trials(metrics, path) if rule.confidence and op not in ("==", "!=") else None
             if n:   # a rate of n events: judged by the bound on the side of the threshold
                 low, high = wilson_bounds(value, n, rule.confidence)
                 judged = low if op in (">", ">=") else high
+            active = _OPS[op](judged, threshold)
+            if active_only and not active:
+                continue
+            evidence: dict[str, Any] = {"trace_ids": list(trace_ids)}
+            if n:
                 evidence.update({"events": n, "bound": judged, "confidence": rule.confidence})
-            out.append(self._condition(rule, rule.name, _OPS[op](judged, threshold), labels,
+            out.append(self._condition(rule, rule.name, active, labels,
                                        "threshold", value=value, threshold=threshold,
                                        detail=f"{path} {op} {threshold:g}", evidence=evidence))
         return out

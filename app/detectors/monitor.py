@@ -144,11 +144,16 @@ class ModelMonitor:
     def on_window(
         self, aggregate: PredictionAggregate, profile: WindowProfile, start_s: float,
         end_s: float, summary: Any = None, *, complete: bool = True,
-        drift: DriftTests | None = None, spread: Spread | None = None,
+        drift: DriftTests | None = None, spread: Spread | None = None, quiet: bool = False,
     ) -> list[Finding]:
         """Findings of one closed window; then the window joins the reference if due.
         ``drift`` and ``spread``: its drift tests and its anomaly detector's spread, if
         computed beside other windows'.
+
+        ``quiet``: the series has no alert pending or firing, so only findings that fire
+        can change one: the clear ones are left out but for drift (the status view shows
+        each signal's), which then carry their test's evidence without the reference's and
+        the window's summaries.
 
         ``complete=False``: the window closed because its events stopped (the end of a
         stream): its throughput is not judged, nor that of the first window after a gap
@@ -169,8 +174,9 @@ class ModelMonitor:
                 drift = self._drift_tests(ref, aggregate, profile)   # the reference changed)
             if drift.results is None:
                 run_drift_tests([drift])
-            findings.extend(self._drift(ref, aggregate, drift))
-            findings.extend(check_quality(ref, aggregate, drift.bins, self.config.quality))
+            findings.extend(self._drift(ref, aggregate, drift, detail=not quiet))
+            findings.extend(check_quality(ref, aggregate, drift.bins, self.config.quality,
+                                          only_firing=quiet))
             findings.extend(self._mean_shifts(ref, detections))
         if self.anomaly is not None and summary is not None and aggregate.count:
             nulls = sum(s.null_count for s in aggregate.features.values())
@@ -187,27 +193,31 @@ class ModelMonitor:
             if latency is not None:
                 findings.append(latency)
         self._update_reference(aggregate, profile, start_s, end_s)
+        trace_ids = list(aggregate.trace_ids)
         for finding in findings:
-            finding.evidence.setdefault("trace_ids", list(aggregate.trace_ids))
+            if finding.firing or not quiet:
+                finding.evidence.setdefault("trace_ids", trace_ids)
         return findings
 
-    def _drift(self, ref: Reference, aggregate: PredictionAggregate, drift: DriftTests
-               ) -> list[Finding]:
+    def _drift(self, ref: Reference, aggregate: PredictionAggregate, drift: DriftTests,
+               detail: bool = True) -> list[Finding]:
+        """A finding per tested signal; the reference's and the window's summaries in the
+        evidence of those that drifted, or of all with ``detail``."""
         out = []
         assert drift.results is not None
         for signal, result in zip(drift.signals, drift.results, strict=True):
             if result is not None:
-                current = _numeric_summary(aggregate, signal)
-                out.append(_drift_finding(signal, result, ref.numeric[signal].summary(),
-                                          current))
+                out.append(_drift_finding(signal, result, *(
+                    (ref.numeric[signal].summary(), _numeric_summary(aggregate, signal))
+                    if detail or result.drifted else ({}, {}))))
         assert drift.categorical_results is not None
         for (signal, values), result in zip(drift.categorical.items(),
                                             drift.categorical_results, strict=True):
-            categorical_ref = ref.categorical[signal]
             if result is not None:
-                top = dict(sorted(values.items(), key=lambda kv: -kv[1])[:10])
-                out.append(_drift_finding(signal, result, categorical_ref.summary(),
-                                          {"counts": top}))
+                out.append(_drift_finding(signal, result, *(
+                    (ref.categorical[signal].summary(),
+                     {"counts": dict(sorted(values.items(), key=lambda kv: -kv[1])[:10])})
+                    if detail or result.drifted else ({}, {}))))
         return out
 
     def _mean_shifts(self, ref: Reference, detections: dict[str, int]) -> list[Finding]:
@@ -433,7 +443,8 @@ def _drift_finding(signal: str, result: DriftResult, reference: dict[str, Any],
         f"{_signal_name(signal)} drifted: {effect_name} {value:.3f} "
         f"(threshold {result.effect_threshold:g} above noise), {test} p={result.p_value:.2g}"
         if result.drifted else f"{_signal_name(signal)} matches the reference",
-        {**result.evidence(), "reference": reference, "current": current},
+        {**result.evidence(), "reference": reference, "current": current}
+        if reference or current else result.evidence(),
     )
 
 

@@ -47,9 +47,21 @@ class QualityThresholds(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
 
 def check_quality(
     ref: Reference, aggregate: PredictionAggregate, bins: Mapping[str, np.ndarray],
-    t: QualityThresholds,
+    t: QualityThresholds, *, only_firing: bool = False,
 ) -> list[Finding]:
-    """All data-quality findings of one window (``bins``: numeric counts on the ref edges)."""
+    """All data-quality findings of one window (``bins``: numeric counts on the ref edges);
+    with ``only_firing``, those that fire (a series with no alert to resolve: the clear
+    ones would change nothing, and a window makes one per feature and check).
+
+    >>> from mlpulse.detectors.reference import CategoricalRef
+    >>> ref = Reference(numeric={}, categorical={"f:c": CategoricalRef({"a": 90})},
+    ...                 events=90, windows=1, error_rate=0.0, start_s=0, end_s=60)
+    >>> agg = PredictionAggregate()
+    >>> agg.add_batch([_ev({"c": "a"})] * 60)
+    >>> len(check_quality(ref, agg, {}, QualityThresholds())), check_quality(
+    ...     ref, agg, {}, QualityThresholds(), only_firing=True)
+    (4, [])
+    """
     events = aggregate.count
     if events < t.min_events:
         return []
@@ -65,8 +77,8 @@ def check_quality(
         ref_null = (numeric_ref or ref.categorical[signal]).null_rate
         labels = {"feature": name}
         presence = (stats.count if stats else 0) / events
-        if ref_presence >= 0.5:
-            missing = presence <= t.missing_presence_ratio * ref_presence
+        missing = presence <= t.missing_presence_ratio * ref_presence
+        if ref_presence >= 0.5 and (missing or not only_firing):
             out.append(Finding(
                 "feature_missing", "data_quality", missing, labels, "critical", presence,
                 t.missing_presence_ratio * ref_presence,
@@ -76,16 +88,22 @@ def check_quality(
         if stats is None or stats.count == 0:
             continue
         null_rate = stats.null_count / stats.count
-        out.append(Finding(
-            "null_rate", "data_quality", null_rate - ref_null >= t.null_rate_increase, labels,
-            "warning", null_rate, ref_null + t.null_rate_increase,
-            f"feature {name} is null in {null_rate:.1%} of events (reference {ref_null:.1%})",
-            {"null_rate": null_rate, "reference_null_rate": ref_null}))
-        out.extend(_type_and_range(name, signal, stats, ref, bins=bins, t=t))
+        nulls = null_rate - ref_null >= t.null_rate_increase
+        if nulls or not only_firing:
+            out.append(Finding(
+                "null_rate", "data_quality", nulls, labels,
+                "warning", null_rate, ref_null + t.null_rate_increase,
+                f"feature {name} is null in {null_rate:.1%} of events "
+                f"(reference {ref_null:.1%})",
+                {"null_rate": null_rate, "reference_null_rate": ref_null}))
+        out.extend(_type_and_range(name, signal, stats, ref, bins=bins, t=t,
+                                   only_firing=only_firing))
     for name, stats in sorted(aggregate.features.items()):
         if "f:" + name in known:
             continue
         presence = stats.count / events
+        if presence < t.new_feature_presence and only_firing:
+            continue
         out.append(Finding(
             "feature_new", "data_quality", presence >= t.new_feature_presence,
             {"feature": name}, "info", presence, t.new_feature_presence,
@@ -96,7 +114,7 @@ def check_quality(
 
 def _type_and_range(
     name: str, signal: str, stats: FeatureStats, ref: Reference, *,
-    bins: Mapping[str, np.ndarray], t: QualityThresholds,
+    bins: Mapping[str, np.ndarray], t: QualityThresholds, only_firing: bool,
 ) -> list[Finding]:
     labels = {"feature": name}
     numbers = stats.numeric.count if stats.numeric is not None else 0
@@ -109,14 +127,18 @@ def _type_and_range(
     numeric_ref = ref.numeric.get(signal)
     if numeric_ref is not None:
         wrong = strings / values
-        out.append(Finding(
-            "type_change", "data_quality", wrong >= t.type_change, labels, "critical", wrong,
-            t.type_change, f"feature {name} was numeric; {wrong:.0%} of its values are not",
-            {"expected": "number", "other_share": wrong,
-             "examples": list(categories.top(3)) if categories else []}))
+        if wrong >= t.type_change or not only_firing:
+            out.append(Finding(
+                "type_change", "data_quality", wrong >= t.type_change, labels, "critical",
+                wrong, t.type_change,
+                f"feature {name} was numeric; {wrong:.0%} of its values are not",
+                {"expected": "number", "other_share": wrong,
+                 "examples": list(categories.top(3)) if categories else []}))
         counts = bins.get(signal)
-        if counts is not None and counts.sum():
-            outside = float(counts[0] + counts[-1]) / float(counts.sum())
+        total = int(counts.sum()) if counts is not None else 0
+        outside = float(counts[0] + counts[-1]) / total if counts is not None and total else 0.0
+        if total and (outside >= t.out_of_range or not only_firing):
+            assert counts is not None
             out.append(Finding(
                 "out_of_range", "data_quality", outside >= t.out_of_range, labels, "warning",
                 outside, t.out_of_range,
@@ -129,13 +151,17 @@ def _type_and_range(
         return out
     categorical_ref = ref.categorical[signal]
     wrong = numbers / values
-    out.append(Finding(
-        "type_change", "data_quality", wrong >= t.type_change, labels, "critical", wrong,
-        t.type_change, f"feature {name} was categorical; {wrong:.0%} of its values are numbers",
-        {"expected": "category", "other_share": wrong}))
+    if wrong >= t.type_change or not only_firing:
+        out.append(Finding(
+            "type_change", "data_quality", wrong >= t.type_change, labels, "critical", wrong,
+            t.type_change,
+            f"feature {name} was categorical; {wrong:.0%} of its values are numbers",
+            {"expected": "category", "other_share": wrong}))
     if categories is not None and strings and not categorical_ref.other:
         unseen = {k: n for k, n in categories.counts.items() if k not in categorical_ref.counts}
         share = (sum(unseen.values()) + categories.other) / strings
+        if share < t.unseen_category and only_firing:
+            return out
         top = dict(sorted(unseen.items(), key=lambda kv: -kv[1])[:5])
         out.append(Finding(
             "unseen_category", "data_quality", share >= t.unseen_category, labels, "warning",
