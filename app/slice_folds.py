@@ -391,22 +391,56 @@ class _Rollup:
         if not values.size:
             return
         edges = [profiles[j].edges[signals[j]] for j in binned]
-        union = np.unique(np.concatenate(edges))
+        union, onto, width = _UNIONS.of(edges)
         per_cell = np.bincount(cell * (union.size + 1) + np.searchsorted(union, values, "right"),
                                minlength=self.cells * (union.size + 1)).reshape(
                                    self.cells, union.size + 1).astype(np.float64)
         table = self.member[binned] @ per_cell
-        # each union bin's bin in each slice's edges, all slices in one bincount
-        width = 1 + max(e.size for e in edges)
-        onto = np.concatenate([k * width + np.concatenate(([0], np.searchsorted(e, union,
-                                                                                "right")))
-                               for k, e in enumerate(edges)])
         own = np.rint(np.bincount(onto, weights=table.ravel(),
                                   minlength=len(binned) * width)).astype(np.int64).reshape(
             len(binned), width)
         for j, counts, own_edges in zip(binned, own, edges, strict=True):
             if counts.any():
                 profiles[j].add_binned(signals[j], counts[:own_edges.size + 1])
+
+
+class _Unions:
+    """The union of several slices' bin edges, and each union bin's bin in each slice's
+    own (``onto``: slice ``k``'s bin ``b`` at ``k * width + b``, all slices summed in one
+    ``bincount``), remembered by the edges' identity: a slice's edges are its reference's,
+    the same array from window to window until the reference is rebuilt.
+
+    >>> unions = _Unions()
+    >>> a, b = np.array([0.0, 2.0]), np.array([1.0])
+    >>> union, onto, width = unions.of([a, b])
+    >>> union.tolist(), onto.tolist(), width, unions.of([a, b])[0] is union
+    ([0.0, 1.0, 2.0], [0, 1, 1, 2, 3, 3, 4, 4], 3, True)
+    """
+
+    LIMIT = 4096
+    """Sets of edges remembered (then forgotten all at once)."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[int, ...], tuple[list[np.ndarray], np.ndarray, np.ndarray,
+                                                 int]] = {}
+
+    def of(self, edges: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
+        key = tuple(map(id, edges))
+        known = self._known.get(key)
+        if known is not None and all(a is b for a, b in zip(known[0], edges, strict=True)):
+            return known[1], known[2], known[3]
+        union = np.unique(np.concatenate(edges))
+        width = 1 + max(e.size for e in edges)
+        onto = np.concatenate([k * width + np.concatenate(([0], np.searchsorted(e, union,
+                                                                                "right")))
+                               for k, e in enumerate(edges)])
+        if len(self._known) >= self.LIMIT:
+            self._known.clear()
+        self._known[key] = (list(edges), union, onto, width)   # (held: ids stay theirs)
+        return union, onto, width
+
+
+_UNIONS = _Unions()
 
 
 def _add_categories(part: PredictionAggregate, feature: str, values: int,
