@@ -143,14 +143,15 @@ def numeric_drift_many(
         return _top_bins(reference[row, :size], current[row, :size],
                          _bin_names(refs[row].edges))
 
+    p_value_of, gap_of, n_eff_of = p_values.tolist(), gap.tolist(), n_eff.tolist()
     for row in np.flatnonzero(judged).tolist():
         t, tests = thresholds[row], family[row]
         effect, threshold = rows.effect(row, t)
-        p_value = float(p_values[row])
-        if effect >= threshold and (n_eff[row] < EXACT_ALWAYS_BELOW_EVENTS
+        p_value = p_value_of[row]
+        if effect >= threshold and (n_eff_of[row] < EXACT_ALWAYS_BELOW_EVENTS
                                     or p_value < EXACT_NEAR * t.p_value / max(1, tests)):
-            p_value = float(stats.kstwo.sf(float(gap[row]), int(n_eff[row])))
-        out[row] = rows.result(row, t, tests, method="ks", statistic=float(gap[row]),
+            p_value = float(stats.kstwo.sf(gap_of[row], int(n_eff_of[row])))
+        out[row] = rows.result(row, t, tests, method="ks", statistic=gap_of[row],
                                p_value=p_value, top_bins=functools.partial(top_bins, row))
     return out
 
@@ -162,16 +163,17 @@ class _Rows:
 
     def __init__(self, p: np.ndarray, q: np.ndarray, n: np.ndarray, m: np.ndarray,
                  bins: np.ndarray) -> None:
-        self.n, self.m = n, m
-        self.psi, self.js = _psi_rows(p, q), _js_rows(p, q)
-        self.noise = (bins - 1) * (n + m) / (np.maximum(n, 1) * np.maximum(m, 1))
-        self.psi_excess = np.maximum(0.0, self.psi - self.noise)
+        psi = _psi_rows(p, q)
+        noise = (bins - 1) * (n + m) / (np.maximum(n, 1) * np.maximum(m, 1))
+        # as lists: a row's numbers read one by one (a numpy scalar each costs ~10x more)
+        self.n, self.m = n.astype(np.int64).tolist(), m.astype(np.int64).tolist()
+        self.psi, self.js, self.noise = psi.tolist(), _js_rows(p, q).tolist(), noise.tolist()
+        self.psi_excess = np.maximum(0.0, psi - noise).tolist()
 
     def effect(self, row: int, t: DriftThresholds) -> tuple[float, float]:
         """The effect a row is judged by, and its threshold: JS distance where ``t.js``
         is set, else PSI beyond its noise."""
-        return ((float(self.js[row]), t.js) if t.js is not None
-                else (float(self.psi_excess[row]), t.psi))
+        return ((self.js[row], t.js) if t.js is not None else (self.psi_excess[row], t.psi))
 
     def result(self, row: int, t: DriftThresholds, tests: int, *, method: str,
                statistic: float, p_value: float,
@@ -186,9 +188,9 @@ class _Rows:
             severity=("critical" if drifted and self.psi_excess[row] >= t.psi_critical
                       else "warning"),
             method=method, statistic=statistic, p_value=p_value,
-            psi=float(self.psi[row]), js=float(self.js[row]),
-            psi_noise=float(self.noise[row]), effect=effect, effect_threshold=threshold,
-            n_current=int(self.n[row]), n_reference=int(self.m[row]),
+            psi=self.psi[row], js=self.js[row],
+            psi_noise=self.noise[row], effect=effect, effect_threshold=threshold,
+            n_current=self.n[row], n_reference=self.m[row],
             top_bins=top_bins() if effect >= threshold else [])
 
 
@@ -284,10 +286,10 @@ def categorical_drift_many(
                                      OTHER_VALUE], keep.tolist(), strict=True) if k]
         return _top_bins(reference[row, keep], current[row, keep], labels)
 
+    statistic_of, p_value_of = statistics.tolist(), p_values.tolist()
     for row in np.flatnonzero(judged).tolist():
         out[row] = rows.result(row, thresholds[row], family[row], method="chi2",
-                               statistic=float(statistics[row]),
-                               p_value=float(p_values[row]),
+                               statistic=statistic_of[row], p_value=p_value_of[row],
                                top_bins=functools.partial(top_bins, row))
     return out
 
