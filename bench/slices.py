@@ -7,7 +7,7 @@ and with ``MLPULSE_SEGMENT_KEYS=region,tier`` (2 keys × 5 values: each event in
 version's window and in two slices), alternating, ``--repeat`` (3) times, in two shapes:
 1,000 and 6,000 events per model-window. Reports events/s (best run), on / off, and the
 memory a slice window holds (tracemalloc of the open windows, their events folded: a sliced
-window gathers up to 4,096 before it folds them). Writes
+window gathers up to 16,384 before it folds them). Writes
 ``bench/results/slices.json``.
 """
 
