@@ -55,6 +55,11 @@ def test_one_firing_and_one_resolved_alert_per_incident():
     assert fired.alert_id == resolved.alert_id and fired.fingerprint == resolved.fingerprint
     assert fired.window_start == "2023-11-14T22:14:00Z"         # the first drifted window
     assert resolved.ends_at == "2023-11-14T22:14:40Z"           # the first clean one
+    # both carry the reference's and the window's summaries (a clean finding of a series
+    # with an alert to resolve is built whole)
+    for alert in (fired, resolved):
+        assert {"mean", "std"} <= set(alert.evidence["reference"]) & set(
+            alert.evidence["current"])
     assert {a.labels["model"] for a in pipe.alerts if a.rule != "no_data"} == {"model-2"}
     for alert in pipe.alerts:
         jsonschema.validate(msgspec.json.decode(msgspec.json.encode(alert)), SCHEMA)

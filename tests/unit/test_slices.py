@@ -92,6 +92,12 @@ def test_a_drift_confined_to_one_slice_is_alerted_for_that_slice_only():
     drift = {(a.labels.get("segment", ""), a.labels.get("feature")) for a in pipe.alerts
              if a.status == "firing" and a.rule == "feature_drift"}
     assert drift == {("region=eu", "x")}
+    fired = next(a for a in pipe.alerts if a.rule == "feature_drift")
+    assert fired.evidence["current"]["mean"] > fired.evidence["reference"]["mean"] + 0.5
+    # the quiet slices too show their largest drift on the status page
+    psi = {r["segment"]: r["drift_psi_max"] for r in pipe.status.to_json()["slices"]}
+    assert set(psi) == {"region=eu", "region=us", "region=apac"}
+    assert psi["region=eu"] > 0.2 > max(psi["region=us"], psi["region=apac"]) >= 0
 
 
 def test_what_windows_closing_together_compute_at_once_is_what_each_computes_alone(
