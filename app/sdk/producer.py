@@ -76,6 +76,11 @@ class Telemetry:
         """Of ``dropped``, the events whose send failed without an answer from the broker
         (a timeout, a lost connection): it may have written them before its answer was
         lost, so a consumer may count up to this many more than ``sent_events``."""
+        self.in_flight = 0
+        """Events handed to the broker and not answered yet. A request in flight when its
+        connection drops is sent again once the broker is back: if the broker had written
+        it before the drop, it holds those events twice (the producer is not idempotent:
+        not every Kafka-protocol broker supports it)."""
         self.sent_events = 0
         self.sent_messages = 0
         self._buffer: deque[tuple[str, str, dict[str, Any] | bytes]] = deque()
@@ -180,7 +185,7 @@ class Telemetry:
         """A Telemetry that sends nothing (counts everything as dropped): for tests and docs."""
         telemetry = cls.__new__(cls)
         telemetry.dropped = telemetry.sent_events = telemetry.sent_messages = 0
-        telemetry.unconfirmed = 0
+        telemetry.unconfirmed = telemetry.in_flight = 0
         telemetry._closing = True
         telemetry._lock = threading.Lock()
         telemetry._id_prefix = os.urandom(8).hex() + "-"
@@ -198,8 +203,9 @@ class Telemetry:
         >>> telemetry = Telemetry.disabled()
         >>> registry.register(telemetry.collector())
         >>> telemetry.log_prediction(model="m")
-        >>> registry.get_sample_value("mlpulse_sdk_events_dropped_total")
-        1
+        >>> (registry.get_sample_value("mlpulse_sdk_events_dropped_total"),
+        ...  registry.get_sample_value("mlpulse_sdk_in_flight_events"))
+        (1, 0)
         """
         return _TelemetryCollector(self)
 
@@ -324,6 +330,7 @@ class Telemetry:
         for (kind, key), batch in batches.items():
             if batch:
                 futures.extend(await self._send_batch(producer, kind, key, batch))
+        self.in_flight += sum(count for count, _ in futures)
         for count, future in futures:
             try:
                 await future
@@ -333,6 +340,8 @@ class Telemetry:
                 self.dropped += count
                 self.unconfirmed += count
                 log.warning("mlpulse SDK dropped %d events: %s", count, exc)
+            finally:
+                self.in_flight -= count
 
     async def _send_batch(
         self, producer: AIOKafkaProducer, kind: str, key: str, batch: list[dict[str, Any]]
@@ -365,6 +374,9 @@ class _TelemetryCollector(Collector):
             "refused, closed).", value=t.dropped)
         yield GaugeMetricFamily("mlpulse_sdk_buffered_events", "Events waiting to be sent.",
                                 value=len(t._buffer))
+        yield GaugeMetricFamily("mlpulse_sdk_in_flight_events",
+                                "Events sent and not answered by the broker yet.",
+                                value=t.in_flight)
 
 
 def default_telemetry() -> Telemetry:
