@@ -156,14 +156,16 @@ def test_slices_and_versions_are_judged_apart(settings: Settings, start_worker, 
             whole[w["window_start"]] = w["count"]
     assert customers == whole and sum(whole.values()) == 6 * 1500
     # LLM calls per slice: each event that reported tokens or a cost is one request
+    by_slice: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for e in loan_events:
+        start = rfc3339(e["timestamp"] // WINDOW_S * WINDOW_S)
+        for region in ("", e["segment"]["region"]):   # the model version's, its region's
+            by_slice.setdefault((start, region), []).append(e)
     checked = 0
     for w in windows:
         if w["model"] != "loans" or w.get("revision") or "customer" in w.get("segment", {}):
             continue
-        mine = [e for e in loan_events
-                if rfc3339(e["timestamp"] // WINDOW_S * WINDOW_S) == w["window_start"]
-                and w.get("segment", {}).get("region", e["segment"]["region"])
-                == e["segment"]["region"]]
+        mine = by_slice[(w["window_start"], w.get("segment", {}).get("region", ""))]
         assert w["count"] == len(mine)
         reported = [e for e in mine if "tokens_in" in e or "cost_usd" in e]
         assert w["llm"]["requests"] == len(reported)
