@@ -228,10 +228,7 @@ class PredictionAggregate:
         if missing == (n, n, n):
             return
         if min(missing):   # each request counted once, whichever of the three it has
-            arrays = batch.llm()
-            assert arrays is not None
-            self.llm_requests += n - int((np.isnan(arrays[0]) & np.isnan(arrays[1])
-                                          & np.isnan(arrays[2])).sum())
+            self.llm_requests += int(batch.llm_requests().sum())
         else:
             self.llm_requests += n
         if missing[0] < n:

@@ -174,6 +174,20 @@ class Batch:
                 np.array(c, dtype=np.float64) for c in columns)  # type: ignore[assignment]
         return self._llm  # type: ignore[return-value]
 
+    def llm_requests(self) -> np.ndarray:
+        """Which rows are LLM requests: those that reported tokens in, tokens out or a
+        cost (any of them; :meth:`llm` must not be None).
+
+        >>> from mlpulse.events import PredictionEvent
+        >>> Batch.of([PredictionEvent(event_id=str(i), timestamp=1, model="m", **fields)
+        ...           for i, fields in enumerate([{"tokens_in": 3}, {}, {"cost_usd": 0.1}])]
+        ...          ).llm_requests().tolist()
+        [True, False, True]
+        """
+        arrays = self.llm()
+        assert arrays is not None
+        return ~(np.isnan(arrays[0]) & np.isnan(arrays[1]) & np.isnan(arrays[2]))
+
     def codes(self, feature: str | None = None) -> Coded | None:
         """The predictions (or a string ``feature``'s values) as codes: each row's number
         of its value, and the values' keys as counters spell them (:func:`coded`); None

@@ -202,7 +202,7 @@ def fold_slices(parts_of: list[list[PredictionAggregate]], batch: Batch,
     llm = batch.llm()
     if llm is not None:
         present = [~np.isnan(a) for a in llm]
-        requests = roll.counts(present[0] | present[1] | present[2]).tolist()
+        requests = roll.counts(batch.llm_requests()).tolist()
         tokens_in = roll.sketches([p.llm_tokens_in for p in parts], llm[0], present[0])
         tokens_out = roll.sketches([p.llm_tokens_out for p in parts], llm[1], present[1])
         cost = roll.sketches([p.llm_cost for p in parts], llm[2], present[2])
@@ -472,8 +472,7 @@ def _add_llm_parts(parts: list[PredictionAggregate], batch: Batch, rows: np.ndar
     if arrays is None:
         return
     arrays = tuple(a[rows] for a in arrays)
-    unreported = np.isnan(arrays[0]) & np.isnan(arrays[1]) & np.isnan(arrays[2])
-    requests = (sizes - np.bincount(group, weights=unreported, minlength=k)).astype(
+    requests = np.bincount(group, weights=batch.llm_requests()[rows], minlength=k).astype(
         np.int64).tolist()
     sketches = ([p.llm_tokens_in for p in parts], [p.llm_tokens_out for p in parts],
                 [p.llm_cost for p in parts])
