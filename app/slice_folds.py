@@ -425,9 +425,9 @@ class _Unions:
                                                  int]] = {}
 
     def of(self, edges: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, int]:
-        key = tuple(map(id, edges))
+        key = tuple(map(id, edges))   # (the arrays held below keep their ids theirs)
         known = self._known.get(key)
-        if known is not None and all(a is b for a, b in zip(known[0], edges, strict=True)):
+        if known is not None:
             return known[1], known[2], known[3]
         union = np.unique(np.concatenate(edges))
         width = 1 + max(e.size for e in edges)
@@ -436,7 +436,7 @@ class _Unions:
                                for k, e in enumerate(edges)])
         if len(self._known) >= self.LIMIT:
             self._known.clear()
-        self._known[key] = (list(edges), union, onto, width)   # (held: ids stay theirs)
+        self._known[key] = (list(edges), union, onto, width)
         return union, onto, width
 
 

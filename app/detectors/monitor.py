@@ -207,17 +207,17 @@ class ModelMonitor:
         assert drift.results is not None
         for signal, result in zip(drift.signals, drift.results, strict=True):
             if result is not None:
-                out.append(_drift_finding(signal, result, *(
-                    (ref.numeric[signal].summary(), _numeric_summary(aggregate, signal))
-                    if detail or result.drifted else ({}, {}))))
+                out.append(_drift_finding(signal, result, (
+                    ref.numeric[signal].summary(), _numeric_summary(aggregate, signal))
+                    if detail or result.drifted else None))
         assert drift.categorical_results is not None
         for (signal, values), result in zip(drift.categorical.items(),
                                             drift.categorical_results, strict=True):
             if result is not None:
-                out.append(_drift_finding(signal, result, *(
-                    (ref.categorical[signal].summary(),
-                     {"counts": dict(sorted(values.items(), key=lambda kv: -kv[1])[:10])})
-                    if detail or result.drifted else ({}, {}))))
+                out.append(_drift_finding(signal, result, (
+                    ref.categorical[signal].summary(),
+                    {"counts": dict(sorted(values.items(), key=lambda kv: -kv[1])[:10])})
+                    if detail or result.drifted else None))
         return out
 
     def _mean_shifts(self, ref: Reference, detections: dict[str, int]) -> list[Finding]:
@@ -429,8 +429,9 @@ def _signal_name(signal: str) -> str:
     return f"feature {signal[2:]}" if signal.startswith("f:") else signal[2:]
 
 
-def _drift_finding(signal: str, result: DriftResult, reference: dict[str, Any],
-                   current: dict[str, Any]) -> Finding:
+def _drift_finding(signal: str, result: DriftResult,
+                   summaries: tuple[dict[str, Any], dict[str, Any]] | None) -> Finding:
+    """``summaries``: the reference's and the window's, for the evidence (None: left out)."""
     rule = "feature_drift" if signal.startswith("f:") else "prediction_drift"
     test = "KS" if result.method == "ks" else "chi-square"
     by_js = result.effect == result.js and result.effect != result.psi - result.psi_noise
@@ -443,8 +444,8 @@ def _drift_finding(signal: str, result: DriftResult, reference: dict[str, Any],
         f"{_signal_name(signal)} drifted: {effect_name} {value:.3f} "
         f"(threshold {result.effect_threshold:g} above noise), {test} p={result.p_value:.2g}"
         if result.drifted else f"{_signal_name(signal)} matches the reference",
-        {**result.evidence(), "reference": reference, "current": current}
-        if reference or current else result.evidence(),
+        result.evidence() if summaries is None
+        else {**result.evidence(), "reference": summaries[0], "current": summaries[1]},
     )
 
 
