@@ -126,6 +126,37 @@ async def test_an_async_handler_is_timed_to_completion_and_its_event_id_joins_fe
             if isinstance(w, PredictionWindow) and w.segment} == {"eu", "us"}
 
 
+async def test_events_sent_and_not_answered_are_in_flight_until_the_broker_answers():
+    """``in_flight`` counts what the broker may hold without having said so: it rises as a
+    send goes out and falls as each answer comes, acknowledged or failed."""
+    loop = asyncio.get_running_loop()
+    answers: list[asyncio.Future[None]] = []
+
+    class Producer:   # hands out futures the test answers
+        async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[None]:
+            answers.append(loop.create_future())
+            return answers[-1]
+
+    telemetry = Telemetry.disabled()
+    telemetry.topics = {"predictions": "p"}
+    telemetry.max_batch_events, telemetry.max_message_bytes = 2, 1_000_000
+    items = [("predictions", "m", {"event_id": str(i), "timestamp": 1.0, "model": "m"})
+             for i in range(5)]
+    sending = asyncio.ensure_future(telemetry._send(Producer(), items))  # type: ignore[arg-type]
+    while len(answers) < 3:
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert telemetry.in_flight == 5 and telemetry.sent_events == 0
+    answers[0].set_result(None)
+    answers[1].set_exception(ConnectionError("lost"))
+    await asyncio.sleep(0)
+    assert telemetry.in_flight == 1
+    assert (telemetry.sent_events, telemetry.dropped, telemetry.unconfirmed) == (2, 2, 2)
+    answers[2].set_result(None)
+    await sending
+    assert (telemetry.in_flight, telemetry.sent_events) == (0, 3)
+
+
 def test_a_failing_extractor_leaves_its_field_out_and_the_call_goes_on():
     telemetry = Recording()
 
