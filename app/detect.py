@@ -132,8 +132,10 @@ class Detect:
         """Versions of a model compared window by window (:mod:`mlpulse.comparisons`)."""
         self._later: list[AlertEvent] = []
         """Alerts of candidates judged when their baseline closed after them."""
-        self.on_findings: Callable[[int, tuple[str, ...], list[Finding]], None] | None = None
-        """Called with every prediction window's findings (the status view listens)."""
+        self.on_findings: Callable[[int, tuple[str, ...], list[Finding], float | None],
+                                   None] | None = None
+        """Called with every prediction window's findings and, for a quiet slice (whose
+        clear drift findings were not built), its largest PSI (the status view listens)."""
 
     # ------------------------------------------------------------ per window
 
@@ -181,7 +183,9 @@ class Detect:
                 continue
             state = self._model(c.partition, c.key)
             if c.end_s > state.last_end_s:
-                drift = state.monitor.drift_tests(c.aggregate, profile)
+                # a quiet slice's status shows its largest drift only (not each signal's)
+                drift = state.monitor.drift_tests(c.aggregate, profile, quiet=len(
+                    c.key) > 2 and not state.alerts.states)
                 if drift is not None:
                     drifts[id(c)] = drift
                 if state.monitor.anomaly is not None:
@@ -257,7 +261,8 @@ class Detect:
                                            quiet=quiet)
         compared, complete = self._compare(c) if not part else ([], False)
         if self.on_findings is not None:
-            self.on_findings(c.partition, c.key, findings + compared)
+            self.on_findings(c.partition, c.key, findings + compared,
+                             drift.psi_max if drift is not None and drift.quiet else None)
         labels = {"model": model, "model_version": version}
         if part:
             labels["segment"] = part[0]   # e.g. "region=eu"

@@ -200,15 +200,17 @@ class Status:
             entry.performance_window = summary.window_start
             entry.performance = _performance(summary.performance)
 
-    def on_findings(self, partition: int, key: tuple[str, ...],
-                    findings: Iterable[Finding]) -> None:
-        """Detector findings of a prediction window of (model, version) or of a slice."""
+    def on_findings(self, partition: int, key: tuple[str, ...], findings: Iterable[Finding],
+                    drift_psi_max: float | None = None) -> None:
+        """Detector findings of a prediction window of (model, version) or of a slice (and
+        its largest drift, where its findings leave clear signals out)."""
         if len(key) > 2:   # a slice's: its largest drift
             entry = self.slices.get((key[0], key[1], key[2]))
             if entry is not None:
                 scores = [float(f.evidence.get("psi", 0.0)) for f in findings
                           if f.rule in _DRIFT_RULES]
-                entry.drift_psi_max = max(scores) if scores else None
+                entry.drift_psi_max = drift_psi_max if drift_psi_max is not None else (
+                    max(scores) if scores else None)
             return
         series = self.models.get((key[0], key[1]))
         if series is None:

@@ -104,24 +104,24 @@ def numeric_drift(
 
 def numeric_drift_many(
     refs: Sequence[NumericRef], counts: Sequence[np.ndarray],
-    thresholds: Sequence[DriftThresholds], tests: int | Sequence[int] = 1,
+    thresholds: Sequence[DriftThresholds], tests: int | Sequence[int] = 1, *,
+    quiet: Sequence[bool] | None = None, psi: list[float | None] | None = None,
 ) -> list[DriftResult | None]:
     """:func:`numeric_drift` of every numeric signal of a window at once: one numpy pass
     over a signals × bins array rather than a dozen small ones per signal (~0.1 ms each,
     and every window of every series and slice tests each signal). Rows are padded with
     empty bins, which change none of the statistics. ``tests``: the number of tests of
     each row's window (Bonferroni), one for all rows or one per row (rows of several
-    windows: the slices of a model version closing together)."""
+    windows: the slices of a model version closing together).
+
+    ``quiet``: per row, whether only a verdict that may be drifted is wanted (a series
+    with no alert to resolve): a row whose effect is below its threshold then gets None,
+    as an untested one. ``psi``: filled in with each tested row's PSI (None: untested).
+    """
     if not refs:
         return []
     family = [tests] * len(refs) if isinstance(tests, int) else list(tests)
-    width = max(c.size for c in counts) - 2
-    current = np.zeros((len(refs), width))
-    reference = np.zeros((len(refs), width))
-    for row, (ref, window) in enumerate(zip(refs, counts, strict=True)):
-        size = window.size - 2
-        current[row, :size] = _fold_ends(window)
-        reference[row, :size] = _fold_ends(ref.counts)
+    current, reference = _fold_rows(counts), _fold_rows([ref.counts for ref in refs])
     n, m, judged, n_safe, m_safe = _sizes(reference, current, thresholds)
     out: list[DriftResult | None] = [None] * len(refs)
     if not judged.any():
@@ -147,6 +147,10 @@ def numeric_drift_many(
     for row in np.flatnonzero(judged).tolist():
         t, tests = thresholds[row], family[row]
         effect, threshold = rows.effect(row, t)
+        if psi is not None:
+            psi[row] = rows.psi[row]
+        if quiet is not None and quiet[row] and effect < threshold:
+            continue   # cannot have drifted (too small), and no one asks for its evidence
         p_value = p_value_of[row]
         if effect >= threshold and (n_eff_of[row] < EXACT_ALWAYS_BELOW_EVENTS
                                     or p_value < EXACT_NEAR * t.p_value / max(1, tests)):
@@ -231,13 +235,14 @@ def categorical_drift(
 
 def categorical_drift_many(
     refs: Sequence[CategoricalRef], counts: Sequence[dict[str, int]],
-    thresholds: Sequence[DriftThresholds], tests: int | Sequence[int] = 1,
+    thresholds: Sequence[DriftThresholds], tests: int | Sequence[int] = 1, *,
+    quiet: Sequence[bool] | None = None, psi: list[float | None] | None = None,
 ) -> list[DriftResult | None]:
     """:func:`categorical_drift` of several signals (of one window or of several closing
     together) at once: one numpy pass over a signals × values array, each row's values
     those of its reference and window (``__other__`` last), padded with values absent
-    from both, which change none of the statistics. ``tests``: as for
-    :func:`numeric_drift_many`.
+    from both, which change none of the statistics. ``tests``, ``quiet`` and ``psi``: as
+    for :func:`numeric_drift_many`.
 
     >>> ref = CategoricalRef(counts={"a": 500, "b": 500})
     >>> [r.drifted for r in categorical_drift_many(
@@ -288,6 +293,12 @@ def categorical_drift_many(
 
     statistic_of, p_value_of = statistics.tolist(), p_values.tolist()
     for row in np.flatnonzero(judged).tolist():
+        if psi is not None:
+            psi[row] = rows.psi[row]
+        if quiet is not None and quiet[row]:
+            effect, threshold = rows.effect(row, thresholds[row])
+            if effect < threshold:
+                continue
         out[row] = rows.result(row, thresholds[row], family[row], method="chi2",
                                statistic=statistic_of[row], p_value=p_value_of[row],
                                top_bins=functools.partial(top_bins, row))
@@ -303,6 +314,28 @@ def _top_bins(reference: np.ndarray, current: np.ndarray, labels: list[str],
     return [{"bin": labels[i], "reference_share": round(float(reference[i] / reference.sum()), 4),
              "current_share": round(float(current[i] / current.sum()), 4)}
             for i in order.tolist() if contribution[i] > 0]
+
+
+def _fold_rows(counts: Sequence[np.ndarray]) -> np.ndarray:
+    """Rows of ``B + 2`` bins → a rows × ``max B`` array of their :func:`_fold_ends`,
+    padded with empty bins (rows of one size, the usual case: in one pass).
+
+    >>> _fold_rows([np.array([1, 2, 3, 4]), np.array([0, 5, 6, 0])]).tolist()
+    [[3.0, 7.0], [5.0, 6.0]]
+    >>> _fold_rows([np.array([1, 2, 3, 4]), np.array([1, 1, 1])]).tolist()
+    [[3.0, 7.0], [3.0, 0.0]]
+    """
+    sizes = {c.size for c in counts}
+    if len(sizes) == 1:
+        rows = np.array(counts, dtype=np.float64)
+        out = rows[:, 1:-1]   # (a view of the new array)
+        out[:, 0] += rows[:, 0]
+        out[:, -1] += rows[:, -1]
+        return out
+    out = np.zeros((len(counts), max(sizes) - 2))
+    for row, window in enumerate(counts):
+        out[row, :window.size - 2] = _fold_ends(window)
+    return out
 
 
 def _fold_ends(counts: np.ndarray) -> np.ndarray:

@@ -119,16 +119,19 @@ class ModelMonitor:
             rows=ref.rows() if ref is not None else None,
         )
 
-    def drift_tests(self, aggregate: PredictionAggregate, profile: WindowProfile
-                    ) -> DriftTests | None:
+    def drift_tests(self, aggregate: PredictionAggregate, profile: WindowProfile,
+                    quiet: bool = False) -> DriftTests | None:
         """A window's drift tests, whose numeric ones to run beside other windows' (one
         :func:`run_drift_tests` for the slices of a model version closing together)
         before :meth:`on_window`; None where this monitor's reference may change from
-        window to window (``rolling``, or not built yet: its tests run in :meth:`on_window`)."""
+        window to window (``rolling``, or not built yet: its tests run in :meth:`on_window`).
+        ``quiet``: see :attr:`DriftTests.quiet` (the window must be judged ``quiet``)."""
         ref = self.reference
         if ref is None or not aggregate.count or self.config.reference.mode == "rolling":
             return None
-        return self._drift_tests(ref, aggregate, profile)
+        drift = self._drift_tests(ref, aggregate, profile)
+        drift.quiet = quiet
+        return drift
 
     def _drift_tests(self, ref: Reference, aggregate: PredictionAggregate,
                      profile: WindowProfile) -> DriftTests:
@@ -170,8 +173,9 @@ class ModelMonitor:
         detections = dict(per_event.detections) if isinstance(per_event, _PerEvent) else {}
         ref = self.reference
         if ref is not None and aggregate.count:
-            if drift is None or drift.reference is not ref:   # (not run beside others, or
-                drift = self._drift_tests(ref, aggregate, profile)   # the reference changed)
+            if drift is None or drift.reference is not ref or (drift.quiet and not quiet):
+                # (not run beside others, the reference changed, or more is wanted now)
+                drift = self._drift_tests(ref, aggregate, profile)
             if drift.results is None:
                 run_drift_tests([drift])
             findings.extend(self._drift(ref, aggregate, drift, detail=not quiet))
@@ -368,8 +372,13 @@ class DriftTests:
     categorical: dict[str, dict[str, int]]
     reference: Reference
     categorical_thresholds: list[Any] = field(default_factory=list)
+    quiet: bool = False
+    """Only verdicts that may be drifted wanted (its series has no alert to resolve): the
+    others are None, and ``psi_max`` stands for them all."""
     results: list[DriftResult | None] | None = None
     categorical_results: list[DriftResult | None] | None = None
+    psi_max: float | None = None
+    """The largest PSI of its tested signals (None: none tested), once run."""
 
     @property
     def tests(self) -> int:
@@ -385,19 +394,26 @@ def run_drift_tests(drifts: list[DriftTests]) -> None:
     counts = [d.bins[s] for d in drifts for s in d.signals]
     thresholds = [t for d in drifts for t in d.thresholds]
     tests = [d.tests for d in drifts for _ in d.signals]
-    results = numeric_drift_many(refs, counts, thresholds, tests)
+    psi: list[float | None] = [None] * len(refs)
+    results = numeric_drift_many(refs, counts, thresholds, tests,
+                                 quiet=[d.quiet for d in drifts for _ in d.signals], psi=psi)
+    categorical_psi: list[float | None] = [None] * sum(len(d.categorical) for d in drifts)
     categorical = categorical_drift_many(
         [d.reference.categorical[s] for d in drifts for s in d.categorical],
         [values for d in drifts for values in d.categorical.values()],
         [t for d in drifts for t in d.categorical_thresholds],
-        [d.tests for d in drifts for _ in d.categorical])
+        [d.tests for d in drifts for _ in d.categorical],
+        quiet=[d.quiet for d in drifts for _ in d.categorical], psi=categorical_psi)
     start = start_categorical = 0
     for d in drifts:
-        d.results = results[start:start + len(d.signals)]
-        start += len(d.signals)
-        d.categorical_results = categorical[start_categorical:
-                                            start_categorical + len(d.categorical)]
-        start_categorical += len(d.categorical)
+        end, end_categorical = start + len(d.signals), start_categorical + len(d.categorical)
+        d.results = results[start:end]
+        d.categorical_results = categorical[start_categorical:end_categorical]
+        tested = [v for v in (*psi[start:end], *categorical_psi[start_categorical:
+                                                                end_categorical])
+                  if v is not None]
+        d.psi_max = max(tested) if tested else None
+        start, start_categorical = end, end_categorical
 
 
 class _PerEvent:
