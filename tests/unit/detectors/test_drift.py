@@ -136,3 +136,34 @@ def test_category_tests_at_once_are_scipy_s_one_by_one():
         assert result.drifted == (result.p_value < t.p_value / 3 and result.effect >= t.psi)
         assert bool(result.top_bins) == (result.effect >= result.effect_threshold)
         assert all(b["bin"] in (*names, "__other__") for b in result.top_bins)
+
+
+def test_quiet_rows_get_a_verdict_only_where_their_effect_reaches_the_threshold():
+    """A quiet row (its series has no alert to resolve) whose effect is too small to have
+    drifted gets None, the others what they get when not quiet; every tested row's PSI is
+    reported either way, numeric and categorical."""
+    from mlpulse.detectors.drift import categorical_drift_many, numeric_drift_many
+    from mlpulse.detectors.reference import CategoricalRef
+
+    rng = np.random.default_rng(17)
+    c = Contribution(0, 60, 2000, 0, samples={"f:x": (rng.normal(0, 1, 2000), 2000)})
+    ref = build_reference([c]).numeric["f:x"]
+    rows = [bin_counts(ref.edges, rng.normal(shift, 1, n))
+            for shift, n in ((0.0, 2000), (0.8, 2000), (0.0, 20))]   # same, drifted, small
+    t = [DriftThresholds()] * 3
+    loud = numeric_drift_many([ref] * 3, rows, t)
+    psi: list[float | None] = [None] * 3
+    quiet = numeric_drift_many([ref] * 3, rows, t, quiet=[True] * 3, psi=psi)
+    assert loud[0] is not None and not loud[0].drifted and quiet[0] is None
+    assert loud[1] is not None and loud[1].drifted and quiet[1] == loud[1]
+    assert loud[2] is None and quiet[2] is None   # too few events: not tested at all
+    assert psi == [loud[0].psi, loud[1].psi, None]
+
+    categories = CategoricalRef(counts={"a": 500, "b": 500})
+    windows = [{"a": 100, "b": 100}, {"a": 190, "b": 10}]
+    loud_c = categorical_drift_many([categories] * 2, windows, t[:2])
+    psi_c: list[float | None] = [None] * 2
+    quiet_c = categorical_drift_many([categories] * 2, windows, t[:2], quiet=[True, True],
+                                     psi=psi_c)
+    assert quiet_c[0] is None and quiet_c[1] == loud_c[1] and loud_c[1] is not None
+    assert psi_c == [r.psi for r in loud_c if r is not None]
