@@ -373,8 +373,8 @@ class DriftTests:
     reference: Reference
     categorical_thresholds: list[Any] = field(default_factory=list)
     quiet: bool = False
-    """Only verdicts that may be drifted wanted (its series has no alert to resolve): the
-    others are None, and ``psi_max`` stands for them all."""
+    """Only the verdicts that may be drifted are wanted (its series has no alert to
+    resolve): the others are None, and ``psi_max`` stands for them all."""
     results: list[DriftResult | None] | None = None
     categorical_results: list[DriftResult | None] | None = None
     psi_max: float | None = None
