@@ -100,6 +100,11 @@ class _ModelState:
         self.saved_reference = -1
         """``monitor.reference_changes`` when its reference was last stored."""
 
+    @property
+    def quiet(self) -> bool:
+        """No alert pending or firing: only what fires can change one."""
+        return not self.alerts.states
+
 
 class _Presence:
     """When a model last had events (wall clock), and its no-data alert."""
@@ -134,8 +139,8 @@ class Detect:
         """Alerts of candidates judged when their baseline closed after them."""
         self.on_findings: Callable[[int, tuple[str, ...], list[Finding], float | None],
                                    None] | None = None
-        """Called with every prediction window's findings and, for a quiet slice (whose
-        clear drift findings were not built), its largest PSI (the status view listens)."""
+        """Called with every prediction window's findings and its drift tests' largest PSI
+        (a quiet slice's clear drift findings are not built; the status view listens)."""
 
     # ------------------------------------------------------------ per window
 
@@ -184,8 +189,8 @@ class Detect:
             state = self._model(c.partition, c.key)
             if c.end_s > state.last_end_s:
                 # a quiet slice's status shows its largest drift only (not each signal's)
-                drift = state.monitor.drift_tests(c.aggregate, profile, quiet=len(
-                    c.key) > 2 and not state.alerts.states)
+                drift = state.monitor.drift_tests(c.aggregate, profile,
+                                                  quiet=len(c.key) > 2 and state.quiet)
                 if drift is not None:
                     drifts[id(c)] = drift
                 if state.monitor.anomaly is not None:
@@ -255,14 +260,14 @@ class Detect:
         if c.end_s <= state.last_end_s:
             return []
         state.last_end_s = c.end_s
-        quiet = not state.alerts.states   # no alert to resolve: only what fires can change one
+        quiet = state.quiet
         findings = state.monitor.on_window(aggregate, profile, c.start_s, c.end_s, c.summary,
                                            complete=not c.idle, drift=drift, spread=spread,
                                            quiet=quiet)
         compared, complete = self._compare(c) if not part else ([], False)
         if self.on_findings is not None:
             self.on_findings(c.partition, c.key, findings + compared,
-                             drift.psi_max if drift is not None and drift.quiet else None)
+                             state.monitor.drift_psi_max)
         labels = {"model": model, "model_version": version}
         if part:
             labels["segment"] = part[0]   # e.g. "region=eu"

@@ -201,16 +201,13 @@ class Status:
             entry.performance = _performance(summary.performance)
 
     def on_findings(self, partition: int, key: tuple[str, ...], findings: Iterable[Finding],
-                    drift_psi_max: float | None = None) -> None:
-        """Detector findings of a prediction window of (model, version) or of a slice (and
-        its largest drift, where its findings leave clear signals out)."""
-        if len(key) > 2:   # a slice's: its largest drift
+                    drift_psi_max: float | None) -> None:
+        """Detector findings of a prediction window of (model, version) or of a slice, and
+        the largest PSI of its drift tests (None: none tested): all a slice shows."""
+        if len(key) > 2:
             entry = self.slices.get((key[0], key[1], key[2]))
             if entry is not None:
-                scores = [float(f.evidence.get("psi", 0.0)) for f in findings
-                          if f.rule in _DRIFT_RULES]
-                entry.drift_psi_max = drift_psi_max if drift_psi_max is not None else (
-                    max(scores) if scores else None)
+                entry.drift_psi_max = drift_psi_max
             return
         series = self.models.get((key[0], key[1]))
         if series is None:

@@ -94,6 +94,8 @@ class ModelMonitor:
         self.windows_seen = 0
         self.last_end_s = -math.inf
         """End of the last window seen: a window that does not start there follows a gap."""
+        self.drift_psi_max: float | None = None
+        """The largest PSI of the last window's drift tests (None: none tested)."""
 
     # ------------------------------------------------------------------ windows
 
@@ -172,12 +174,14 @@ class ModelMonitor:
         per_event = profile.changes
         detections = dict(per_event.detections) if isinstance(per_event, _PerEvent) else {}
         ref = self.reference
+        self.drift_psi_max = None
         if ref is not None and aggregate.count:
             if drift is None or drift.reference is not ref or (drift.quiet and not quiet):
                 # (not run beside others, the reference changed, or more is wanted now)
                 drift = self._drift_tests(ref, aggregate, profile)
             if drift.results is None:
                 run_drift_tests([drift])
+            self.drift_psi_max = drift.psi_max
             findings.extend(self._drift(ref, aggregate, drift, detail=not quiet))
             findings.extend(check_quality(ref, aggregate, drift.bins, self.config.quality,
                                           only_firing=quiet))
@@ -374,7 +378,7 @@ class DriftTests:
     categorical_thresholds: list[Any] = field(default_factory=list)
     quiet: bool = False
     """Only the verdicts that may be drifted are wanted (its series has no alert to
-    resolve): the others are None, and ``psi_max`` stands for them all."""
+    resolve): the others are None (``psi_max`` still counts them)."""
     results: list[DriftResult | None] | None = None
     categorical_results: list[DriftResult | None] | None = None
     psi_max: float | None = None
