@@ -39,8 +39,9 @@ from .config import Settings
 from .detectors.anomaly import LogErrorSpike, Spread, WindowAnomaly, spreads
 from .detectors.comparison import Side, compare, compare_labelled
 from .detectors.comparison import findings as comparison_findings
+from .detectors.drift import DriftTests, run_drift_tests
 from .detectors.finding import Finding
-from .detectors.monitor import DriftTests, ModelMonitor, run_drift_tests
+from .detectors.monitor import ModelMonitor
 from .detectors.profile import WindowProfile
 from .detectors.reference import Reference, build_reference, contribution
 from .detectors.settings import DetectorSettings, ModelDetectors

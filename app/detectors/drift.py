@@ -1,4 +1,5 @@
-"""Window-versus-reference drift tests for one signal.
+"""Window-versus-reference drift tests: of one signal, and of every signal of the windows
+closing together at once (:class:`DriftTests`, :func:`run_drift_tests`).
 
 A signal drifts when the change is both *significant* and *large*:
 
@@ -43,7 +44,7 @@ import numpy as np
 from scipy import special, stats
 
 from .distance import EPSILON
-from .reference import CategoricalRef, NumericRef
+from .reference import CategoricalRef, NumericRef, Reference
 
 EXACT_NEAR = 2.0
 EXACT_ALWAYS_BELOW_EVENTS = 50
@@ -51,8 +52,8 @@ EXACT_ALWAYS_BELOW_EVENTS = 50
 on (where the exact one is 1e-4 to 0.01; 1.06 from 1,000): above ``EXACT_NEAR`` times the
 level it cannot decide, and the exact one is not computed."""
 
-__all__ = ["DriftResult", "DriftThresholds", "categorical_drift", "categorical_drift_many",
-           "numeric_drift", "numeric_drift_many"]
+__all__ = ["DriftResult", "DriftTests", "DriftThresholds", "categorical_drift",
+           "categorical_drift_many", "numeric_drift", "numeric_drift_many", "run_drift_tests"]
 
 OTHER_VALUE = "__other__"
 """The count of values a counter did not keep (``__other__``)."""
@@ -303,6 +304,63 @@ def categorical_drift_many(
                                statistic=statistic_of[row], p_value=p_value_of[row],
                                top_bins=functools.partial(top_bins, row))
     return out
+
+
+@dataclass(slots=True)
+class DriftTests:
+    """One window's drift tests (``ModelMonitor.drift_tests`` of
+    :mod:`mlpulse.detectors.monitor`): the bins and signals of its numeric ones, the counts
+    of its categorical ones and, once run (:func:`run_drift_tests`), their results."""
+
+    bins: dict[str, np.ndarray]
+    signals: list[str]
+    refs: list[Any]
+    thresholds: list[Any]
+    categorical: dict[str, dict[str, int]]
+    reference: Reference
+    categorical_thresholds: list[Any] = field(default_factory=list)
+    quiet: bool = False
+    """Only the verdicts that may be drifted are wanted (its series has no alert to
+    resolve): the others are None (``psi_max`` still counts them)."""
+    results: list[DriftResult | None] | None = None
+    categorical_results: list[DriftResult | None] | None = None
+    psi_max: float | None = None
+    """The largest PSI of its tested signals (None: none tested), once run."""
+
+    @property
+    def tests(self) -> int:
+        """The window's family of tests (Bonferroni)."""
+        return len(self.signals) + len(self.categorical)
+
+
+def run_drift_tests(drifts: list[DriftTests]) -> None:
+    """Run the drift tests of several windows (each with its own Bonferroni family) in one
+    numpy pass for the numeric ones and one for the categorical ones, filling in their
+    ``results`` and ``categorical_results``."""
+    refs = [ref for d in drifts for ref in d.refs]
+    counts = [d.bins[s] for d in drifts for s in d.signals]
+    thresholds = [t for d in drifts for t in d.thresholds]
+    tests = [d.tests for d in drifts for _ in d.signals]
+    psi: list[float | None] = [None] * len(refs)
+    results = numeric_drift_many(refs, counts, thresholds, tests,
+                                 quiet=[d.quiet for d in drifts for _ in d.signals], psi=psi)
+    categorical_psi: list[float | None] = [None] * sum(len(d.categorical) for d in drifts)
+    categorical = categorical_drift_many(
+        [d.reference.categorical[s] for d in drifts for s in d.categorical],
+        [values for d in drifts for values in d.categorical.values()],
+        [t for d in drifts for t in d.categorical_thresholds],
+        [d.tests for d in drifts for _ in d.categorical],
+        quiet=[d.quiet for d in drifts for _ in d.categorical], psi=categorical_psi)
+    start = start_categorical = 0
+    for d in drifts:
+        end, end_categorical = start + len(d.signals), start_categorical + len(d.categorical)
+        d.results = results[start:end]
+        d.categorical_results = categorical[start_categorical:end_categorical]
+        tested = [v for v in (*psi[start:end], *categorical_psi[start_categorical:
+                                                                end_categorical])
+                  if v is not None]
+        d.psi_max = max(tested) if tested else None
+        start, start_categorical = end, end_categorical
 
 
 def _top_bins(reference: np.ndarray, current: np.ndarray, labels: list[str],

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,7 +43,7 @@ import numpy as np
 from ..aggregates import PredictionAggregate
 from .adwin import ChangeDetectors
 from .anomaly import LatencyAnomaly, Spread, WindowAnomaly, window_samples, window_vector
-from .drift import DriftResult, categorical_drift_many, numeric_drift_many
+from .drift import DriftResult, DriftTests, run_drift_tests
 from .finding import Finding
 from .profile import WindowProfile
 from .quality import check_quality
@@ -361,63 +360,6 @@ class ModelMonitor:
         if data["latency"] is not None and out.latency is not None:
             out.latency = LatencyAnomaly.restore(data["latency"])
         return out
-
-
-@dataclass(slots=True)
-class DriftTests:
-    """One window's drift tests (:meth:`ModelMonitor.drift_tests`): the bins and signals of
-    its numeric ones, the counts of its categorical ones and, once run
-    (:func:`run_drift_tests`), their results."""
-
-    bins: dict[str, np.ndarray]
-    signals: list[str]
-    refs: list[Any]
-    thresholds: list[Any]
-    categorical: dict[str, dict[str, int]]
-    reference: Reference
-    categorical_thresholds: list[Any] = field(default_factory=list)
-    quiet: bool = False
-    """Only the verdicts that may be drifted are wanted (its series has no alert to
-    resolve): the others are None (``psi_max`` still counts them)."""
-    results: list[DriftResult | None] | None = None
-    categorical_results: list[DriftResult | None] | None = None
-    psi_max: float | None = None
-    """The largest PSI of its tested signals (None: none tested), once run."""
-
-    @property
-    def tests(self) -> int:
-        """The window's family of tests (Bonferroni)."""
-        return len(self.signals) + len(self.categorical)
-
-
-def run_drift_tests(drifts: list[DriftTests]) -> None:
-    """Run the drift tests of several windows (each with its own Bonferroni family) in one
-    numpy pass for the numeric ones and one for the categorical ones, filling in their
-    ``results`` and ``categorical_results``."""
-    refs = [ref for d in drifts for ref in d.refs]
-    counts = [d.bins[s] for d in drifts for s in d.signals]
-    thresholds = [t for d in drifts for t in d.thresholds]
-    tests = [d.tests for d in drifts for _ in d.signals]
-    psi: list[float | None] = [None] * len(refs)
-    results = numeric_drift_many(refs, counts, thresholds, tests,
-                                 quiet=[d.quiet for d in drifts for _ in d.signals], psi=psi)
-    categorical_psi: list[float | None] = [None] * sum(len(d.categorical) for d in drifts)
-    categorical = categorical_drift_many(
-        [d.reference.categorical[s] for d in drifts for s in d.categorical],
-        [values for d in drifts for values in d.categorical.values()],
-        [t for d in drifts for t in d.categorical_thresholds],
-        [d.tests for d in drifts for _ in d.categorical],
-        quiet=[d.quiet for d in drifts for _ in d.categorical], psi=categorical_psi)
-    start = start_categorical = 0
-    for d in drifts:
-        end, end_categorical = start + len(d.signals), start_categorical + len(d.categorical)
-        d.results = results[start:end]
-        d.categorical_results = categorical[start_categorical:end_categorical]
-        tested = [v for v in (*psi[start:end], *categorical_psi[start_categorical:
-                                                                end_categorical])
-                  if v is not None]
-        d.psi_max = max(tested) if tested else None
-        start, start_categorical = end, end_categorical
 
 
 class _PerEvent:
