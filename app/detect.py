@@ -129,6 +129,9 @@ class Detect:
             {"rules": settings.rules, "inhibit": settings.inhibit})
         self.store = store if store is not None else MemoryStore()
         self._models: dict[int, dict[tuple[str, ...], _ModelState]] = {}
+        self._unsaved: dict[int, dict[tuple[str, ...], None]] = {}
+        """Per partition, the model versions and slices judged since :meth:`save` last
+        stored them (in order)."""
         self._services: dict[int, dict[str, tuple[LogErrorSpike, Lifecycle, float]]] = {}
         self._presence: dict[int, dict[str, _Presence]] = {}
         self._file_references: dict[str, Reference] = {}
@@ -285,7 +288,7 @@ class Detect:
         alerts = state.alerts.apply(
             conditions, c.start_s, c.end_s, rules=self.rules,
             also_firing=presence.alerts.firing() if presence is not None else ())
-        self._save_model(c.partition, c.key, state)
+        self._changed(c.partition, c.key)
         return alerts
 
     def on_revised(self, revised: Iterable[Revised]) -> list[AlertEvent]:
@@ -319,7 +322,7 @@ class Detect:
             out.extend(state.alerts.apply(
                 conditions, r.start_s, r.end_s, rules=self.rules,
                 also_firing=presence.alerts.firing() if presence is not None else ()))
-            self._save_model(r.partition, r.key, state)
+            self._changed(r.partition, r.key)
         return out
 
     def _compare_revised(self, r: Revised, spec: Any) -> list[AlertEvent]:
@@ -360,7 +363,7 @@ class Detect:
         alerts = state.alerts.apply(
             self.rules.evaluate_findings(findings, labels), start_s, end_s, rules=self.rules,
             also_firing=presence.alerts.firing() if presence is not None else ())
-        self._save_model(partition, key, state)
+        self._changed(partition, key)
         return alerts
 
     def _on_log_window(self, c: Closed) -> list[AlertEvent]:
@@ -487,16 +490,32 @@ class Detect:
                                         seed=_seed(key), reference=reference, hst=hst),
                            Lifecycle())
 
-    def _save_model(self, partition: int, key: tuple[str, ...], state: _ModelState) -> None:
-        """Store a model version's detectors after a window: the reference (the bulk of it)
-        under its own key, only when it changed."""
-        monitor = state.monitor
-        if monitor.reference_changes != state.saved_reference:
-            self.store.put(partition, reference_key(key), _pack(monitor.reference_snapshot()))
-            state.saved_reference = monitor.reference_changes
-        self.store.put(partition, model_key(key), _pack(
-            {"monitor": monitor.snapshot(reference=False), "alerts": state.alerts.snapshot(),
-             "last_end_s": state.last_end_s}))
+    def _changed(self, partition: int, key: tuple[str, ...]) -> None:
+        """A model version's (or slice's) detectors or alerts moved: stored at the next
+        :meth:`save`."""
+        self._unsaved.setdefault(partition, {})[key] = None
+
+    def save(self) -> None:
+        """Store the detectors of every model version and slice judged since the last call
+        (each checkpoint round calls it, before it snapshots the windows: a restore then
+        finds the detectors as of the windows it restores, and judges what it replays
+        again, alike). A reference (the bulk of a state) is stored under its own key, only
+        when it changed."""
+        unsaved, self._unsaved = self._unsaved, {}
+        for partition, keys in unsaved.items():
+            models = self._models.get(partition, {})
+            for key in keys:
+                state = models.get(key)
+                if state is None:
+                    continue
+                monitor = state.monitor
+                if monitor.reference_changes != state.saved_reference:
+                    self.store.put(partition, reference_key(key),
+                                   _pack(monitor.reference_snapshot()))
+                    state.saved_reference = monitor.reference_changes
+                self.store.put(partition, model_key(key), _pack(
+                    {"monitor": monitor.snapshot(reference=False),
+                     "alerts": state.alerts.snapshot(), "last_end_s": state.last_end_s}))
 
     def _load_presence(self, partition: int, model: str, now_wall_s: float) -> _Presence:
         stored = self.store.get(partition, presence_key(model))
@@ -528,8 +547,9 @@ class Detect:
                                           Lifecycle(data["alerts"]))
 
     def keep_only(self, partitions: set[int]) -> None:
-        """Forget partitions this worker no longer owns (their state stays in the store)."""
-        for table in (self._models, self._services, self._presence):
+        """Forget partitions this worker no longer owns (their state stays in the store: the
+        checkpoint round before a partition is given away stored it)."""
+        for table in (self._models, self._unsaved, self._services, self._presence):
             for partition in set(table) - partitions:
                 del table[partition]  # type: ignore[attr-defined]
         self.comparisons.keep_only(partitions)

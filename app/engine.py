@@ -355,6 +355,7 @@ class Engine:
         """Snapshot the windows of every owned partition with the input offsets and hop
         positions they hold (``positions``: next input offset per input partition read);
         None when nothing changed."""
+        self.detect.save()   # before the windows: never older than the checkpoint
         own = self.ownership
         own.read_to(positions)
         topics = {s.topic for s in self.streams.values()}

@@ -204,6 +204,11 @@ class LocalPipeline:
                 out[partition] = restored
         return out
 
+    def stop(self) -> dict[int, Checkpoint]:
+        """A graceful stop: the last checkpoint round, as a worker writes it when it stops or
+        gives its partitions away (the detectors' state included: :attr:`store`)."""
+        return self.checkpoint()
+
     def restore(self, checkpoints: dict[int, dict[bytes, bytes]]) -> None:
         """Take over every partition from the checkpoint topic of another pipeline (a
         worker restarted after ``kill -9``): its state, and input read on from the

@@ -69,8 +69,9 @@ def test_a_corrupt_chunk_is_an_error_not_a_wrong_state():
 
 def test_a_window_closed_again_after_a_restore_is_not_judged_twice():
     """The state of a partition is restored from a checkpoint taken before its windows
-    closed (the detectors' state is newer): replaying the input closes them again, with the
-    same summaries, and raises no alert a second time."""
+    closed, and the detectors' state is newer (a round stored it, and the worker died
+    before that round's checkpoint was written): replaying the input closes them again, with
+    the same summaries, and raises no alert a second time."""
     settings = Settings(window_seconds=10.0, lateness_seconds=0, max_future_skew_seconds=1e12,
                         detectors={"reference": {"windows": 1, "min_events": 10}},
                         rules=[{"name": "busy", "expr": "count > 150"}])
@@ -85,6 +86,7 @@ def test_a_window_closed_again_after_a_restore_is_not_judged_twice():
     states = {p: first.summarizer.partition_state(p) for p in range(4)}   # the checkpoint
     first.send_predictions(batches[2])
     first.send_predictions(batches[3])
+    first.detect.save()                      # the round's detector state, stored
     busy = [(a.status, a.labels["model"]) for a in first.alerts if a.rule == "busy"]
     assert sorted(busy) == [("firing", "model-0"), ("firing", "model-1"),
                             ("resolved", "model-0"), ("resolved", "model-1")]

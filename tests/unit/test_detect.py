@@ -71,6 +71,7 @@ def test_a_restart_mid_incident_neither_repeats_nor_forgets_the_alert():
     first = pipeline(store, clock)
     feed(first, sim, 0, 6)                       # drift fires at window 4
     assert [a.status for a in first.alerts if a.rule == "feature_drift"] == ["firing"]
+    first.stop()
     second = pipeline(store, clock)              # same state store: a restarted worker
     feed(second, sim, 6, 6)
     second.advance(100)
@@ -79,7 +80,7 @@ def test_a_restart_mid_incident_neither_repeats_nor_forgets_the_alert():
     assert drift[0].alert_id == next(a for a in first.alerts if a.rule == "feature_drift").alert_id
 
 
-def test_a_reference_is_stored_when_it_changes_not_with_every_window():
+def test_detectors_are_stored_each_checkpoint_and_a_reference_only_when_it_changes():
     class CountingStore(MemoryStore):
         def __init__(self) -> None:
             super().__init__()
@@ -90,13 +91,54 @@ def test_a_reference_is_stored_when_it_changes_not_with_every_window():
             super().put(partition, key, value)
 
     store = CountingStore()
-    feed(pipeline(store), Simulator(n_models=1, seed=3), 0, 8)
+    pipe, sim = pipeline(store), Simulator(n_models=1, seed=3)
+    for w in range(8):
+        feed(pipe, sim, w, 1)
+        if w in (1, 4, 7):
+            pipe.checkpoint()
+    # a window closes when the next one's events come: rounds after windows 0, 1-3 and 4-6
+    assert store.puts[b"p|model-0|v1"] == 3
     # windows 0 and 1 build the reference (2 windows): window 0's contribution, then built
     assert store.puts[b"r|model-0|v1"] == 2
-    assert store.puts[b"p|model-0|v1"] == 7          # every closed window
+    pipe.checkpoint()   # nothing judged since the last round: nothing stored
+    assert store.puts[b"p|model-0|v1"] == 3
     restored = pipeline(store)
     feed(restored, Simulator(n_models=1, seed=3), 8, 2)
+    restored.checkpoint()
     assert store.puts[b"r|model-0|v1"] == 2          # the restored reference, not rebuilt
+    assert store.puts[b"p|model-0|v1"] == 4
+
+
+def test_after_a_crash_the_windows_since_the_last_checkpoint_are_judged_again_alike():
+    """A worker checkpoints mid-incident, reads on (the drift alert fires) and is killed:
+    the detectors are restored as of the checkpoint, the input since then is read again,
+    and the alert fires again with the same id and evidence (at least once, like the
+    window summaries), then resolves once."""
+    sim, clock = simulator((4, 8)), FakeClock(T0)
+    sent = [list(sim.events(T0 + w * WINDOW_S, WINDOW_S, rate_per_s=240)) for w in range(12)]
+
+    def send(pipe: LocalPipeline, windows: range) -> None:
+        for w in windows:
+            pipe.clock.now_s = T0 + (w + 1) * WINDOW_S
+            pipe.send_predictions(sent[w])
+
+    straight = pipeline(clock=FakeClock(T0))
+    send(straight, range(12))
+    store = MemoryStore()
+    first = pipeline(store, clock)
+    send(first, range(4))
+    first.checkpoint()                           # before the drift: nothing firing
+    send(first, range(4, 7))                     # fires at window 4; killed after window 6
+    fired = [a for a in first.alerts if a.rule == "feature_drift"]
+    assert [a.status for a in fired] == ["firing"]
+    second = pipeline(store, clock)
+    second.restore(first.checkpoints)
+    assert second._offsets[(second.engine.streams["predictions"].topic, 0)] == 4
+    send(second, range(4, 12))                   # read again from the checkpoint's offsets
+    drift = [a for a in second.alerts if a.rule == "feature_drift"]
+    assert [a.status for a in drift] == ["firing", "resolved"]
+    assert drift[0] == fired[0]                  # the same alert, raised again
+    assert drift == [a for a in straight.alerts if a.rule == "feature_drift"]
 
 
 def test_no_data_fires_for_a_silent_model_and_resolves_when_it_returns():
