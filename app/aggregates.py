@@ -380,10 +380,31 @@ class PredictionAggregate:
         self, *, model: str, model_version: str, window_start: str, window_end: str,
         late_events: int,
     ) -> PredictionWindow:
-        self.flush()
+        """The window's summary."""
+        return self.results([self], [late_events], model=model, model_version=model_version,
+                            window_start=window_start, window_end=window_end)[0]
+
+    @staticmethod
+    def results(aggregates: list[PredictionAggregate], late_events: list[int], *,
+                model: str, model_version: str, window_start: str, window_end: str,
+                ) -> list[PredictionWindow]:
+        """The summaries of aggregates of one window (a model version's and its slices'),
+        their quantiles found in one numpy pass per sketch for all of them."""
+        for aggregate in aggregates:
+            aggregate.flush()
+        found = {name: QuantileSketch.quantiles_of([getattr(a, name) for a in aggregates], qs)
+                 for name, qs in _QUANTILES.items()}
+        return [aggregate._summary({name: q[i] for name, q in found.items()}, late,
+                                   model=model, model_version=model_version,
+                                   window_start=window_start, window_end=window_end)
+                for i, (aggregate, late) in enumerate(zip(aggregates, late_events, strict=True))]
+
+    def _summary(self, quantiles: dict[str, list[float]], late_events: int, *, model: str,
+                 model_version: str, window_start: str, window_end: str) -> PredictionWindow:
+        """The summary, with the quantiles of its sketches (``_QUANTILES``)."""
         latency = None
         if self.latency.count:
-            p50, p95, p99 = self.latency.quantiles((0.5, 0.95, 0.99))
+            p50, p95, p99 = quantiles["latency"]
             latency = LatencySummary(
                 p50=p50, p95=p95, p99=p99,
                 mean=stable(self.latency.mean),
@@ -393,7 +414,7 @@ class PredictionAggregate:
         if self.confidence.count:
             confidence = ConfidenceSummary(
                 mean=stable(self.confidence.mean),
-                p05=self.confidence.quantile(0.05),
+                p05=quantiles["confidence"][0],
                 low_rate=self.low_confidence / self.confidence.count,
             )
         return PredictionWindow(
@@ -418,18 +439,26 @@ class PredictionAggregate:
             late_events=late_events,
             error_types=self.error_types.top(self.top_values),
             trace_ids=list(self.trace_ids),
-            llm=self._llm(),
+            llm=self._llm(quantiles),
         )
 
-    def _llm(self) -> LLMSummary | None:
+    def _llm(self, quantiles: dict[str, list[float]]) -> LLMSummary | None:
         if not self.llm_requests:
             return None
         cost = self.llm_cost
         return LLMSummary(
-            requests=self.llm_requests, tokens_in=_distribution(self.llm_tokens_in),
-            tokens_out=_distribution(self.llm_tokens_out), cost_usd=_distribution(cost),
+            requests=self.llm_requests,
+            tokens_in=_distribution(self.llm_tokens_in, quantiles["llm_tokens_in"]),
+            tokens_out=_distribution(self.llm_tokens_out, quantiles["llm_tokens_out"]),
+            cost_usd=_distribution(cost, quantiles["llm_cost"]),
             cost_usd_per_1k_requests=stable(1000 * self.cost_usd / cost.count)
             if cost.count else None)
+
+
+_QUANTILES = {"latency": (0.5, 0.95, 0.99), "confidence": (0.05,),
+              "llm_tokens_in": (0.5, 0.95), "llm_tokens_out": (0.5, 0.95),
+              "llm_cost": (0.5, 0.95)}
+"""The quantiles a summary reports, per sketch of :class:`PredictionAggregate`."""
 
 
 class LogAggregate:
@@ -484,11 +513,11 @@ def _present(values: np.ndarray) -> np.ndarray:
 
 
 
-def _distribution(sketch: QuantileSketch) -> Distribution | None:
-    """Mean, p50, p95 and max of a sketch's values (None: no value)."""
+def _distribution(sketch: QuantileSketch, quantiles: list[float]) -> Distribution | None:
+    """Mean, p50, p95 (``quantiles``) and max of a sketch's values (None: no value)."""
     if not sketch.count:
         return None
-    p50, p95 = sketch.quantiles((0.5, 0.95))
+    p50, p95 = quantiles
     return Distribution(mean=stable(sketch.mean), p50=p50, p95=p95, max=sketch.max)
 
 

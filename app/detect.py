@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -280,7 +280,8 @@ class Detect:
             judged = [f for f in judged if f.firing]
         conditions = (self.rules.evaluate_findings(judged, labels)
                       + self.rules.evaluate_metrics(
-                          window_metrics(c, self.settings.feedback_min_labels), labels,
+                          window_metrics(c, self.settings.feedback_min_labels,
+                                         self.rules.fields), labels,
                           active_only=quiet))
         if complete:
             conditions += _resolve_others(state.alerts, conditions)
@@ -313,7 +314,8 @@ class Detect:
             if config.comparison.enabled and len(r.key) == 2:
                 out.extend(self._compare_revised(r, config.comparison))
             conditions = self.rules.evaluate_metrics(
-                window_metrics(r, self.settings.feedback_min_labels), labels,
+                window_metrics(r, self.settings.feedback_min_labels, self.rules.fields),
+                labels,
                 prefix=("performance.", "outcomes."))
             if not conditions:
                 continue
@@ -391,7 +393,8 @@ class Detect:
         finding = spike.observe(summary.count, summary.error_count)
         labels = {"service": service}
         conditions = (self.rules.evaluate_findings([finding] if finding else [], labels)
-                      + self.rules.evaluate_metrics(window_metrics(c), labels, source="logs"))
+                      + self.rules.evaluate_metrics(
+                          window_metrics(c, fields=self.rules.fields), labels, source="logs"))
         events = alerts.apply(conditions, c.start_s, c.end_s)
         self.store.put(c.partition, service_key(service), msgspec.msgpack.encode(
             {"spike": spike.snapshot(), "alerts": alerts.snapshot(), "last_end_s": c.end_s}))
@@ -642,15 +645,21 @@ def _seed(key: tuple[str, ...]) -> int:
     return int.from_bytes(hashlib.sha256("|".join(key).encode()).digest()[:4], "big")
 
 
-def window_metrics(closed: Closed | Revised, min_labels: int = 0) -> dict[str, Any]:
-    """A closed window's summary as the metrics rules read (plus ``throughput_per_s``).
+def window_metrics(closed: Closed | Revised, min_labels: int = 0,
+                   fields: Collection[str] | None = None) -> dict[str, Any]:
+    """A closed window's summary as the metrics rules read (plus ``throughput_per_s``): its
+    ``fields`` only, if given (:attr:`Rules.fields <mlpulse.rules.Rules.fields>`: a slice's
+    summary as a whole costs more than the rules reading it).
 
     ``performance`` is left out until the window has ``min_labels`` labels (no verdict), an
     outcome until as many predictions have it, and
     ``throughput_per_s`` from a window closed because its events stopped (incomplete by
     construction: the end of a stream is not a throughput drop).
     """
-    metrics: dict[str, Any] = msgspec.to_builtins(closed.summary)
+    summary = closed.summary
+    metrics: dict[str, Any] = msgspec.to_builtins(summary) if fields is None else {
+        name: msgspec.to_builtins(getattr(summary, name)) for name in fields
+        if hasattr(summary, name)}
     if not getattr(closed, "idle", False):
         metrics["throughput_per_s"] = metrics["count"] / max(closed.end_s - closed.start_s,
                                                              1e-9)

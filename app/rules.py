@@ -41,6 +41,7 @@ mlpulse.errors.ConfigError: rules[0].expr: expected `<metric> <op> <number>`, go
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 import operator
 import re
@@ -162,6 +163,10 @@ class Rules:
         self.inhibit = list(inhibit)
         self._parsed = {id(r): _parse_expr(r.expr, i) for i, r in enumerate(self.rules)
                         if r.expr is not None}
+        self.fields = frozenset({path.split(".", 1)[0] for path, _, _ in self._parsed.values()}
+                                | {"count", "trace_ids"})
+        """The fields of a window summary that :meth:`evaluate_metrics` reads (a rate's
+        trials: ``count``, or within the rate's own field)."""
         for i, rule in enumerate(self.rules):
             for what, template in (("summary", rule.summary), ("description", rule.description)):
                 if template is not None:
@@ -289,11 +294,17 @@ def wilson_bounds(rate: float, n: float, confidence: float) -> tuple[float, floa
     >>> wilson_bounds(0.10, 200, 0.95)[0] > 0.05
     True
     """
-    z = statistics.NormalDist().inv_cdf(confidence)
+    z = _z(confidence)
     rate = min(max(rate, 0.0), 1.0)
     centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(centre - half, 0.0), min(centre + half, 1.0)
+
+
+@functools.lru_cache(maxsize=64)
+def _z(confidence: float) -> float:
+    """The standard normal quantile of a rule's ``confidence`` (a few, asked every window)."""
+    return statistics.NormalDist().inv_cdf(confidence)
 
 
 def _trials(metrics: Mapping[str, Any], path: str) -> float | None:

@@ -13,6 +13,7 @@ two sketches of the same window merge. The domain aggregates of
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from collections import Counter
@@ -199,9 +200,50 @@ class QuantileSketch:
         if ranks:   # one pass over the buckets for all of them
             found = np.searchsorted(np.cumsum(self._counts), [r for _, r in ranks],
                                     side="right").tolist()
-            last, value = self._counts.size - 1, self._mapping.value
+            last = self._counts.size - 1
             for (i, _), index in zip(ranks, found, strict=True):
-                out[i] = float(value(self._base + min(index, last)))
+                out[i] = _value(self._base + min(index, last))
+        return out
+
+    @staticmethod
+    def quantiles_of(sketches: list[QuantileSketch], qs: Iterable[float]) -> list[list[float]]:
+        """:meth:`quantiles` of each of ``sketches`` (a window's slices'), in one numpy pass
+        over all their buckets, lined up on one grid of keys.
+
+        >>> rng = np.random.default_rng(1)
+        >>> sketches = [QuantileSketch() for _ in range(4)]
+        >>> for i, sketch in enumerate(sketches[1:]):
+        ...     sketch.add_many(rng.lognormal(i, 1, 50 * (i + 1)))
+        >>> sketches[3].add_many(np.zeros(400))   # mostly zeros
+        >>> qs = (0.05, 0.5, 0.99)
+        >>> found = QuantileSketch.quantiles_of(sketches, qs)
+        >>> found[1:] == [s.quantiles(qs) for s in sketches[1:]], found[0]   # [0]: empty
+        (True, [nan, nan, nan])
+        """
+        qs = list(qs)
+        out = [[float("nan") if not 0 <= q <= 1 or s._count == 0 else 0.0 for q in qs]
+               for s in sketches]
+        rows = [j for j, s in enumerate(sketches) if s._count and s._counts.size]
+        if not rows:
+            return out
+        bases = np.array([sketches[j]._base for j in rows])
+        sizes = np.array([sketches[j]._counts.size for j in rows])
+        lo = int(bases.min())
+        grid = np.zeros((len(rows), int((bases + sizes).max()) - lo), dtype=np.int64)
+        for i, j in enumerate(rows):
+            start = sketches[j]._base - lo
+            grid[i, start:start + sketches[j]._counts.size] = sketches[j]._counts
+        ranks = np.array([[q * (sketches[j]._count - 1) - sketches[j]._zero_count for q in qs]
+                          for j in rows])
+        # searchsorted(cumsum, rank, "right") of each row: its cumulative counts up to rank
+        # (the grid's columns before a row's own buckets hold 0, counted alike)
+        found = (np.cumsum(grid, axis=1)[:, None, :] <= ranks[:, :, None]).sum(axis=2)
+        keys = (lo + np.minimum(found, (bases - lo + sizes - 1)[:, None])).tolist()
+        for i, j in enumerate(rows):
+            own, count, zeros = out[j], sketches[j]._count, sketches[j]._zero_count
+            for k, q in enumerate(qs):
+                if 0 <= q <= 1 and q * (count - 1) >= zeros:
+                    own[k] = _value(keys[i][k])
         return out
 
     def count_above(self, value: float) -> int:
@@ -300,6 +342,13 @@ class QuantileSketch:
 
 
 _NO_COUNTS = np.zeros(0, dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=65536)
+def _value(key: int) -> float:
+    """The value a DDSketch bucket key stands for (``LogarithmicMapping.value``, remembered:
+    a window's quantiles fall in the same few hundred buckets, window after window)."""
+    return float(QuantileSketch._mapping.value(key))
 
 
 class NumericStats:

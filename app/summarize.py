@@ -256,7 +256,12 @@ class Summarizer:
                 window = dict(model=model, model_version=version,
                               window_start=rfc3339(closed.start_s),
                               window_end=rfc3339(closed.end_s))
-                summary = aggregate.result(**window, late_events=closed.late_events)
+                aggregate.flush()   # (its slices come of the events it folds)
+                names = sorted(aggregate.slices)
+                parts = [aggregate.slices[name] for name in names]
+                # late events are counted by the model version's window only
+                summary, *part_summaries = PredictionAggregate.results(
+                    [aggregate, *parts], [closed.late_events] + [0] * len(parts), **window)
                 if aggregate.folded_features:
                     self.guard.folded["feature"] += aggregate.folded_features
                 labels = aggregate.labels
@@ -264,9 +269,8 @@ class Summarizer:
                     self.join.closed(labels, summary)
                 out.append(Closed(partition, closed.key, closed.start_s, closed.end_s,
                                   aggregate, summary, idle=closed.idle))
-                for name, part_aggregate in sorted(aggregate.slices.items()):
-                    # late events are counted by the model version's window only
-                    sliced = part_aggregate.result(**window, late_events=0)
+                for name, part_aggregate, sliced in zip(names, parts, part_summaries,
+                                                        strict=True):
                     sliced.segment = segment_of(name)
                     if isinstance(labels, WindowLabels) and self.join is not None:
                         self.join.closed_slice(labels, name, sliced)

@@ -211,3 +211,30 @@ def test_a_rule_on_throughput_gives_no_verdict_on_a_window_closed_because_events
     last = Closed(0, ("m", "v1"), 0.0, 60.0, None, summary, idle=True)
     assert window_metrics(whole)["throughput_per_s"] == 0.5
     assert "throughput_per_s" not in window_metrics(last)
+
+
+def test_the_metrics_rules_read_are_those_of_the_whole_summary():
+    """Rules read a window's metrics from the summary's fields their paths name (and a
+    rate's trials): the same values as from the whole summary."""
+    from mlpulse.detect import window_metrics
+    from mlpulse.rules import Rules, _lookup, _trials
+    from mlpulse.summarize import Closed
+
+    rules = Rules.from_mapping({"rules": [
+        {"name": "slow", "expr": "latency_ms.p99 > 10"},
+        {"name": "errors", "expr": "error_rate > 0.01", "confidence": 0.9},
+        {"name": "busy", "expr": "throughput_per_s > 1"},
+        {"name": "age", "expr": "features.age.mean > 40"}]})
+    pipe = pipeline()
+    feed(pipe, Simulator(n_models=1, seed=3), 0, 2)
+    summary = pipe.windows[0]
+    closed = Closed(0, ("model-0", "v1"), T0, T0 + WINDOW_S, None, summary)
+    whole, read = window_metrics(closed), window_metrics(closed, fields=rules.fields)
+    assert set(read) < set(whole) and read["trace_ids"] == whole["trace_ids"]
+    for path in ("latency_ms.p99", "error_rate", "throughput_per_s", "features.age.mean"):
+        assert _lookup(read, path) == _lookup(whole, path) is not None
+        assert _trials(read, path) == _trials(whole, path)
+    conditions = rules.evaluate_metrics(read, {"model": "model-0", "model_version": "v1"})
+    assert conditions == rules.evaluate_metrics(whole, {"model": "model-0",
+                                                        "model_version": "v1"})
+    assert len(conditions) == 4
