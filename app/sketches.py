@@ -224,7 +224,9 @@ class QuantileSketch:
         out = [[float("nan") if not 0 <= q <= 1 or s._count == 0 else 0.0 for q in qs]
                for s in sketches]
         rows = [j for j, s in enumerate(sketches) if s._count and s._counts.size]
-        if not rows:
+        if len(rows) < 2:   # (none, or one: its own pass)
+            for j in rows:
+                out[j] = sketches[j].quantiles(qs)
             return out
         bases = np.array([sketches[j]._base for j in rows])
         sizes = np.array([sketches[j]._counts.size for j in rows])
