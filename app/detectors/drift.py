@@ -375,32 +375,34 @@ def _top_bins(reference: np.ndarray, current: np.ndarray, labels: list[str],
 
 
 def _fold_rows(counts: Sequence[np.ndarray]) -> np.ndarray:
-    """Rows of ``B + 2`` bins → a rows × ``max B`` array of their :func:`_fold_ends`,
-    padded with empty bins (rows of one size, the usual case: in one pass).
+    """Rows of ``B + 2`` bins → a rows × ``max B`` array of ``B`` bins each (out-of-range
+    values join the outermost bins), padded with empty bins. The rows of each size in one
+    pass: a window's signals may have fewer bins than others, and rows are signals × slices.
 
     >>> _fold_rows([np.array([1, 2, 3, 4]), np.array([0, 5, 6, 0])]).tolist()
     [[3.0, 7.0], [5.0, 6.0]]
-    >>> _fold_rows([np.array([1, 2, 3, 4]), np.array([1, 1, 1])]).tolist()
-    [[3.0, 7.0], [3.0, 0.0]]
+    >>> _fold_rows([np.array([1, 2, 3, 4]), np.array([1, 1, 1]), np.array([0, 1, 1, 0])]
+    ...            ).tolist()
+    [[3.0, 7.0], [3.0, 0.0], [1.0, 1.0]]
     """
-    sizes = {c.size for c in counts}
-    if len(sizes) == 1:
-        rows = np.array(counts, dtype=np.float64)
-        out = rows[:, 1:-1]   # (a view of the new array)
-        out[:, 0] += rows[:, 0]
-        out[:, -1] += rows[:, -1]
-        return out
-    out = np.zeros((len(counts), max(sizes) - 2))
+    by_size: dict[int, list[int]] = {}
     for row, window in enumerate(counts):
-        out[row, :window.size - 2] = _fold_ends(window)
+        by_size.setdefault(window.size, []).append(row)
+    if len(by_size) == 1:
+        return _fold_ends_of(np.array(counts, dtype=np.float64))
+    out = np.zeros((len(counts), max(by_size) - 2))
+    for size, rows in by_size.items():
+        out[rows, :size - 2] = _fold_ends_of(np.array([counts[r] for r in rows],
+                                                      dtype=np.float64))
     return out
 
 
-def _fold_ends(counts: np.ndarray) -> np.ndarray:
-    """``B + 2`` bins → ``B``: out-of-range values join the outermost bins."""
-    out = counts[1:-1].astype(np.float64)
-    out[0] += counts[0]
-    out[-1] += counts[-1]
+def _fold_ends_of(rows: np.ndarray) -> np.ndarray:
+    """Each row's ``B + 2`` bins → ``B``, out-of-range values joining the outermost bins
+    (``rows``: a new array; the result is a view of it)."""
+    out = rows[:, 1:-1]
+    out[:, 0] += rows[:, 0]
+    out[:, -1] += rows[:, -1]
     return out
 
 
