@@ -62,7 +62,7 @@ from typing import Any
 import msgspec
 
 from .events import FeedbackEvent, PredictionWindow
-from .labels import LABELLED, WITH_OUTCOMES, WindowLabels, event_hash
+from .labels import LABELLED, WITH_OUTCOMES, SliceSummaries, WindowLabels, event_hash
 from .performance import Outcomes, Performance
 
 __all__ = ["LabelJoin", "Revised"]
@@ -216,15 +216,18 @@ class LabelJoin:
         else:
             self._forget(window)
 
-    def closed_slice(self, window: WindowLabels, name: str, summary: PredictionWindow) -> None:
-        """Slice ``name`` of ``window`` closed with ``summary`` (after the window's own
-        :meth:`closed`): its performance, and kept for revisions like the window's."""
-        window.slice_result(name, summary)
-        window.slices_dirty.discard(name)
-        if window.active and window.summary is not None:
-            if name not in window.slice_summaries:
-                self.slice_windows += 1
-            window.slice_summaries[name] = _pack(summary)
+    def closed_slices(self, window: WindowLabels, summaries: dict[str, PredictionWindow]
+                      ) -> None:
+        """The slices of ``window`` closed with ``summaries`` (after the window's own
+        :meth:`closed`): their performance, and kept for revisions like the window's."""
+        for name, summary in summaries.items():
+            window.slice_result(name, summary)
+            window.slices_dirty.discard(name)
+        if window.active and window.summary is not None and summaries:
+            kept = window.slice_summaries
+            self.slice_windows += len(summaries.keys() - kept.names)
+            window.slice_summaries = (kept.replace(summaries) if kept
+                                      else SliceSummaries.of(summaries))
 
     def label(self, partition: int, events: Iterable[FeedbackEvent]) -> None:
         """Score each label into the window of its prediction (or let it wait)."""
@@ -275,16 +278,18 @@ class LabelJoin:
         window.last_revision_wall_s = now_wall_s
         self.counts["revisions"] += 1
         out = [Revised(window.partition, window.key, window.start_s, window.end_s, summary)]
+        revised: dict[str, PredictionWindow] = {}
         for name in sorted(window.slices_dirty):
-            packed = window.slice_summaries.get(name)
-            if packed is None:
+            kept = window.slice_summaries.get(name)
+            if kept is None:
                 continue
-            sliced = window.slice_result(name, _unpack(packed))
+            sliced = revised[name] = window.slice_result(name, kept)
             sliced.revision = window.revision
-            window.slice_summaries[name] = _pack(sliced)   # (its record keeps the first:
-            # the performance a restored window reports is its counters', as the window's)
             out.append(Revised(window.partition, (*window.key, name), window.start_s,
                                window.end_s, sliced))
+        if revised:   # (their record keeps the first: the performance a restored window
+            # reports is its counters', as the window's)
+            window.slice_summaries = window.slice_summaries.replace(revised)
         window.slices_dirty.clear()
         return out
 
@@ -341,7 +346,7 @@ class LabelJoin:
         window.fresh_times_s = array.array("d")
         window.combo_ids, window.fresh_combo_ids = array.array("H"), array.array("H")
         self.slice_windows -= len(window.slice_summaries)
-        window.slice_summaries, window.slices_dirty = {}, set()
+        window.slice_summaries, window.slices_dirty = SliceSummaries(), set()
         window.active = False
         windows = self.windows.get(window.key[0])
         if windows is not None and window in windows:
@@ -486,8 +491,12 @@ class LabelJoin:
                         window.mark(key, what)
             if summary_written:
                 window.summary = _required(get, name + b"|w")
-            window.slice_summaries = {part: _required(get, name + b"|w|" + part.encode())
-                                      for part in window.slices_written}
+            if window.slices_bundled:
+                window.slice_summaries = SliceSummaries(_required(get, name + b"|W"))
+            elif window.slices_written:   # (checkpoints of summaries one record each)
+                window.slice_summaries = SliceSummaries.of({
+                    part: _unpack(_required(get, name + b"|w|" + part.encode()))
+                    for part in window.slices_written})
         except (KeyError, ValueError, msgspec.DecodeError) as exc:
             log.error("label index of a window of %s not restored (%s): its labels will not "
                       "join", key, exc)

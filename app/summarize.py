@@ -269,11 +269,13 @@ class Summarizer:
                     self.join.closed(labels, summary)
                 out.append(Closed(partition, closed.key, closed.start_s, closed.end_s,
                                   aggregate, summary, idle=closed.idle))
+                for name, sliced in zip(names, part_summaries, strict=True):
+                    sliced.segment = segment_of(name)
+                if isinstance(labels, WindowLabels) and self.join is not None:
+                    self.join.closed_slices(labels, dict(zip(names, part_summaries,
+                                                             strict=True)))
                 for name, part_aggregate, sliced in zip(names, parts, part_summaries,
                                                         strict=True):
-                    sliced.segment = segment_of(name)
-                    if isinstance(labels, WindowLabels) and self.join is not None:
-                        self.join.closed_slice(labels, name, sliced)
                     if part_aggregate.folded_features:
                         self.guard.folded["feature"] += part_aggregate.folded_features
                     out.append(Closed(partition, (model, version, name), closed.start_s,

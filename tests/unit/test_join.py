@@ -419,8 +419,46 @@ def test_feedback_scores_the_slices_of_its_predictions_and_survives_a_crash():
     first = pipe(segment_keys="region", rules=rules)
     send(first, before)
     first.checkpoint()
-    second = pipe(segment_keys="region", rules=rules, clock=first.clock)
-    second.restore(first.checkpoints)
-    send(second, after)
-    assert {k: v[:3] for k, v in final(second).items()} == {
-        k: v[:3] for k, v in final(straight).items()}
+    # and from a checkpoint of the earlier format: each slice's summary a record of its own
+    for checkpoints in (first.checkpoints, _summaries_one_record_each(first.checkpoints)):
+        second = pipe(segment_keys="region", rules=rules, clock=first.clock)
+        second.restore(checkpoints)
+        send(second, after)
+        assert {k: v[:3] for k, v in final(second).items()} == {
+            k: v[:3] for k, v in final(straight).items()}
+
+
+def _summaries_one_record_each(checkpoints: dict[int, dict[bytes, bytes]]
+                               ) -> dict[int, dict[bytes, bytes]]:
+    """The checkpoints as the earlier format wrote them: a sliced window's slices'
+    summaries one record each (``|w|<slice>``, compressed JSON), named in its state, not
+    one bundle (``|W``)."""
+    import zlib
+
+    from mlpulse.checkpoint import Checkpoint, checkpoint_records, next_slot, read_checkpoint
+    from mlpulse.labels import SliceSummaries
+
+    out = {}
+    for partition, records in checkpoints.items():
+        table = dict(records)
+        point = read_checkpoint(table.get, partition)
+        if point is None:
+            out[partition] = table
+            continue
+        state = msgspec.msgpack.decode(point.state)
+        for row in (state["labels"] or {}).get("windows", []):
+            slices = row[11] if len(row) > 11 else None
+            if not slices or not slices[6]:
+                continue
+            name = next(key[:-2] for key in table if key.endswith(b"|W"))
+            bundle = SliceSummaries(table.pop(name + b"|W"))
+            for part in bundle.names:
+                table[name + b"|w|" + part.encode()] = zlib.compress(
+                    msgspec.json.encode(bundle.get(part)), 1)
+            slices[4] = sorted(bundle.names)
+            row[11] = slices[:6]
+        earlier = Checkpoint(msgspec.msgpack.encode(state), point.inputs, point.hops)
+        table.update(checkpoint_records(partition, earlier, next_slot(table.get, partition)))
+        out[partition] = table
+    assert any(key.endswith(b"|w|region=eu") for table in out.values() for key in table)
+    return out
