@@ -207,8 +207,9 @@ class QuantileSketch:
 
     @staticmethod
     def quantiles_of(sketches: list[QuantileSketch], qs: Iterable[float]) -> list[list[float]]:
-        """:meth:`quantiles` of each of ``sketches`` (a window's slices'), in one numpy pass
-        over all their buckets, lined up on one grid of keys.
+        """:meth:`quantiles` of each of ``sketches`` (a window's slices'): their buckets'
+        counts end to end, summed once, and every rank found in one search (each rank
+        moved past the sketches before its own: integers, exact).
 
         >>> rng = np.random.default_rng(1)
         >>> sketches = [QuantileSketch() for _ in range(4)]
@@ -228,24 +229,24 @@ class QuantileSketch:
             for j in rows:
                 out[j] = sketches[j].quantiles(qs)
             return out
-        bases = np.array([sketches[j]._base for j in rows])
-        sizes = np.array([sketches[j]._counts.size for j in rows])
-        lo = int(bases.min())
-        grid = np.zeros((len(rows), int((bases + sizes).max()) - lo), dtype=np.int64)
-        for i, j in enumerate(rows):
-            start = sketches[j]._base - lo
-            grid[i, start:start + sketches[j]._counts.size] = sketches[j]._counts
-        ranks = np.array([[q * (sketches[j]._count - 1) - sketches[j]._zero_count for q in qs]
-                          for j in rows])
-        # searchsorted(cumsum, rank, "right") of each row: its cumulative counts up to rank
-        # (the grid's columns before a row's own buckets hold 0, counted alike)
-        found = (np.cumsum(grid, axis=1)[:, None, :] <= ranks[:, :, None]).sum(axis=2)
-        keys = (lo + np.minimum(found, (bases - lo + sizes - 1)[:, None])).tolist()
-        for i, j in enumerate(rows):
-            own, count, zeros = out[j], sketches[j]._count, sketches[j]._zero_count
+        wanted: list[tuple[int, int, int, int]] = []   # (sketch, q, its first bucket, rank)
+        start = before = 0
+        for j in rows:
+            sketch = sketches[j]
+            count, zeros = sketch._count, sketch._zero_count
             for k, q in enumerate(qs):
                 if 0 <= q <= 1 and q * (count - 1) >= zeros:
-                    own[k] = _value(keys[i][k])
+                    # searchsorted(cumsum, rank, "right") counts the sums <= rank: an
+                    # integer sum is <= rank where it is <= floor(rank)
+                    wanted.append((j, k, start, before + math.floor(q * (count - 1) - zeros)))
+            start += sketch._counts.size
+            before += count - zeros
+        if wanted:
+            cumulative = np.cumsum(np.concatenate([sketches[j]._counts for j in rows]))
+            found = np.searchsorted(cumulative, [w[3] for w in wanted], side="right").tolist()
+            for (j, k, first, _), index in zip(wanted, found, strict=True):
+                sketch = sketches[j]
+                out[j][k] = _value(sketch._base + min(index - first, sketch._counts.size - 1))
         return out
 
     def count_above(self, value: float) -> int:

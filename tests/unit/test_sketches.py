@@ -106,3 +106,22 @@ def test_quantiles_at_once_are_ddsketchs():
             assert all(np.isnan(got))
             continue
         assert got == pytest.approx([reference.get_quantile_value(q) for q in qs], rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_quantiles_of_many_sketches_are_each_ones(seed):
+    """A window's slices' quantiles found together equal each sketch's own: sketches empty,
+    of zeros only, mixed, or spanning decades, at the extreme quantiles too."""
+    rng = np.random.default_rng(seed)
+    sketches = []
+    for _ in range(int(rng.integers(2, 12))):
+        sketch = QuantileSketch()
+        if rng.random() < 0.8:
+            sketch.add_many(rng.lognormal(rng.normal(0, 3), rng.random() * 3,
+                                          int(rng.integers(1, 300))))
+        if rng.random() < 0.3:
+            sketch.add_many(np.zeros(int(rng.integers(1, 100))))
+        sketches.append(sketch)
+    qs = [0.0, 0.05, 0.5, 0.95, 0.99, 1.0, 1.5]
+    assert str(QuantileSketch.quantiles_of(sketches, qs)) == str(
+        [s.quantiles(qs) for s in sketches])   # (str: NaN, where empty, equals itself)
