@@ -389,15 +389,15 @@ class PredictionAggregate:
                 model: str, model_version: str, window_start: str, window_end: str,
                 ) -> list[PredictionWindow]:
         """The summaries of aggregates of one window (a model version's and its slices'),
-        their quantiles found in one numpy pass per sketch for all of them."""
+        their sketches' quantiles found at once."""
         for aggregate in aggregates:
             aggregate.flush()
-        found = {name: QuantileSketch.quantiles_of([getattr(a, name) for a in aggregates], qs)
-                 for name, qs in _QUANTILES.items()}
-        return [aggregate._summary({name: q[i] for name, q in found.items()}, late,
+        found = iter(QuantileSketch.quantiles_of(
+            [(getattr(a, name), qs) for a in aggregates for name, qs in _QUANTILES.items()]))
+        return [aggregate._summary({name: next(found) for name in _QUANTILES}, late,
                                    model=model, model_version=model_version,
                                    window_start=window_start, window_end=window_end)
-                for i, (aggregate, late) in enumerate(zip(aggregates, late_events, strict=True))]
+                for aggregate, late in zip(aggregates, late_events, strict=True)]
 
     def _summary(self, quantiles: dict[str, list[float]], late_events: int, *, model: str,
                  model_version: str, window_start: str, window_end: str) -> PredictionWindow:

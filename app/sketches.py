@@ -17,7 +17,7 @@ import functools
 import math
 import sys
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -206,46 +206,44 @@ class QuantileSketch:
         return out
 
     @staticmethod
-    def quantiles_of(sketches: list[QuantileSketch], qs: Iterable[float]) -> list[list[float]]:
-        """:meth:`quantiles` of each of ``sketches`` (a window's slices'): their buckets'
-        counts end to end, summed once, and every rank found in one search (each rank
-        moved past the sketches before its own: integers, exact).
+    def quantiles_of(asked: list[tuple[QuantileSketch, Sequence[float]]]) -> list[list[float]]:
+        """:meth:`quantiles` of each sketch asked, at its own ``qs`` (a window's and its
+        slices' sketches): their buckets' counts end to end, summed once, and every rank
+        found in one search (each rank moved past the sketches before its own: integers,
+        exact).
 
         >>> rng = np.random.default_rng(1)
         >>> sketches = [QuantileSketch() for _ in range(4)]
         >>> for i, sketch in enumerate(sketches[1:]):
         ...     sketch.add_many(rng.lognormal(i, 1, 50 * (i + 1)))
         >>> sketches[3].add_many(np.zeros(400))   # mostly zeros
-        >>> qs = (0.05, 0.5, 0.99)
-        >>> found = QuantileSketch.quantiles_of(sketches, qs)
-        >>> found[1:] == [s.quantiles(qs) for s in sketches[1:]], found[0]   # [0]: empty
+        >>> qs = [(0.05, 0.5, 0.99), (0.5,), (0.5, 0.95), (0.05, 0.99)]
+        >>> found = QuantileSketch.quantiles_of(list(zip(sketches, qs)))
+        >>> found[1:] == [s.quantiles(q) for s, q in zip(sketches[1:], qs[1:])], found[0]
         (True, [nan, nan, nan])
         """
-        qs = list(qs)
         out = [[float("nan") if not 0 <= q <= 1 or s._count == 0 else 0.0 for q in qs]
-               for s in sketches]
-        rows = [j for j, s in enumerate(sketches) if s._count and s._counts.size]
-        if len(rows) < 2:   # (none, or one: its own pass)
-            for j in rows:
-                out[j] = sketches[j].quantiles(qs)
-            return out
+               for s, qs in asked]
         wanted: list[tuple[int, int, int, int]] = []   # (sketch, q, its first bucket, rank)
+        counts: list[np.ndarray] = []
         start = before = 0
-        for j in rows:
-            sketch = sketches[j]
+        for j, (sketch, qs) in enumerate(asked):
             count, zeros = sketch._count, sketch._zero_count
+            if not (count and sketch._counts.size):
+                continue
             for k, q in enumerate(qs):
                 if 0 <= q <= 1 and q * (count - 1) >= zeros:
                     # searchsorted(cumsum, rank, "right") counts the sums <= rank: an
                     # integer sum is <= rank where it is <= floor(rank)
                     wanted.append((j, k, start, before + math.floor(q * (count - 1) - zeros)))
+            counts.append(sketch._counts)
             start += sketch._counts.size
             before += count - zeros
         if wanted:
-            cumulative = np.cumsum(np.concatenate([sketches[j]._counts for j in rows]))
+            cumulative = np.cumsum(np.concatenate(counts) if len(counts) > 1 else counts[0])
             found = np.searchsorted(cumulative, [w[3] for w in wanted], side="right").tolist()
             for (j, k, first, _), index in zip(wanted, found, strict=True):
-                sketch = sketches[j]
+                sketch = asked[j][0]
                 out[j][k] = _value(sketch._base + min(index - first, sketch._counts.size - 1))
         return out
 
