@@ -518,7 +518,8 @@ def _report(args: argparse.Namespace, results: dict[str, CaseResult], failures: 
         "config": {
             "events": args.events, "single_events": args.single_events,
             "envelope_size": args.envelope_size, "models": args.models,
-            "event_rate_per_s": args.rate, "window_seconds": 60.0, "lateness_seconds": 10.0,
+            "event_rate_per_s": args.rate, "window_seconds": args.window_seconds,
+            "lateness_seconds": 10.0,
             "quick": args.quick, "repeat": args.repeat, "warmup": args.warmup,
         },
         "versions": _versions(),
