@@ -75,8 +75,8 @@ _NO_IDS = np.zeros(0, dtype=np.uint16)
 class SliceSummaries:
     """The summaries of a window's slices, kept for revisions: one compressed bundle of
     their JSON (zlib of a msgpack map, slice → summary). Compressed one by one, a slice's
-    summary cost ~40 µs on the worker (zlib's set-up for ~1.3 KB); together they also
-    share their structure. One checkpoint record holds the bundle as the window closed.
+    summary of ~1.3 KB cost ~40 µs (zlib's set-up for each); together they also share their
+    structure. One checkpoint record holds the bundle as the window closed.
 
     >>> from mlpulse.events import PredictionWindow
     >>> def window(count):
