@@ -129,9 +129,10 @@ class Detect:
             {"rules": settings.rules, "inhibit": settings.inhibit})
         self.store = store if store is not None else MemoryStore()
         self._models: dict[int, dict[tuple[str, ...], _ModelState]] = {}
-        self._unsaved: dict[int, dict[tuple[str, ...], None]] = {}
-        """Per partition, the model versions and slices judged since :meth:`save` last
-        stored them (in order)."""
+        self._unsaved: dict[int, dict[tuple[str, tuple[str, ...]], None]] = {}
+        """Per partition, the state changed since :meth:`save` last stored it, in order:
+        ``("model", key)`` a model version's or slice's detectors, ``("comparison",
+        (model,))`` its versions' counts, ``("service", (service,))`` a log service's."""
         self._services: dict[int, dict[str, tuple[LogErrorSpike, Lifecycle, float]]] = {}
         self._presence: dict[int, dict[str, _Presence]] = {}
         self._file_references: dict[str, Reference] = {}
@@ -221,8 +222,7 @@ class Detect:
         side.performance, side.outcomes = summary.performance, dict(summary.outcomes)
         comparisons.closed(c.partition, model, c.start_s, side,
                            config.comparison.history_windows)
-        self.store.put(c.partition, comparison_key(model),
-                       msgspec.msgpack.encode(comparisons.state(c.partition, model)))
+        self._changed(c.partition, (model,), "comparison")
 
     def _compare(self, c: Closed) -> tuple[list[Finding], bool]:
         """The comparison findings of this version's window, and whether they are all
@@ -396,8 +396,7 @@ class Detect:
                       + self.rules.evaluate_metrics(
                           window_metrics(c, fields=self.rules.fields), labels, source="logs"))
         events = alerts.apply(conditions, c.start_s, c.end_s)
-        self.store.put(c.partition, service_key(service), msgspec.msgpack.encode(
-            {"spike": spike.snapshot(), "alerts": alerts.snapshot(), "last_end_s": c.end_s}))
+        self._changed(c.partition, (service,), "service")
         return events
 
     # ------------------------------------------------------------ no data
@@ -493,32 +492,43 @@ class Detect:
                                         seed=_seed(key), reference=reference, hst=hst),
                            Lifecycle())
 
-    def _changed(self, partition: int, key: tuple[str, ...]) -> None:
-        """A model version's (or slice's) detectors or alerts moved: stored at the next
-        :meth:`save`."""
-        self._unsaved.setdefault(partition, {})[key] = None
+    def _changed(self, partition: int, key: tuple[str, ...], kind: str = "model") -> None:
+        """A model version's (or slice's) detectors or alerts moved, or a model's version
+        counts (``kind="comparison"``), or a log service's detector (``"service"``):
+        stored at the next :meth:`save`."""
+        self._unsaved.setdefault(partition, {})[(kind, key)] = None
 
     def save(self) -> None:
-        """Store the detectors of every model version and slice judged since the last call
-        (each checkpoint round calls it, before it snapshots the windows: a restore then
+        """Store the detector state changed since the last call: of every model version
+        and slice judged, every model's version counts and every log service's detector.
+        Each checkpoint round calls it, before it snapshots the windows: a restore then
         finds the detectors as of the windows it restores, and judges what it replays
-        again, alike). A reference (the bulk of a state) is stored under its own key, only
+        again, alike. A reference (the bulk of a state) is stored under its own key, only
         when it changed."""
         unsaved, self._unsaved = self._unsaved, {}
-        for partition, keys in unsaved.items():
+        for partition, changed in unsaved.items():
             models = self._models.get(partition, {})
-            for key in keys:
-                state = models.get(key)
-                if state is None:
-                    continue
-                monitor = state.monitor
-                if monitor.reference_changes != state.saved_reference:
-                    self.store.put(partition, reference_key(key),
-                                   _pack(monitor.reference_snapshot()))
-                    state.saved_reference = monitor.reference_changes
-                self.store.put(partition, model_key(key), _pack(
-                    {"monitor": monitor.snapshot(reference=False),
-                     "alerts": state.alerts.snapshot(), "last_end_s": state.last_end_s}))
+            services = self._services.get(partition, {})
+            for kind, key in changed:
+                if kind == "comparison":
+                    self.store.put(partition, comparison_key(key[0]), msgspec.msgpack.encode(
+                        self.comparisons.state(partition, key[0])))
+                elif kind == "service" and key[0] in services:
+                    spike, alerts, last_end_s = services[key[0]]
+                    self.store.put(partition, service_key(key[0]), msgspec.msgpack.encode(
+                        {"spike": spike.snapshot(), "alerts": alerts.snapshot(),
+                         "last_end_s": last_end_s}))
+                elif kind == "model" and key in models:
+                    self._store_model(partition, key, models[key])
+
+    def _store_model(self, partition: int, key: tuple[str, ...], state: _ModelState) -> None:
+        monitor = state.monitor
+        if monitor.reference_changes != state.saved_reference:
+            self.store.put(partition, reference_key(key), _pack(monitor.reference_snapshot()))
+            state.saved_reference = monitor.reference_changes
+        self.store.put(partition, model_key(key), _pack(
+            {"monitor": monitor.snapshot(reference=False), "alerts": state.alerts.snapshot(),
+             "last_end_s": state.last_end_s}))
 
     def _load_presence(self, partition: int, model: str, now_wall_s: float) -> _Presence:
         stored = self.store.get(partition, presence_key(model))

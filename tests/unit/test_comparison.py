@@ -120,6 +120,38 @@ def test_the_baseline_is_the_version_with_most_events_before_or_the_pinned_one()
             if isinstance(w, PredictionWindow) and w.comparison} == {"1.0"}
 
 
+def test_the_baseline_is_the_same_after_a_restart():
+    """The versions' counts move with the checkpoints (stored by the round a graceful
+    stop writes): a restarted worker still compares 2.0, now most of the traffic, with
+    1.0, which had more events before; without them it would take 2.0 as the baseline."""
+    from mlpulse.detect import MemoryStore
+
+    before = traffic(3, {"1.0": 0.9, "2.0": 0.1})
+    after = [e | {"timestamp": e["timestamp"] + 3 * WINDOW_S, "event_id": "b" + e["event_id"]}
+             for e in traffic(2, {"1.0": 0.4, "2.0": 0.6}, seed=2)]
+
+    def baselines(pipe: LocalPipeline) -> set[str]:
+        return {w.comparison.baseline_version for w in pipe.windows
+                if isinstance(w, PredictionWindow) and w.comparison
+                and w.window_start >= "1970-01-01T00:00:30Z"}
+
+    for stopped in (True, False):
+        store = MemoryStore()
+        first = LocalPipeline(window_seconds=WINDOW_S, lateness_seconds=0, store=store,
+                              detectors={"no_data_windows": 100})
+        for i in range(0, len(before), 500):
+            first.send_predictions(before[i:i + 500])
+        first.send_predictions(after[:1])   # closes window 2
+        if stopped:
+            first.stop()
+        second = LocalPipeline(window_seconds=WINDOW_S, lateness_seconds=0, store=store,
+                               clock=first.clock, detectors={"no_data_windows": 100})
+        for i in range(0, len(after), 500):
+            second.send_predictions(after[i:i + 500])
+        second.advance(100)
+        assert baselines(second) == ({"1.0"} if stopped else {"2.0"})
+
+
 def test_a_candidate_that_closes_before_its_baseline_is_judged_when_the_baseline_closes():
     pipe = LocalPipeline(window_seconds=WINDOW_S, lateness_seconds=0,
                          detectors={"no_data_windows": 100})

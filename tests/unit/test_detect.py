@@ -238,3 +238,29 @@ def test_the_metrics_rules_read_are_those_of_the_whole_summary():
     assert conditions == rules.evaluate_metrics(whole, {"model": "model-0",
                                                         "model_version": "v1"})
     assert len(conditions) == 4
+
+
+def test_a_log_spike_firing_at_a_stop_resolves_once_after_it():
+    """A log service's detector moves with the checkpoints like a model's: a restarted
+    worker neither repeats the firing alert nor forgets to resolve it."""
+    store, clock = MemoryStore(), FakeClock(T0)
+
+    def send(pipe: LocalPipeline, windows: range) -> None:
+        for w in windows:
+            start = T0 + w * WINDOW_S
+            pipe.clock.now_s = start + WINDOW_S
+            errors = 40 if w in (4, 5) else 2
+            pipe.send_logs([{"timestamp": start + i * 0.05, "service": "api",
+                             "level": "ERROR" if i < errors else "INFO", "message": "m"}
+                            for i in range(200)])
+
+    first = pipeline(store, clock)
+    send(first, range(6))            # window 4 fires (5 is still open: lost, not restored)
+    first.stop()
+    second = pipeline(store, clock)
+    send(second, range(6, 8))        # window 6 is clean again
+    second.advance(100)
+    spikes = [a for a in first.alerts + second.alerts if a.rule == "log_error_spike"]
+    assert [(a.status, a.window_start) for a in spikes] == [
+        ("firing", "2023-11-14T22:14:00Z"), ("resolved", "2023-11-14T22:14:20Z")]
+    assert spikes[0].alert_id == spikes[1].alert_id
