@@ -186,24 +186,15 @@ class QuantileSketch:
         return self.quantiles((q,))[0]
 
     def quantiles(self, qs: Iterable[float]) -> list[float]:
-        """:meth:`quantile` of each of ``qs``, the cumulative counts summed once.
+        """:meth:`quantile` of each of ``qs``, the cumulative counts summed once
+        (:meth:`quantiles_of` this sketch alone).
 
         >>> sketch = QuantileSketch()
         >>> sketch.add_many(np.arange(0.0, 100.0))
         >>> sketch.quantiles([0.0, 0.5, 0.99]) == [sketch.quantile(q) for q in (0.0, 0.5, 0.99)]
         True
         """
-        qs = list(qs)
-        out = [float("nan") if not 0 <= q <= 1 or self._count == 0 else 0.0 for q in qs]
-        ranks = [(i, q * (self._count - 1) - self._zero_count) for i, q in enumerate(qs)
-                 if 0 <= q <= 1 and self._count and q * (self._count - 1) >= self._zero_count]
-        if ranks:   # one pass over the buckets for all of them
-            found = np.searchsorted(np.cumsum(self._counts), [r for _, r in ranks],
-                                    side="right").tolist()
-            last = self._counts.size - 1
-            for (i, _), index in zip(ranks, found, strict=True):
-                out[i] = _value(self._base + min(index, last))
-        return out
+        return self.quantiles_of([(self, list(qs))])[0]
 
     @staticmethod
     def quantiles_of(asked: list[tuple[QuantileSketch, Sequence[float]]]) -> list[list[float]]:
