@@ -226,8 +226,7 @@ class LabelJoin:
         if window.active and window.summary is not None and summaries:
             kept = window.slice_summaries
             self.slice_windows += len(summaries.keys() - kept.names)
-            window.slice_summaries = (kept.replace(summaries) if kept
-                                      else SliceSummaries.of(summaries))
+            window.slice_summaries = kept.replace(summaries)
 
     def label(self, partition: int, events: Iterable[FeedbackEvent]) -> None:
         """Score each label into the window of its prediction (or let it wait)."""

@@ -103,11 +103,7 @@ class SliceSummaries:
 
     @classmethod
     def of(cls, summaries: dict[str, PredictionWindow]) -> SliceSummaries:
-        if not summaries:
-            return cls()
-        return cls(zlib.compress(_msgpack.encode(
-            {name: _json.encode(summary) for name, summary in summaries.items()}), 1),
-            frozenset(summaries))
+        return cls().replace(summaries)
 
     def __len__(self) -> int:
         return len(self.names)

@@ -269,17 +269,16 @@ class Summarizer:
                     self.join.closed(labels, summary)
                 out.append(Closed(partition, closed.key, closed.start_s, closed.end_s,
                                   aggregate, summary, idle=closed.idle))
-                for name, sliced in zip(names, part_summaries, strict=True):
-                    sliced.segment = segment_of(name)
-                if isinstance(labels, WindowLabels) and self.join is not None:
-                    self.join.closed_slices(labels, dict(zip(names, part_summaries,
-                                                             strict=True)))
                 for name, part_aggregate, sliced in zip(names, parts, part_summaries,
                                                         strict=True):
+                    sliced.segment = segment_of(name)
                     if part_aggregate.folded_features:
                         self.guard.folded["feature"] += part_aggregate.folded_features
                     out.append(Closed(partition, (model, version, name), closed.start_s,
                                       closed.end_s, part_aggregate, sliced, idle=closed.idle))
+                if isinstance(labels, WindowLabels) and self.join is not None:
+                    self.join.closed_slices(labels, dict(zip(names, part_summaries,
+                                                             strict=True)))
         for partition, log_windows in self._logs.items():
             for closed_log in log_windows.close_due(now_wall_s, check_idle):
                 log_summary = closed_log.aggregate.result(
