@@ -23,6 +23,7 @@ worker — and read back when a key shows up on a worker without it in memory.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import zlib
@@ -278,11 +279,12 @@ class Detect:
         judged = findings + compared
         if quiet:
             judged = [f for f in judged if f.firing]
-        conditions = (self.rules.evaluate_findings(judged, labels)
-                      + self.rules.evaluate_metrics(
-                          window_metrics(c, self.settings.feedback_min_labels,
-                                         self.rules.fields), labels,
-                          active_only=quiet))
+        min_labels = self.settings.feedback_min_labels
+        conditions = self.rules.evaluate_findings(judged, labels)
+        if not quiet or self.rules.may_hold(
+                functools.partial(window_value, c, min_labels=min_labels), labels):
+            conditions += self.rules.evaluate_metrics(
+                window_metrics(c, min_labels, self.rules.fields), labels, active_only=quiet)
         if complete:
             conditions += _resolve_others(state.alerts, conditions)
         presence = self._presence.get(c.partition, {}).get(model)
@@ -653,6 +655,48 @@ def _unpack(stored: bytes) -> Any:
 
 def _seed(key: tuple[str, ...]) -> int:
     return int.from_bytes(hashlib.sha256("|".join(key).encode()).digest()[:4], "big")
+
+
+def window_value(closed: Closed, path: str, min_labels: int = 0) -> float | None:
+    """The metric at ``path`` of a closed window, read from its summary where
+    :func:`window_metrics` would build the summary as data first (None: not measured).
+
+    >>> aggregate = PredictionAggregate()
+    >>> aggregate.add_batch([PredictionEvent(event_id=str(i), timestamp=1.0, model="m",
+    ...                      latency_ms=20.0) for i in range(120)])
+    >>> summary = aggregate.result(model="m", model_version="v1", window_start="",
+    ...                            window_end="", late_events=0)
+    >>> closed = Closed(0, ("m", "v1"), 0.0, 60.0, aggregate, summary)
+    >>> paths = ("count", "latency_ms.max", "throughput_per_s", "performance.accuracy", "x")
+    >>> [window_value(closed, path) for path in paths]
+    [120.0, 20.0, 2.0, None, None]
+    >>> window_value(closed, "latency_ms.p99") == window_metrics(closed)["latency_ms"]["p99"]
+    True
+    """
+    if path == "throughput_per_s":
+        if closed.idle:
+            return None
+        return closed.summary.count / max(closed.end_s - closed.start_s, 1e-9)
+    value: Any = closed.summary
+    for part in path.split("."):
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif part in getattr(type(value), "__struct_fields__", ()):
+            value = getattr(value, part)
+        else:
+            return None
+        if value is None:
+            return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    summary = closed.summary
+    if isinstance(summary, PredictionWindow) and (
+            (path.startswith("performance.") and summary.performance is not None
+             and summary.performance.labelled < min_labels)
+            or (path.startswith("outcomes.")
+                and summary.outcomes[path.split(".")[1]].count < min_labels)):
+        return None   # (as window_metrics leaves them out)
+    return float(value)
 
 
 def window_metrics(closed: Closed | Revised, min_labels: int = 0,

@@ -221,6 +221,32 @@ class Rules:
                                        detail=f"{path} {op} {threshold:g}", evidence=evidence))
         return out
 
+    def may_hold(self, value_of: Callable[[str], float | None], labels: Mapping[str, str],
+                 source: str = "predictions") -> bool:
+        """Whether any ``expr`` rule may hold on a window whose metric at a path is
+        ``value_of(path)`` (None: not measured): a screen before :meth:`evaluate_metrics`
+        with ``active_only``, which builds the window's metrics (a slice's cost more than
+        judging it). It reads each value as measured, never its confidence bound: a
+        Wilson bound lies on the far side of the value from the threshold, so a rule the
+        value does not meet cannot hold. Conservative: a metric ``value_of`` reports that
+        the window's metrics would leave out only makes it answer True.
+
+        >>> rules = Rules.from_mapping({"rules": [
+        ...     {"name": "errors", "expr": "error_rate > 0.05", "confidence": 0.95}]})
+        >>> labels = {"model": "m", "model_version": "v1"}
+        >>> rules.may_hold({"error_rate": 0.01}.get, labels), rules.may_hold(
+        ...     {"error_rate": 0.06}.get, labels), rules.may_hold({}.get, labels)
+        (False, True, False)
+        """
+        for rule in self.rules:
+            if rule.expr is None or rule.source != source or not rule.matches(labels):
+                continue
+            path, op, threshold = self._parsed[id(rule)]
+            value = value_of(path)
+            if value is not None and _OPS[op](value, threshold):
+                return True
+        return False
+
     def evaluate_findings(self, findings: Iterable[Finding],
                           labels: Mapping[str, str]) -> list[Condition]:
         """Conditions of the ``detector`` rules on a window's detector findings."""

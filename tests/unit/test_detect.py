@@ -240,6 +240,59 @@ def test_the_metrics_rules_read_are_those_of_the_whole_summary():
     assert len(conditions) == 4
 
 
+def test_a_window_no_rule_may_hold_on_has_no_active_condition():
+    """The screen of a quiet window (``Rules.may_hold`` on ``window_value``) never hides a
+    condition ``evaluate_metrics`` would raise, whatever the op, threshold, confidence,
+    gating by labels, or path; and it lets windows far from every threshold through."""
+    import functools
+    import random
+
+    from mlpulse.detect import window_metrics, window_value
+    from mlpulse.events import OutcomeSummary, PerformanceSummary
+    from mlpulse.rules import Rules
+    from mlpulse.summarize import Closed
+
+    pipe = pipeline()
+    feed(pipe, Simulator(n_models=1, seed=5), 0, 2)
+    rng = random.Random(7)
+    paths = ["latency_ms.p99", "latency_ms.mean", "error_rate", "throughput_per_s", "count",
+             "features.age.mean", "features.age.null_rate", "confidence.low_rate",
+             "performance.accuracy", "performance.label_coverage", "outcomes.converted.rate",
+             "outcomes.revenue.mean", "cache_hit_rate", "predictions.fraud", "missing.path"]
+    labels = {"model": "model-0", "model_version": "v1"}
+    screened = checked = held = 0
+    for trial in range(300):
+        summary = msgspec.structs.replace(
+            pipe.windows[trial % len(pipe.windows)],
+            performance=PerformanceSummary(labelled=rng.choice([0, 5, 200]),
+                                           label_coverage=rng.random(),
+                                           accuracy=rng.random()),
+            outcomes={"converted": OutcomeSummary(count=rng.choice([3, 80]), sum=4.0,
+                                                  mean=0.05, std=0.2, rate=rng.random() / 5),
+                      "revenue": OutcomeSummary(count=90, sum=900.0, mean=10.0, std=3.0)})
+        closed = Closed(0, ("model-0", "v1"), T0, T0 + WINDOW_S, None, summary,
+                        idle=rng.random() < 0.2)
+        min_labels = rng.choice([0, 10, 50])
+        whole = window_metrics(closed, min_labels)
+        for path in paths:
+            value = window_value(closed, path, min_labels)
+            for op in (">", ">=", "<", "<=", "==", "!="):
+                threshold = (value if value is not None else 1.0) * rng.choice(
+                    [0.0, 0.5, 0.99, 1.0, 1.01, 2.0]) + rng.choice([0.0, 0.01])
+                rules = Rules.from_mapping({"rules": [{
+                    "name": "r", "expr": f"{path} {op} {threshold!r}",
+                    "confidence": rng.choice([0.0, 0.9, 0.99])}]})
+                raised = rules.evaluate_metrics(whole, labels, active_only=True)
+                may = rules.may_hold(functools.partial(window_value, closed,
+                                                       min_labels=min_labels), labels)
+                assert may or not raised, (path, op, threshold)
+                checked += 1
+                screened += not may
+                held += bool(raised)
+    assert checked == 300 * len(paths) * 6
+    assert screened > checked // 3 and held > checked // 5
+
+
 def test_a_log_spike_firing_at_a_stop_resolves_once_after_it():
     """A log service's detector moves with the checkpoints like a model's: a restarted
     worker neither repeats the firing alert nor forgets to resolve it."""
