@@ -37,7 +37,7 @@ from .aggregates import PredictionAggregate
 from .alerts import Lifecycle, fingerprint
 from .comparisons import Comparisons
 from .config import Settings
-from .detectors.anomaly import LogErrorSpike, Spread, WindowAnomaly, spreads
+from .detectors.anomaly import LogErrorSpike, WindowAnomaly, observe_many
 from .detectors.comparison import Side, compare, compare_labelled
 from .detectors.comparison import findings as comparison_findings
 from .detectors.drift import DriftTests, run_drift_tests
@@ -175,14 +175,16 @@ class Detect:
         return out
 
     def _together(self, closed: list[Closed]
-                  ) -> dict[int, tuple[DriftTests | None, Spread | None]]:
+                  ) -> dict[int, tuple[DriftTests | None, tuple[Finding | None] | None]]:
         """What the windows closing together (a model version's and its slices') compute
         at once, by id of their ``Closed``: their drift tests (one numpy pass for the
-        numeric signals, one for the categorical ones) and the spread of their anomaly
-        detectors' history (two sorts). Only the first window of a key is among them (its
-        next may judge against another reference, after another history)."""
+        numeric signals, one for the categorical ones) and their anomaly detectors'
+        verdicts (:func:`~mlpulse.detectors.anomaly.observe_many`). Only the first window
+        of a key is among them (its next may judge against another reference, after
+        another history)."""
         drifts: dict[int, DriftTests] = {}
-        anomalies: dict[int, WindowAnomaly] = {}
+        anomalies: dict[int, tuple[WindowAnomaly, tuple[dict[str, float], dict[str, float]]]]
+        anomalies = {}
         seen: set[tuple[str, ...]] = set()
         for c in closed:
             if not isinstance(c.summary, PredictionWindow) or c.key in seen:
@@ -194,18 +196,23 @@ class Detect:
                 continue
             state = self._model(c.partition, c.key)
             if c.end_s > state.last_end_s:
+                monitor = state.monitor
                 # a quiet slice's status shows its largest drift only (not each signal's)
-                drift = state.monitor.drift_tests(c.aggregate, profile,
-                                                  quiet=len(c.key) > 2 and state.quiet)
+                drift = monitor.drift_tests(c.aggregate, profile,
+                                            quiet=len(c.key) > 2 and state.quiet)
                 if drift is not None:
                     drifts[id(c)] = drift
-                if state.monitor.anomaly is not None:
-                    anomalies[id(c)] = state.monitor.anomaly
+                judge = monitor.anomaly_input(c.aggregate, c.summary, c.start_s, c.end_s,
+                                              complete=not c.idle)
+                if judge is not None and monitor.anomaly is not None:
+                    anomalies[id(c)] = (monitor.anomaly, judge)
         if len(drifts) > 1:
             run_drift_tests(list(drifts.values()))
-        spread = dict(zip(anomalies, spreads(list(anomalies.values())), strict=True)) if len(
-            anomalies) > 1 else {}
-        return {key: (drifts.get(key), spread.get(key)) for key in drifts.keys() | spread.keys()}
+        verdicts = dict(zip(anomalies, observe_many(
+            [a for a, _ in anomalies.values()], [judge[0] for _, judge in anomalies.values()],
+            [judge[1] for _, judge in anomalies.values()]), strict=True))
+        return {key: (drifts.get(key), (verdicts[key],) if key in verdicts else None)
+                for key in drifts.keys() | verdicts.keys()}
 
     def _comparable(self, c: Closed) -> None:
         model, version = c.key
@@ -253,7 +260,8 @@ class Detect:
         return own, done
 
     def _on_prediction_window(self, c: Closed, drift: DriftTests | None = None,
-                              spread: Spread | None = None) -> list[AlertEvent]:
+                              anomaly: tuple[Finding | None] | None = None
+                              ) -> list[AlertEvent]:
         aggregate: PredictionAggregate = c.aggregate
         profile = aggregate.profile
         if not isinstance(profile, WindowProfile):
@@ -267,7 +275,7 @@ class Detect:
         state.last_end_s = c.end_s
         quiet = state.quiet
         findings = state.monitor.on_window(aggregate, profile, c.start_s, c.end_s, c.summary,
-                                           complete=not c.idle, drift=drift, spread=spread,
+                                           complete=not c.idle, drift=drift, anomaly=anomaly,
                                            quiet=quiet)
         compared, complete = self._compare(c) if not part else ([], False)
         if self.on_findings is not None:

@@ -42,7 +42,7 @@ import numpy as np
 
 from ..aggregates import PredictionAggregate
 from .adwin import ChangeDetectors
-from .anomaly import LatencyAnomaly, Spread, WindowAnomaly, window_samples, window_vector
+from .anomaly import LatencyAnomaly, WindowAnomaly, window_samples, window_vector
 from .drift import DriftResult, DriftTests, run_drift_tests
 from .finding import Finding
 from .profile import WindowProfile
@@ -148,11 +148,13 @@ class ModelMonitor:
     def on_window(
         self, aggregate: PredictionAggregate, profile: WindowProfile, start_s: float,
         end_s: float, summary: Any = None, *, complete: bool = True,
-        drift: DriftTests | None = None, spread: Spread | None = None, quiet: bool = False,
+        drift: DriftTests | None = None, anomaly: tuple[Finding | None] | None = None,
+        quiet: bool = False,
     ) -> list[Finding]:
         """Findings of one closed window; then the window joins the reference if due.
-        ``drift`` and ``spread``: its drift tests and its anomaly detector's spread, if
-        computed beside other windows'.
+        ``drift`` and ``anomaly``: its drift tests and its anomaly detector's verdict (a
+        1-tuple: the verdict may be None), if computed beside other windows'
+        (:meth:`anomaly_input`, :func:`~mlpulse.detectors.anomaly.observe_many`).
 
         ``quiet``: the series has no alert pending or firing, so only findings that fire
         can change one: the clear ones are left out but for drift (the status view shows
@@ -185,16 +187,13 @@ class ModelMonitor:
             findings.extend(check_quality(ref, aggregate, drift.bins, self.config.quality,
                                           only_firing=quiet))
             findings.extend(self._mean_shifts(ref, detections))
-        if self.anomaly is not None and summary is not None and aggregate.count:
-            nulls = sum(s.null_count for s in aggregate.features.values())
-            values = sum(s.count for s in aggregate.features.values())
-            vector = window_vector(summary, end_s - start_s, nulls / values if values else 0.0)
-            if not (complete and follows):
-                del vector["throughput_per_s"]
-            finding = self.anomaly.observe(vector, window_samples(
-                summary, end_s - start_s, aggregate.confidence.count, values), spread)
-            if finding is not None:
-                findings.append(finding)
+        if anomaly is None and self.anomaly is not None:
+            judge = self.anomaly_input(aggregate, summary, start_s, end_s, complete=complete,
+                                       follows=follows)
+            if judge is not None:
+                anomaly = (self.anomaly.observe(*judge),)
+        if anomaly is not None and anomaly[0] is not None:
+            findings.append(anomaly[0])
         if self.latency is not None:
             latency = self.latency.on_window()
             if latency is not None:
@@ -205,6 +204,24 @@ class ModelMonitor:
             if finding.firing or not quiet:
                 finding.evidence.setdefault("trace_ids", trace_ids)
         return findings
+
+    def anomaly_input(self, aggregate: PredictionAggregate, summary: Any, start_s: float,
+                      end_s: float, *, complete: bool = True, follows: bool | None = None,
+                      ) -> tuple[dict[str, float], dict[str, float]] | None:
+        """What the anomaly detector judges of a window about to be seen (:meth:`on_window`):
+        its health vector and what each value was measured on (None: nothing to judge).
+        ``follows``: whether it starts where the last window seen ended (default: ask)."""
+        if self.anomaly is None or summary is None or not aggregate.count:
+            return None
+        if follows is None:
+            follows = start_s == self.last_end_s
+        nulls = sum(s.null_count for s in aggregate.features.values())
+        values = sum(s.count for s in aggregate.features.values())
+        vector = window_vector(summary, end_s - start_s, nulls / values if values else 0.0)
+        if not (complete and follows):
+            del vector["throughput_per_s"]
+        return vector, window_samples(summary, end_s - start_s, aggregate.confidence.count,
+                                      values)
 
     def _drift(self, ref: Reference, aggregate: PredictionAggregate, drift: DriftTests,
                detail: bool = True) -> list[Finding]:

@@ -103,11 +103,15 @@ def test_a_drift_confined_to_one_slice_is_alerted_for_that_slice_only():
 def test_what_windows_closing_together_compute_at_once_is_what_each_computes_alone(
         monkeypatch):
     """The drift tests of a model version's window and its slices' run in one numpy pass
-    (each with its own family), their anomaly detectors' spreads in two sorts: the same
+    (each with its own family), their anomaly detectors' judgements in another: the same
     verdicts and evidence as one by one."""
     import mlpulse.detect
 
     events = traffic(windows=8, per_window=1500, shift={"eu": 1.0}, from_window=5)
+    for event in events:   # and errors in eu from window 6 on: anomalies
+        if event["segment"]["region"] == "eu" and event["timestamp"] >= 60 and int(
+                event["event_id"].split("-")[1]) % 3 == 0:
+            event["status"] = "error"
 
     def alerts() -> list[tuple[Any, ...]]:
         pipe = run(events, segment_keys="region,tier",
@@ -117,9 +121,10 @@ def test_what_windows_closing_together_compute_at_once_is_what_each_computes_alo
 
     together = alerts()
     monkeypatch.setattr(mlpulse.detect, "run_drift_tests", lambda drifts: None)
-    monkeypatch.setattr(mlpulse.detect, "spreads", lambda anomalies: [None] * len(anomalies))
+    monkeypatch.setattr(mlpulse.detect, "observe_many", lambda anomalies, vectors, samples: [
+        a.observe(v, s) for a, v, s in zip(anomalies, vectors, samples, strict=True)])
     assert alerts() == together
-    assert any(rule == "feature_drift" for _, rule, *_ in together)
+    assert {"feature_drift", "window_anomaly"} <= {rule for _, rule, *_ in together}
 
 
 def test_a_small_slice_is_summarised_but_not_judged():
