@@ -43,7 +43,7 @@ import numpy as np
 from ..aggregates import PredictionAggregate
 from .adwin import ChangeDetectors
 from .anomaly import LatencyAnomaly, WindowAnomaly, window_samples, window_vector
-from .drift import DriftResult, DriftTests, run_drift_tests
+from .drift import DriftResult, DriftTests, DriftThresholds, run_drift_tests
 from .finding import Finding
 from .profile import WindowProfile
 from .quality import check_quality
@@ -93,6 +93,7 @@ class ModelMonitor:
         self.windows_seen = 0
         self.last_end_s = -math.inf
         """End of the last window seen: a window that does not start there follows a gap."""
+        self._thresholds: dict[str, DriftThresholds] = {}
         self.drift_psi_max: float | None = None
         """The largest PSI of the last window's drift tests (None: none tested)."""
 
@@ -136,14 +137,21 @@ class ModelMonitor:
 
     def _drift_tests(self, ref: Reference, aggregate: PredictionAggregate,
                      profile: WindowProfile) -> DriftTests:
-        bins = {signal: counts for signal in ref.numeric
-                if (counts := profile.counts(signal, ref.numeric[signal].edges)) is not None}
+        bins = profile.all_counts(ref.edges())
         numeric = [s for s in bins if s.startswith("f:") or s in DRIFT_OUTPUTS]
         categorical = {signal: values for signal in ref.categorical
                        if (values := _category_counts(aggregate, signal)) is not None}
+        drift_for = self._drift_thresholds
         return DriftTests(bins, numeric, [ref.numeric[s] for s in numeric],
-                          [self.config.drift_for(s) for s in numeric], categorical, ref,
-                          [self.config.drift_for(s) for s in categorical])
+                          [drift_for(s) for s in numeric], categorical, ref,
+                          [drift_for(s) for s in categorical])
+
+    def _drift_thresholds(self, signal: str) -> DriftThresholds:
+        """``config.drift_for``, remembered (asked per signal of every window)."""
+        thresholds = self._thresholds.get(signal)
+        if thresholds is None:
+            thresholds = self._thresholds[signal] = self.config.drift_for(signal)
+        return thresholds
 
     def on_window(
         self, aggregate: PredictionAggregate, profile: WindowProfile, start_s: float,
