@@ -195,17 +195,19 @@ def fold_slices(parts_of: list[list[PredictionAggregate]], batch: Batch,
     failed = batch.failed()
     errors = roll.counts(failed).tolist() if failed is not None else [0] * len(parts)
     latency_present = ~np.isnan(batch.latency)
-    roll.sketches([p.latency for p in parts], batch.latency, latency_present)
     confidence_present = ~np.isnan(batch.confidence)
-    roll.sketches([p.confidence for p in parts], batch.confidence, confidence_present)
-    low = roll.counts(batch.confidence < 0.5).tolist()
+    sketched = [([p.latency for p in parts], batch.latency, latency_present),
+                ([p.confidence for p in parts], batch.confidence, confidence_present)]
     llm = batch.llm()
     if llm is not None:
-        present = [~np.isnan(a) for a in llm]
+        sketched += [([p.llm_tokens_in for p in parts], llm[0], ~np.isnan(llm[0])),
+                     ([p.llm_tokens_out for p in parts], llm[1], ~np.isnan(llm[1])),
+                     ([p.llm_cost for p in parts], llm[2], ~np.isnan(llm[2]))]
+    sums = roll.sketches(sketched)
+    low = roll.counts(batch.confidence < 0.5).tolist()
+    if llm is not None:
         requests = roll.counts(batch.llm_requests()).tolist()
-        tokens_in = roll.sketches([p.llm_tokens_in for p in parts], llm[0], present[0])
-        tokens_out = roll.sketches([p.llm_tokens_out for p in parts], llm[1], present[1])
-        cost = roll.sketches([p.llm_cost for p in parts], llm[2], present[2])
+        tokens_in, tokens_out, cost = sums[2:]
         for j, part in enumerate(parts):
             part.llm_requests += requests[j]
             part.tokens_in += round(tokens_in[j])
@@ -214,9 +216,10 @@ def fold_slices(parts_of: list[list[PredictionAggregate]], batch: Batch,
     profiles = [p.profile for p in parts]   # each signal as a part's own fold adds it
     prediction_kinds = batch.prediction_kinds
     numeric = batch.prediction_numbers() if float in prediction_kinds else None
+    moments: list[tuple[list[NumericStats | None], np.ndarray, np.ndarray | None]] = []
     if numeric is not None:
         numeric_present = ~np.isnan(numeric)
-        roll.moments([p.prediction_values for p in parts], numeric, numeric_present)
+        moments.append(([p.prediction_values for p in parts], numeric, numeric_present))
     coded = batch.codes()
     found_counts = roll.categories(coded) if coded is not None else None
     roll.bins(profiles, ["o:latency_ms"] * len(parts), batch.latency, latency_present,
@@ -235,7 +238,7 @@ def fold_slices(parts_of: list[list[PredictionAggregate]], batch: Batch,
             for s in stats:
                 if s is not None and s.numeric is None:
                     s.numeric = NumericStats()
-            roll.moments([s.numeric if s is not None else None for s in stats], array, None)
+            moments.append(([s.numeric if s is not None else None for s in stats], array, None))
             for s, count in zip(stats, counts, strict=True):
                 if s is not None:
                     s.count += count
@@ -251,6 +254,8 @@ def fold_slices(parts_of: list[list[PredictionAggregate]], batch: Batch,
             own = pick(column, rows.tolist()) if rows.size else []
             if own and own.count(MISSING) < len(own):
                 part.add_feature(feature, own, kinds, None)
+    if moments:   # (in order: a feature beyond the bound shares __other__'s moments)
+        roll.moments(moments)
     cache = batch.cache_flags()
     known = roll.counts(cache[0] > 0).tolist() if cache is not None else None
     hits = roll.counts(cache[1] > 0).tolist() if cache is not None else None
@@ -298,67 +303,111 @@ class _Rollup:
         per_cell = np.bincount(cell, minlength=self.cells).astype(np.float64)
         return np.rint(self.member @ per_cell).astype(np.int64)
 
-    def sketches(self, sketches: list[QuantileSketch], values: np.ndarray,
-                 present: np.ndarray) -> list[float]:
-        """Add each slice's present ``values`` to its sketch; returns their sums."""
+    def sketches(self, fields: list[tuple[list[QuantileSketch], np.ndarray, np.ndarray]]
+                 ) -> list[list[float]]:
+        """Add each slice's present values of each field to its sketch of the field
+        (``fields``: each field's sketches, one per slice, its values and where they are
+        present); returns per field the slices' sums. The fields' counts, extremes and
+        bucket keys in one pass for all: cell ``c`` of field ``f`` is group
+        ``f * cells + c``, and each field's buckets a block of its own width."""
         mapping = QuantileSketch._mapping
-        values, cell = values[present], self.cell[present]
-        member = self.member
-        if not values.size:
-            return [0.0] * len(sketches)
+        cells, member = self.cells, self.member
+        taken = [(values[present], self.cell[present]) for _, values, present in fields]
+        sizes = [values.size for values, _ in taken]
+        f = len(fields)
+        values = np.concatenate([v for v, _ in taken])
+        field = np.repeat(np.arange(f), sizes)
+        group = field * cells + np.concatenate([c for _, c in taken])
         positive = values > mapping.min_possible
-        count = np.rint(member @ np.bincount(cell, minlength=self.cells)).astype(np.int64)
-        nonzero = np.rint(member @ np.bincount(cell[positive], minlength=self.cells)).astype(
-            np.int64)
-        sums = (member @ np.bincount(cell, weights=values, minlength=self.cells)).tolist()
-        lows, highs = self._extremes(values, cell)
-        grid, base = None, 0
+        count = np.rint(np.bincount(group, minlength=f * cells).reshape(f, cells).astype(
+            np.float64) @ member.T).astype(np.int64).tolist()
+        nonzero = np.rint(np.bincount(group[positive], minlength=f * cells).reshape(
+            f, cells).astype(np.float64) @ member.T).astype(np.int64).tolist()
+        per_cell_sums = np.bincount(group, weights=values, minlength=f * cells).reshape(
+            f, cells)
+        low = np.full(f * cells, np.inf)
+        high = np.full(f * cells, -np.inf)
+        np.minimum.at(low, group, values)
+        np.maximum.at(high, group, values)
+        inside = (member > 0)[None, :, :]
+        lows = np.where(inside, low.reshape(f, 1, cells), np.inf).min(axis=2).tolist()
+        highs = np.where(inside, high.reshape(f, 1, cells), -np.inf).max(axis=2).tolist()
+        grids: list[tuple[int, np.ndarray] | None] = [None] * f
         if positive.any():
-            base, per_cell = QuantileSketch.bucket_grid(cell[positive], self.cells,
-                                                        values[positive])
-            grid = np.rint(member @ per_cell).astype(np.int64)
-        count_of, nonzero_of = count.tolist(), nonzero.tolist()
-        for j, sketch in enumerate(sketches):
-            if count_of[j]:
-                sketch.add_bucketed(
-                    base, grid[j] if grid is not None and nonzero_of[j] else None,
-                    values=count_of[j], zeros=count_of[j] - nonzero_of[j], total=sums[j],
-                    low=lows[j], high=highs[j])
-        return sums
+            # LogarithmicMapping.key, vectorised: ceil(log2(v) * multiplier) + offset
+            keys = (np.ceil(np.log2(values[positive]) * mapping._multiplier)
+                    + mapping._offset).astype(np.int64)
+            which = field[positive]
+            base = np.full(f, np.iinfo(np.int64).max)
+            top = np.full(f, np.iinfo(np.int64).min)
+            np.minimum.at(base, which, keys)
+            np.maximum.at(top, which, keys)
+            width = np.where(top >= base, top - base + 1, 0)
+            offset = np.concatenate(([0], np.cumsum(width * cells)))
+            table = np.bincount(offset[which] + (group[positive] - which * cells) * width[which]
+                                + keys - base[which], minlength=int(offset[-1]))
+            for k, (w, start) in enumerate(zip(width.tolist(), offset.tolist(), strict=False)):
+                if w:
+                    grids[k] = (int(base[k]), np.rint(member @ table[start:start + cells * w]
+                                                      .reshape(cells, w)).astype(np.int64))
+        out = []
+        for k, (sketches, _, _) in enumerate(fields):
+            if not sizes[k]:
+                out.append([0.0] * len(sketches))
+                continue
+            sums = (member @ per_cell_sums[k]).tolist()
+            count_of, nonzero_of, grid = count[k], nonzero[k], grids[k]
+            for j, sketch in enumerate(sketches):
+                if count_of[j]:
+                    sketch.add_bucketed(
+                        grid[0] if grid is not None else 0,
+                        grid[1][j] if grid is not None and nonzero_of[j] else None,
+                        values=count_of[j], zeros=count_of[j] - nonzero_of[j], total=sums[j],
+                        low=lows[k][j], high=highs[k][j])
+            out.append(sums)
+        return out
 
-    def _extremes(self, values: np.ndarray, cell: np.ndarray) -> tuple[list[float], list[float]]:
-        """Per slice, the least and greatest of its ``values`` (±inf: none)."""
-        low = np.full(self.cells, np.inf)
-        high = np.full(self.cells, -np.inf)
-        np.minimum.at(low, cell, values)
-        np.maximum.at(high, cell, values)
-        inside = self.member > 0
-        return (np.where(inside, low, np.inf).min(axis=1).tolist(),
-                np.where(inside, high, -np.inf).max(axis=1).tolist())
-
-    def moments(self, stats: list[NumericStats | None], values: np.ndarray,
-                present: np.ndarray | None) -> None:
-        """Merge each slice's ``values`` (where ``present``) into its moments."""
-        cell = self.cell
-        if present is not None:
-            values, cell = values[present], cell[present]
-        if not values.size:
-            return
-        member = self.member
-        n_cell = np.bincount(cell, minlength=self.cells).astype(np.float64)
-        sum_cell = np.bincount(cell, weights=values, minlength=self.cells)
-        mean_cell = sum_cell / np.maximum(n_cell, 1)
-        deviations = values - mean_cell[cell]
-        m2_cell = np.bincount(cell, weights=deviations * deviations, minlength=self.cells)
-        n = member @ n_cell
-        mean = (member @ sum_cell) / np.maximum(n, 1)
-        spread = (mean_cell[None, :] - mean[:, None]) ** 2 * member
-        m2 = member @ m2_cell + spread @ n_cell
-        lows, highs = self._extremes(values, cell)
-        counts = np.rint(n).astype(np.int64).tolist()
-        for j, (s, count) in enumerate(zip(stats, counts, strict=True)):
-            if s is not None and count:
-                s._merge(count, float(mean[j]), float(m2[j]), lows[j], highs[j])
+    def moments(self, fields: list[tuple[list[NumericStats | None], np.ndarray,
+                                         np.ndarray | None]]) -> None:
+        """Merge each slice's values of each field (where present) into its moments of the
+        field (``fields``: each field's moments, one per slice or None, its values, and
+        where they are present; None: everywhere), in order. Every field's per-cell
+        counts, sums, squared deviations and extremes in one pass for all."""
+        taken = [(values, self.cell) if present is None else (values[present],
+                                                              self.cell[present])
+                 for _, values, present in fields]
+        sizes = [values.size for values, _ in taken]
+        f, cells, member = len(fields), self.cells, self.member
+        values = np.concatenate([v for v, _ in taken])
+        group = np.repeat(np.arange(f) * cells, sizes) + np.concatenate([c for _, c in taken])
+        n_cells = np.bincount(group, minlength=f * cells).astype(np.float64)
+        sum_cells = np.bincount(group, weights=values, minlength=f * cells)
+        mean_cells = sum_cells / np.maximum(n_cells, 1)
+        deviations = values - mean_cells[group]
+        m2_cells = np.bincount(group, weights=deviations * deviations,
+                               minlength=f * cells).reshape(f, cells)
+        n_cells, sum_cells = n_cells.reshape(f, cells), sum_cells.reshape(f, cells)
+        mean_cells = mean_cells.reshape(f, cells)
+        low = np.full(f * cells, np.inf)
+        high = np.full(f * cells, -np.inf)
+        np.minimum.at(low, group, values)
+        np.maximum.at(high, group, values)
+        inside = (member > 0)[None, :, :]
+        lows = np.where(inside, low.reshape(f, 1, cells), np.inf).min(axis=2).tolist()
+        highs = np.where(inside, high.reshape(f, 1, cells), -np.inf).max(axis=2).tolist()
+        for k, (stats, _, _) in enumerate(fields):
+            if not sizes[k]:
+                continue
+            n_cell = n_cells[k]
+            n = member @ n_cell
+            mean = (member @ sum_cells[k]) / np.maximum(n, 1)
+            spread = (mean_cells[k][None, :] - mean[:, None]) ** 2 * member
+            m2 = member @ m2_cells[k] + spread @ n_cell
+            counts = np.rint(n).astype(np.int64).tolist()
+            mean_of, m2_of = mean.tolist(), m2.tolist()
+            for j, (s, count) in enumerate(zip(stats, counts, strict=True)):
+                if s is not None and count:
+                    s._merge(count, mean_of[j], m2_of[j], lows[k][j], highs[k][j])
 
     def categories(self, coded: Coded) -> list[dict[str, int]]:
         """Per slice, its rows' values counted (by key)."""

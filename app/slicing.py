@@ -10,6 +10,7 @@ event's slices here, and folds itself and its slices at once.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import operator
 from collections.abc import Callable, Sequence
@@ -229,4 +230,10 @@ def segment_of(name: str) -> dict[str, str]:
     >>> segment_of("region=eu"), segment_of("region=eu&tier=a%26b")
     ({'region': 'eu'}, {'region': 'eu', 'tier': 'a&b'})
     """
-    return dict(parse_qsl(name, keep_blank_values=True))
+    return dict(_pairs_of(name))
+
+
+@functools.lru_cache(maxsize=65536)
+def _pairs_of(name: str) -> tuple[tuple[str, str], ...]:
+    """A slice name's pairs, remembered (every window of a slice is named alike)."""
+    return tuple(parse_qsl(name, keep_blank_values=True))

@@ -45,12 +45,16 @@ SLICES = [("region",), ("tier",), ("region", "tier")]
 
 
 def segmented(rng: np.random.Generator, n: int) -> list[PredictionEvent]:
-    """:func:`random_events` with a region and a tier each (lacking each now and then)."""
+    """:func:`random_events` with a region and a tier each (lacking each now and then); in
+    every other stream, numeric features every event has (a batch's float arrays)."""
     events = random_events(rng, n)
+    floats = int(rng.integers(0, 4)) if rng.random() < 0.5 else 0
     for e in events:
         e.segment = {k: str(rng.choice(values)) for k, values in
                      (("region", ["eu", "us", "apac"]), ("tier", ["gold", "free"]))
                      if rng.random() < 0.85}
+        e.features = {**{f"g{j}": float(rng.normal(j, 1)) for j in range(floats)},
+                      **(e.features or {})}
     return events
 
 
@@ -104,7 +108,8 @@ def test_the_slices_of_every_key_folded_by_cells_are_as_each_folded_alone():
     each slice) gives each slice the summary of folding its rows alone (floats up to
     rounding), the same detector bins (exact: counted on the union of the slices' edges),
     and the same samples where a slice's profile samples; rows lacking a key are in none
-    of its slices. So does the window itself, folded with them (``whole``)."""
+    of its slices. So does the window itself, folded with them (``whole``); and so do
+    features beyond a window's bound (``max_features``), folded into ``__other__``."""
     from mlpulse.guard import CardinalityGuard
     from mlpulse.slice_folds import fold_slices
     from mlpulse.slicing import SliceNames, SliceRouter
@@ -119,21 +124,23 @@ def test_the_slices_of_every_key_folded_by_cells_are_as_each_folded_alone():
             return WindowProfile(edges=slice_edges(i), sample_size=50 if i % 3 == 0 else 0,
                                  rng=np.random.default_rng(i))
 
+        limit = int(rng.integers(1, 8)) if seed % 3 == 0 else 200
         parts_of, alone_of, number = [], [], 0
         for _, rows, sizes in sliced.groups:
             parts, alone = [], []
             end = 0
             for size in sizes.tolist():
-                parts.append(PredictionAggregate(profile=profile(number)))
-                one = PredictionAggregate(profile=profile(number))
+                parts.append(PredictionAggregate(profile=profile(number), max_features=limit))
+                one = PredictionAggregate(profile=profile(number), max_features=limit)
                 one.add_batch([events[i] for i in rows[end:end + size].tolist()])
                 alone.append(one)
                 end += size
                 number += 1
             parts_of.append(parts)
             alone_of.append(alone)
-        whole = PredictionAggregate(profile=profile(number))   # the window itself: every row
-        whole_alone = PredictionAggregate(profile=profile(number))
+        whole = PredictionAggregate(profile=profile(number),   # the window itself: every row
+                                    max_features=limit)
+        whole_alone = PredictionAggregate(profile=profile(number), max_features=limit)
         whole_alone.add_batch(events)
         assert fold_slices(parts_of, Batch.of(events), sliced.groups, whole=whole)
         for parts, alone in zip([*parts_of, [whole]], [*alone_of, [whole_alone]], strict=True):
