@@ -430,7 +430,7 @@ class _Rollup:
                 if present is not None:
                     own = own[present[own_rows[j]]]
                 profile.add(signal, own)
-            elif signal in profile.edges:
+            elif profile.bins(signal) is not None:
                 binned.append(j)
         if not binned:
             return

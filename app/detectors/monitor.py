@@ -45,16 +45,13 @@ from .adwin import ChangeDetectors
 from .anomaly import LatencyAnomaly, WindowAnomaly, window_samples, window_vector
 from .drift import DriftResult, DriftTests, DriftThresholds, run_drift_tests
 from .finding import Finding
-from .profile import WindowProfile
+from .profile import WindowProfile, binned
 from .quality import check_quality
 from .reference import Contribution, Reference, build_reference, contribution
 from .settings import ModelDetectors
 
 __all__ = ["ModelMonitor"]
 
-DRIFT_OUTPUTS = ("o:prediction", "o:confidence")
-"""Outputs whose distribution is tested against the reference (latency and errors are
-watched by ADWIN and the window-anomaly detector instead)."""
 
 
 class ModelMonitor:
@@ -138,7 +135,7 @@ class ModelMonitor:
     def _drift_tests(self, ref: Reference, aggregate: PredictionAggregate,
                      profile: WindowProfile) -> DriftTests:
         bins = profile.all_counts(ref.edges())
-        numeric = [s for s in bins if s.startswith("f:") or s in DRIFT_OUTPUTS]
+        numeric = [s for s in bins if binned(s)]
         categorical = {signal: values for signal in ref.categorical
                        if (values := _category_counts(aggregate, signal)) is not None}
         drift_for = self._drift_thresholds

@@ -34,7 +34,23 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["Reservoir", "WindowProfile", "bin_counts"]
+__all__ = ["DRIFT_OUTPUTS", "Reservoir", "WindowProfile", "bin_counts", "binned"]
+
+DRIFT_OUTPUTS = ("o:prediction", "o:confidence")
+"""Outputs whose distribution is tested against the reference (latency and errors are
+watched by ADWIN and the window-anomaly detector instead)."""
+
+
+def binned(signal: str) -> bool:
+    """Whether a window counts ``signal`` on its reference's bins: the signals whose drift
+    is tested (every feature, :data:`DRIFT_OUTPUTS`). Latency and errors have bins in the
+    reference (its table keeps their rows, so checkpoints of either kind restore), but
+    nothing reads a window's counts of them.
+
+    >>> binned("f:age"), binned("o:confidence"), binned("o:latency_ms")
+    (True, True, False)
+    """
+    return signal.startswith("f:") or signal in DRIFT_OUTPUTS
 
 
 class ChangeFeed(Protocol):
@@ -180,7 +196,7 @@ class WindowProfile:
             return
         if self.changes is not None:
             self.changes.update(signal, values)
-        edges = self.edges.get(signal)
+        edges = self.bins(signal)
         if edges is not None:
             if self._table is None:
                 width = 1 + max(e.size for e in self.edges.values())
@@ -191,6 +207,11 @@ class WindowProfile:
             if sample is None:
                 sample = self.samples[signal] = Reservoir(self.sample_size, self.rng)
             sample.add(values)
+
+    def bins(self, signal: str) -> np.ndarray | None:
+        """The edges this window counts ``signal`` on (None: not counted, see
+        :func:`binned`)."""
+        return self.edges.get(signal) if binned(signal) else None
 
     def add_binned(self, signal: str, counts: np.ndarray) -> None:
         """Add counts of ``signal``'s values already binned on this profile's edges (a

@@ -9,7 +9,7 @@ from mlpulse.detectors.profile import WindowProfile
 from mlpulse.events import PredictionEvent
 from mlpulse.summarize import Summarizer
 
-EDGES = {"o:latency_ms": np.array([0.0, 10.0, 20.0, 40.0]),
+EDGES = {"o:confidence": np.array([0.2, 0.5, 0.8]),
          "f:x": np.array([-1.0, 0.0, 1.0])}
 
 
@@ -21,7 +21,7 @@ def summarizer() -> Summarizer:
 def batch(start: int, n: int) -> list[PredictionEvent]:
     rng = np.random.default_rng(start)
     return [PredictionEvent(event_id=str(start + i), timestamp=float(i % 10), model="m",
-                            latency_ms=float(rng.gamma(2, 8)),
+                            latency_ms=float(rng.gamma(2, 8)), confidence=float(rng.random()),
                             features={"x": float(rng.normal())}) for i in range(n)]
 
 
