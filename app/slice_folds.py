@@ -303,6 +303,30 @@ class _Rollup:
         per_cell = np.bincount(cell, minlength=self.cells).astype(np.float64)
         return np.rint(self.member @ per_cell).astype(np.int64)
 
+    def _stack(self, fields: list[tuple[np.ndarray, np.ndarray | None]]
+               ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """Several fields' values (where present; None: everywhere) end to end, each
+        value's group (field ``f``'s cell ``c``: ``f * cells + c``), and each field's count."""
+        taken = [(values, self.cell) if present is None else (values[present],
+                                                              self.cell[present])
+                 for values, present in fields]
+        sizes = [values.size for values, _ in taken]
+        group = (np.repeat(np.arange(len(fields)) * self.cells, sizes)
+                 + np.concatenate([cell for _, cell in taken]))
+        return np.concatenate([values for values, _ in taken]), group, sizes
+
+    def _extremes(self, values: np.ndarray, group: np.ndarray, fields: int
+                  ) -> tuple[list[list[float]], list[list[float]]]:
+        """Per field and slice, the least and greatest of its values (±inf: none)."""
+        cells = self.cells
+        low = np.full(fields * cells, np.inf)
+        high = np.full(fields * cells, -np.inf)
+        np.minimum.at(low, group, values)
+        np.maximum.at(high, group, values)
+        inside = (self.member > 0)[None, :, :]
+        return (np.where(inside, low.reshape(fields, 1, cells), np.inf).min(axis=2).tolist(),
+                np.where(inside, high.reshape(fields, 1, cells), -np.inf).max(axis=2).tolist())
+
     def sketches(self, fields: list[tuple[list[QuantileSketch], np.ndarray, np.ndarray]]
                  ) -> list[list[float]]:
         """Add each slice's present values of each field to its sketch of the field
@@ -312,12 +336,9 @@ class _Rollup:
         ``f * cells + c``, and each field's buckets a block of its own width."""
         mapping = QuantileSketch._mapping
         cells, member = self.cells, self.member
-        taken = [(values[present], self.cell[present]) for _, values, present in fields]
-        sizes = [values.size for values, _ in taken]
         f = len(fields)
-        values = np.concatenate([v for v, _ in taken])
+        values, group, sizes = self._stack([(values, present) for _, values, present in fields])
         field = np.repeat(np.arange(f), sizes)
-        group = field * cells + np.concatenate([c for _, c in taken])
         positive = values > mapping.min_possible
         count = np.rint(np.bincount(group, minlength=f * cells).reshape(f, cells).astype(
             np.float64) @ member.T).astype(np.int64).tolist()
@@ -325,13 +346,7 @@ class _Rollup:
             f, cells).astype(np.float64) @ member.T).astype(np.int64).tolist()
         per_cell_sums = np.bincount(group, weights=values, minlength=f * cells).reshape(
             f, cells)
-        low = np.full(f * cells, np.inf)
-        high = np.full(f * cells, -np.inf)
-        np.minimum.at(low, group, values)
-        np.maximum.at(high, group, values)
-        inside = (member > 0)[None, :, :]
-        lows = np.where(inside, low.reshape(f, 1, cells), np.inf).min(axis=2).tolist()
-        highs = np.where(inside, high.reshape(f, 1, cells), -np.inf).max(axis=2).tolist()
+        lows, highs = self._extremes(values, group, f)
         grids: list[tuple[int, np.ndarray] | None] = [None] * f
         if positive.any():
             # LogarithmicMapping.key, vectorised: ceil(log2(v) * multiplier) + offset
@@ -373,13 +388,8 @@ class _Rollup:
         field (``fields``: each field's moments, one per slice or None, its values, and
         where they are present; None: everywhere), in order. Every field's per-cell
         counts, sums, squared deviations and extremes in one pass for all."""
-        taken = [(values, self.cell) if present is None else (values[present],
-                                                              self.cell[present])
-                 for _, values, present in fields]
-        sizes = [values.size for values, _ in taken]
         f, cells, member = len(fields), self.cells, self.member
-        values = np.concatenate([v for v, _ in taken])
-        group = np.repeat(np.arange(f) * cells, sizes) + np.concatenate([c for _, c in taken])
+        values, group, sizes = self._stack([(values, present) for _, values, present in fields])
         n_cells = np.bincount(group, minlength=f * cells).astype(np.float64)
         sum_cells = np.bincount(group, weights=values, minlength=f * cells)
         mean_cells = sum_cells / np.maximum(n_cells, 1)
@@ -388,13 +398,7 @@ class _Rollup:
                                minlength=f * cells).reshape(f, cells)
         n_cells, sum_cells = n_cells.reshape(f, cells), sum_cells.reshape(f, cells)
         mean_cells = mean_cells.reshape(f, cells)
-        low = np.full(f * cells, np.inf)
-        high = np.full(f * cells, -np.inf)
-        np.minimum.at(low, group, values)
-        np.maximum.at(high, group, values)
-        inside = (member > 0)[None, :, :]
-        lows = np.where(inside, low.reshape(f, 1, cells), np.inf).min(axis=2).tolist()
-        highs = np.where(inside, high.reshape(f, 1, cells), -np.inf).max(axis=2).tolist()
+        lows, highs = self._extremes(values, group, f)
         for k, (stats, _, _) in enumerate(fields):
             if not sizes[k]:
                 continue
