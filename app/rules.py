@@ -226,10 +226,11 @@ class Rules:
         """Whether any ``expr`` rule may hold on a window whose metric at a path is
         ``value_of(path)`` (None: not measured): a screen before :meth:`evaluate_metrics`
         with ``active_only``, which builds the window's metrics (a slice's cost more than
-        judging it). It reads each value as measured, never its confidence bound: a
-        Wilson bound lies on the far side of the value from the threshold, so a rule the
-        value does not meet cannot hold. Conservative: a metric ``value_of`` reports that
-        the window's metrics would leave out only makes it answer True.
+        judging it). It reads each value as measured, and as a share (clamped to [0, 1])
+        where the rule has a confidence, never the confidence bound itself: a Wilson
+        interval holds its share, so a bound meets the threshold only where the share
+        does. Conservative: a metric ``value_of`` reports that the window's metrics would
+        leave out only makes it answer True.
 
         >>> rules = Rules.from_mapping({"rules": [
         ...     {"name": "errors", "expr": "error_rate > 0.05", "confidence": 0.95}]})
@@ -243,7 +244,11 @@ class Rules:
                 continue
             path, op, threshold = self._parsed[id(rule)]
             value = value_of(path)
-            if value is not None and _OPS[op](value, threshold):
+            if value is None:
+                continue
+            if _OPS[op](value, threshold) or (
+                    rule.confidence and op not in ("==", "!=")
+                    and _OPS[op](min(max(value, 0.0), 1.0), threshold)):
                 return True
         return False
 

@@ -96,3 +96,27 @@ def test_a_metric_that_is_not_a_rate_is_compared_as_is():
     rules = Rules.from_mapping({"rules": [{"name": "slow", "expr": "latency_ms.p99 > 500"}]})
     (condition,) = rules.evaluate_metrics({"count": 3, "latency_ms": {"p99": 501.0}}, {})
     assert condition.active and "events" not in condition.evidence
+
+
+def test_the_screen_of_a_quiet_window_never_hides_a_condition():
+    """``may_hold`` answers True wherever ``evaluate_metrics`` with ``active_only`` raises a
+    condition, whatever the value (shares beyond [0, 1] too: a bound is computed on the
+    share clamped), op, threshold and confidence."""
+    import itertools
+
+    from mlpulse.rules import _lookup
+
+    labels = {"model": "m", "model_version": "v1"}
+    values = [-0.5, 0.0, 0.01, 0.049, 0.05, 0.3, 0.999, 1.0, 1.5]
+    held = hidden = 0
+    for value, op, threshold, confidence, count in itertools.product(
+            values, (">", ">=", "<", "<=", "==", "!="), (-0.2, 0.0, 0.05, 0.5, 1.0, 1.2),
+            (0.0, 0.9), (0, 30, 5000)):
+        metrics = {"error_rate": value, "count": count}
+        rules = Rules.from_mapping({"rules": [{"name": "r", "expr": f"error_rate {op} {threshold}",
+                                               "confidence": confidence}]})
+        raised = rules.evaluate_metrics(metrics, labels, active_only=True)
+        may = rules.may_hold(lambda path, m=metrics: _lookup(m, path), labels)
+        held += bool(raised)
+        hidden += bool(raised) and not may
+    assert hidden == 0 and held > 100
