@@ -107,8 +107,8 @@ class WindowAnomaly:
         self._hst_seen = 0
         self.last_score: float | None = None
 
-    def observe(self, vector: dict[str, float], samples: dict[str, float] | None = None,
-                spread: Spread | None = None) -> Finding | None:
+    def observe(self, vector: dict[str, float], samples: dict[str, float] | None = None
+                ) -> Finding | None:
         """Judge one window's vector, then learn it (anomalous windows are not learnt).
 
         ``samples`` gives what each value was measured on: for a rate, the number of
@@ -116,8 +116,7 @@ class WindowAnomaly:
         duration (s); for a latency quantile, the number of events. A value is then judged
         against its sampling error too (binomial / Poisson), not only the spread of past
         windows: 7 errors in 200 events after windows of 2 is noise, not a z of 7.5.
-        ``spread``: the medians and MADs of the remembered windows, if computed already
-        (:func:`spreads`: several detectors' at once).
+        Several detectors' windows at once: :func:`observe_many`.
 
         >>> a = WindowAnomaly(warmup_windows=5, use_hst=False)
         >>> for errors in [2, 1, 2, 3, 2, 2]:
@@ -127,8 +126,7 @@ class WindowAnomaly:
         >>> a.observe({"error_rate": 40 / 200}, {"error_rate": 200}).firing
         True
         """
-        return observe_many([self], [vector], [samples or {}],
-                            [spread] if spread is not None else None)[0]
+        return observe_many([self], [vector], [samples or {}])[0]
 
     def _verdict(self, vector: dict[str, float], deviations: list[dict[str, Any]],
                  scaled: dict[str, float]) -> Finding:
@@ -234,25 +232,29 @@ def spreads(anomalies: Sequence[WindowAnomaly]) -> list[Spread | None]:
     out: list[Spread | None] = [None] * len(anomalies)
     if not ready:
         return out
-    depth = max(anomalies[i]._stored for i in ready)
-    rows = np.full((len(ready), depth, len(METRICS)), np.nan)
-    for k, i in enumerate(ready):
-        stored = anomalies[i]._stored
-        rows[k, :stored] = anomalies[i]._history[:stored]
-    medians, counts = _column_medians(rows)
-    mads = _column_medians(np.abs(rows - medians[:, None, :]))[0]
+    medians, counts, mads = _spread_arrays([anomalies[i] for i in ready])
     for k, i in enumerate(ready):
         out[i] = (medians[k].tolist(), counts[k].tolist(), mads[k].tolist())
     return out
 
 
+def _spread_arrays(anomalies: Sequence[WindowAnomaly]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`spreads` of detectors past their warm-up, as detectors × metrics arrays."""
+    depth = max(a._stored for a in anomalies)
+    rows = np.full((len(anomalies), depth, len(METRICS)), np.nan)
+    for k, a in enumerate(anomalies):
+        rows[k, :a._stored] = a._history[:a._stored]
+    medians, counts = _column_medians(rows)
+    return medians, counts, _column_medians(np.abs(rows - medians[:, None, :]))[0]
+
+
 def observe_many(anomalies: Sequence[WindowAnomaly], vectors: Sequence[dict[str, float]],
-                 samples: Sequence[dict[str, float]],
-                 spread: Sequence[Spread | None] | None = None) -> list[Finding | None]:
+                 samples: Sequence[dict[str, float]]) -> list[Finding | None]:
     """:meth:`WindowAnomaly.observe` of several detectors' windows (each detector once: a
     model version's and its slices' closing together), their robust z-scores in one numpy
     pass over windows × metrics, where each window's ~7 metrics judged one by one cost
-    ~30 µs. ``spread``: the detectors' :func:`spreads`, if known.
+    ~30 µs; their spreads (:func:`spreads`) in two sorts.
 
     >>> a, b = WindowAnomaly(warmup_windows=2, use_hst=False), WindowAnomaly(warmup_windows=2)
     >>> for x in (0.01, 0.02):
@@ -270,9 +272,8 @@ def observe_many(anomalies: Sequence[WindowAnomaly], vectors: Sequence[dict[str,
             ready.append(i)
     if not ready:
         return out
-    computed = [c for c in (spreads([anomalies[i] for i in ready]) if spread is None
-                            else [spread[i] for i in ready]) if c is not None]
-    assert len(computed) == len(ready)   # (each ready detector has a spread)
+    medians, counts, mads = _spread_arrays([anomalies[i] for i in ready])
+    mads = 1.4826 * mads
     k, m = len(ready), len(METRICS)
     value, n = np.zeros((k, m)), np.zeros((k, m))
     present, sized = np.zeros((k, m), dtype=bool), np.zeros((k, m), dtype=bool)
@@ -285,9 +286,6 @@ def observe_many(anomalies: Sequence[WindowAnomaly], vectors: Sequence[dict[str,
             column = _COLUMN.get(metric)
             if column is not None and size is not None:
                 n[row, column], sized[row, column] = size, True
-    medians = np.array([c[0] for c in computed])   # (all ready: none is None)
-    counts = np.array([c[1] for c in computed])
-    mads = 1.4826 * np.array([c[2] for c in computed])
     warmup = np.array([anomalies[i].warmup_windows for i in ready])[:, None]
     threshold = np.array([anomalies[i].z_threshold for i in ready], dtype=np.float64)[:, None]
     judged = present & (counts >= warmup) & ~(sized & _IS_TAIL & (n * _TAIL < MIN_TAIL_EVENTS))
@@ -318,15 +316,17 @@ def _column_medians(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     >>> medians.tolist(), counts.tolist()
     ([2.0, 5.0], [3, 1])
     """
-    ordered = np.sort(rows, axis=-2)   # NaN last
-    counts = np.count_nonzero(~np.isnan(ordered), axis=-2)
+    windows, metrics = rows.shape[-2:]
+    ordered = np.sort(rows, axis=-2).reshape(-1, windows, metrics)   # NaN last
+    counts = np.count_nonzero(~np.isnan(ordered), axis=1)
     low = np.maximum(counts - 1, 0) // 2
-    high = np.minimum(counts // 2, rows.shape[-2] - 1)
-    with np.errstate(invalid="ignore"):
-        medians = (np.take_along_axis(ordered, low[..., None, :], axis=-2)[..., 0, :]
-                   + np.take_along_axis(ordered, high[..., None, :], axis=-2)[..., 0, :]) / 2
+    high = np.minimum(counts // 2, windows - 1)
+    at, column = np.arange(len(ordered))[:, None], np.arange(metrics)[None, :]
+    with np.errstate(invalid="ignore"):   # (one gather each: take_along_axis cost 4x)
+        medians = (ordered[at, low, column] + ordered[at, high, column]) / 2
     medians[counts == 0] = np.nan
-    return medians, counts
+    shape = (*rows.shape[:-2], metrics)
+    return medians.reshape(shape), counts.reshape(shape)
 
 
 def sampling_sds(usual: np.ndarray, n: np.ndarray) -> np.ndarray:
