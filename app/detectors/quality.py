@@ -66,15 +66,9 @@ def check_quality(
     if events < t.min_events:
         return []
     out: list[Finding] = []
-    known = set(ref.numeric) | set(ref.categorical)
-    for signal in sorted(known):
-        if not signal.startswith("f:"):
-            continue
-        name = signal[2:]
+    known, features = _features_of(ref)
+    for signal, name, ref_presence, ref_null in features:
         stats = aggregate.features.get(name)
-        numeric_ref = ref.numeric.get(signal)
-        ref_presence = (numeric_ref or ref.categorical[signal]).presence
-        ref_null = (numeric_ref or ref.categorical[signal]).null_rate
         labels = {"feature": name}
         presence = (stats.count if stats else 0) / events
         missing = presence <= t.missing_presence_ratio * ref_presence
@@ -134,11 +128,11 @@ def _type_and_range(
                 f"feature {name} was numeric; {wrong:.0%} of its values are not",
                 {"expected": "number", "other_share": wrong,
                  "examples": list(categories.top(3)) if categories else []}))
-        counts = bins.get(signal)
-        total = int(counts.sum()) if counts is not None else 0
-        outside = float(counts[0] + counts[-1]) / total if counts is not None and total else 0.0
+        binned = bins.get(signal)
+        counts = binned.tolist() if binned is not None else []   # (a few ints: as a list)
+        total = sum(counts)
+        outside = (counts[0] + counts[-1]) / total if total else 0.0
         if total and (outside >= t.out_of_range or not only_firing):
-            assert counts is not None
             out.append(Finding(
                 "out_of_range", "data_quality", outside >= t.out_of_range, labels, "warning",
                 outside, t.out_of_range,
@@ -169,6 +163,21 @@ def _type_and_range(
             f"feature {name}: {share:.1%} of values are categories the reference never saw",
             {"unseen_share": share, "unseen_examples": top}))
     return out
+
+
+def _features_of(ref: Reference) -> tuple[frozenset[str], list[tuple[str, str, float, float]]]:
+    """The signals of a reference, and per feature in order its signal, name, presence and
+    null rate: remembered with the reference (every window of its series reads them)."""
+    cached = ref.__dict__.get("_quality")
+    if cached is None:
+        known = frozenset(ref.numeric) | frozenset(ref.categorical)
+        features = []
+        for signal in sorted(known):
+            if signal.startswith("f:"):
+                part = ref.numeric.get(signal) or ref.categorical[signal]
+                features.append((signal, signal[2:], part.presence, part.null_rate))
+        cached = ref.__dict__["_quality"] = (known, features)
+    return cached
 
 
 def _ev(features: dict[str, Any]) -> Any:
