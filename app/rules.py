@@ -47,7 +47,7 @@ import operator
 import re
 import statistics
 import string
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -195,10 +195,7 @@ class Rules:
         (exemplars) go into each condition's evidence."""
         trace_ids = metrics.get("trace_ids") or []
         out = []
-        for rule in self.rules:
-            if rule.expr is None or rule.source != source or not rule.matches(labels):
-                continue
-            path, op, threshold = self._parsed[id(rule)]
+        for rule, path, op, threshold in self._expr_rules(labels, source):
             if not path.startswith(prefix):
                 continue
             value = _lookup(metrics, path)
@@ -239,10 +236,7 @@ class Rules:
         ...     {"error_rate": 0.06}.get, labels), rules.may_hold({}.get, labels)
         (False, True, False)
         """
-        for rule in self.rules:
-            if rule.expr is None or rule.source != source or not rule.matches(labels):
-                continue
-            path, op, threshold = self._parsed[id(rule)]
+        for rule, path, op, threshold in self._expr_rules(labels, source):
             value = value_of(path)
             if value is None:
                 continue
@@ -251,6 +245,14 @@ class Rules:
                     and _OPS[op](min(max(value, 0.0), 1.0), threshold)):
                 return True
         return False
+
+    def _expr_rules(self, labels: Mapping[str, str], source: str
+                    ) -> Iterator[tuple[Rule, str, str, float]]:
+        """The ``expr`` rules of ``source`` matching ``labels``, each with its metric's
+        path, operator and threshold."""
+        for rule in self.rules:
+            if rule.expr is not None and rule.source == source and rule.matches(labels):
+                yield (rule, *self._parsed[id(rule)])
 
     def evaluate_findings(self, findings: Iterable[Finding],
                           labels: Mapping[str, str]) -> list[Condition]:
