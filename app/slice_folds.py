@@ -370,7 +370,7 @@ class _Rollup:
             if not sizes[k]:
                 out.append([0.0] * len(sketches))
                 continue
-            sums = (member @ per_cell_sums[k]).tolist()
+            sums = (member @ per_cell_sums[k]).tolist()   # (per field: its floats as alone)
             count_of, nonzero_of, grid = count[k], nonzero[k], grids[k]
             for j, sketch in enumerate(sketches):
                 if count_of[j]:
