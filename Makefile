@@ -30,7 +30,7 @@ bench: venv  ## installs the bench extra (Quix Streams, the peer) first
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	$(PY) -m bench --slices region,tier
 	$(PY) -m bench --only-envelopes --no-quix --slices region,tier --window-seconds 10 \
-		--repeat 3 --output bench/results/slices-worker-10s.json
+		--repeat 3 --stages --output bench/results/slices-worker-10s.json
 	$(PY) -m bench.slices
 	$(PY) -m bench.detection
 	$(PY) -m bench.memory --worker

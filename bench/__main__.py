@@ -104,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--window-seconds", type=float, default=60.0,
                         help="the workers' window (60: 6,000 events per model-window at the "
                              "default rate; 10: 1,000)")
+    parser.add_argument("--stages", action="store_true",
+                        help="the envelope cases' workers time their engine's steps "
+                             "(python -m bench.stages): where their time went, in the report")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="run the mlpulse workers under cProfile, writing DIR/*.prof "
                              "(slows them down: numbers are not comparable)")
@@ -144,7 +147,8 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
         result = await run_mlpulse(
             bootstrap, case, messages=messages, expected_events=len(envelope_events),
             cutoff_s=cutoff(envelope_events), workdir=workdir, timeout_s=args.timeout,
-            profile_dir=args.profile, broker_pid=broker_pid, window_seconds=args.window_seconds)
+            profile_dir=args.profile, broker_pid=broker_pid, window_seconds=args.window_seconds,
+            stages=args.stages)
         envelope_topics.append(str(result.details["input_topic"]))
         return result
 
@@ -154,7 +158,7 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
             expected_events=len(envelope_events), cutoff_s=cutoff(envelope_events),
             workdir=workdir, timeout_s=args.timeout, broker_pid=broker_pid,
             window_seconds=args.window_seconds, profile_dir=args.profile,
-            extra_env={"MLPULSE_SEGMENT_KEYS": args.slices or ""})
+            extra_env={"MLPULSE_SEGMENT_KEYS": args.slices or ""}, stages=args.stages)
 
     async def ceiling_run() -> CaseResult:   # on the topic the mlpulse run just read
         return await run_ceiling(
@@ -496,6 +500,11 @@ def _details(results: dict[str, CaseResult], failures: dict[str, str]) -> str:
         if shares:
             parts.append("CPU (1.0 = one core) " + ", ".join(
                 f"{name} {share:.2f}" for name, share in shares.items()))
+        stages = d.get("stages")
+        if stages:
+            parts.append(f"CPU {stages['cpu_seconds']:.2f} s from the first input: " + ", ".join(
+                f"{name} {seconds:.2f}" for name, seconds in stages["steps_seconds"].items())
+                + f", rest {stages['rest_seconds']:.2f}")
         lines.append(f"  {r.case}: " + "; ".join(parts))
     for key, reason in failures.items():
         if reason.startswith("failed"):

@@ -412,9 +412,12 @@ async def run_mlpulse(
     window_seconds: float = 60.0, lateness_seconds: float = 10.0,
     profile_dir: Path | None = None, broker_pid: int | None = None,
     detectors: dict[str, Any] | None = None, root: Path | None = None,
-    extra_env: dict[str, str] | None = None,
+    extra_env: dict[str, str] | None = None, stages: bool = False,
 ) -> CaseResult:
     """Pre-fill a fresh input topic with ``messages``, then time a worker processing them.
+
+    ``stages``: the worker times its engine's steps (``python -m bench.stages``), reported
+    as ``details["stages"]``.
 
     ``extra_env``: more ``MLPULSE_*`` settings of the worker (e.g. ``MLPULSE_SEGMENT_KEYS``).
 
@@ -458,6 +461,12 @@ async def run_mlpulse(
     # another checkout's worker runs from its source directory (commits before the package
     # imported as mlpulse had only app/; app/ of later ones runs too: relative imports)
     command = [sys.executable, "-m", "mlpulse" if root is None else "app", "worker"]
+    stages_path = workdir / f"mlpulse-{tag}-stages.json"
+    if stages:
+        if root is not None:
+            raise ValueError("stages are timed by this checkout's worker only")
+        command[2] = "bench.stages"
+        env["BENCH_STAGES_OUT"] = str(stages_path)
     if profile_dir is not None:
         profile_dir.mkdir(parents=True, exist_ok=True)
         command[1:1] = ["-m", "cProfile", "-o", str(profile_dir / f"mlpulse-{tag}.prof")]
@@ -508,6 +517,8 @@ async def run_mlpulse(
     if ingest_assigned_at is not None:
         details["ingest_assigned_after_seconds"] = round(ingest_assigned_at - faust_assigned_at, 3)
     details["cpu_share"] = cpu.shares(assigned_at, done_at)
+    if stages and stages_path.exists():   # written as the worker exits
+        details["stages"] = json.loads(stages_path.read_text())
     return CaseResult(case=case, events=expected_events, messages=len(messages),
                       seconds=seconds, startup_seconds=assigned_at - worker.started_at,
                       details=details)
