@@ -92,7 +92,6 @@ class Steps:
                 "cpu_seconds": round(cpu_s, 3),
                 "rest_seconds": round(cpu_s - sum(self.seconds.values()), 3)}
 
-
     def restore(self) -> None:
         """Undo :func:`install`."""
         for cls, method, original in reversed(self._patched):
@@ -108,7 +107,10 @@ def install(package: str = "mlpulse", steps: Steps | None = None) -> Steps:
         cls = getattr(importlib.import_module(f"{package}.{module}"), owner)
         original = cls.__dict__[method]
         steps._patched.append((cls, method, original))
-        setattr(cls, method, steps.wrap(name, original))
+        if isinstance(original, staticmethod):   # still one, however it is called
+            setattr(cls, method, staticmethod(steps.wrap(name, original.__func__)))
+        else:
+            setattr(cls, method, steps.wrap(name, original))
     return steps
 
 

@@ -48,3 +48,19 @@ def test_the_steps_of_an_engine_are_timed_and_put_back() -> None:
     assert set(report["steps_seconds"]) <= set(STEPS)
     assert report["calls"]["fold"] >= 1 and report["cpu_seconds"] >= 0
     assert len(pipe.windows) == 4 * 3   # 4 windows of 10 s, each with its two slices
+
+
+def test_a_static_step_stays_static() -> None:
+    from mlpulse.aggregates import PredictionAggregate
+
+    steps = install()
+    try:
+        aggregate = PredictionAggregate()
+        aggregate.add_batch([PredictionEvent(event_id="1", timestamp=1.0, model="m",
+                                             latency_ms=2.0)])
+        summary = aggregate.result(model="m", model_version="v", window_start="",
+                                   window_end="", late_events=0)   # self.results(...)
+    finally:
+        steps.restore()
+    assert summary.count == 1 and steps.calls["summaries"] == 1
+    assert isinstance(PredictionAggregate.__dict__["results"], staticmethod)
