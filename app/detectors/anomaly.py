@@ -35,8 +35,8 @@ from river import anomaly
 
 from .finding import Finding
 
-__all__ = ["LatencyAnomaly", "LogErrorSpike", "Spread", "WindowAnomaly", "observe_many",
-           "sampling_sds", "spreads", "window_samples", "window_vector"]
+__all__ = ["LatencyAnomaly", "LogErrorSpike", "WindowAnomaly", "observe_many", "sampling_sds",
+           "window_samples", "window_vector"]
 
 MIN_CHANGE = {
     "throughput_per_s": 0.0, "error_rate": 0.02, "latency_p95_ms": 0.0,
@@ -210,37 +210,21 @@ class WindowAnomaly:
         return out
 
 
-Spread = tuple[list[float], list[int], list[float]]
-"""Per metric, the median of a window history's values, how many it has, and their MAD."""
-
-
-def spreads(anomalies: Sequence[WindowAnomaly]) -> list[Spread | None]:
-    """The :data:`Spread` of each detector's remembered windows (None: still warming up),
-    all in two sorts: the histories stacked, shorter ones padded with empty windows (a
-    window judged ~7 metrics at two medians each, and every window of every series and
-    slice is judged; a model version's slices close together).
+def _spread_arrays(anomalies: Sequence[WindowAnomaly]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per detector (past its warm-up) and metric, the median of its remembered windows'
+    values, how many it has, and their MAD, as detectors × metrics arrays: all in two
+    sorts, the histories stacked, shorter ones padded with empty windows (a model
+    version's slices close together, and each window judges ~7 metrics at two medians).
 
     >>> a, b = WindowAnomaly(warmup_windows=2), WindowAnomaly(warmup_windows=2)
     >>> for x in (0.01, 0.03, 0.02):
     ...     _ = a.observe({"error_rate": x})
     >>> for x in (0.05, 0.07):
     ...     _ = b.observe({"error_rate": x})
-    >>> [round(s[0][_COLUMN["error_rate"]], 3) for s in spreads([a, b])]
+    >>> [round(float(m), 3) for m in _spread_arrays([a, b])[0][:, _COLUMN["error_rate"]]]
     [0.02, 0.06]
     """
-    ready = [i for i, a in enumerate(anomalies) if a._stored >= a.warmup_windows]
-    out: list[Spread | None] = [None] * len(anomalies)
-    if not ready:
-        return out
-    medians, counts, mads = _spread_arrays([anomalies[i] for i in ready])
-    for k, i in enumerate(ready):
-        out[i] = (medians[k].tolist(), counts[k].tolist(), mads[k].tolist())
-    return out
-
-
-def _spread_arrays(anomalies: Sequence[WindowAnomaly]
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`spreads` of detectors past their warm-up, as detectors × metrics arrays."""
     depth = max(a._stored for a in anomalies)
     rows = np.full((len(anomalies), depth, len(METRICS)), np.nan)
     for k, a in enumerate(anomalies):
@@ -254,7 +238,7 @@ def observe_many(anomalies: Sequence[WindowAnomaly], vectors: Sequence[dict[str,
     """:meth:`WindowAnomaly.observe` of several detectors' windows (each detector once: a
     model version's and its slices' closing together), their robust z-scores in one numpy
     pass over windows × metrics, where each window's ~7 metrics judged one by one cost
-    ~30 µs; their spreads (:func:`spreads`) in two sorts.
+    ~30 µs; their spreads (:func:`_spread_arrays`) in two sorts.
 
     >>> a, b = WindowAnomaly(warmup_windows=2, use_hst=False), WindowAnomaly(warmup_windows=2)
     >>> for x in (0.01, 0.02):

@@ -53,7 +53,6 @@ from .settings import ModelDetectors
 __all__ = ["ModelMonitor"]
 
 
-
 class ModelMonitor:
     """Reference, change detectors and anomaly detector of one model version."""
 
