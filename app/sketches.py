@@ -82,15 +82,27 @@ class QuantileSketch:
         mapping = self._mapping
         positive = values[values > mapping.min_possible]
         if positive.size:
-            # LogarithmicMapping.key, vectorised: ceil(log2(v) * multiplier) + offset
-            keys = (np.ceil(np.log2(positive) * mapping._multiplier)
-                    + mapping._offset).astype(np.int64)
+            keys = self.keys_of(positive)
             self._add_keys(int(keys.min()), np.bincount(keys - keys.min()))
         self._zero_count += values.size - positive.size
         self._count += values.size
         self._sum += float(values.sum())
         self._min = min(self._min, float(values.min()))
         self._max = max(self._max, float(values.max()))
+
+    @classmethod
+    def keys_of(cls, positive: np.ndarray) -> np.ndarray:
+        """The bucket key of each value (above the mapping's least): ``LogarithmicMapping.key``
+        vectorised, ``ceil(log2(v) * multiplier) + offset``.
+
+        >>> mapping = QuantileSketch._mapping
+        >>> values = np.array([0.5, 1.0, 20.0, 1e6])
+        >>> QuantileSketch.keys_of(values).tolist() == [mapping.key(v) for v in values]
+        True
+        """
+        mapping = cls._mapping
+        return (np.ceil(np.log2(positive) * mapping._multiplier)
+                + mapping._offset).astype(np.int64)
 
     @classmethod
     def add_parts(cls, sketches: list[QuantileSketch], values: np.ndarray,
@@ -150,10 +162,7 @@ class QuantileSketch:
         >>> grid.sum(axis=1).tolist(), int(grid[1, 0])
         ([1, 2], 1)
         """
-        mapping = cls._mapping
-        # LogarithmicMapping.key, vectorised: ceil(log2(v) * multiplier) + offset
-        keys = (np.ceil(np.log2(positive) * mapping._multiplier)
-                + mapping._offset).astype(np.int64)
+        keys = cls.keys_of(positive)
         base = int(keys.min())
         width = int(keys.max()) - base + 1
         return base, np.bincount(group * width + (keys - base),

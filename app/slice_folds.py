@@ -349,9 +349,7 @@ class _Rollup:
         lows, highs = self._extremes(values, group, f)
         grids: list[tuple[int, np.ndarray] | None] = [None] * f
         if positive.any():
-            # LogarithmicMapping.key, vectorised: ceil(log2(v) * multiplier) + offset
-            keys = (np.ceil(np.log2(values[positive]) * mapping._multiplier)
-                    + mapping._offset).astype(np.int64)
+            keys = QuantileSketch.keys_of(values[positive])
             which = field[positive]
             base = np.full(f, np.iinfo(np.int64).max)
             top = np.full(f, np.iinfo(np.int64).min)
