@@ -85,7 +85,7 @@ class AlertmanagerBridge:
         consumer = AIOKafkaConsumer(
             self.topic, bootstrap_servers=bootstrap, group_id=self.group_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
-            **kafka_options(self.settings))
+            **kafka_options(self.settings), **self.settings.group_options())
         await consumer.start()
         loop = asyncio.get_running_loop()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:

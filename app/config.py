@@ -126,6 +126,13 @@ class Settings:
     ingest_fetch_bytes: int = 1024 * 1024
     """Most bytes of input the ingest stage fetches at once, over all its partitions (a
     larger message still comes, alone): what a backlog holds in memory while it is read."""
+    group_session_timeout_seconds: float = 10.0
+    """How long the group coordinator waits for a silent worker before it hands the
+    worker's partitions to the others (Kafka's session timeout; heartbeats go every third
+    of it, at most every 3 s). Shorter: a dead worker is replaced sooner and a group forms
+    sooner (a broker may wait half of it for members to join), but a worker stalled that
+    long loses its partitions. Apache Kafka accepts 6 s to 30 min by default
+    (``group.min.session.timeout.ms``, ``group.max.session.timeout.ms``)."""
     commit_interval_seconds: float = 1.0
     """How often a worker checkpoints its windows with the input offsets they hold (what a
     crash replays at most), then commits those offsets."""
@@ -203,6 +210,25 @@ class Settings:
         """The segment keys that slice every model (``segment_keys``, parsed)."""
         return tuple(dict.fromkeys(k.strip() for k in self.segment_keys.split(",") if k.strip()))
 
+    @property
+    def group_timeouts_seconds(self) -> tuple[float, float, float]:
+        """A consumer group member's session timeout, heartbeat interval and rebalance
+        timeout (``group_session_timeout_seconds``; a rebalance waits at least 10 s for
+        members to rejoin: they checkpoint first).
+
+        >>> Settings(group_session_timeout_seconds=4).group_timeouts_seconds
+        (4.0, 1.3333333333333333, 10.0)
+        """
+        session = float(self.group_session_timeout_seconds)
+        return session, min(3.0, session / 3), max(10.0, session)
+
+    def group_options(self) -> dict[str, int]:
+        """:attr:`group_timeouts_seconds` as aiokafka consumer keyword arguments."""
+        session, heartbeat, rebalance = self.group_timeouts_seconds
+        return {"session_timeout_ms": round(session * 1000),
+                "heartbeat_interval_ms": round(heartbeat * 1000),
+                "rebalance_timeout_ms": round(rebalance * 1000)}
+
     def _validate(self) -> None:
         positive = ("partitions", "window_seconds", "max_message_bytes",
                     "max_batch_events", "max_categories", "top_values", "idle_check_seconds",
@@ -210,7 +236,8 @@ class Settings:
                     "feedback_max_predictions", "max_models", "max_versions", "max_services",
                     "max_features", "max_segment_values", "series_idle_seconds",
                     "ingest_max_records",
-                    "ingest_fetch_bytes", "commit_interval_seconds", "max_drift_seconds")
+                    "ingest_fetch_bytes", "commit_interval_seconds", "max_drift_seconds",
+                    "group_session_timeout_seconds")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_PREFIX}{name.upper()}: must be > 0")

@@ -73,7 +73,8 @@ class Pipeline:
         self.app = self._app()
         self.ingest_consumer = BatchConsumer(
             bootstrap=settings.bootstrap_or_error, group_id=f"{settings.group_id}-ingest",
-            handle=self._ingest, checkpoint=self._checkpoint, kafka=kafka_options(settings),
+            handle=self._ingest, checkpoint=self._checkpoint,
+            kafka={**kafka_options(settings), **settings.group_options()},
             max_records=settings.ingest_max_records, max_fetch_bytes=settings.ingest_fetch_bytes,
             commit_interval_s=settings.commit_interval_seconds)
         self.checkpoint_reader = CheckpointReader(
@@ -96,7 +97,9 @@ class Pipeline:
             broker=[f"kafka://{host}" for host in s.bootstrap_or_error.split(",")],
             value_serializer="raw", key_serializer="raw", store="memory://",
             autodiscover=False, topic_partitions=s.partitions, topic_disable_leader=True,
-            broker_session_timeout=10, broker_rebalance_timeout=10,
+            broker_session_timeout=s.group_timeouts_seconds[0],
+            broker_heartbeat_interval=s.group_timeouts_seconds[1],
+            broker_rebalance_timeout=s.group_timeouts_seconds[2],
             consumer_max_fetch_size=max(s.max_message_bytes, 4 * 1024 * 1024),
             producer_max_request_size=max(s.max_message_bytes, 1024 * 1024),
             # internal messages carry whole batches: let each be one producer batch

@@ -59,6 +59,10 @@ def settings(broker: EmbeddedBroker, request: pytest.FixtureRequest) -> Settings
         # input partitions without traffic stop holding windows back 1 s after assignment
         # (default 5 s): the tests' timings assume windows close soon after the stream
         idle_partition_seconds=1.0,
+        # a worker's group forms in 2 s, not 5: Tansu waits half the session timeout for
+        # members to join, at every worker's start and every rebalance (heartbeats every
+        # 1.3 s; a worker stalled 4 s would lose its partitions)
+        group_session_timeout_seconds=4.0,
     )
     ensure_topics(settings)
     return settings

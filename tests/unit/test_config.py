@@ -25,6 +25,8 @@ def test_env_overrides_yaml(tmp_path):
     ({"MLPULSE_WINDOW_SECONDS": "0"}, "MLPULSE_WINDOW_SECONDS: must be > 0"),
     ({"MLPULSE_WEB_PORT": "70000"}, "MLPULSE_WEB_PORT"),
     ({"MLPULSE_CONFIG": "/nonexistent.yaml"}, "cannot read"),
+    ({"MLPULSE_GROUP_SESSION_TIMEOUT_SECONDS": "0"},
+     "MLPULSE_GROUP_SESSION_TIMEOUT_SECONDS: must be > 0"),
 ])
 def test_bad_settings_name_the_variable(env, message):
     with pytest.raises(ConfigError, match=message):
@@ -69,3 +71,16 @@ def test_check_config_accepts_a_good_file(tmp_path, capsys):
                     "  - {name: slow, expr: latency_ms.p99 > 500, for: 2}\n")
     assert main(["check-config", str(path)]) == 0
     assert "ok" in capsys.readouterr().out
+
+
+def test_group_timeouts_heartbeat_well_within_the_session():
+    # Kafka's advice: heartbeats at most a third of the session timeout; the rebalance
+    # timeout (members checkpoint before they rejoin) never shorter than 10 s
+    assert Settings.from_env({}).group_options() == {
+        "session_timeout_ms": 10_000, "heartbeat_interval_ms": 3_000,
+        "rebalance_timeout_ms": 10_000}
+    assert Settings.from_env({"MLPULSE_GROUP_SESSION_TIMEOUT_SECONDS": "45"}).group_options() == {
+        "session_timeout_ms": 45_000, "heartbeat_interval_ms": 3_000,
+        "rebalance_timeout_ms": 45_000}
+    short = Settings(group_session_timeout_seconds=4).group_options()
+    assert short["heartbeat_interval_ms"] == 1333
