@@ -54,7 +54,14 @@ from aiokafka.errors import KafkaError
 from bench.common import display, git_commit
 from bench.peers import quix_available, run_ceiling, run_quix
 from bench.runner import CaseFailed, CaseResult, run_mlpulse, run_naive
-from bench.workload import envelope_messages, generate, sentinels, single_messages, unkeyed
+from bench.workload import (
+    add_features,
+    envelope_messages,
+    generate,
+    sentinels,
+    single_messages,
+    unkeyed,
+)
 
 DEFAULT_EVENTS = 600_000
 DEFAULT_SINGLE_EVENTS = 30_000
@@ -101,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="also run the envelopes with MLPULSE_SEGMENT_KEYS=KEYS, in turn "
                              "with the plain case (every event then carries 5 values of each "
                              "key, e.g. region,tier: 2 keys x 5 values)")
+    parser.add_argument("--extra-features", type=int, default=0, metavar="N",
+                        help="N more numeric features on every event (the simulator's have "
+                             "4: 3 numeric, 1 categorical), for every case")
     parser.add_argument("--window-seconds", type=float, default=60.0,
                         help="the workers' window (60: 6,000 events per model-window at the "
                              "default rate; 10: 1,000)")
@@ -126,6 +136,8 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
         keys = [k.strip() for k in args.slices.split(",") if k.strip()]
         for i, event in enumerate(events):
             event["segment"] = {k: f"{k}{(i * (3 + j) // 7) % 5}" for j, k in enumerate(keys)}
+    if args.extra_features:
+        add_features(events, args.extra_features)
     _log(f"generated {len(events)} events in {time.perf_counter() - started:.1f} s")
     results: dict[str, CaseResult] = {}
     labels = _labels(args)
@@ -504,7 +516,9 @@ def _details(results: dict[str, CaseResult], failures: dict[str, str]) -> str:
         if stages:
             parts.append(f"CPU {stages['cpu_seconds']:.2f} s from the first input: " + ", ".join(
                 f"{name} {seconds:.2f}" for name, seconds in stages["steps_seconds"].items())
-                + f", rest {stages['rest_seconds']:.2f}")
+                + f", rest {stages['rest_seconds']:.2f}"
+                + (f" (system {stages['system_seconds']:.2f} s, {stages['minor_faults']:,} "
+                   "page faults)" if "system_seconds" in stages else ""))
         lines.append(f"  {r.case}: " + "; ".join(parts))
     for key, reason in failures.items():
         if reason.startswith("failed"):
@@ -528,6 +542,7 @@ def _report(args: argparse.Namespace, results: dict[str, CaseResult], failures: 
             "events": args.events, "single_events": args.single_events,
             "envelope_size": args.envelope_size, "models": args.models,
             "event_rate_per_s": args.rate, "window_seconds": args.window_seconds,
+            "extra_features": args.extra_features,
             "lateness_seconds": 10.0,
             "quick": args.quick, "repeat": args.repeat, "warmup": args.warmup,
         },

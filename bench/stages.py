@@ -25,6 +25,7 @@ import functools
 import importlib
 import json
 import os
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -61,6 +62,7 @@ class Steps:
         self._inner: list[float] = []   # per open call: seconds of the timed calls in it
         self.first_input_cpu_s: float | None = None
         self._patched: list[tuple[type, str, Any]] = []
+        self._first_usage: resource.struct_rusage | None = None
 
     def wrap(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
         inner, seconds, calls, clock = self._inner, self.seconds, self.calls, self.clock
@@ -71,6 +73,7 @@ class Steps:
         def timed(*args: Any, **kwargs: Any) -> Any:
             if first and self.first_input_cpu_s is None:
                 self.first_input_cpu_s = time.process_time()
+                self._first_usage = resource.getrusage(resource.RUSAGE_SELF)
             started = clock()
             inner.append(0.0)
             try:
@@ -88,9 +91,14 @@ class Steps:
         cpu_s = time.process_time() - (self.first_input_cpu_s or 0.0)
         steps = {name: round(s, 3) for name, s in sorted(self.seconds.items(),
                                                          key=lambda item: -item[1])}
+        usage, first = resource.getrusage(resource.RUSAGE_SELF), self._first_usage
         return {"steps_seconds": steps, "calls": dict(self.calls),
                 "cpu_seconds": round(cpu_s, 3),
-                "rest_seconds": round(cpu_s - sum(self.seconds.values()), 3)}
+                "rest_seconds": round(cpu_s - sum(self.seconds.values()), 3),
+                # the kernel's share (page faults: memory mapped and freed) from the first
+                # input on
+                "system_seconds": round(usage.ru_stime - (first.ru_stime if first else 0), 3),
+                "minor_faults": usage.ru_minflt - (first.ru_minflt if first else 0)}
 
     def restore(self) -> None:
         """Undo :func:`install`."""

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+import numpy as np
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
@@ -51,6 +52,22 @@ def generate(n_events: int, n_models: int = 10, rate_per_s: float = 1000.0,
     simulator = Simulator(n_models=n_models, seed=seed)
     return list(simulator.events(start_s=T0, duration_s=n_events / rate_per_s,
                                  rate_per_s=rate_per_s))
+
+
+def add_features(events: Sequence[Event], count: int, seed: int = 2) -> None:
+    """Add ``count`` numeric features ``x0``, ``x1``, … (standard normal, 4 digits) to every
+    event's ``features``.
+
+    >>> events = [{"features": {"amount": 1.0}}, {}]
+    >>> add_features(events, 2)
+    >>> [sorted(e["features"]) for e in events]
+    [['amount', 'x0', 'x1'], ['x0', 'x1']]
+    """
+    rng = np.random.default_rng(seed)
+    values = np.round(rng.standard_normal((len(events), count)), 4).tolist()
+    names = [f"x{i}" for i in range(count)]
+    for event, row in zip(events, values, strict=True):
+        event.setdefault("features", {}).update(zip(names, row, strict=True))
 
 
 def sentinels(events: Sequence[Event]) -> list[Event]:
