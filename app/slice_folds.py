@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .columns import MISSING, NO_VALUES, Batch, Coded, numbers, pick
+from .detectors.profile import binned as is_binned
 from .sketches import BoundedCounter, NumericStats, QuantileSketch
 
 if TYPE_CHECKING:
@@ -254,6 +255,7 @@ def fold_slices(parts_of: list[list[PredictionAggregate]], batch: Batch,
             own = pick(column, rows.tolist()) if rows.size else []
             if own and own.count(MISSING) < len(own):
                 part.add_feature(feature, own, kinds, None)
+    roll.add_bins(profiles)
     if moments:   # (in order: a feature beyond the bound shares __other__'s moments)
         roll.moments(moments)
     cache = batch.cache_flags()
@@ -296,6 +298,14 @@ class _Rollup:
         self.cells = cells
         self.member = member
         self._present_member: dict[int, np.ndarray] = {}
+        self._binned: list[tuple[list[int], list[str], np.ndarray, np.ndarray,
+                                 list[np.ndarray]]] = []
+        """What :meth:`bins` left to :meth:`add_bins`: per signal, its slices that bin it,
+        their signal names, its values and their cells, and each slice's edges."""
+        self._watching: list[int] | None = None
+        """The slices whose profiles sample or watch events (the window's own, a slice's
+        while its reference builds), by position; the others bin (:attr:`_binning`)."""
+        self._binning: list[int] = []
 
     def counts(self, where: np.ndarray | None) -> np.ndarray:
         """Per slice, its rows (where ``where``)."""
@@ -397,19 +407,24 @@ class _Rollup:
         n_cells, sum_cells = n_cells.reshape(f, cells), sum_cells.reshape(f, cells)
         mean_cells = mean_cells.reshape(f, cells)
         lows, highs = self._extremes(values, group, f)
+        # every field's slices at once (fields × slices): a slice's count, mean and squared
+        # deviations are its cells' merged (Chan et al.: each cell's own, plus its count
+        # times its mean's squared distance from the slice's)
+        n = n_cells @ member.T
+        mean = (sum_cells @ member.T) / np.maximum(n, 1)
+        spread = ((mean_cells[:, None, :] - mean[:, :, None]) ** 2 * member
+                  * n_cells[:, None, :]).sum(axis=2)
+        m2 = m2_cells @ member.T + spread
+        counts_of = np.rint(n).astype(np.int64).tolist()
+        means_of, m2s_of = mean.tolist(), m2.tolist()
         for k, (stats, _, _) in enumerate(fields):
             if not sizes[k]:
                 continue
-            n_cell = n_cells[k]
-            n = member @ n_cell
-            mean = (member @ sum_cells[k]) / np.maximum(n, 1)
-            spread = (mean_cells[k][None, :] - mean[:, None]) ** 2 * member
-            m2 = member @ m2_cells[k] + spread @ n_cell
-            counts = np.rint(n).astype(np.int64).tolist()
-            mean_of, m2_of = mean.tolist(), m2.tolist()
+            counts, mean_of, m2_of, low, high = (counts_of[k], means_of[k], m2s_of[k],
+                                                 lows[k], highs[k])
             for j, (s, count) in enumerate(zip(stats, counts, strict=True)):
                 if s is not None and count:
-                    s._merge(count, mean_of[j], m2_of[j], lows[k][j], highs[k][j])
+                    s._merge(count, mean_of[j], m2_of[j], low[j], high[j])
 
     def categories(self, coded: Coded) -> list[dict[str, int]]:
         """Per slice, its rows' values counted (by key)."""
@@ -420,39 +435,77 @@ class _Rollup:
 
     def bins(self, profiles: list[Any], signals: list[str | None], values: np.ndarray,
              present: np.ndarray | None, own_rows: list[np.ndarray]) -> None:
-        """Add each slice's ``values`` (where ``present``) to its profile's ``signal``:
-        counted on the union of the slices' edges and summed onto each one's own; a profile
-        that samples or watches events (no slice's does) is handed its values."""
-        binned = []
-        for j, (profile, signal) in enumerate(zip(profiles, signals, strict=True)):
-            if profile is None or signal is None:
-                continue
-            if profile.changes is not None or profile.sample_size:
+        """Add each slice's ``values`` (where ``present``) to its profile's ``signal``: a
+        profile that samples or watches events (no slice's does) is handed its values now,
+        in order; the others' are counted by :meth:`add_bins`, every signal at once."""
+        if self._watching is None:   # (the same profiles for every signal of the batch)
+            self._watching = [j for j, p in enumerate(profiles) if p is not None and (
+                p.changes is not None or p.sample_size)]
+            self._binning = [j for j, p in enumerate(profiles) if p is not None
+                             and j not in self._watching]
+        for j in self._watching:
+            signal = signals[j]
+            if signal is not None:
                 own = values[own_rows[j]]
                 if present is not None:
                     own = own[present[own_rows[j]]]
-                profile.add(signal, own)
-            elif profile.bins(signal) is not None:
+                profiles[j].add(signal, own)
+        kinds: dict[str, bool] = {}
+        binned = []
+        for j in self._binning:   # (Profile.bins: binned and with edges)
+            signal = signals[j]
+            if signal is None:
+                continue
+            kind = kinds.get(signal)
+            if kind is None:
+                kind = kinds[signal] = is_binned(signal)
+            if kind and signal in profiles[j].edges:
                 binned.append(j)
         if not binned:
             return
         cell = self.cell
         if present is not None:
             values, cell = values[present], cell[present]
-        if not values.size:
+        if values.size:
+            self._binned.append((binned, [s for j in binned if (s := signals[j])], values, cell,
+                                 [profiles[j].edges[signals[j]] for j in binned]))
+
+    def add_bins(self, profiles: list[Any]) -> None:
+        """Count the values :meth:`bins` left to the profiles that bin them: every signal's
+        on the union of its slices' edges (which refines each slice's) in one ``bincount``
+        per cell, rolled up onto the slices by one product with the membership matrix,
+        then summed onto each slice's own bins by another ``bincount`` per signal
+        (:meth:`_Unions.of`); each profile takes all its signals' counts at once."""
+        fields, self._binned = self._binned, []
+        if not fields:
             return
-        edges = [profiles[j].edges[signals[j]] for j in binned]
-        union, onto, width = _UNIONS.of(edges)
-        per_cell = np.bincount(cell * (union.size + 1) + np.searchsorted(union, values, "right"),
-                               minlength=self.cells * (union.size + 1)).reshape(
-                                   self.cells, union.size + 1).astype(np.float64)
-        table = self.member[binned] @ per_cell
-        own = np.rint(np.bincount(onto, weights=table.ravel(),
-                                  minlength=len(binned) * width)).astype(np.int64).reshape(
-            len(binned), width)
-        for j, counts, own_edges in zip(binned, own, edges, strict=True):
+        unions = [_UNIONS.of(edges) for *_, edges in fields]
+        offsets = np.cumsum([0] + [union.size + 1 for union, _, _ in unions]).tolist()
+        total = offsets[-1]
+        index = np.concatenate([
+            cell * total + (offset + np.searchsorted(union, values, "right"))
+            for (_, _, values, cell, _), (union, _, _), offset in zip(fields, unions, offsets,
+                                                                     strict=False)])
+        per_cell = np.bincount(index, minlength=self.cells * total).reshape(
+            self.cells, total).astype(np.float64)
+        table = self.member @ per_cell   # slices × every signal's union bins
+        width = max(w for _, _, w in unions)
+        own = np.zeros((len(profiles), len(fields), width))
+        signals_of: dict[int, tuple[list[int], list[str]]] = {}
+        for i, ((binned, signals, *_), (union, onto, own_width), offset) in enumerate(
+                zip(fields, unions, offsets, strict=False)):
+            own[binned, i, :own_width] = np.bincount(
+                onto, weights=table[binned, offset:offset + union.size + 1].ravel(),
+                minlength=len(binned) * own_width).reshape(len(binned), own_width)
+            for j, signal in zip(binned, signals, strict=True):
+                rows, names = signals_of.setdefault(j, ([], []))
+                rows.append(i)
+                names.append(signal)
+        counts_of = np.rint(own).astype(np.int64)
+        for j, (rows, names) in signals_of.items():
+            counts = counts_of[j, rows]
             if counts.any():
-                profiles[j].add_binned(signals[j], counts[:own_edges.size + 1])
+                profiles[j].add_binned_rows(names, counts)
 
 
 class _Unions:

@@ -223,6 +223,22 @@ class WindowProfile:
             self._table = np.zeros((len(self._rows), width), dtype=np.int64)
         self._table[self._rows[signal], : edges.size + 1] += counts
 
+    def add_binned_rows(self, signals: list[str], counts: np.ndarray) -> None:
+        """:meth:`add_binned` of several signals at once: ``counts[i]`` are ``signals[i]``'s
+        (columns beyond a signal's own bins hold zeros).
+
+        >>> profile = WindowProfile(edges={"f:x": np.array([0.0]), "f:y": np.array([0.0, 1.0])})
+        >>> profile.add_binned_rows(["f:y", "f:x"], np.array([[1, 2, 3, 0], [4, 5, 0, 0]]))
+        >>> profile.counts("f:x", profile.edges["f:x"]).tolist()
+        [4, 5]
+        """
+        if self._table is None:
+            width = 1 + max(e.size for e in self.edges.values())
+            self._table = np.zeros((len(self._rows), width), dtype=np.int64)
+        width = min(counts.shape[1], self._table.shape[1])
+        rows = self._rows
+        self._table[[rows[s] for s in signals], :width] += counts[:, :width]
+
     def all_counts(self, edges: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """:meth:`counts` of each signal of ``edges`` that has any (a window's drift tests
         read them all: one look at the table for all).
