@@ -436,8 +436,9 @@ class _Rollup:
     def bins(self, profiles: list[Any], signals: list[str | None], values: np.ndarray,
              present: np.ndarray | None, own_rows: list[np.ndarray]) -> None:
         """Add each slice's ``values`` (where ``present``) to its profile's ``signal``: a
-        profile that samples or watches events (no slice's does) is handed its values now,
-        in order; the others' are counted by :meth:`add_bins`, every signal at once."""
+        profile that samples or watches events (the window's own; a slice's while its
+        reference builds) is handed its values now, in order; the others' are counted by
+        :meth:`add_bins`, every signal at once."""
         if self._watching is None:   # (the same profiles for every signal of the batch)
             self._watching = [j for j, p in enumerate(profiles) if p is not None and (
                 p.changes is not None or p.sample_size)]
@@ -451,7 +452,7 @@ class _Rollup:
                     own = own[present[own_rows[j]]]
                 profiles[j].add(signal, own)
         kinds: dict[str, bool] = {}
-        binned = []
+        binned, names = [], []
         for j in self._binning:   # (Profile.bins: binned and with edges)
             signal = signals[j]
             if signal is None:
@@ -461,14 +462,16 @@ class _Rollup:
                 kind = kinds[signal] = is_binned(signal)
             if kind and signal in profiles[j].edges:
                 binned.append(j)
+                names.append(signal)
         if not binned:
             return
         cell = self.cell
         if present is not None:
             values, cell = values[present], cell[present]
         if values.size:
-            self._binned.append((binned, [s for j in binned if (s := signals[j])], values, cell,
-                                 [profiles[j].edges[signals[j]] for j in binned]))
+            self._binned.append((binned, names, values, cell,
+                                 [profiles[j].edges[s] for j, s in zip(binned, names,
+                                                                       strict=True)]))
 
     def add_bins(self, profiles: list[Any]) -> None:
         """Count the values :meth:`bins` left to the profiles that bin them: every signal's
@@ -505,7 +508,7 @@ class _Rollup:
         for j, (rows, names) in signals_of.items():
             counts = counts_of[j, rows]
             if counts.any():
-                profiles[j].add_binned_rows(names, counts)
+                profiles[j].add_binned(names, counts)
 
 
 class _Unions:

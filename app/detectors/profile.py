@@ -213,22 +213,14 @@ class WindowProfile:
         :func:`binned`)."""
         return self.edges.get(signal) if binned(signal) else None
 
-    def add_binned(self, signal: str, counts: np.ndarray) -> None:
-        """Add counts of ``signal``'s values already binned on this profile's edges (a
-        profile that neither samples nor watches events: a slice's once it has a
-        reference; :func:`mlpulse.slice_folds.fold_slices`)."""
-        edges = self.edges[signal]
-        if self._table is None:
-            width = 1 + max(e.size for e in self.edges.values())
-            self._table = np.zeros((len(self._rows), width), dtype=np.int64)
-        self._table[self._rows[signal], : edges.size + 1] += counts
-
-    def add_binned_rows(self, signals: list[str], counts: np.ndarray) -> None:
-        """:meth:`add_binned` of several signals at once: ``counts[i]`` are ``signals[i]``'s
-        (columns beyond a signal's own bins hold zeros).
+    def add_binned(self, signals: list[str], counts: np.ndarray) -> None:
+        """Add counts of values already binned on this profile's edges, of several signals
+        at once: ``counts[i]`` are ``signals[i]``'s (columns beyond a signal's own bins hold
+        zeros). For a profile that neither samples nor watches events: a slice's once it has
+        a reference (:func:`mlpulse.slice_folds.fold_slices`).
 
         >>> profile = WindowProfile(edges={"f:x": np.array([0.0]), "f:y": np.array([0.0, 1.0])})
-        >>> profile.add_binned_rows(["f:y", "f:x"], np.array([[1, 2, 3, 0], [4, 5, 0, 0]]))
+        >>> profile.add_binned(["f:y", "f:x"], np.array([[1, 2, 3, 0], [4, 5, 0, 0]]))
         >>> profile.counts("f:x", profile.edges["f:x"]).tolist()
         [4, 5]
         """
