@@ -8,7 +8,7 @@ the key's :class:`~mlpulse.alerts.Lifecycle` (pending → firing → resolved, w
 inhibition); a check that could not run changes nothing.
 
 After every window it touches, a key's whole state (monitor and alert states)
-is written to a :class:`SnapshotStore` — a changelog-backed Faust table in the
+is written to a :class:`~mlpulse.store.SnapshotStore` — a changelog-backed Faust table in the
 worker — and read back when a key shows up on a worker without it in memory.
 
 >>> from mlpulse.config import Settings
@@ -27,9 +27,9 @@ import functools
 import hashlib
 import logging
 import zlib
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
@@ -51,6 +51,8 @@ from .join import Revised
 from .rules import Condition, Rules
 from .slicing import segment_of
 from .store import (
+    MemoryStore,
+    SnapshotStore,
     comparison_key,
     model_key,
     presence_key,
@@ -59,34 +61,11 @@ from .store import (
     service_key,
 )
 from .summarize import Closed
+from .window_values import window_metrics, window_value
 
-__all__ = ["Detect", "MemoryStore", "SnapshotStore", "load_reference_file", "window_metrics"]
+__all__ = ["Detect", "load_reference_file"]
 
 log = logging.getLogger("mlpulse.detect")
-
-
-class SnapshotStore(Protocol):
-    """Where detector state lives between windows, per partition."""
-
-    def get(self, partition: int, key: bytes) -> bytes | None: ...
-    def put(self, partition: int, key: bytes, value: bytes) -> None: ...
-    def items(self, partition: int) -> Iterable[tuple[bytes, bytes]]: ...
-
-
-class MemoryStore:
-    """A :class:`SnapshotStore` in a dict (tests, the in-memory pipeline)."""
-
-    def __init__(self) -> None:
-        self.data: dict[int, dict[bytes, bytes]] = {}
-
-    def get(self, partition: int, key: bytes) -> bytes | None:
-        return self.data.get(partition, {}).get(key)
-
-    def put(self, partition: int, key: bytes, value: bytes) -> None:
-        self.data.setdefault(partition, {})[key] = value
-
-    def items(self, partition: int) -> Iterable[tuple[bytes, bytes]]:
-        return list(self.data.get(partition, {}).items())
 
 
 class _ModelState:
@@ -663,72 +642,3 @@ def _unpack(stored: bytes) -> Any:
 
 def _seed(key: tuple[str, ...]) -> int:
     return int.from_bytes(hashlib.sha256("|".join(key).encode()).digest()[:4], "big")
-
-
-def window_value(closed: Closed, path: str, min_labels: int = 0) -> float | None:
-    """The metric at ``path`` of a closed window, read from its summary where
-    :func:`window_metrics` would build the summary as data first (None: not measured).
-
-    >>> aggregate = PredictionAggregate()
-    >>> aggregate.add_batch([PredictionEvent(event_id=str(i), timestamp=1.0, model="m",
-    ...                      latency_ms=20.0) for i in range(120)])
-    >>> summary = aggregate.result(model="m", model_version="v1", window_start="",
-    ...                            window_end="", late_events=0)
-    >>> closed = Closed(0, ("m", "v1"), 0.0, 60.0, aggregate, summary)
-    >>> paths = ("count", "latency_ms.max", "throughput_per_s", "performance.accuracy", "x")
-    >>> [window_value(closed, path) for path in paths]
-    [120.0, 20.0, 2.0, None, None]
-    >>> window_value(closed, "latency_ms.p99") == window_metrics(closed)["latency_ms"]["p99"]
-    True
-    """
-    if path == "throughput_per_s":
-        if closed.idle:
-            return None
-        return closed.summary.count / max(closed.end_s - closed.start_s, 1e-9)
-    value: Any = closed.summary
-    for part in path.split("."):
-        if isinstance(value, dict):
-            value = value.get(part)
-        elif part in getattr(type(value), "__struct_fields__", ()):
-            value = getattr(value, part)
-        else:
-            return None
-        if value is None:
-            return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    summary = closed.summary
-    if isinstance(summary, PredictionWindow) and (
-            (path.startswith("performance.") and summary.performance is not None
-             and summary.performance.labelled < min_labels)
-            or (path.startswith("outcomes.")
-                and summary.outcomes[path.split(".")[1]].count < min_labels)):
-        return None   # (as window_metrics leaves them out)
-    return float(value)
-
-
-def window_metrics(closed: Closed | Revised, min_labels: int = 0,
-                   fields: Collection[str] | None = None) -> dict[str, Any]:
-    """A closed window's summary as the metrics rules read (plus ``throughput_per_s``): its
-    ``fields`` only, if given (:attr:`Rules.fields <mlpulse.rules.Rules.fields>`: a slice's
-    summary as a whole costs more than the rules reading it).
-
-    ``performance`` is left out until the window has ``min_labels`` labels (no verdict), an
-    outcome until as many predictions have it, and
-    ``throughput_per_s`` from a window closed because its events stopped (incomplete by
-    construction: the end of a stream is not a throughput drop).
-    """
-    summary = closed.summary
-    metrics: dict[str, Any] = msgspec.to_builtins(summary) if fields is None else {
-        name: msgspec.to_builtins(getattr(summary, name)) for name in fields
-        if hasattr(summary, name)}
-    if not getattr(closed, "idle", False):
-        metrics["throughput_per_s"] = metrics["count"] / max(closed.end_s - closed.start_s,
-                                                             1e-9)
-    performance = metrics.get("performance")
-    if performance is not None and performance["labelled"] < min_labels:
-        del metrics["performance"]
-    if metrics.get("outcomes"):   # an outcome, likewise, once ``min_labels`` predictions have it
-        metrics["outcomes"] = {name: o for name, o in metrics["outcomes"].items()
-                               if o["count"] >= min_labels}
-    return metrics

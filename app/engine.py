@@ -42,7 +42,7 @@ from .checkpoint import Checkpoint, CheckpointRound, CheckpointWriter
 from .codec import chunk_spans, group_by
 from .config import Settings
 from .deadletter import reason_category
-from .detect import Detect, SnapshotStore
+from .detect import Detect
 from .events import AlertEvent, PredictionWindow
 from .ingest import SLICE_BYTES, Ingest, Record, Routed, slices
 from .join import Revised
@@ -53,6 +53,7 @@ from .progress import progress_of
 from .repartition import ORIGIN_HEADER, HopFilter, in_order, origin_of, pack_origin, partition_for
 from .reporting import Reader, Reporter
 from .status import Status, StatusCollector
+from .store import SnapshotStore
 from .streams import Stream, streams
 from .summarize import Closed, Summarizer
 from .topics import Topics

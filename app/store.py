@@ -1,4 +1,5 @@
-"""Detector state in a Faust table: the worker's :class:`~mlpulse.detect.SnapshotStore`.
+"""Where detector state lives: :class:`SnapshotStore`, in a Faust table on the worker
+(:class:`TableStore`), in a dict in tests (:class:`MemoryStore`).
 
 Values are written straight into the table's store and its changelog partition
 (the partition of the model's internal topic), so snapshots can be taken from
@@ -21,12 +22,13 @@ service's detector; each is routed by its model or service, like its events.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from .repartition import partition_for
 
-__all__ = ["END_MARKER", "TableStore", "comparison_key", "model_key", "presence_key",
-           "presence_model", "reference_key", "routing_key", "service_key"]
+__all__ = ["END_MARKER", "MemoryStore", "SnapshotStore", "TableStore", "comparison_key",
+           "model_key", "presence_key", "presence_model", "reference_key", "routing_key",
+           "service_key"]
 
 
 END_MARKER = b"e|"
@@ -69,8 +71,32 @@ def routing_key(key: bytes) -> bytes:
     return key[2:].split(b"|", 1)[0]
 
 
+class SnapshotStore(Protocol):
+    """Where detector state lives between windows, per partition."""
+
+    def get(self, partition: int, key: bytes) -> bytes | None: ...
+    def put(self, partition: int, key: bytes, value: bytes) -> None: ...
+    def items(self, partition: int) -> Iterable[tuple[bytes, bytes]]: ...
+
+
+class MemoryStore:
+    """A :class:`SnapshotStore` in a dict (tests, the in-memory pipeline)."""
+
+    def __init__(self) -> None:
+        self.data: dict[int, dict[bytes, bytes]] = {}
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        return self.data.get(partition, {}).get(key)
+
+    def put(self, partition: int, key: bytes, value: bytes) -> None:
+        self.data.setdefault(partition, {})[key] = value
+
+    def items(self, partition: int) -> Iterable[tuple[bytes, bytes]]:
+        return list(self.data.get(partition, {}).items())
+
+
 class TableStore:
-    """A :class:`~mlpulse.detect.SnapshotStore` over a Faust table of raw bytes."""
+    """A :class:`SnapshotStore` over a Faust table of raw bytes."""
 
     def __init__(self, partitions: int) -> None:
         self.partitions = partitions

@@ -26,11 +26,12 @@ import msgspec
 
 from .checkpoint import Checkpoint, next_slot, read_checkpoint
 from .config import Settings
-from .detect import Detect, MemoryStore
+from .detect import Detect
 from .engine import Engine, Outputs
 from .events import AlertEvent, DeadLetter, WindowSummary
 from .repartition import partition_for
 from .status import Status
+from .store import MemoryStore
 from .summarize import Summarizer
 
 __all__ = ["FakeClock", "LocalPipeline"]

@@ -15,8 +15,8 @@ from mlpulse.checkpoint import (
     read_checkpoint,
 )
 from mlpulse.config import Settings
-from mlpulse.detect import MemoryStore
 from mlpulse.sdk.simulator import Simulator
+from mlpulse.store import MemoryStore
 from mlpulse.testing import FakeClock, LocalPipeline
 
 T0 = 1_700_000_000.0

@@ -124,7 +124,7 @@ def test_the_baseline_is_the_same_after_a_restart():
     """The versions' counts move with the checkpoints (stored by the round a graceful
     stop writes): a restarted worker still compares 2.0, now most of the traffic, with
     1.0, which had more events before; without them it would take 2.0 as the baseline."""
-    from mlpulse.detect import MemoryStore
+    from mlpulse.store import MemoryStore
 
     before = traffic(3, {"1.0": 0.9, "2.0": 0.1})
     after = [e | {"timestamp": e["timestamp"] + 3 * WINDOW_S, "event_id": "b" + e["event_id"]}

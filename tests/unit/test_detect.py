@@ -9,8 +9,8 @@ import jsonschema
 import msgspec
 
 from mlpulse.config import Settings
-from mlpulse.detect import MemoryStore
 from mlpulse.sdk.simulator import Injection, Simulator
+from mlpulse.store import MemoryStore
 from mlpulse.testing import FakeClock, LocalPipeline
 
 T0 = 1_700_000_000.0
@@ -198,9 +198,9 @@ def test_a_quiet_model_gets_a_reference_and_waiting_for_it_is_bounded():
 
 
 def test_a_rule_on_throughput_gives_no_verdict_on_a_window_closed_because_events_stopped():
-    from mlpulse.detect import window_metrics
     from mlpulse.events import PredictionWindow
     from mlpulse.summarize import Closed
+    from mlpulse.window_values import window_metrics
 
     summary = PredictionWindow(
         model="m", model_version="v1", window_start="", window_end="", count=30,
@@ -216,9 +216,9 @@ def test_a_rule_on_throughput_gives_no_verdict_on_a_window_closed_because_events
 def test_the_metrics_rules_read_are_those_of_the_whole_summary():
     """Rules read a window's metrics from the summary's fields their paths name (and a
     rate's trials): the same values as from the whole summary."""
-    from mlpulse.detect import window_metrics
     from mlpulse.rules import Rules, _lookup, _trials
     from mlpulse.summarize import Closed
+    from mlpulse.window_values import window_metrics
 
     rules = Rules.from_mapping({"rules": [
         {"name": "slow", "expr": "latency_ms.p99 > 10"},
@@ -247,10 +247,10 @@ def test_a_window_no_rule_may_hold_on_has_no_active_condition():
     import functools
     import random
 
-    from mlpulse.detect import window_metrics, window_value
     from mlpulse.events import OutcomeSummary, PerformanceSummary
     from mlpulse.rules import Rules
     from mlpulse.summarize import Closed
+    from mlpulse.window_values import window_metrics, window_value
 
     pipe = pipeline()
     feed(pipe, Simulator(n_models=1, seed=5), 0, 2)
