@@ -203,10 +203,11 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
 
         async def unkeyed_run(label: str = labels[key], subset: Sequence[Any] = subset,
                               unkeyed_messages: list[Any] = unkeyed_messages) -> CaseResult:
-            return await run_mlpulse(
+            return await run_mlpulse(   # (the keyed case's windows: their ratio compares)
                 bootstrap, label, messages=unkeyed_messages, expected_events=len(subset),
                 cutoff_s=cutoff(subset), workdir=workdir, timeout_s=args.timeout,
-                profile_dir=args.profile, broker_pid=broker_pid)
+                profile_dir=args.profile, broker_pid=broker_pid,
+                window_seconds=args.window_seconds, stages=args.stages)
 
         _log(f"{labels[key]}: {len(subset)} events in {len(unkeyed_messages)} messages")
         results[key] = await _best_of(args.repeat, labels[key], unkeyed_run, args.warmup)
