@@ -88,6 +88,7 @@ class Pipeline:
 
     def _app(self) -> faust.App:
         s = self.settings
+        session_s, heartbeat_s, rebalance_s = s.group_timeouts_seconds
         web_options: dict[str, Any] = {}
         if s.web_auth_username and s.web_auth_password:
             web_options["middlewares"] = [auth_middleware(
@@ -97,9 +98,8 @@ class Pipeline:
             broker=[f"kafka://{host}" for host in s.bootstrap_or_error.split(",")],
             value_serializer="raw", key_serializer="raw", store="memory://",
             autodiscover=False, topic_partitions=s.partitions, topic_disable_leader=True,
-            broker_session_timeout=s.group_timeouts_seconds[0],
-            broker_heartbeat_interval=s.group_timeouts_seconds[1],
-            broker_rebalance_timeout=s.group_timeouts_seconds[2],
+            broker_session_timeout=session_s, broker_heartbeat_interval=heartbeat_s,
+            broker_rebalance_timeout=rebalance_s,
             consumer_max_fetch_size=max(s.max_message_bytes, 4 * 1024 * 1024),
             producer_max_request_size=max(s.max_message_bytes, 1024 * 1024),
             # internal messages carry whole batches: let each be one producer batch

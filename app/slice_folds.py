@@ -451,16 +451,10 @@ class _Rollup:
                 if present is not None:
                     own = own[present[own_rows[j]]]
                 profiles[j].add(signal, own)
-        kinds: dict[str, bool] = {}
         binned, names = [], []
         for j in self._binning:   # (Profile.bins: binned and with edges)
             signal = signals[j]
-            if signal is None:
-                continue
-            kind = kinds.get(signal)
-            if kind is None:
-                kind = kinds[signal] = is_binned(signal)
-            if kind and signal in profiles[j].edges:
+            if signal is not None and is_binned(signal) and signal in profiles[j].edges:
                 binned.append(j)
                 names.append(signal)
         if not binned:

@@ -186,9 +186,18 @@ class WindowProfile:
         if not state or not self.edges or state[0] != self.digest:
             return
         table = np.array(state[1], dtype=np.int64)
-        width = 1 + max(e.size for e in self.edges.values())
-        if table.shape == (len(self._rows), width):
+        if table.shape == self._shape():
             self._table = table
+
+    def _shape(self) -> tuple[int, int]:
+        """The table's: a row per signal, as wide as the most bins of any (``B + 2``)."""
+        return len(self._rows), 1 + max(e.size for e in self.edges.values())
+
+    def _counts_table(self) -> np.ndarray:
+        """The bin counts, allocated at the first value."""
+        if self._table is None:
+            self._table = np.zeros(self._shape(), dtype=np.int64)
+        return self._table
 
     def add(self, signal: str, values: np.ndarray) -> None:
         """Fold a batch of one signal's values (finite floats, event order)."""
@@ -198,10 +207,8 @@ class WindowProfile:
             self.changes.update(signal, values)
         edges = self.bins(signal)
         if edges is not None:
-            if self._table is None:
-                width = 1 + max(e.size for e in self.edges.values())
-                self._table = np.zeros((len(self._rows), width), dtype=np.int64)
-            self._table[self._rows[signal], : edges.size + 1] += bin_counts(edges, values)
+            self._counts_table()[self._rows[signal], : edges.size + 1] += bin_counts(edges,
+                                                                                     values)
         if self.sample_size:
             sample = self.samples.get(signal)
             if sample is None:
@@ -224,12 +231,10 @@ class WindowProfile:
         >>> profile.counts("f:x", profile.edges["f:x"]).tolist()
         [4, 5]
         """
-        if self._table is None:
-            width = 1 + max(e.size for e in self.edges.values())
-            self._table = np.zeros((len(self._rows), width), dtype=np.int64)
-        width = min(counts.shape[1], self._table.shape[1])
+        table = self._counts_table()
+        width = min(counts.shape[1], table.shape[1])
         rows = self._rows
-        self._table[[rows[s] for s in signals], :width] += counts[:, :width]
+        table[[rows[s] for s in signals], :width] += counts[:, :width]
 
     def all_counts(self, edges: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """:meth:`counts` of each signal of ``edges`` that has any (a window's drift tests
