@@ -112,11 +112,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="N more numeric features on every event (the simulator's have "
                              "4: 3 numeric, 1 categorical), for every case")
     parser.add_argument("--window-seconds", type=float, default=60.0,
-                        help="the workers' window (60: 6,000 events per model-window at the "
-                             "default rate; 10: 1,000)")
+                        help="every mlpulse worker's window (60: 6,000 events per "
+                             "model-window at the default rate; 10: 1,000)")
     parser.add_argument("--stages", action="store_true",
-                        help="the envelope cases' workers time their engine's steps "
-                             "(python -m bench.stages): where their time went, in the report")
+                        help="the mlpulse workers (an A/B baseline's aside) time their "
+                             "engine's steps (python -m bench.stages): where their time went, "
+                             "in the report")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="run the mlpulse workers under cProfile, writing DIR/*.prof "
                              "(slows them down: numbers are not comparable)")
@@ -220,7 +221,8 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
         return await run_mlpulse(
             bootstrap, plain_case, messages=messages, expected_events=len(envelope_events),
             cutoff_s=cutoff(envelope_events), workdir=workdir, timeout_s=args.timeout,
-            profile_dir=args.profile, broker_pid=broker_pid, detectors=NO_DETECTORS)
+            profile_dir=args.profile, broker_pid=broker_pid, detectors=NO_DETECTORS,
+            window_seconds=args.window_seconds, stages=args.stages)
 
     results["no_detectors"] = await _best_of(args.repeat, plain_case, plain_run, args.warmup)
 
@@ -233,7 +235,8 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
         return await run_mlpulse(
             bootstrap, single_case, messages=singles, expected_events=len(single_events),
             cutoff_s=cutoff(single_events), workdir=workdir, timeout_s=args.timeout,
-            profile_dir=args.profile, broker_pid=broker_pid)
+            profile_dir=args.profile, broker_pid=broker_pid,
+            window_seconds=args.window_seconds, stages=args.stages)
 
     results["single"] = await _best_of(args.repeat, single_case, single_run, args.warmup)
     single_topic = str(results["single"].details["input_topic"])
