@@ -86,10 +86,11 @@ class PredictionAggregate:
         """The window's slices (``slicer``: which events are in which), folded from the
         same columns as the window; each a new aggregate from ``new_slice``."""
         self.min_batch = min_batch
-        """Batches smaller than this wait (in ``_waiting``) to be folded with the next: a
+        """Batches smaller than this wait (in ``_held``) to be folded with the next: a
         slice's share of a batch is a few events, and folding costs ~0.15 ms a batch
         whatever its size. Everything waiting is folded before a result or state."""
-        self._waiting: list[PredictionEvent] = []
+        self._held: list[tuple[Batch, Sliced | None]] = []
+        self._held_events = 0
         self.profile = profile
         self.labels = labels
         self.max_features = max_features
@@ -126,42 +127,75 @@ class PredictionAggregate:
         Each field is read once for the whole batch (:class:`~mlpulse.columns.Batch`) and
         folded by C-speed builtins and numpy: a Python-level pass per field and event cost
         more than the rest of the aggregation. A sliced window folds each of its slices
-        from the same columns.
+        from the same columns. Under ``min_batch`` it reads a batch's columns and slices
+        as the batch comes (and tells its label index of it), and holds them as arrays
+        and codes, not the events (:meth:`~mlpulse.columns.Batch.compact`).
         """
-        if self.min_batch:
-            waiting = self.waiting_events
-            self._waiting.extend(events)
-            if len(self._waiting) < self.min_batch:
-                if waiting is not None:
-                    waiting.add(self, len(events))
-                return
-            events, self._waiting = self._waiting, []
+        if not self.min_batch:
+            self._fold(events)
+            return
+        self._gather(events)
+        waiting = self.waiting_events
+        if self._held_events < self.min_batch:
             if waiting is not None:
-                waiting.remove(self)
-        self._fold(events)
+                waiting.add(self, len(events))
+            return
+        if waiting is not None:
+            waiting.remove(self)
+        self._fold()
 
     def flush(self) -> None:
         """Fold the events waiting (``min_batch``)."""
-        if self._waiting:
-            events, self._waiting = self._waiting, []
+        if self._held:
             if self.waiting_events is not None:
                 self.waiting_events.remove(self)
-            self._fold(events)
+            self._fold()
 
     @property
     def waiting(self) -> int:
         """Events waiting to be folded (``min_batch``)."""
-        return len(self._waiting)
+        return self._held_events
 
-    def _fold(self, events: Sequence[PredictionEvent]) -> None:
+    def _gather(self, events: Sequence[PredictionEvent]) -> None:
+        """Hold a batch (``min_batch``): its columns and slices read, its label index told,
+        then kept as arrays and codes, not as events."""
+        batch = Batch.of(events)
+        sliced = self.slicer(batch) if self.slicer is not None else None
+        if self.labels is not None:
+            self.labels.remember(events, batch.predictions, batch.prediction_kinds, sliced)
+        batch.compact(sliced.groups if sliced is not None else [], self.trace_sample)
+        self._held.append((batch, sliced))
+        self._held_events += batch.n
+
+    def _fold(self, events: Sequence[PredictionEvent] | None = None) -> None:
+        """Fold ``events``, or (None) the batches held."""
+        if events is None:
+            held, self._held, self._held_events = self._held, [], 0
+            if len(held) == 1:
+                batch, sliced = held[0]
+                groups = sliced.groups if sliced is not None else []
+            else:
+                batch = Batch.concat([b for b, _ in held])
+                groups = Sliced.concat([s for _, s in held if s is not None],
+                                       [b.n for b, s in held if s is not None])
+            self._fold_sliced(batch, groups)
+            return
         batch = Batch.of(events)
         if self.slicer is None:
             self._fold_batch(batch)
             return
         sliced = self.slicer(batch)
+        if self.labels is not None:
+            self.labels.remember(events, batch.predictions, batch.prediction_kinds, sliced)
+        self._fold_sliced(batch, sliced.groups)
+
+    def _fold_sliced(self, batch: Batch,
+                     groups: list[tuple[list[str], np.ndarray, np.ndarray]]) -> None:
+        """Fold ``batch`` into the window and the slices of its rows (``groups``: see
+        :class:`~mlpulse.slicing.Sliced`), its label index told already."""
         slices = self.slices
         parts_of = []
-        for names, _, _ in sliced.groups:   # the slices of each set of keys
+        for names, _, _ in groups:   # the slices of each set of keys
             parts = []
             for name in names:
                 part = slices.get(name)
@@ -171,18 +205,14 @@ class PredictionAggregate:
                 parts.append(part)
             parts_of.append(parts)
         # the window and its slices at once, each row counted in its combination of slices
-        if parts_of and fold_slices(parts_of, batch, sliced.groups, whole=self):
-            if self.labels is not None:
-                self.labels.remember(batch.events, batch.predictions, batch.prediction_kinds,
-                                     sliced)
+        if fold_slices(parts_of, batch, groups, whole=self):
             return
-        self._fold_batch(batch, sliced)
-        batch.failed(), batch.llm(), batch.cache_flags()   # once, for every set of keys
-        for parts, (_, rows, sizes) in zip(parts_of, sliced.groups, strict=True):
+        fold_slices([], batch, [], whole=self)   # (one cell: every row)
+        for parts, (_, rows, sizes) in zip(parts_of, groups, strict=True):
             fold_parts(parts, batch, rows, sizes)
 
-    def _fold_batch(self, batch: Batch, sliced: Sliced | None = None) -> None:
-        """Fold ``batch`` (its events' slices: ``sliced``, for the label index)."""
+    def _fold_batch(self, batch: Batch) -> None:
+        """Fold ``batch`` and tell the label index of it."""
         events, n = batch.events, batch.n
         self.count += n
         statuses = batch.statuses
@@ -197,7 +227,7 @@ class PredictionAggregate:
         self.confidence.add_many(confidence)
         predictions, prediction_kinds = batch.predictions, batch.prediction_kinds
         if self.labels is not None:
-            self.labels.remember(events, predictions, prediction_kinds, sliced)
+            self.labels.remember(events, predictions, prediction_kinds)
         values = numbers(predictions, prediction_kinds) if float in prediction_kinds else (
             NO_VALUES)
         self.prediction_values.add_many(values)

@@ -129,9 +129,10 @@ class Batch:
     [[0.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]]
     """
 
-    __slots__ = ("_cache", "_codes", "_failed", "_llm", "_named", "cache", "confidence",
-                 "costs", "events", "features", "latency", "n", "prediction_kinds",
-                 "predictions", "statuses", "tokens_in", "tokens_out", "trace_ids")
+    __slots__ = ("_cache", "_codes", "_error_types", "_failed", "_llm", "_named", "_numbers",
+                 "cache", "confidence", "costs", "events", "features", "latency", "n",
+                 "prediction_kinds", "predictions", "statuses", "tokens_in", "tokens_out",
+                 "trace_ids")
 
     events: Sequence[Any]
     n: int
@@ -154,6 +155,8 @@ class Batch:
         self._llm: tuple[np.ndarray, np.ndarray, np.ndarray] | bool | None = False
         self._cache: tuple[np.ndarray, np.ndarray] | bool | None = False
         self._codes: dict[str | None, Coded | None] = {}
+        self._error_types: list[str | None] | bool | None = False
+        self._numbers: np.ndarray | None = None
         self._named: dict[str, tuple[str, list[object], set[type], np.ndarray | None]] | None = (
             None)
 
@@ -207,12 +210,141 @@ class Batch:
 
     def prediction_numbers(self) -> np.ndarray:
         """Each row's prediction if it is a float (as :func:`numbers` counts them), else
-        NaN."""
-        predictions, kinds = self.predictions, self.prediction_kinds
-        if kinds <= FLOAT_OR_NONE:
-            return np.array(predictions, dtype=np.float64)   # None -> NaN
-        return np.fromiter((v if type(v) is float else math.nan for v in predictions),
-                           dtype=np.float64, count=self.n)
+        NaN. Computed once."""
+        if self._numbers is None:
+            predictions, kinds = self.predictions, self.prediction_kinds
+            self._numbers = np.array(predictions, dtype=np.float64) if (   # None -> NaN
+                kinds <= FLOAT_OR_NONE) else np.fromiter(
+                (v if type(v) is float else math.nan for v in predictions),
+                dtype=np.float64, count=self.n)
+        return self._numbers
+
+    def error_types(self) -> list[str | None] | None:
+        """Per row, the error type of a failed call whose status is ``error`` (``unknown``
+        if it gave none; None for the other rows); None if there is no such row. Computed
+        once."""
+        if self._error_types is False:
+            out: list[str | None] | None = None
+            failed = self.failed()
+            if failed is not None:   # (a few rows: those that failed)
+                events = self.events
+                for row in np.flatnonzero(failed).tolist():
+                    event = events[row]
+                    if event.status == "error":
+                        if out is None:
+                            out = [None] * self.n
+                        out[row] = event.error_type or "unknown"
+            self._error_types = out
+        return self._error_types  # type: ignore[return-value]
+
+    def compact(self, groups: list[tuple[list[str], np.ndarray, np.ndarray]],
+                trace_sample: int) -> None:
+        """Keep only what folding the batch into a window and the slices of ``groups``
+        reads, as arrays and codes (:meth:`concat` joins such batches), and let go of the
+        events and of the Python values read from them: a sliced window holds its batches
+        until it folds them, and rows held as objects made the decoder and every later step
+        work in memory out of the CPU's caches. Trace ids are kept for the first
+        ``trace_sample`` rows that have one, of the batch and of each slice's rows (what
+        each one's sample may take)."""
+        self.failed(), self.llm(), self.cache_flags(), self.error_types()
+        if self.codes() is None:   # booleans among numbers: (type, value) as counters keep
+            self._codes[None] = _coded_typed(self.predictions)
+        if float in self.prediction_kinds:
+            self.prediction_numbers()
+        features: list[tuple[str, list[object], set[type], np.ndarray | None]] = []
+        for name, column, kinds, array in self.features:
+            read = array is not None or (kinds == STR and self.codes(name) is not None)
+            features.append((name, _DROPPED if read else column, kinds, array))
+        self.features = features
+        self._named = {f[0]: f for f in features}
+        traces = self.trace_ids
+        kept: list[str | None] = [None] * self.n
+        _first_traces(traces, range(self.n), kept, trace_sample)
+        for _, rows, sizes in groups:
+            row_list, start = rows.tolist(), 0
+            for size in sizes.tolist():
+                _first_traces(traces, row_list[start:start + size], kept, trace_sample)
+                start += size
+        self.trace_ids = kept
+        self.events, self.statuses, self.cache = (), _DROPPED, _DROPPED  # type: ignore[assignment]
+        self.tokens_in = self.tokens_out = self.costs = _DROPPED  # type: ignore[assignment]
+        self.predictions = _DROPPED
+
+    @classmethod
+    def concat(cls, batches: Sequence[Batch]) -> Batch:
+        """Batches made :meth:`compact` as one, row after row (features in the order they
+        first come, ``MISSING`` where a batch lacks one).
+
+        >>> from mlpulse.events import PredictionEvent
+        >>> def batch(*features):
+        ...     out = Batch.of([PredictionEvent(event_id="e", timestamp=1, model="m",
+        ...                                     prediction="a", features=f) for f in features])
+        ...     out.compact([], 5)
+        ...     return out
+        >>> both = Batch.concat([batch({"x": 1.0, "y": "b"}), batch({"y": "c", "x": 2.0}),
+        ...                      batch({"x": 3.0})])
+        >>> [(name, array.tolist() if array is not None else
+        ...   [None if v is MISSING else v for v in column]) for name, column, _, array
+        ...  in both.features]
+        [('x', [1.0, 2.0, 3.0]), ('y', ['b', 'c', None])]
+        >>> both.codes().keys, both.codes().codes.tolist()
+        (['a'], [0, 0, 0])
+        """
+        out = cls()
+        n = [b.n for b in batches]
+        out.events = ()
+        out.n = sum(n)
+        out.latency = np.concatenate([b.latency for b in batches])
+        out.confidence = np.concatenate([b.confidence for b in batches])
+        out.prediction_kinds = set().union(*(b.prediction_kinds for b in batches))
+        failed = [b.failed() for b in batches]
+        out._failed = None if all(f is None for f in failed) else np.concatenate([
+            f if f is not None else np.zeros(size, dtype=bool)
+            for f, size in zip(failed, n, strict=True)])
+        llm = [b.llm() for b in batches]
+        out._llm = None if all(a is None for a in llm) else tuple(  # type: ignore[assignment]
+            np.concatenate([a[i] if a is not None else np.full(size, math.nan)
+                            for a, size in zip(llm, n, strict=True)]) for i in range(3))
+        cache = [b.cache_flags() for b in batches]
+        out._cache = None if all(c is None for c in cache) else tuple(  # type: ignore[assignment]
+            np.concatenate([c[i] if c is not None else np.zeros(size)
+                            for c, size in zip(cache, n, strict=True)]) for i in range(2))
+        errors = [b.error_types() for b in batches]
+        out._error_types = None if all(e is None for e in errors) else list(
+            itertools.chain.from_iterable(e if e is not None else itertools.repeat(None, size)
+                                          for e, size in zip(errors, n, strict=True)))
+        out._codes[None] = Coded.concat([b.codes() for b in batches])  # type: ignore[misc]
+        if float in out.prediction_kinds:
+            out._numbers = np.concatenate([b.prediction_numbers() if float in b.prediction_kinds
+                                           else np.full(b.n, math.nan) for b in batches])
+        out.trace_ids = list(itertools.chain.from_iterable(b.trace_ids for b in batches))
+        named: dict[str, list[tuple[str, list[object], set[type], np.ndarray | None] | None]]
+        named = {}
+        for i, b in enumerate(batches):
+            for feature in b.features:
+                named.setdefault(feature[0], [None] * len(batches))[i] = feature
+        features: list[tuple[str, list[object], set[type], np.ndarray | None]] = []
+        for name, parts in named.items():
+            kinds = set().union(*(p[2] if p is not None else {object} for p in parts))
+            if kinds == FLOAT:
+                features.append((name, _DROPPED, kinds, np.concatenate(
+                    [p[3] for p in parts])))  # type: ignore[index]
+            elif kinds == STR and all(b.codes(name) is not None for b in batches):
+                out._codes[name] = Coded.concat([b.codes(name) for b in batches])  # type: ignore[misc]
+                features.append((name, _DROPPED, kinds, None))
+            else:   # (values of several kinds: as a list, each batch's spelled again)
+                column: list[object] = []
+                for p, b in zip(parts, batches, strict=True):
+                    column.extend(itertools.repeat(MISSING, b.n) if p is None else
+                                  p[3].tolist() if p[3] is not None else
+                                  p[1] if p[1] is not _DROPPED else
+                                  [b.codes(name).keys[c] for c in b.codes(name).codes.tolist()])  # type: ignore[union-attr]
+                features.append((name, column, kinds, None))
+        out.features = features
+        out._named = {f[0]: f for f in features}
+        out.statuses = out.cache = out.tokens_in = out.tokens_out = out.costs = _DROPPED  # type: ignore[assignment]
+        out.predictions = _DROPPED
+        return out
 
     @classmethod
     def of(cls, events: Sequence[Any]) -> Batch:
@@ -259,6 +391,19 @@ class Coded:
     """Each code's value as counters spell it (two codes may spell alike: "1" and 1)."""
     codes: np.ndarray
     """Each row's code."""
+
+    @staticmethod
+    def concat(codeds: Sequence[Coded]) -> Coded:
+        """Columns of codes one after the other, their keys in the order they first come
+        (values that spell alike: one key, as counters count them).
+
+        >>> Coded.concat([coded(["a", "b"], {str}), coded(["c", "a"], {str})]).codes.tolist()
+        [0, 1, 2, 0]
+        """
+        index: dict[str, int] = {}
+        codes = [np.array([index.setdefault(key, len(index)) for key in c.keys],
+                          dtype=np.intp)[c.codes] for c in codeds]
+        return Coded(list(index), np.concatenate(codes))
 
     def taken(self, rows: np.ndarray) -> Coded:
         """The codes of ``rows``."""
@@ -387,3 +532,38 @@ def numbers(values: list[object], kinds: set[type] | None = None) -> np.ndarray:
     if kinds <= FLOAT_OR_NONE:   # e.g. predictions with failed calls among them
         return floats(values)  # type: ignore[arg-type]
     return np.fromiter((v for v in values if type(v) is float), dtype=np.float64)
+
+
+_DROPPED: list[Any] = []
+"""A column :meth:`Batch.compact` let go of (empty: nothing reads it)."""
+
+
+def _coded_typed(values: list[object]) -> Coded:
+    """``values`` as codes by type and value (booleans apart from numbers), keys spelled
+    as counters spell them.
+
+    >>> c = _coded_typed([1, True, 1, 1.0])
+    >>> c.keys, c.codes.tolist()
+    (['1', 'true', '1'], [0, 1, 0, 2])
+    """
+    index: dict[tuple[type, object], int] = {}
+    first = np.fromiter(map(index.setdefault, zip(map(type, values), values,
+                                                  strict=True),
+                            itertools.count()), dtype=np.intp, count=len(values))
+    rows = list(index.values())
+    dense = np.zeros(len(values), dtype=np.intp)
+    dense[rows] = np.arange(len(rows))
+    return Coded([value_key(values[row]) for row in rows], dense[first])
+
+
+def _first_traces(traces: list[str | None], rows: Sequence[int], kept: list[str | None],
+                  k: int) -> None:
+    """Copy into ``kept`` the first ``k`` of ``rows`` with a trace id."""
+    found = 0
+    for row in rows:
+        trace = traces[row]
+        if trace:
+            kept[row] = trace
+            found += 1
+            if found == k:
+                return

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .columns import MISSING, NO_VALUES, Batch, Coded, numbers, pick
+from .columns import MISSING, NO_VALUES, Batch, Coded, pick
 from .detectors.profile import binned as is_binned
 from .sketches import BoundedCounter, NumericStats, QuantileSketch
 
@@ -40,7 +40,7 @@ def fold_parts(parts: list[PredictionAggregate], batch: Batch, rows: np.ndarray,
     a part needs them (categories, error types, trace ids).
     """
     k = len(parts)
-    events = batch.events
+    error_types = batch.error_types()
     group = np.repeat(np.arange(k), sizes)
     ends = np.cumsum(sizes).tolist()
     counts_of = sizes.tolist()
@@ -63,8 +63,8 @@ def fold_parts(parts: list[PredictionAggregate], batch: Batch, rows: np.ndarray,
     kinds = batch.prediction_kinds
     coded = batch.codes()
     prediction_counts = coded.taken(rows).counts(group, k) if coded is not None else None
-    predictions = pick(batch.predictions, row_list) if (
-        prediction_counts is None or float in kinds) else []
+    predictions = pick(batch.predictions, row_list) if prediction_counts is None else []
+    numeric = batch.prediction_numbers()[rows] if float in kinds else None
     cache = batch.cache_flags()
     if cache is not None:
         known, hits = cache
@@ -80,12 +80,15 @@ def fold_parts(parts: list[PredictionAggregate], batch: Batch, rows: np.ndarray,
         if errors[j]:
             assert failed is not None
             part.error_count += errors[j]
-            part.error_types.add_many([
-                e.error_type or "unknown" for e in pick(events, [
+            if error_types is not None:
+                part.error_types.add_many([t for t in pick(error_types, [
                     row_list[i] for i in (np.flatnonzero(failed[start:end]) + start).tolist()])
-                if e.status == "error"])
-        own = predictions[start:end]
-        values = numbers(own, kinds) if float in kinds else NO_VALUES
+                    if t is not None])
+        if numeric is not None:   # (as numbers() counts the part's predictions)
+            values = numeric[start:end]
+            values = values[~np.isnan(values)]
+        else:
+            values = NO_VALUES
         part.prediction_values.add_many(values)
         profile = part.profile
         if profile is not None:
@@ -100,7 +103,7 @@ def fold_parts(parts: list[PredictionAggregate], batch: Batch, rows: np.ndarray,
         if prediction_counts is not None:
             part.predictions.add_counts(prediction_counts[j])
         else:
-            part.predictions.add_values(own, kinds)
+            part.predictions.add_values(predictions[start:end], kinds)
         if cache is not None:
             part.cache_known += known[j]
             part.cache_hits += hits[j]
@@ -261,7 +264,7 @@ def fold_slices(parts_of: list[list[PredictionAggregate]], batch: Batch,
     cache = batch.cache_flags()
     known = roll.counts(cache[0] > 0).tolist() if cache is not None else None
     hits = roll.counts(cache[1] > 0).tolist() if cache is not None else None
-    events, traces = batch.events, batch.trace_ids
+    error_types, traces = batch.error_types(), batch.trace_ids
     for j, part in enumerate(parts):
         count = counts[j]
         if not count:
@@ -272,8 +275,10 @@ def fold_slices(parts_of: list[list[PredictionAggregate]], batch: Batch,
             assert failed is not None
             part.error_count += errors[j]
             rows = own_rows[j]
-            part.error_types.add_many([e.error_type or "unknown"
-                                       for e in pick(events, rows[failed[rows]].tolist())])
+            if error_types is not None:
+                part.error_types.add_many([t for t in pick(error_types,
+                                                           rows[failed[rows]].tolist())
+                                           if t is not None])
         if found_counts is not None:
             part.predictions.add_counts(found_counts[j])
         else:

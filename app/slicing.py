@@ -40,6 +40,37 @@ class Sliced:
     groups: list[tuple[list[str], np.ndarray, np.ndarray]]
     codes: np.ndarray
     names: Callable[[int], tuple[str, ...]]
+    sets: list[int]
+    """Each group's set of keys (its position among the router's)."""
+
+    @staticmethod
+    def concat(sliced: Sequence[Sliced], sizes: Sequence[int]
+               ) -> list[tuple[list[str], np.ndarray, np.ndarray]]:
+        """The groups of batches of ``sizes`` rows (``sliced``: each one's) as those of one
+        batch of them all, row after row: per set of keys, its slices in the order they
+        first come and each one's rows in order.
+
+        >>> def one(names, rows, sizes):
+        ...     return Sliced([(names, np.array(rows), np.array(sizes))], np.zeros(0),
+        ...                   lambda code: (), [0])
+        >>> [(names, rows.tolist(), sizes.tolist()) for names, rows, sizes in Sliced.concat(
+        ...     [one(["a", "b"], [0, 2, 1], [2, 1]), one(["b", "c"], [1, 0], [1, 1])], [3, 2])]
+        [(['a', 'b', 'c'], [0, 2, 1, 4, 3], [2, 2, 1])]
+        """
+        offsets = np.cumsum([0, *sizes]).tolist()
+        by_set: dict[int, dict[str, list[np.ndarray]]] = {}
+        for one, offset in zip(sliced, offsets, strict=False):
+            for (names, rows, counts), keys in zip(one.groups, one.sets, strict=True):
+                slices = by_set.setdefault(keys, {})
+                end = 0
+                for name, count in zip(names, counts.tolist(), strict=True):
+                    slices.setdefault(name, []).append(rows[end:end + count] + offset)
+                    end += count
+        return [(list(slices), np.concatenate([part for parts in slices.values()
+                                               for part in parts]),
+                 np.array([sum(part.size for part in parts) for parts in slices.values()],
+                          dtype=np.int64))
+                for _, slices in sorted(by_set.items())]
 
 
 class Waiting:
@@ -150,7 +181,8 @@ class SliceRouter:
         codes = np.zeros(n, dtype=np.int64)
         spelled: list[tuple[int, list[str]]] = []   # (radix, names by number)
         radix = 1
-        for keys in self.slices:
+        sets: list[int] = []
+        for index, keys in enumerate(self.slices):
             column: list[Any] = _column(segments, keys[0]) if len(keys) == 1 else [
                 None if None in values else values
                 for values in zip(*(_column(segments, key) for key in keys), strict=True)]
@@ -169,6 +201,7 @@ class SliceRouter:
             order = np.argsort(ids, kind="stable")
             bounds = np.searchsorted(ids[order], np.arange(len(names) + 1))
             groups.append((names[1:], order[bounds[1]:], np.diff(bounds)[1:]))
+            sets.append(index)
             if radix * len(names) < 2**62:   # (a prediction's slices, for its labels)
                 codes += ids * radix
                 spelled.append((radix, names))
@@ -177,7 +210,7 @@ class SliceRouter:
         def spell(code: int) -> tuple[str, ...]:
             return tuple(names[code // radix % len(names)] for radix, names in spelled
                          if code // radix % len(names))
-        return Sliced(groups, codes, spell)
+        return Sliced(groups, codes, spell, sets)
 
     def _number(self, keys: tuple[str, ...], counted: list[tuple[Any, int]]
                 ) -> tuple[list[str], list[int]]:

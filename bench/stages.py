@@ -33,6 +33,7 @@ from typing import Any
 
 STEPS: dict[str, tuple[str, str, str]] = {
     "decode": ("engine", "Engine", "_decode"),
+    "gather": ("aggregates", "PredictionAggregate", "_gather"),
     "fold": ("aggregates", "PredictionAggregate", "_fold"),
     "close": ("summarize", "Summarizer", "close_due"),
     "summaries": ("aggregates", "PredictionAggregate", "results"),
@@ -45,11 +46,13 @@ STEPS: dict[str, tuple[str, str, str]] = {
     "tick": ("engine", "Engine", "tick"),
 }
 """Step → (module of the package, class, method). Each counts its own time: ``fold`` is a
-window's (and its slices') fold with reading its events' fields, numbering its slices and
-its label index; ``close`` what closing takes beyond the fold and the summaries (keeping
-summaries for revisions, bookkeeping); ``judge`` every detector and rule and the alert
-lifecycle; ``emit`` encoding the outputs; ``ingest``, ``apply`` and ``tick`` the rest of
-their step (routing, repartitioning, progress)."""
+window's (and its slices') fold, with reading its events' fields and telling its label
+index where it folds each batch as it comes; ``gather`` what a sliced window does with a
+batch as it comes (reading its fields, numbering its slices, its label index, keeping
+them as arrays) before it folds the batches it holds; ``close`` what closing takes beyond
+the fold and the summaries (keeping summaries for revisions, bookkeeping); ``judge`` every
+detector and rule and the alert lifecycle; ``emit`` encoding the outputs; ``ingest``,
+``apply`` and ``tick`` the rest of their step (routing, repartitioning, progress)."""
 
 
 class Steps:
