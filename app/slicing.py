@@ -173,6 +173,11 @@ class SliceRouter:
         self.names = names
         self.clock = clock
         """The wall clock of the events being added (the guard's)."""
+        keys = list(dict.fromkeys(key for key_set in slices for key in key_set))
+        self._every_key = operator.itemgetter(*keys) if keys else None
+        """Every key's value of a segment at once (a tuple; one key: the value)."""
+        self._positions = [tuple(keys.index(key) for key in key_set) for key_set in slices]
+        self._several = len(keys) > 1
 
     def __call__(self, batch: Batch) -> Sliced:
         segments = list(map(_SEGMENT, batch.events))
@@ -182,22 +187,26 @@ class SliceRouter:
         spelled: list[tuple[int, list[str]]] = []   # (radix, names by number)
         radix = 1
         sets: list[int] = []
+        combos = self._combinations(segments)
         for index, keys in enumerate(self.slices):
-            column: list[Any] = _column(segments, keys[0]) if len(keys) == 1 else [
-                None if None in values else values
-                for values in zip(*(_column(segments, key) for key in keys), strict=True)]
-            # each row's first row of its value (one C pass): the values, their rows
-            first_of: dict[Any, int] = {}
-            first = np.fromiter(map(first_of.setdefault, column, itertools.count()),
-                                dtype=np.intp, count=n)
-            rows_of = np.bincount(first, minlength=n)
-            names, numbers = self._number(keys, [
-                (value, int(rows_of[row])) for value, row in first_of.items()])
+            if combos is not None:   # every row has every key: from its combination
+                ids, names = self._numbered(index, keys, *combos)
+            else:
+                column: list[Any] = _column(segments, keys[0]) if len(keys) == 1 else [
+                    None if None in values else values
+                    for values in zip(*(_column(segments, key) for key in keys), strict=True)]
+                # each row's first row of its value (one C pass): the values, their rows
+                first_of: dict[Any, int] = {}
+                first = np.fromiter(map(first_of.setdefault, column, itertools.count()),
+                                    dtype=np.intp, count=n)
+                rows_of = np.bincount(first, minlength=n)
+                names, numbers = self._number(keys, [
+                    (value, int(rows_of[row])) for value, row in first_of.items()])
+                number_at = np.zeros(n, dtype=np.int64)
+                number_at[list(first_of.values())] = numbers
+                ids = number_at[first]
             if len(names) == 1:
                 continue
-            number_at = np.zeros(n, dtype=np.int64)
-            number_at[list(first_of.values())] = numbers
-            ids = number_at[first]
             order = np.argsort(ids, kind="stable")
             bounds = np.searchsorted(ids[order], np.arange(len(names) + 1))
             groups.append((names[1:], order[bounds[1]:], np.diff(bounds)[1:]))
@@ -211,6 +220,43 @@ class SliceRouter:
             return tuple(names[code // radix % len(names)] for radix, names in spelled
                          if code // radix % len(names))
         return Sliced(groups, codes, spell, sets)
+
+    def _combinations(self, segments: list[dict[str, str]]
+                      ) -> tuple[list[Any], np.ndarray, list[int]] | None:
+        """Where every row has every key (the usual producer): the rows' combinations of
+        values (the values of every key at once: one C pass, one lookup per row), each
+        row's, and how many rows each has; None where a row lacks a key."""
+        if self._every_key is None:
+            return None
+        try:
+            values = list(map(self._every_key, segments))
+        except KeyError:
+            return None
+        first_of: dict[Any, int] = {}
+        first = np.fromiter(map(first_of.setdefault, values, itertools.count()),
+                            dtype=np.intp, count=len(values))
+        rows = list(first_of.values())
+        index = np.zeros(len(values), dtype=np.intp)
+        index[rows] = np.arange(len(rows))
+        return list(first_of), index[first], np.bincount(first)[rows].tolist()
+
+    def _numbered(self, index: int, keys: tuple[str, ...], combos: list[Any],
+                  combo: np.ndarray, counts: list[int]) -> tuple[np.ndarray, list[str]]:
+        """Each row's number among the slices of set ``index`` (its ``keys``), from the
+        rows' combinations of values (:meth:`_combinations`), and the slices' names."""
+        positions = self._positions[index]
+        if not self._several:   # one key in all: a combination is its value
+            values = combos
+        elif len(positions) == 1:
+            values = [c[positions[0]] for c in combos]
+        else:
+            values = [tuple(c[p] for p in positions) for c in combos]
+        counted: dict[Any, int] = {}
+        for value, count in zip(values, counts, strict=True):
+            counted[value] = counted.get(value, 0) + count
+        names, numbers = self._number(keys, list(counted.items()))
+        number_of = dict(zip(counted, numbers, strict=True))
+        return np.array([number_of[v] for v in values], dtype=np.int64)[combo], names
 
     def _number(self, keys: tuple[str, ...], counted: list[tuple[Any, int]]
                 ) -> tuple[list[str], list[int]]:
