@@ -101,7 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-quix", action="store_true", help="skip the Quix Streams cases")
     parser.add_argument("--baseline", type=Path, default=None, metavar="DIR",
                         help="a checkout of another commit: its worker runs the envelope case "
-                             "too, in turn with this one's (A/B in the same run)")
+                             "(and with --slices the sliced one) too, in turn with this one's "
+                             "(A/B in the same run)")
     parser.add_argument("--only-envelopes", action="store_true",
                         help="the envelope cases only (with --baseline: an A/B round)")
     parser.add_argument("--slices", default=None, metavar="KEYS",
@@ -186,6 +187,14 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
             workdir=workdir, timeout_s=args.timeout, broker_pid=broker_pid,
             root=args.baseline, window_seconds=args.window_seconds)
 
+    async def baseline_slices_run() -> CaseResult:   # sliced, by another commit's worker
+        return await run_mlpulse(
+            bootstrap, labels["baseline_slices"], messages=messages,
+            expected_events=len(envelope_events), cutoff_s=cutoff(envelope_events),
+            workdir=workdir, timeout_s=args.timeout, broker_pid=broker_pid,
+            root=args.baseline, window_seconds=args.window_seconds,
+            extra_env={"MLPULSE_SEGMENT_KEYS": args.slices or ""})
+
     # the headline ratio's two cases run in turn, so that a slow spell of the shared
     # machine hits both alike (run by run ratios: `paired_ratios`)
     turns = [("envelopes", case, envelope_run), ("ceiling", labels["ceiling"], ceiling_run)]
@@ -193,6 +202,9 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
         turns.insert(1, ("baseline", labels["baseline"], baseline_run))
     if args.slices:
         turns.insert(1, ("slices", labels["slices"], slices_run))
+        if args.baseline is not None:
+            turns.insert(2, ("baseline_slices", labels["baseline_slices"],
+                             baseline_slices_run))
     results.update(await _alternating(args.repeat, args.warmup, turns, failures))
     envelope_topic = str(results["envelopes"].details["input_topic"])
 
@@ -304,6 +316,8 @@ def _labels(args: argparse.Namespace) -> dict[str, str]:
     return {
         "envelopes": f"mlpulse, envelopes of {args.envelope_size}",
         "baseline": f"mlpulse at {_commit(args.baseline)}, envelopes",
+        "baseline_slices": f"mlpulse at {_commit(args.baseline)}, envelopes, sliced by "
+                           f"{args.slices}",
         "slices": f"mlpulse, envelopes, sliced by {args.slices}",
         "unkeyed_envelopes": f"mlpulse, unkeyed mixed envelopes of {args.envelope_size}",
         "unkeyed_single": "mlpulse, unkeyed single events",
@@ -386,7 +400,8 @@ def _paired_ratios(results: dict[str, CaseResult]) -> dict[str, list[float]]:
     see :func:`_alternating`)."""
     out = {}
     for top_key, key in (("envelopes", "ceiling"), ("envelopes", "baseline"),
-                         ("slices", "envelopes")):
+                         ("slices", "envelopes"), ("slices", "baseline_slices"),
+                         ("baseline_slices", "baseline")):
         top, bottom = results.get(top_key), results.get(key)
         if top is None or bottom is None:
             continue
@@ -419,6 +434,10 @@ RATIOS: tuple[tuple[str, str, str, str], ...] = (
     ("envelopes_over_ceiling", "envelopes", "ceiling", "mlpulse envelopes / ceiling"),
     ("envelopes_over_baseline", "envelopes", "baseline", "mlpulse envelopes / baseline commit"),
     ("slices_over_envelopes", "slices", "envelopes", "mlpulse sliced / not sliced"),
+    ("slices_over_baseline_slices", "slices", "baseline_slices",
+     "mlpulse sliced / baseline commit sliced"),
+    ("baseline_slices_over_baseline", "baseline_slices", "baseline",
+     "baseline commit: sliced / not sliced"),
     ("unkeyed_envelopes_over_envelopes", "unkeyed_envelopes", "envelopes",
      "mlpulse unkeyed envelopes / keyed"),
     ("envelopes_over_naive", "envelopes", "naive", "mlpulse envelopes / naive Faust"),
