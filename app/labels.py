@@ -281,9 +281,13 @@ class WindowLabels:
         if not self.combos:
             self.combos.append(())
             self._combo_index[()] = 0
-        codes, rows = np.unique(sliced.codes, return_inverse=True)
-        ids = np.zeros(codes.size, dtype=np.uint16)
-        for i, code in enumerate(codes.tolist()):
+        if sliced.combinations is not None:   # (the router's: no pass over the rows)
+            rows, codes = sliced.combinations
+        else:
+            unique, rows = np.unique(sliced.codes, return_inverse=True)
+            codes = unique.tolist()
+        ids = np.zeros(len(codes), dtype=np.uint16)
+        for i, code in enumerate(codes):
             combo = tuple(map(self._slice_id, sliced.names(code)))
             index = self._combo_index.get(combo)
             if index is None:

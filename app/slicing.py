@@ -42,6 +42,9 @@ class Sliced:
     names: Callable[[int], tuple[str, ...]]
     sets: list[int]
     """Each group's set of keys (its position among the router's)."""
+    combinations: tuple[np.ndarray, list[int]] | None = None
+    """Where the router read the rows' combinations of values: each row's, and each
+    combination's code (its rows' slices, for the label index without a pass over them)."""
 
     @staticmethod
     def concat(sliced: Sequence[Sliced], sizes: Sequence[int]
@@ -190,7 +193,7 @@ class SliceRouter:
         combos = self._combinations(segments)
         for index, keys in enumerate(self.slices):
             if combos is not None:   # every row has every key: from its combination
-                ids, names = self._numbered(index, keys, *combos)
+                ids, names = self._numbered(index, keys, *combos[:3])
             else:
                 column: list[Any] = _column(segments, keys[0]) if len(keys) == 1 else [
                     None if None in values else values
@@ -219,13 +222,14 @@ class SliceRouter:
         def spell(code: int) -> tuple[str, ...]:
             return tuple(names[code // radix % len(names)] for radix, names in spelled
                          if code // radix % len(names))
-        return Sliced(groups, codes, spell, sets)
+        combinations = None if combos is None else (combos[1], codes[combos[3]].tolist())
+        return Sliced(groups, codes, spell, sets, combinations)
 
     def _combinations(self, segments: list[dict[str, str]]
-                      ) -> tuple[list[Any], np.ndarray, list[int]] | None:
+                      ) -> tuple[list[Any], np.ndarray, list[int], list[int]] | None:
         """Where every row has every key (the usual producer): the rows' combinations of
         values (the values of every key at once: one C pass, one lookup per row), each
-        row's, and how many rows each has; None where a row lacks a key."""
+        row's, how many rows each has and its first row; None where a row lacks a key."""
         if self._every_key is None:
             return None
         try:
@@ -238,7 +242,7 @@ class SliceRouter:
         rows = list(first_of.values())
         index = np.zeros(len(values), dtype=np.intp)
         index[rows] = np.arange(len(rows))
-        return list(first_of), index[first], np.bincount(first)[rows].tolist()
+        return list(first_of), index[first], np.bincount(first)[rows].tolist(), rows
 
     def _numbered(self, index: int, keys: tuple[str, ...], combos: list[Any],
                   combo: np.ndarray, counts: list[int]) -> tuple[np.ndarray, list[str]]:

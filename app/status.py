@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 
 from .detectors.finding import Finding
 from .events import AlertEvent, LogWindow, PredictionWindow, WindowSummary
-from .slicing import slice_name
+from .slicing import SliceNames
 
 __all__ = ["Status", "StatusCollector"]
 
@@ -147,6 +147,7 @@ class Status:
         self.services: dict[str, _Series] = {}
         self.alerts: dict[str, AlertEvent] = {}
         """Firing alerts by fingerprint."""
+        self._slice_names = SliceNames()
 
     # ------------------------------------------------------------ fed by the pipeline
 
@@ -188,8 +189,9 @@ class Status:
             series.set_latest(summary)
 
     def _on_slice_window(self, partition: int, summary: PredictionWindow) -> None:
-        key = (summary.model, summary.model_version, slice_name(
-            list(summary.segment), list(summary.segment.values())))
+        segment = summary.segment
+        key = (summary.model, summary.model_version,
+               self._slice_names(tuple(segment), tuple(segment.values())))
         entry = self.slices.get(key)
         if entry is None:
             entry = self.slices[key] = _Slice(partition)
