@@ -176,8 +176,8 @@ class PredictionAggregate:
                 groups = sliced.groups if sliced is not None else []
             else:
                 batch = Batch.concat([b for b, _ in held])
-                groups = Sliced.concat([s for _, s in held if s is not None],
-                                       [b.n for b, s in held if s is not None])
+                groups = Sliced.concat([s for _, s in held],  # type: ignore[misc]
+                                       [b.n for b, _ in held]) if self.slicer else []
             self._fold_sliced(batch, groups)
             return
         batch = Batch.of(events)

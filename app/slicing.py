@@ -154,8 +154,10 @@ class SliceNames:
 class SliceRouter:
     """The :data:`Slicer` of a sliced model's windows: which events of a batch are in which
     of its slices (values beyond the cardinality guard's bound folded into ``__other__``).
-    Per set of keys: a column of the rows' values (one C pass), their slices' numbers, and
-    the rows of each number by one stable sort; a row's slices as a mixed-radix code.
+    Where every row has every key (the usual producer), each row's combination of values
+    (one C pass for all keys), each set of keys numbered from the combinations; else per
+    set of keys a column of the rows' values (one C pass). Then the rows of each number by
+    one stable sort, and a row's slices as a mixed-radix code.
 
     >>> from mlpulse.guard import CardinalityGuard
     >>> from mlpulse.events import PredictionEvent
