@@ -95,6 +95,15 @@ def envelopes(events: list[dict[str, Any]]) -> list[bytes]:
     return [msgspec.json.encode(events[i:i + 200]) for i in range(0, len(events), 200)]
 
 
+def interleaved(*streams: list[dict[str, Any]]) -> list[bytes]:
+    """Envelopes of 200 events of each stream, in the order of their first events' times,
+    as services batching in real time send them. (One stream's envelopes all sent before
+    another's would carry events seconds older than what their input partitions already
+    carried: late wherever a fetch of the worker ends between the two.)"""
+    chunks = [stream[i:i + 200] for stream in streams for i in range(0, len(stream), 200)]
+    return [msgspec.json.encode(c) for c in sorted(chunks, key=lambda c: c[0]["timestamp"])]
+
+
 def firing(alerts: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [a for a in alerts if a["kind"] == kind and a["status"] == "firing"]
 
@@ -108,7 +117,7 @@ def test_slices_and_versions_are_judged_apart(settings: Settings, start_worker, 
     shop_events, shop_feedback = shop(rng)
     loan_events = loans(rng)
     asyncio.run(produce(settings, topics.predictions,
-                        envelopes(loan_events + fraud(rng) + shop_events)))
+                        interleaved(loan_events, fraud(rng), shop_events)))
     asyncio.run(consume(settings, topics.windows,   # every model's windows closed
                         lambda r: {w["model"] for w in r if w.get("window_start")
                                    == "2023-11-14T22:13:26Z" and not w.get("segment")}
@@ -119,6 +128,7 @@ def test_slices_and_versions_are_judged_apart(settings: Settings, start_worker, 
                                  lambda r: any(a["labels"].get("model") == "shop"
                                                for a in firing(r, "comparison")),
                                  timeout_s=90, settle_s=3))
+    assert worker.metric("mlpulse_late_events_total", {"kind": "predictions"}) is None
     # a drift in the 15 % eu slice: alerted for that slice, within 2 windows, alone
     drift = firing(alerts, "drift")
     assert {(a["labels"]["model"], a["labels"].get("segment"), a["labels"].get("feature"))
