@@ -3,9 +3,10 @@
 (:class:`Waiting`). How a window folds its slices: :mod:`mlpulse.slice_folds`.
 
 A model version sliced by segment keys (``MLPULSE_SEGMENT_KEYS``, or per model) keeps its
-slices' aggregates in its own window (:class:`~mlpulse.aggregates.PredictionAggregate`). It
-gathers events, reads their fields once (:class:`~mlpulse.columns.Batch`), numbers each
-event's slices here, and folds itself and its slices at once.
+slices' aggregates in its own window (:class:`~mlpulse.aggregates.PredictionAggregate`). As
+each batch comes it reads the batch's fields once (:class:`~mlpulse.columns.Batch`), numbers
+each event's slices here and holds the batch as arrays and codes; then it folds itself and
+its slices at once.
 """
 
 from __future__ import annotations

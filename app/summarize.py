@@ -47,9 +47,10 @@ a batch is a few events, and folding costs ~0.15 ms a batch whatever its size. (
 window of 6,000 events then folds once: 0.632x -> 0.649x of the unsliced run in process,
 against 4,096; on the worker 0.70x against 0.65x with 2,048; MAX_WAITING bounds them all.)"""
 MAX_WAITING = 100_000
-"""Events all sliced windows of a worker may hold unfolded (~1 KB each decoded): beyond
-it, the windows holding most fold theirs, down to half of it (many sliced models, or a
-backlog read ahead of the windows' closing)."""
+"""Events all sliced windows of a worker may hold unfolded (as arrays and codes, ~250 bytes
+each with the label index's share: :meth:`~mlpulse.columns.Batch.compact`): beyond it, the
+windows holding most fold theirs, down to half of it (many sliced models, or a backlog read
+ahead of the windows' closing)."""
 
 ProfileFactory = Callable[[int, tuple[str, ...]], Any]
 """(partition, (model, version)) → the detectors' profile of a new window, or None."""
