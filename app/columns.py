@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -24,7 +24,7 @@ from .events import FeatureSummary
 from .sketches import BoundedCounter, NumericStats, stable, value_key
 
 __all__ = ["FLOAT", "FLOAT_OR_NONE", "MISSING", "NO_VALUES", "STR", "Batch", "Coded",
-           "FeatureStats", "coded", "columns", "floats", "ints", "numbers", "pick"]
+           "FeatureStats", "coded", "columns", "first_seen", "floats", "ints", "numbers", "pick"]
 
 MISSING = object()
 """A row's value of a feature it does not have (:func:`columns`)."""
@@ -130,9 +130,9 @@ class Batch:
     """
 
     __slots__ = ("_cache", "_codes", "_error_types", "_failed", "_llm", "_named", "_numbers",
-                 "cache", "confidence", "costs", "events", "features", "latency", "n",
-                 "prediction_kinds", "predictions", "statuses", "tokens_in", "tokens_out",
-                 "trace_ids")
+                 "_predictions_coded", "cache", "confidence", "costs", "events", "features",
+                 "latency", "n", "prediction_kinds", "predictions", "statuses", "tokens_in",
+                 "tokens_out", "trace_ids")
 
     events: Sequence[Any]
     n: int
@@ -154,7 +154,8 @@ class Batch:
         self._failed: np.ndarray | bool | None = False   # False: not computed yet
         self._llm: tuple[np.ndarray, np.ndarray, np.ndarray] | bool | None = False
         self._cache: tuple[np.ndarray, np.ndarray] | bool | None = False
-        self._codes: dict[str | None, Coded | None] = {}
+        self._codes: dict[str, Coded | None] = {}
+        self._predictions_coded: Coded | None = None
         self._error_types: list[str | None] | bool | None = False
         self._numbers: np.ndarray | None = None
         self._named: dict[str, tuple[str, list[object], set[type], np.ndarray | None]] | None = (
@@ -191,20 +192,23 @@ class Batch:
         assert arrays is not None
         return ~(np.isnan(arrays[0]) & np.isnan(arrays[1]) & np.isnan(arrays[2]))
 
-    def codes(self, feature: str | None = None) -> Coded | None:
-        """The predictions (or a string ``feature``'s values) as codes: each row's number
-        of its value, and the values' keys as counters spell them (:func:`coded`); None
-        where they cannot be (a feature not all strings, booleans among numbers).
-        Computed once: the slices of every key count categories from them."""
+    def prediction_codes(self) -> Coded:
+        """The predictions as codes (:func:`coded`). Computed once: the slices of every key
+        count categories from them."""
+        out = self._predictions_coded
+        if out is None:
+            out = self._predictions_coded = coded(self.predictions, self.prediction_kinds)
+        return out
+
+    def codes(self, feature: str) -> Coded | None:
+        """A string ``feature``'s values as codes (:func:`coded`); None where the feature is
+        not all strings. Computed once, as :meth:`prediction_codes`."""
         if feature in self._codes:
             return self._codes[feature]
-        if feature is None:
-            out = coded(self.predictions, self.prediction_kinds)
-        else:
-            if self._named is None:
-                self._named = {f[0]: f for f in self.features}
-            found = self._named.get(feature)
-            out = coded(found[1], found[2]) if found is not None and found[2] == STR else None
+        if self._named is None:
+            self._named = {f[0]: f for f in self.features}
+        found = self._named.get(feature)
+        out = coded(found[1], found[2]) if found is not None and found[2] == STR else None
         self._codes[feature] = out
         return out
 
@@ -247,8 +251,7 @@ class Batch:
         ``trace_sample`` rows that have one, of the batch and of each slice's rows (what
         each one's sample may take)."""
         self.failed(), self.llm(), self.cache_flags(), self.error_types()
-        if self.codes() is None:   # booleans among numbers: (type, value) as counters keep
-            self._codes[None] = _coded_typed(self.predictions)
+        self.prediction_codes()
         if float in self.prediction_kinds:
             self.prediction_numbers()
         features: list[tuple[str, list[object], set[type], np.ndarray | None]] = []
@@ -287,7 +290,7 @@ class Batch:
         ...   [None if v is MISSING else v for v in column]) for name, column, _, array
         ...  in both.features]
         [('x', [1.0, 2.0, 3.0]), ('y', ['b', 'c', None])]
-        >>> both.codes().keys, both.codes().codes.tolist()
+        >>> both.prediction_codes().keys, both.prediction_codes().codes.tolist()
         (['a'], [0, 0, 0])
         """
         out = cls()
@@ -313,7 +316,7 @@ class Batch:
         out._error_types = None if all(e is None for e in errors) else list(
             itertools.chain.from_iterable(e if e is not None else itertools.repeat(None, size)
                                           for e, size in zip(errors, n, strict=True)))
-        out._codes[None] = Coded.concat([b.codes() for b in batches])  # type: ignore[misc]
+        out._predictions_coded = Coded.concat([b.prediction_codes() for b in batches])
         if float in out.prediction_kinds:
             out._numbers = np.concatenate([b.prediction_numbers() if float in b.prediction_kinds
                                            else np.full(b.n, math.nan) for b in batches])
@@ -434,25 +437,40 @@ class Coded:
         return out
 
 
-def coded(values: list[object], kinds: set[type]) -> Coded | None:
-    """``values`` as :class:`Coded` (in the order of first appearance; one C pass over the
-    rows), or None where booleans are among numbers (``True == 1``: they would share a code
-    that counters keep apart).
+def coded(values: list[object], kinds: set[type]) -> Coded:
+    """``values`` as :class:`Coded`, in the order they first come (one C pass over the rows).
+    Booleans among numbers are told apart by type (``True == 1``: they would share a code
+    that counters keep apart), their keys spelled alike where counters spell them alike.
 
     >>> c = coded([1, 2, 1, None], {int, type(None)})
     >>> c.keys, c.codes.tolist()
     (['1', '2', 'null'], [0, 1, 0, 2])
+    >>> c = coded([1, True, 1, 1.0], {int, bool, float})
+    >>> c.keys, c.codes.tolist()
+    (['1', 'true', '1'], [0, 1, 0, 2])
     """
-    if bool in kinds and not kinds.isdisjoint(_NUMBERS):
-        return None
-    index: dict[object, int] = {}
-    first = np.fromiter(map(index.setdefault, values, itertools.count()), dtype=np.intp,
-                        count=len(values))
-    rows = list(index.values())
-    dense = np.zeros(len(values), dtype=np.intp)
-    dense[rows] = np.arange(len(rows))
+    typed = bool in kinds and not kinds.isdisjoint(_NUMBERS)
+    _, index, rows = first_seen(zip(map(type, values), values, strict=True) if typed
+                                else values, len(values))
     spell = (lambda row: values[row]) if kinds == STR else (lambda row: value_key(values[row]))
-    return Coded([spell(row) for row in rows], dense[first])  # type: ignore[misc]
+    return Coded([spell(row) for row in rows], index)  # type: ignore[misc]
+
+
+def first_seen(values: Iterable[Any], n: int) -> tuple[list[Any], np.ndarray, list[int]]:
+    """The distinct of ``n`` hashable ``values`` in the order they first come, each value's
+    index among them, and each one's first position (one C pass).
+
+    >>> distinct, index, first = first_seen(["b", "a", "b"], 3)
+    >>> distinct, index.tolist(), first
+    (['b', 'a'], [0, 1, 0], [0, 1])
+    """
+    position: dict[Any, int] = {}
+    first = np.fromiter(map(position.setdefault, values, itertools.count()), dtype=np.intp,
+                        count=n)
+    rows = list(position.values())
+    dense = np.zeros(n, dtype=np.intp)
+    dense[rows] = np.arange(len(rows))
+    return list(position), dense[first], rows
 
 
 def pick(values: Sequence[T], rows: list[int]) -> list[T]:
@@ -536,24 +554,6 @@ def numbers(values: list[object], kinds: set[type] | None = None) -> np.ndarray:
 
 _DROPPED: list[Any] = []
 """A column :meth:`Batch.compact` let go of (empty: nothing reads it)."""
-
-
-def _coded_typed(values: list[object]) -> Coded:
-    """``values`` as codes by type and value (booleans apart from numbers), keys spelled
-    as counters spell them.
-
-    >>> c = _coded_typed([1, True, 1, 1.0])
-    >>> c.keys, c.codes.tolist()
-    (['1', 'true', '1'], [0, 1, 0, 2])
-    """
-    index: dict[tuple[type, object], int] = {}
-    first = np.fromiter(map(index.setdefault, zip(map(type, values), values,
-                                                  strict=True),
-                            itertools.count()), dtype=np.intp, count=len(values))
-    rows = list(index.values())
-    dense = np.zeros(len(values), dtype=np.intp)
-    dense[rows] = np.arange(len(rows))
-    return Coded([value_key(values[row]) for row in rows], dense[first])
 
 
 def _first_traces(traces: list[str | None], rows: Sequence[int], kept: list[str | None],

@@ -61,9 +61,7 @@ def fold_parts(parts: list[PredictionAggregate], batch: Batch, rows: np.ndarray,
     confidence_ends = np.cumsum(confidence_sizes).tolist()
     _add_llm_parts(parts, batch, rows, group, sizes)
     kinds = batch.prediction_kinds
-    coded = batch.codes()
-    prediction_counts = coded.taken(rows).counts(group, k) if coded is not None else None
-    predictions = pick(batch.predictions, row_list) if prediction_counts is None else []
+    prediction_counts = batch.prediction_codes().taken(rows).counts(group, k)
     numeric = batch.prediction_numbers()[rows] if float in kinds else None
     cache = batch.cache_flags()
     if cache is not None:
@@ -100,10 +98,7 @@ def fold_parts(parts: list[PredictionAggregate], batch: Batch, rows: np.ndarray,
                         if errors[j] else np.zeros(count))
             profile.add("o:prediction", values)
         part.low_confidence += low[j]
-        if prediction_counts is not None:
-            part.predictions.add_counts(prediction_counts[j])
-        else:
-            part.predictions.add_values(predictions[start:end], kinds)
+        part.predictions.add_counts(prediction_counts[j])
         if cache is not None:
             part.cache_known += known[j]
             part.cache_hits += hits[j]
@@ -224,8 +219,7 @@ def fold_slices(parts_of: list[list[PredictionAggregate]], batch: Batch,
     if numeric is not None:
         numeric_present = ~np.isnan(numeric)
         moments.append(([p.prediction_values for p in parts], numeric, numeric_present))
-    coded = batch.codes()
-    found_counts = roll.categories(coded) if coded is not None else None
+    found_counts = roll.categories(batch.prediction_codes())
     roll.bins(profiles, ["o:latency_ms"] * len(parts), batch.latency, latency_present,
               own_rows)
     roll.bins(profiles, ["o:confidence"] * len(parts), batch.confidence, confidence_present,
@@ -279,11 +273,7 @@ def fold_slices(parts_of: list[list[PredictionAggregate]], batch: Batch,
                 part.error_types.add_many([t for t in pick(error_types,
                                                            rows[failed[rows]].tolist())
                                            if t is not None])
-        if found_counts is not None:
-            part.predictions.add_counts(found_counts[j])
-        else:
-            part.predictions.add_values(pick(batch.predictions, own_rows[j].tolist()),
-                                        prediction_kinds)
+        part.predictions.add_counts(found_counts[j])
         if known is not None and hits is not None:
             part.cache_known += known[j]
             part.cache_hits += hits[j]

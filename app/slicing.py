@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 import numpy as np
 
-from .columns import Batch
+from .columns import Batch, first_seen
 from .sketches import OTHER
 
 if TYPE_CHECKING:
@@ -201,16 +201,10 @@ class SliceRouter:
                 column: list[Any] = _column(segments, keys[0]) if len(keys) == 1 else [
                     None if None in values else values
                     for values in zip(*(_column(segments, key) for key in keys), strict=True)]
-                # each row's first row of its value (one C pass): the values, their rows
-                first_of: dict[Any, int] = {}
-                first = np.fromiter(map(first_of.setdefault, column, itertools.count()),
-                                    dtype=np.intp, count=n)
-                rows_of = np.bincount(first, minlength=n)
-                names, numbers = self._number(keys, [
-                    (value, int(rows_of[row])) for value, row in first_of.items()])
-                number_at = np.zeros(n, dtype=np.int64)
-                number_at[list(first_of.values())] = numbers
-                ids = number_at[first]
+                values, of_row, _ = first_seen(column, n)   # each row's value's index
+                names, numbers = self._number(keys, list(zip(
+                    values, np.bincount(of_row, minlength=len(values)).tolist(), strict=True)))
+                ids = np.array(numbers, dtype=np.int64)[of_row]
             if len(names) == 1:
                 continue
             order = np.argsort(ids, kind="stable")
@@ -236,16 +230,10 @@ class SliceRouter:
         if self._every_key is None:
             return None
         try:
-            values = list(map(self._every_key, segments))
+            combos, index, rows = first_seen(map(self._every_key, segments), len(segments))
         except KeyError:
             return None
-        first_of: dict[Any, int] = {}
-        first = np.fromiter(map(first_of.setdefault, values, itertools.count()),
-                            dtype=np.intp, count=len(values))
-        rows = list(first_of.values())
-        index = np.zeros(len(values), dtype=np.intp)
-        index[rows] = np.arange(len(rows))
-        return list(first_of), index[first], np.bincount(first)[rows].tolist(), rows
+        return combos, index, np.bincount(index, minlength=len(combos)).tolist(), rows
 
     def _numbered(self, index: int, keys: tuple[str, ...], combos: list[Any],
                   combo: np.ndarray, counts: list[int]) -> tuple[np.ndarray, list[str]]:

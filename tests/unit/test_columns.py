@@ -14,7 +14,7 @@ from .test_slice_folds import random_events
 
 def _spelled(batch: Batch, feature: str | None = None) -> list[str] | None:
     """Each row's value of a coded column, as counters spell it."""
-    coded = batch.codes(feature)
+    coded = batch.prediction_codes() if feature is None else batch.codes(feature)
     return None if coded is None else [coded.keys[c] for c in coded.codes.tolist()]
 
 
