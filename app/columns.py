@@ -46,6 +46,9 @@ _TRACE_ID = operator.attrgetter("trace_id")
 _FEATURES = operator.attrgetter("features")
 
 
+_CACHE_FLAG = {None: 0, False: 1, True: 2}
+"""``cache_hit`` as :meth:`Batch.cache_flags` codes it."""
+
 class FeatureStats:
     """One feature's statistics in one window."""
 
@@ -378,11 +381,13 @@ class Batch:
         has it. Computed once (the slices of every key count them)."""
         if self._cache is False:
             cache = self.cache
-            self._cache = None if cache.count(None) == self.n else (
-                np.fromiter(map(operator.is_not, cache, itertools.repeat(None)),
-                            dtype=np.float64, count=self.n),
-                np.fromiter(map(operator.is_, cache, itertools.repeat(True)),
-                            dtype=np.float64, count=self.n))
+            if cache.count(None) == self.n:
+                self._cache = None
+            else:   # one pass: 0 unknown, 1 a miss, 2 a hit
+                flags = np.fromiter(map(_CACHE_FLAG.__getitem__, cache), dtype=np.int8,
+                                    count=self.n)
+                self._cache = ((flags > 0).astype(np.float64),
+                               (flags == 2).astype(np.float64))
         return self._cache  # type: ignore[return-value]
 
 
@@ -424,8 +429,15 @@ class Coded:
         return self.spelled(np.bincount(group * m + self.codes, minlength=k * m).reshape(k, m))
 
     def spelled(self, table: np.ndarray) -> list[dict[str, int]]:
-        """Each row of a table of counts by code (groups × codes) as counts by key."""
+        """Each row of a table of counts by code (groups × codes) as counts by key.
+
+        >>> Coded(["a", "b", "a"], np.array([0, 1, 2])).spelled(np.array([[1, 0, 2], [0, 3, 0]]))
+        [{'a': 3}, {'b': 3}]
+        """
         keys = self.keys
+        if len(set(keys)) == len(keys):   # the usual column: a row's dict in one pass
+            return [{key: n for key, n in zip(keys, row, strict=True) if n}
+                    for row in table.tolist()]
         out = []
         for row in table:
             present = np.flatnonzero(row)

@@ -19,6 +19,7 @@ series of partitions that moved to another worker are dropped.
 from __future__ import annotations
 
 import collections
+import functools
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
@@ -38,7 +39,10 @@ _DRIFT_RULES = ("feature_drift", "prediction_drift")
 _encoder = msgspec.json.Encoder()
 
 
+@functools.lru_cache(maxsize=256)
 def _epoch_s(rfc3339: str) -> float:
+    """Seconds since the epoch of a window's bound, remembered (a model version's window
+    and its slices' are bounded alike)."""
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
