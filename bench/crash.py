@@ -19,7 +19,9 @@ from the generated events: per (model, window) emitted exactly once with the exa
 missing, emitted with a wrong count (fewer: events lost; more: events counted twice), or
 emitted more than once (and then whether with different content; ``problem_windows`` in
 the results lists the first 20 of each with what differed). A run without kills
-(``--kills 0``) is the control: every window exact. Writes ``bench/results/crash.json``
+(``--kills 0``) is the control: every window exact. ``--slices N`` gives every event one
+of N regions (``segment: {"region": ...}``) and the workers ``MLPULSE_SEGMENT_KEYS=region``:
+each slice window is compared with its truth too. Writes ``bench/results/crash.json``
 (``crash-workers3.json`` for ``--workers 3``; ``--shape``, ``--backlog`` and ``--join`` add
 ``-<shape>``, ``-backlog`` and ``-join<n>``).
 """
@@ -75,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="write the whole stream before the first worker starts")
     parser.add_argument("--join", type=int, default=0,
                         help="workers that join the group a third of the way in")
+    parser.add_argument("--slices", type=int, default=0, metavar="N",
+                        help="every event in one of N regions, the workers sliced by region: "
+                             "each slice window is compared with its truth too")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--workdir", type=Path, default=None,
@@ -82,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-Truth = dict[tuple[str, float], int]
+Truth = dict[tuple[str, str, float], int]
+"""(model, slice name ("" for the model version's window), window start) → its events."""
 SHAPES = ("keyed-envelopes", "unkeyed-envelopes", "unkeyed-mixed", "unkeyed-singles")
 
 
@@ -97,7 +103,8 @@ def stream(args: argparse.Namespace) -> tuple[list[tuple[str | None, bytes]], Tr
     """(key, message) in event-time order, and the true count per window."""
     rng = random.Random(args.seed)
     models = [f"model-{i}" for i in range(args.models)]
-    truth: collections.Counter[tuple[str, float]] = collections.Counter()
+    truth: collections.Counter[tuple[str, str, float]] = collections.Counter()
+    regions = getattr(args, "slices", 0)
     pending: dict[str, list[dict[str, Any]]] = {m: [] for m in models}
     out: list[tuple[str | None, bytes]] = []
     shape = shape_of(args)
@@ -109,7 +116,12 @@ def stream(args: argparse.Namespace) -> tuple[list[tuple[str | None, bytes]], Tr
                                "model": model, "model_version": "v1",
                                "latency_ms": round(rng.lognormvariate(3, 0.4), 3),
                                "prediction": k % 2, "confidence": round(rng.random(), 4)})
-        truth[(model, math.floor(t / WINDOW_S) * WINDOW_S)] += 1
+        start = math.floor(t / WINDOW_S) * WINDOW_S
+        truth[(model, "", start)] += 1
+        if regions:
+            region = f"r{rng.randrange(regions)}"
+            pending[model][-1]["segment"] = {"region": region}
+            truth[(model, f"region={region}", start)] += 1
         if shape == "unkeyed-singles":
             out.append((None, msgspec.json.encode(pending[model].pop())))
         elif shape == "unkeyed-mixed":
@@ -148,7 +160,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         def start(name: str) -> Subprocess:
             env = worker_env(settings, workdir / name, MLPULSE_WINDOW_SECONDS=str(WINDOW_S),
                              MLPULSE_LATENESS_SECONDS=str(getattr(args, "lateness", 1.0)),
-                             MLPULSE_IDLE_CHECK_SECONDS="0.25")
+                             MLPULSE_IDLE_CHECK_SECONDS="0.25",
+                             MLPULSE_SEGMENT_KEYS="region" if getattr(args, "slices", 0) else "")
             return Subprocess([sys.executable, "-m", "mlpulse", "worker"], env,
                               workdir / f"{name}.log")
 
@@ -263,7 +276,7 @@ class Records(SummaryReader):
     def __init__(self, bootstrap: str, topic: str) -> None:
         super().__init__(bootstrap, topic, poll_ms=500)
         self.records: list[dict[str, Any]] = []
-        self.windows: dict[tuple[str, str], int] = {}
+        self.windows: dict[tuple[str, str, str], int] = {}
         self.last_new_s = time.monotonic()
 
     @property
@@ -274,19 +287,28 @@ class Records(SummaryReader):
         self.last_new_s = time.monotonic()
         if record.get("kind") == "predictions":
             self.records.append(record)
-            key = (record["model"], record["window_start"])
+            key = (record["model"], slice_of(record), record["window_start"])
             self.windows[key] = max(self.windows.get(key, 0), int(record["count"]))
+
+
+def slice_of(record: dict[str, Any]) -> str:
+    """A summary's slice name ("" for a model version's window).
+
+    >>> slice_of({"segment": {"region": "r1"}}), slice_of({})
+    ('region=r1', '')
+    """
+    return "&".join(f"{k}={v}" for k, v in (record.get("segment") or {}).items())
 
 
 def compare(truth: Truth, summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """Each true window: exact once, missing, wrong count, or emitted more than once."""
     from datetime import datetime
 
-    emitted: dict[tuple[str, float], list[dict[str, Any]]] = collections.defaultdict(list)
+    emitted: dict[tuple[str, str, float], list[dict[str, Any]]] = collections.defaultdict(list)
     late = 0
     for s in summaries:
         start = datetime.fromisoformat(s["window_start"].replace("Z", "+00:00")).timestamp()
-        emitted[(s["model"], start)].append(s)
+        emitted[(s["model"], slice_of(s), start)].append(s)
         late += int(s.get("late_events", 0))
     exact = missing = under = over = repeated = differing = 0
     lost = doubled = 0
@@ -299,7 +321,8 @@ def compare(truth: Truth, summaries: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         counts = [int(g["count"]) for g in got]
         if counts != [count] and len(problems) < 20:
-            problems.append({"model": key[0], "window_start_s": key[1], "true_count": count,
+            problems.append({"model": key[0], "slice": key[1], "window_start_s": key[2],
+                             "true_count": count,
                              "emitted_counts": counts,
                              "late_events": [int(g.get("late_events", 0)) for g in got]})
         if len(got) > 1:
@@ -307,7 +330,7 @@ def compare(truth: Truth, summaries: list[dict[str, Any]]) -> dict[str, Any]:
             fields = sorted({k for g in got[1:] for k in g if g.get(k) != got[0].get(k)})
             differing += bool(fields)
             if fields and len(problems) < 20:
-                problems.append({"model": key[0], "window_start_s": key[1],
+                problems.append({"model": key[0], "slice": key[1], "window_start_s": key[2],
                                  "emitted_counts": counts, "fields_that_differ": fields,
                                  "values": [{k: g.get(k) for k in fields} for g in got]})
         if counts == [count]:
@@ -346,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         name += "-backlog"
     if args.join:
         name += f"-join{args.join}"
+    if args.slices:
+        name += f"-slices{args.slices}"
     path = write_results(name, report, args.output)
     rows = [[k, v] for k, v in result.items() if k not in ("kills", "problem_windows")]
     print(table(["measure", "value"], rows))

@@ -92,3 +92,20 @@ def test_unkeyed_single_events_live_while_two_workers_join(tmp_path):
                               shape="unkeyed-singles", backlog=False, lateness=1.0,
                               settle=5.0)
     exact(asyncio.run(run(args, tmp_path)) | {"workers": 3}, tmp_path)
+
+
+
+def test_sliced_windows_survive_two_kills_exactly(tmp_path):
+    # Sliced by region (3 values) and read live from unkeyed envelopes of all models (every
+    # event repartitioned): a sliced window holds its batches as arrays until it closes or
+    # a checkpoint folds them. Two kill -9 while it is sent: every slice window, as every
+    # model window, has its exact count, and one emitted again (closed after the last
+    # checkpoint) is identical. (The backlog case: `python -m bench.crash --slices 3
+    # --shape unkeyed-mixed --backlog --kills 2`, bench only, as the other backlog kills.)
+    args = argparse.Namespace(events=40_000, models=10, events_per_second=1000.0,
+                              rate=4000.0, kills=2, workers=1, seed=5,
+                              shape="unkeyed-mixed", backlog=False, lateness=1.0, settle=5.0,
+                              slices=3)
+    result = asyncio.run(run(args, tmp_path))
+    exact(result | {"workers": 1}, tmp_path)
+    assert result["windows_true"] == 4 * 80   # 10 models × 8 windows, each and 3 slices
