@@ -47,7 +47,8 @@ _FEATURES = operator.attrgetter("features")
 
 
 _CACHE_FLAG = {None: 0, False: 1, True: 2}
-"""``cache_hit`` as :meth:`Batch.cache_flags` codes it."""
+"""``cache_hit`` as :meth:`Batch.cache_flags` codes it (anything else: known, a miss)."""
+
 
 class FeatureStats:
     """One feature's statistics in one window."""
@@ -384,8 +385,8 @@ class Batch:
             if cache.count(None) == self.n:
                 self._cache = None
             else:   # one pass: 0 unknown, 1 a miss, 2 a hit
-                flags = np.fromiter(map(_CACHE_FLAG.__getitem__, cache), dtype=np.int8,
-                                    count=self.n)
+                flags = np.fromiter(map(_CACHE_FLAG.get, cache, itertools.repeat(1)),
+                                    dtype=np.int8, count=self.n)
                 self._cache = ((flags > 0).astype(np.float64),
                                (flags == 2).astype(np.float64))
         return self._cache  # type: ignore[return-value]
