@@ -108,4 +108,4 @@ def test_sliced_windows_survive_two_kills_exactly(tmp_path):
                               slices=3)
     result = asyncio.run(run(args, tmp_path))
     exact(result | {"workers": 1}, tmp_path)
-    assert result["windows_true"] == 4 * 80   # 10 models × 8 windows, each and 3 slices
+    assert result["windows_true"] == 4 * 80   # 10 models × 8 windows, each with 3 slices

@@ -60,5 +60,5 @@ def test_a_recovery_of_an_assignment_revoked_since_reads_nothing():
         return stale
 
     stale = asyncio.run(rebalances())
-    assert "resume" not in stale
+    assert "resume" not in stale and "refetch" not in stale
     assert calls[-2:] == ["resume", "refetch"]
