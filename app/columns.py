@@ -435,17 +435,15 @@ class Coded:
         >>> Coded(["a", "b", "a"], np.array([0, 1, 2])).spelled(np.array([[1, 0, 2], [0, 3, 0]]))
         [{'a': 3}, {'b': 3}]
         """
-        keys = self.keys
+        keys, rows = self.keys, table.tolist()
         if len(set(keys)) == len(keys):   # the usual column: a row's dict in one pass
-            return [{key: n for key, n in zip(keys, row, strict=True) if n}
-                    for row in table.tolist()]
+            return [{key: n for key, n in zip(keys, row, strict=True) if n} for row in rows]
         out = []
-        for row in table:
-            present = np.flatnonzero(row)
+        for row in rows:   # codes that spell alike add up
             counts: dict[str, int] = {}
-            for key, n in zip([keys[c] for c in present.tolist()], row[present].tolist(),
-                              strict=True):
-                counts[key] = counts.get(key, 0) + n
+            for key, n in zip(keys, row, strict=True):
+                if n:
+                    counts[key] = counts.get(key, 0) + n
             out.append(counts)
         return out
 

@@ -44,6 +44,7 @@ import msgspec
 
 from bench.common import log, rss_bytes, run_in_workdir, table, write_results
 from bench.runner import SummaryReader
+from mlpulse.slicing import slice_name
 
 NAME = "crash"
 WINDOW_S = 5.0
@@ -121,7 +122,7 @@ def stream(args: argparse.Namespace) -> tuple[list[tuple[str | None, bytes]], Tr
         if regions:
             region = f"r{rng.randrange(regions)}"
             pending[model][-1]["segment"] = {"region": region}
-            truth[(model, f"region={region}", start)] += 1
+            truth[(model, slice_name(["region"], [region]), start)] += 1
         if shape == "unkeyed-singles":
             out.append((None, msgspec.json.encode(pending[model].pop())))
         elif shape == "unkeyed-mixed":
@@ -297,7 +298,8 @@ def slice_of(record: dict[str, Any]) -> str:
     >>> slice_of({"segment": {"region": "r1"}}), slice_of({})
     ('region=r1', '')
     """
-    return "&".join(f"{k}={v}" for k, v in (record.get("segment") or {}).items())
+    segment = record.get("segment") or {}
+    return slice_name(list(segment), list(segment.values()))
 
 
 def compare(truth: Truth, summaries: list[dict[str, Any]]) -> dict[str, Any]:
