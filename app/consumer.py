@@ -13,9 +13,11 @@ handled; a rebalance or a stop waits for them.
 Which input partitions a worker reads is decided by Faust's consumer group: the
 pipeline assigns it (:meth:`~BatchConsumer.assign`) the input partitions that match the
 internal partitions Faust gave the worker, so a model's events mostly arrive on
-the worker that owns its windows. Offsets are committed under ``<group>-ingest``; a new
-owner resumes from the offsets it is told (a checkpoint's) or else from the committed
-ones. On every rebalance the consumer checkpoints and commits first.
+the worker that owns its windows. Offsets are committed under ``<group>-ingest``, after
+the checkpoint that holds them; a reader resumes from the offsets it is told (where the
+state it holds ends: a checkpoint's, or ``BEGINNING``), the committed ones only where it is
+told none (a start without any checkpoint). On every rebalance the consumer checkpoints
+and commits first.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-__all__ = ["BatchConsumer", "TakeCheckpoint", "Write"]
+from .ownership import BEGINNING
+
+__all__ = ["BEGINNING", "BatchConsumer", "TakeCheckpoint", "Write"]
 
 log = logging.getLogger("mlpulse.consumer")
 
@@ -239,14 +243,18 @@ class BatchConsumer:
 
     async def assign(self, partitions: Sequence[TopicPartition],
                      offsets: Mapping[TopicPartition, int] | None = None) -> None:
-        """Read exactly ``partitions`` from now on, those in ``offsets`` from there, the
-        others from their committed offsets (checkpointing and committing first)."""
+        """Read exactly ``partitions`` from now on, those in ``offsets`` from there
+        (``BEGINNING``: the oldest offset it has), the others from their committed offsets
+        (checkpointing and committing first)."""
         if self.consumer is None and not partitions:
             return
         consumer = await self._start()
         async with self._handling:
             await self._commit()
             self._assign(consumer, partitions, offsets or {})
+            oldest = [tp for tp in self._assigned if (offsets or {}).get(tp) == BEGINNING]
+            if oldest:
+                await consumer.seek_to_beginning(*oldest)
         log.info("mlpulse ingest reads %s", sorted((tp.topic, tp.partition)
                                                    for tp in self._assigned))
 
@@ -260,7 +268,11 @@ class BatchConsumer:
         if self._assigned:
             consumer.assign(self._assigned)
             for tp, offset in offsets.items():
-                if tp in self._assigned:
+                if tp not in self._assigned:
+                    continue
+                if offset == BEGINNING:   # (sought by assign: a request to the broker)
+                    self.positions.pop(tp, None)
+                else:
                     consumer.seek(tp, offset)
                     self.positions[tp] = offset
         else:

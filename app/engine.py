@@ -425,7 +425,7 @@ class Engine:
             return {}
         self.writer.restored(partition, point, slot)
         if point is None:
-            return self.ownership.hold(partition, {})
+            return self.ownership.hold(partition, {}, checkpoint=False)
         self.summarizer.restore_partition(partition, point.state, self.clock(), records)
         self.hops.restore(partition, point.hops)
         log.info("mlpulse restored partition %d from its checkpoint (%d bytes of windows)",
@@ -446,6 +446,11 @@ class Engine:
                                         self.settings.partitions)
                 self.reporter.assigned(name, indices, now)
         return out
+
+    def starts(self, reads: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Where to read each input partition of ``reads`` from: where the state held here
+        ends (:meth:`~mlpulse.ownership.Ownership.starts`)."""
+        return self.ownership.starts(reads)
 
     def resume(self) -> None:
         """Input is read again after a rebalance: every owner hears again how far the

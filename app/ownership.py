@@ -16,13 +16,28 @@ held partitions are checkpointed.
 ({1}, {'in:1': 40, 'in:5': 7})
 >>> own.reads({"in": 8, "logs": 4})
 {'predictions': [1, 3, 5, 7], 'logs': [1, 3]}
+
+Where each input partition is read from is what the held state says, never the consumer
+group's committed offsets: a checkpoint's input offsets, and an input partition it does not
+name from its beginning (its events are not in the state). Committed offsets are read only
+for a partition started without any checkpoint.
+
+>>> own.starts([("in", 1), ("in", 5), ("in", 3)])
+{('in', 1): 40, ('in', 5): 7}
+>>> own.hold(3, {}, checkpoint=True)   # a checkpoint that names none of its inputs
+{}
+>>> own.starts([("in", 3), ("in", 7)])
+{('in', 3): -2, ('in', 7): -2}
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-__all__ = ["Ownership"]
+__all__ = ["BEGINNING", "Ownership"]
+
+BEGINNING = -2
+"""A start offset: the partition's oldest (Kafka's ``ListOffsets`` code for it)."""
 
 
 class Ownership:
@@ -38,20 +53,34 @@ class Ownership:
         """Owned partitions whose state this worker holds (restored from a checkpoint)."""
         self.input_offsets: dict[tuple[str, int], int] = {}
         """Next input offset per input partition read, as of the last checkpoint."""
+        self.whole: set[int] = set()
+        """Held partitions whose state accounts for every input partition: restored from a
+        checkpoint, which names the offset of each one it holds events of (the others:
+        none)."""
 
     def assign(self, owned: Mapping[str, set[int]]) -> None:
         """A new assignment: what is no longer owned is no longer held."""
         self.owned = {name: set(owned.get(name, set())) for name in self.topics}
         self.held &= self.owned["predictions"]
+        self.whole &= self.held
 
     def to_restore(self) -> list[int]:
         """Owned partitions whose state is not here yet: read their checkpoints."""
         return sorted(self.owned["predictions"] - self.held)
 
-    def hold(self, partition: int, inputs: Mapping[str, int]) -> dict[tuple[str, int], int]:
+    def hold(self, partition: int, inputs: Mapping[str, int], *, checkpoint: bool = True
+             ) -> dict[tuple[str, int], int]:
         """``partition``'s state is in, holding ``inputs`` (``"topic:index"`` → next offset
-        of a checkpoint); the input offsets to read from."""
+        of a checkpoint; ``checkpoint`` False: none was found, the state is empty); the
+        input offsets to read from. What was known of its inputs before goes."""
         self.held.add(partition)
+        if checkpoint:
+            self.whole.add(partition)
+        else:
+            self.whole.discard(partition)
+        n = self.partitions
+        for key in [key for key in self.input_offsets if key[1] % n == partition]:
+            del self.input_offsets[key]
         offsets = {}
         for name, offset in inputs.items():
             topic, _, index = name.rpartition(":")
@@ -76,3 +105,17 @@ class Ownership:
         n = self.partitions
         return {name: [i for i in range(counts.get(topic) or n) if i % n in self.owned[name]]
                 for name, topic in self.topics.items()}
+
+    def starts(self, reads: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Where to read each of ``reads`` (input partitions of held partitions) from: the
+        offset the held state holds it to, else its beginning (``BEGINNING``) where the
+        state is a checkpoint's; the rest (a start without a checkpoint) are left to the
+        consumer group's committed offsets."""
+        out: dict[tuple[str, int], int] = {}
+        for key in reads:
+            offset = self.input_offsets.get(key)
+            if offset is not None:
+                out[key] = offset
+            elif key[1] % self.partitions in self.whole:
+                out[key] = BEGINNING
+        return out

@@ -5,19 +5,28 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from aiokafka import TopicPartition
+from faust.types import TP
+
+from mlpulse.checkpoint import Checkpoint
 from mlpulse.config import Settings
+from mlpulse.ownership import BEGINNING
 from mlpulse.pipeline import Pipeline
 
 
 def _pipeline() -> tuple[Pipeline, list[Any]]:
     pipeline = Pipeline(Settings(kafka_bootstrap="127.0.0.1:1"))
     calls: list[Any] = []
+    told: dict[Any, int] = {}
+    pipeline.told = told  # type: ignore[attr-defined]   (the ingest's start offsets)
 
     async def assign(partitions: Any, offsets: Any = None) -> None:
         calls.append(("ingest reads", sorted(partitions)))
+        told.clear()
+        told.update(offsets or {})
 
     async def partitions(topic: str) -> int:
-        return 4
+        return 8   # input partitions i and i + 4 go with internal partition i (of 4)
 
     async def refetch(rebalance: int) -> None:
         calls.append("refetch")
@@ -62,3 +71,44 @@ def test_a_recovery_of_an_assignment_revoked_since_reads_nothing():
     stale = asyncio.run(rebalances())
     assert "resume" not in stale and "refetch" not in stale
     assert calls[-2:] == ["resume", "refetch"]
+
+
+def test_the_input_is_read_from_where_the_state_held_ends_not_from_committed_offsets():
+    # seen in a 3-worker kill test: a partition restored from a checkpoint that named no
+    # offset of its input partition (its last owner was killed before a checkpoint held
+    # any) read it from the ingest group's committed offset, 70 messages ahead: lost
+    pipeline, _ = _pipeline()
+    internal = pipeline.engine.streams["predictions"].internal
+    topic = pipeline.engine.predictions.topic
+    held = {1: Checkpoint(state=b"", inputs={}, hops={}),
+            2: Checkpoint(state=b"", inputs={f"{topic}:2": 40}, hops={}), 3: None}
+
+    async def read(partition: int) -> Any:
+        return held[partition], 0, {}
+
+    pipeline.checkpoint_reader.read = read  # type: ignore[method-assign]
+    pipeline.engine.restore = lambda partition, point, slot, records=None: (  # type: ignore[method-assign]
+        pipeline.engine.ownership.hold(partition, point.inputs if point else {},
+                                       checkpoint=point is not None))
+
+    async def rebalance(partitions: set[int]) -> None:
+        await pipeline._on_revoked(None, set())
+        await pipeline._on_assigned(None, {TP(internal, p) for p in partitions})
+        await pipeline._on_rebalance_complete(None)
+
+    asyncio.run(rebalance({1, 2, 3}))
+    told = {(tp.topic, tp.partition): offset for tp, offset in pipeline.told.items()
+            if tp.topic == topic}   # type: ignore[attr-defined]
+    # internal partition 1's checkpoint names neither of its input partitions 1 and 5:
+    # from their beginning; partition 2's names input 2 (6 from its beginning); partition 3
+    # had no checkpoint at all: its inputs are left to the committed offsets
+    assert told == {(topic, 1): BEGINNING, (topic, 5): BEGINNING, (topic, 2): 40,
+                    (topic, 6): BEGINNING}
+    assert all(isinstance(tp, TopicPartition) for tp in pipeline.told)  # type: ignore[attr-defined]
+
+    # partition 2 stays: read on from where its state ends (the last checkpoint's offset)
+    pipeline.engine.ownership.read_to({(topic, 2): 75, (topic, 6): 9})
+    asyncio.run(rebalance({2}))
+    told = {(tp.topic, tp.partition): offset for tp, offset in pipeline.told.items()
+            if tp.topic == topic}   # type: ignore[attr-defined]
+    assert told == {(topic, 2): 75, (topic, 6): 9}

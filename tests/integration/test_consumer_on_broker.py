@@ -1,0 +1,71 @@
+"""Where the ingest consumer starts reading, on the real broker (its checkpoint rounds:
+tests/unit/test_consumer.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from mlpulse.consumer import BEGINNING, BatchConsumer
+
+
+async def _read_from(bootstrap: str, group: str, tp: TopicPartition,
+                     offsets: dict[TopicPartition, int], until: int) -> list[int]:
+    """The offsets a BatchConsumer told ``offsets`` hands over, until it has seen ``until``."""
+    seen: list[int] = []
+
+    async def handle(records) -> None:
+        seen.extend(r.offset for r in records)
+
+    async def checkpoint(positions):
+        return None
+
+    consumer = BatchConsumer(bootstrap=bootstrap, group_id=group, handle=handle,
+                             checkpoint=checkpoint)
+    task = asyncio.ensure_future(consumer.run())
+    try:
+        await consumer.assign([tp], offsets)
+        async with asyncio.timeout(20):
+            while not seen or seen[-1] < until:
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return seen
+
+
+async def test_a_reader_told_beginning_reads_what_the_group_committed_past(settings, topics):
+    # A partition restored from a checkpoint that names no offset of one of its input
+    # partitions holds none of its events: that input is read from its beginning, even if
+    # the ingest group's committed offset is ahead (seen in a 3-worker kill test: 70
+    # messages read by a worker killed before its checkpoint were never counted).
+    tp = TopicPartition(topics.predictions, 0)
+    group = f"{settings.group_id}-ingest"
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        for i in range(30):
+            await producer.send(tp.topic, f"{i}".encode(), partition=0)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    async def commit(offset: int) -> None:
+        committer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                     group_id=group, enable_auto_commit=False)
+        await committer.start()
+        try:
+            committer.assign([tp])
+            await committer.commit({tp: offset})
+        finally:
+            await committer.stop()
+
+    await commit(20)
+    told = await _read_from(settings.kafka_bootstrap, group, tp, {tp: BEGINNING}, until=29)
+    assert told == list(range(30))
+    await commit(20)   # (the reader committed what it read as it stopped)
+    untold = await _read_from(settings.kafka_bootstrap, group, tp, {}, until=29)
+    assert untold == list(range(20, 30))   # what it was: the committed offset
