@@ -100,6 +100,8 @@ class BatchConsumer:
         checkpoints between fetches, never in the middle of one."""
         self._generation = 0
         """Counts assignments: a fetch that straddles one is dropped (read again)."""
+        self._starts: dict[TopicPartition, int] = {}
+        """Where the assignment reads each partition from (absent: its committed offset)."""
         self._last_commit_s = time.monotonic()
         self._commit_soon = False
         self._snapshot_s = 0.0
@@ -128,7 +130,12 @@ class BatchConsumer:
                             await asyncio.sleep(0)
                     async with self._handling:
                         if generation != self._generation:
-                            batches = {}   # reassigned meanwhile: read from the new positions
+                            # reassigned meanwhile: getmany may have waited for the new
+                            # assignment and returned its first records, its positions
+                            # moved past them; they are read again from its starts
+                            await self._seek_starts(consumer, [tp for tp in batches
+                                                               if tp in self._assigned])
+                            batches = {}
                         records = [r for rs in batches.values() for r in rs]
                         if records:
                             await self.handle(records)
@@ -258,9 +265,26 @@ class BatchConsumer:
         log.info("mlpulse ingest reads %s", sorted((tp.topic, tp.partition)
                                                    for tp in self._assigned))
 
+    async def _seek_starts(self, consumer: AIOKafkaConsumer,
+                           partitions: Sequence[TopicPartition]) -> None:
+        """Seek ``partitions`` (assigned, nothing of them handled since) back to where
+        this assignment reads them from."""
+        for tp in partitions:
+            start = self._starts.get(tp)
+            if start is None:   # the committed offset; never committed: the oldest
+                committed = await consumer.committed(tp)
+                start = BEGINNING if committed is None else committed
+            if start == BEGINNING:
+                self.positions.pop(tp, None)
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, start)
+                self.positions[tp] = start
+
     def _assign(self, consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition],
                 offsets: Mapping[TopicPartition, int]) -> None:
         self._assigned = list(partitions)
+        self._starts = {tp: offsets[tp] for tp in self._assigned if tp in offsets}
         self._paused = set()
         self._generation += 1
         for tp in [tp for tp in self.positions if tp not in self._assigned]:

@@ -300,10 +300,9 @@ class Pipeline:
         counts = {name: await self.ingest_consumer.partitions(name) or 0
                   for name in engine.by_topic}
         reads = engine.reads(counts)
-        # from where the state held here ends, not from the group's offsets (seen in a
-        # 3-worker kill test: a checkpoint naming no offset of input partition 0 was
-        # restored and the group's offsets resumed it at 70; messages 0-69, read only by a
-        # worker killed before a checkpoint held them, were never counted)
+        # from where the state held here ends, not from the group's offsets: those are the
+        # state's only if every commit went through (a failed one is logged and left to be
+        # read again, which a partition kept here already holds)
         offsets = {TopicPartition(topic, index): offset
                    for (topic, index), offset in engine.starts(reads).items()}
         await self.ingest_consumer.assign([TopicPartition(topic, index)
