@@ -54,6 +54,9 @@ commit interval after the last one at the earliest. Under load windows close all
 a round every tenth of the interval (written in the foreground then) cost ~10% of the
 events/s of ``make bench`` (102k -> 114k at a quarter)."""
 
+REPLACE_PAUSE_S = 1.0
+"""Wait before a failed aiokafka consumer is replaced (:meth:`BatchConsumer._replace`)."""
+
 Handler = Callable[[Sequence[Any]], Awaitable[None]]
 Write = Callable[[], Awaitable[None]]
 TakeCheckpoint = Callable[[Mapping[TopicPartition, int]], Awaitable[Write | None]]
@@ -120,21 +123,29 @@ class BatchConsumer:
                     await asyncio.sleep(0.05)
                 else:
                     generation = self._generation
-                    batches = await consumer.getmany(timeout_ms=200,
-                                                     max_records=self.max_records)
+                    try:
+                        batches = await consumer.getmany(timeout_ms=200,
+                                                         max_records=self.max_records)
+                    except KafkaError as exc:
+                        consumer = await self._replace(exc)
+                        continue
                     if batches:
                         # a few loop turns first, so that aiokafka's fetcher task sends
                         # the next fetch now and the broker answers while this one is
                         # handled (handling never yields)
                         for _ in range(FETCHER_TURNS):
                             await asyncio.sleep(0)
+                    failed: KafkaError | None = None
                     async with self._handling:
                         if generation != self._generation:
                             # reassigned meanwhile: getmany may have waited for the new
                             # assignment and returned its first records, its positions
                             # moved past them; they are read again from its starts
-                            await self._seek_starts(consumer, [tp for tp in batches
-                                                               if tp in self._assigned])
+                            try:
+                                await self._seek_starts(consumer, [tp for tp in batches
+                                                                   if tp in self._assigned])
+                            except KafkaError as exc:
+                                failed = exc
                             batches = {}
                         records = [r for rs in batches.values() for r in rs]
                         if records:
@@ -142,6 +153,9 @@ class BatchConsumer:
                             for tp, rs in batches.items():
                                 self._uncommitted[tp] = rs[-1].offset + 1
                                 self.positions[tp] = rs[-1].offset + 1
+                    if failed is not None:
+                        consumer = await self._replace(failed)
+                        continue
                 # a checkpoint even with no input of its own: state also comes from the
                 # repartitioned topics
                 if self.due(time.monotonic() - self._last_commit_s) and (
@@ -255,15 +269,45 @@ class BatchConsumer:
         (checkpointing and committing first)."""
         if self.consumer is None and not partitions:
             return
-        consumer = await self._start()
         async with self._handling:
+            consumer = await self._start()
             await self._commit()
             self._assign(consumer, partitions, offsets or {})
-            oldest = [tp for tp in self._assigned if (offsets or {}).get(tp) == BEGINNING]
-            if oldest:
-                await consumer.seek_to_beginning(*oldest)
+            try:
+                await self._seek_beginnings(consumer)
+            except KafkaError as exc:   # a failed consumer: run() replaces it, and seeks
+                log.warning("ingest consumer cannot seek (%s)", exc)
         log.info("mlpulse ingest reads %s", sorted((tp.topic, tp.partition)
                                                    for tp in self._assigned))
+
+    async def _seek_beginnings(self, consumer: AIOKafkaConsumer) -> None:
+        oldest = [tp for tp in self._assigned if self._starts.get(tp) == BEGINNING]
+        if oldest:
+            await consumer.seek_to_beginning(*oldest)
+
+    async def _replace(self, exc: Exception) -> AIOKafkaConsumer:
+        """A new aiokafka consumer in place of one that failed, reading the same partitions
+        on from where they were handled (else from the assignment's starts). Seen: two
+        assignments in a row while aiokafka's coordinator routine looked the coordinator up
+        (at a start, or after losing the broker) killed that routine (an assertion), and
+        every later fetch raised."""
+        log.error("ingest consumer failed (%s); replacing it", exc)
+        await asyncio.sleep(REPLACE_PAUSE_S)   # (an error that persists: one a second)
+        async with self._handling:
+            failed, self.consumer = self.consumer, None
+            if failed is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(failed.stop(), self.close_timeout_s)
+                # its dead coordinator task's error is taken (aiokafka's close skips a done
+                # task): left, asyncio logs it when the task is collected, wherever that is
+                task = getattr(getattr(failed, "_coordinator", None), "_coordination_task",
+                               None)
+                if task is not None and task.done() and not task.cancelled():
+                    task.exception()
+            consumer = await self._connect()
+            self._assign(consumer, list(self._assigned), {**self._starts, **self.positions})
+            await self._seek_beginnings(consumer)
+        return consumer
 
     async def _seek_starts(self, consumer: AIOKafkaConsumer,
                            partitions: Sequence[TopicPartition]) -> None:

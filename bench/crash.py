@@ -31,8 +31,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import datetime
 import math
 import random
+import re
 import signal
 import sys
 import time
@@ -240,13 +242,18 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             # clock after their last event) and nothing new came
             # Then until every event is counted and nothing new came for ``settle`` s, or
             # nothing came for longer than an idle close takes (window + lateness of wall
-            # clock after a window's last event, or after the restart that restored it).
+            # clock after a window's last event, or after the restart that restored it):
+            # counted from the last time a worker was given input to read, as groups that
+            # lose members one after another can take tens of seconds to form again.
             ended = time.monotonic()
             idle_close_s = WINDOW_S + getattr(args, "lateness", 1.0) + 30.0
             settle_s = getattr(args, "settle", 30.0)
             deadline = ended + 300
             while time.monotonic() < deadline:
-                quiet_s = time.monotonic() - max(reader.last_new_s, ended)
+                ago = [time.time() - at for at in map(_last_reading_at, workers)
+                       if at is not None]
+                last_read = time.monotonic() - min(ago) if ago else ended
+                quiet_s = time.monotonic() - max(reader.last_new_s, ended, last_read)
                 if reader.counted >= sum(truth.values()) and quiet_s >= settle_s:
                     break
                 if quiet_s >= max(idle_close_s, settle_s):
@@ -382,3 +389,23 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+_READS = re.compile(r'"time":"([^"]+)"[^\n]*"mlpulse ingest reads \[\(')
+
+
+def _last_reading_at(worker: Any) -> float | None:
+    r"""Wall-clock time of the worker's last ``mlpulse ingest reads`` line naming input
+    partitions (None: none yet).
+
+    >>> from types import SimpleNamespace
+    >>> log = ('{"time":"2026-12-06T09:29:08.485Z","message":"mlpulse ingest reads '
+    ...        '[(\'t\', 0)]"}\n{"time":"2026-12-06T09:29:11.159Z",'
+    ...        '"message":"mlpulse ingest reads []"}\n')
+    >>> _last_reading_at(SimpleNamespace(log_text=lambda: log))
+    1796549348.485
+    """
+    found = _READS.findall(worker.log_text())
+    if not found:
+        return None
+    return datetime.datetime.fromisoformat(found[-1].replace("Z", "+00:00")).timestamp()

@@ -125,3 +125,44 @@ async def test_a_fetch_that_spans_a_new_assignment_is_read_again(settings, topic
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert seen == list(range(10, 30))
+
+
+async def test_two_assignments_in_a_row_leave_the_ingest_reading(settings, topics):
+    # Two assignments while aiokafka's coordinator routine looks the coordinator up (at a
+    # start, or after losing the broker) kill that routine (an assertion in aiokafka
+    # 0.14.0): every later fetch raised and the ingest stopped reading for good. A failed
+    # consumer is now replaced and reads on from where the assignment says.
+    tp = TopicPartition(topics.predictions, 0)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        for i in range(30):
+            await producer.send(tp.topic, f"{i}".encode(), partition=0)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    seen: list[int] = []
+
+    async def handle(records) -> None:
+        seen.extend(r.offset for r in records)
+
+    async def checkpoint(positions):
+        return None
+
+    consumer = BatchConsumer(bootstrap=settings.kafka_bootstrap,
+                             group_id=f"{settings.group_id}-ingest", handle=handle,
+                             checkpoint=checkpoint)
+    task = asyncio.ensure_future(consumer.run())
+    try:
+        await consumer.assign([tp], {tp: 30})
+        await consumer.assign([tp], {tp: 10})
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(15):
+                while (not seen or seen[-1] < 29) and not task.done():
+                    await asyncio.sleep(0.05)
+        assert not task.done(), task.exception()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert seen == list(range(10, 30))
