@@ -387,10 +387,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 _READS = re.compile(r'"time":"([^"]+)"[^\n]*"mlpulse ingest reads \[\(')
 
 
@@ -409,3 +405,7 @@ def _last_reading_at(worker: Any) -> float | None:
     if not found:
         return None
     return datetime.datetime.fromisoformat(found[-1].replace("Z", "+00:00")).timestamp()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
