@@ -305,7 +305,11 @@ class BatchConsumer:
                 if task is not None and task.done() and not task.cancelled():
                     task.exception()
             consumer = await self._connect()
+            paused = self._paused
             self._assign(consumer, list(self._assigned), {**self._starts, **self.positions})
+            if paused:   # (event-time alignment's pauses hold)
+                consumer.pause(*paused)
+                self._paused = paused
             await self._seek_beginnings(consumer)
         return consumer
 

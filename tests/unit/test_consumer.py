@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
-from mlpulse.consumer import BatchConsumer
+from mlpulse.consumer import BEGINNING, BatchConsumer
 
 TP = TopicPartition("in", 0)
 
@@ -91,3 +92,40 @@ async def test_a_slow_snapshot_spaces_the_next_checkpoints_out():
     assert consumer.due(1.3)
     consumer.commit_soon()           # windows closed: sooner, but not before the pause
     assert not consumer.due(1.0) and consumer.due(1.3)
+
+
+async def test_a_replaced_consumer_reads_on_from_where_its_partitions_were_handled(
+        monkeypatch):
+    # (on the broker, with the failure that asks for it: tests/integration/
+    # test_consumer_on_broker.py::test_two_assignments_in_a_row_leave_the_ingest_reading)
+    other, fresh = TopicPartition("in", 1), TopicPartition("in", 2)
+    calls: list[tuple] = []
+
+    class Replacement:
+        def assign(self, partitions) -> None:
+            calls.append(("assign", sorted(partitions)))
+
+        def seek(self, tp, offset) -> None:
+            calls.append(("seek", tp.partition, offset))
+
+        def pause(self, *tps) -> None:
+            calls.append(("pause", sorted(tp.partition for tp in tps)))
+
+        async def seek_to_beginning(self, *tps) -> None:
+            calls.append(("oldest", sorted(tp.partition for tp in tps)))
+
+    async def connect():
+        return Replacement()
+
+    monkeypatch.setattr("mlpulse.consumer.REPLACE_PAUSE_S", 0.0)
+    consumer = consumer_with([], None)
+    consumer.consumer = None   # (the failed one is gone)
+    consumer._connect = connect  # type: ignore[method-assign]
+    consumer._assigned = [TP, other, fresh]
+    consumer._starts = {TP: 5, fresh: BEGINNING}   # `other`: from its committed offset
+    consumer.positions[TP] = 12                    # handled up to here
+    consumer._paused = {other}                     # held back by event-time alignment
+    await consumer._replace(KafkaError("coordination"))
+    assert calls == [("assign", [TP, other, fresh]), ("seek", 0, 12), ("pause", [1]),
+                     ("oldest", [2])]
+    assert consumer._paused == {other} and consumer.positions == {TP: 12}
