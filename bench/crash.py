@@ -31,10 +31,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import datetime
 import math
 import random
-import re
 import signal
 import sys
 import time
@@ -146,6 +144,7 @@ def stream(args: argparse.Namespace) -> tuple[list[tuple[str | None, bytes]], Tr
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from aiokafka import AIOKafkaProducer
 
+    from bench.runner import _INGEST_ASSIGNED as INGEST_ASSIGNED
     from bench.runner import Subprocess, _signal_group, _wait_for, worker_env
     from bench.runner import _assigned_at as assigned_at
     from mlpulse.broker import EmbeddedBroker
@@ -250,8 +249,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             settle_s = getattr(args, "settle", 30.0)
             deadline = ended + 300
             while time.monotonic() < deadline:
-                ago = [time.time() - at for at in map(_last_reading_at, workers)
-                       if at is not None]
+                reads = [assigned_at(w.log_text(), INGEST_ASSIGNED, last=True)
+                         for w in workers]
+                ago = [time.time() - at for at in reads if at is not None]
                 last_read = time.monotonic() - min(ago) if ago else ended
                 quiet_s = time.monotonic() - max(reader.last_new_s, ended, last_read)
                 if reader.counted >= sum(truth.values()) and quiet_s >= settle_s:
@@ -312,7 +312,6 @@ def slice_of(record: dict[str, Any]) -> str:
 def compare(truth: Truth, summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """Each true window: exact once, missing, wrong count, or emitted more than once."""
     from datetime import datetime
-
     emitted: dict[tuple[str, str, float], list[dict[str, Any]]] = collections.defaultdict(list)
     late = 0
     for s in summaries:
@@ -385,26 +384,6 @@ def main(argv: list[str] | None = None) -> int:
     print(table(["measure", "value"], rows))
     print(f"(results in {path})")
     return 0
-
-
-_READS = re.compile(r'"time":"([^"]+)"[^\n]*"mlpulse ingest reads \[\(')
-
-
-def _last_reading_at(worker: Any) -> float | None:
-    r"""Wall-clock time of the worker's last ``mlpulse ingest reads`` line naming input
-    partitions (None: none yet).
-
-    >>> from types import SimpleNamespace
-    >>> log = ('{"time":"2026-12-06T09:29:08.485Z","message":"mlpulse ingest reads '
-    ...        '[(\'t\', 0)]"}\n{"time":"2026-12-06T09:29:11.159Z",'
-    ...        '"message":"mlpulse ingest reads []"}\n')
-    >>> _last_reading_at(SimpleNamespace(log_text=lambda: log))
-    1796549348.485
-    """
-    found = _READS.findall(worker.log_text())
-    if not found:
-        return None
-    return datetime.datetime.fromisoformat(found[-1].replace("Z", "+00:00")).timestamp()
 
 
 if __name__ == "__main__":

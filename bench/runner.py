@@ -334,16 +334,24 @@ class WindowCounter(SummaryReader):
         return self.events >= events
 
 
-def _assigned_at(log: str, pattern: re.Pattern[str] = _ASSIGNED) -> float | None:
-    """Wall-clock time of the worker's first non-empty ``mlpulse assigned`` line.
+def _assigned_at(log: str, pattern: re.Pattern[str] = _ASSIGNED, *,
+                 last: bool = False) -> float | None:
+    r"""Wall-clock time of the worker's first (``last``: last) non-empty ``mlpulse
+    assigned`` line.
 
     (Or of another ``pattern`` with the same two groups: the line's prefix, the list.)
 
     Read from the line's log timestamp (JSON lines: UTC; text lines: local time;
     millisecond resolution) when it has one, else the time the line is first seen here
     (polled every 50 ms).
+
+    >>> log = ('{"time":"2026-12-06T09:29:08.485Z","message":"mlpulse ingest reads [(0)]"}\n'
+    ...        '{"time":"2026-12-06T09:29:11.159Z","message":"mlpulse ingest reads []"}\n')
+    >>> _assigned_at(log, _INGEST_ASSIGNED, last=True)
+    1796549348.485
     """
-    for match in pattern.finditer(log):
+    matches = list(pattern.finditer(log))
+    for match in reversed(matches) if last else matches:
         if not match.group(2).strip() or match.group(2).strip() == "]":
             continue
         if match.group(1).startswith("{"):
