@@ -274,14 +274,24 @@ class BatchConsumer:
             await self._commit()
             self._assign(consumer, partitions, offsets or {})
             try:
-                await self._seek_beginnings(consumer)
+                await self._seek(consumer, self._starts)
             except KafkaError as exc:   # a failed consumer: run() replaces it, and seeks
                 log.warning("ingest consumer cannot seek (%s)", exc)
         log.info("mlpulse ingest reads %s", sorted((tp.topic, tp.partition)
                                                    for tp in self._assigned))
 
-    async def _seek_beginnings(self, consumer: AIOKafkaConsumer) -> None:
-        oldest = [tp for tp in self._assigned if self._starts.get(tp) == BEGINNING]
+    async def _seek(self, consumer: AIOKafkaConsumer,
+                    starts: Mapping[TopicPartition, int]) -> None:
+        """Seek assigned partitions to ``starts`` (``BEGINNING``: their oldest offset); the
+        offsets go first, before any wait (a fetch would read from committed ones)."""
+        oldest = []
+        for tp, start in starts.items():
+            if start == BEGINNING:
+                self.positions.pop(tp, None)
+                oldest.append(tp)
+            else:
+                consumer.seek(tp, start)
+                self.positions[tp] = start
         if oldest:
             await consumer.seek_to_beginning(*oldest)
 
@@ -307,27 +317,24 @@ class BatchConsumer:
             consumer = await self._connect()
             paused = self._paused
             self._assign(consumer, list(self._assigned), {**self._starts, **self.positions})
+            await self._seek(consumer, self._starts)
             if paused:   # (event-time alignment's pauses hold)
                 consumer.pause(*paused)
                 self._paused = paused
-            await self._seek_beginnings(consumer)
         return consumer
 
     async def _seek_starts(self, consumer: AIOKafkaConsumer,
                            partitions: Sequence[TopicPartition]) -> None:
         """Seek ``partitions`` (assigned, nothing of them handled since) back to where
         this assignment reads them from."""
+        starts = {}
         for tp in partitions:
             start = self._starts.get(tp)
             if start is None:   # the committed offset; never committed: the oldest
                 committed = await consumer.committed(tp)
                 start = BEGINNING if committed is None else committed
-            if start == BEGINNING:
-                self.positions.pop(tp, None)
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, start)
-                self.positions[tp] = start
+            starts[tp] = start
+        await self._seek(consumer, starts)
 
     def _assign(self, consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition],
                 offsets: Mapping[TopicPartition, int]) -> None:
@@ -337,16 +344,8 @@ class BatchConsumer:
         self._generation += 1
         for tp in [tp for tp in self.positions if tp not in self._assigned]:
             del self.positions[tp]   # in place: the lag metric holds this dict
-        if self._assigned:
+        if self._assigned:   # (sought to their starts by the caller: _seek)
             consumer.assign(self._assigned)
-            for tp, offset in offsets.items():
-                if tp not in self._assigned:
-                    continue
-                if offset == BEGINNING:   # (sought by assign: a request to the broker)
-                    self.positions.pop(tp, None)
-                else:
-                    consumer.seek(tp, offset)
-                    self.positions[tp] = offset
         else:
             consumer.unsubscribe()
 

@@ -126,6 +126,6 @@ async def test_a_replaced_consumer_reads_on_from_where_its_partitions_were_handl
     consumer.positions[TP] = 12                    # handled up to here
     consumer._paused = {other}                     # held back by event-time alignment
     await consumer._replace(KafkaError("coordination"))
-    assert calls == [("assign", [TP, other, fresh]), ("seek", 0, 12), ("pause", [1]),
-                     ("oldest", [2])]
+    assert calls == [("assign", [TP, other, fresh]), ("seek", 0, 12), ("oldest", [2]),
+                     ("pause", [1])]
     assert consumer._paused == {other} and consumer.positions == {TP: 12}
