@@ -33,7 +33,7 @@ import faust
 import msgspec
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import DefaultPartitioner, murmur2
+from aiokafka.partitioner import DefaultPartitioner
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -42,6 +42,7 @@ from .checkpoint import CheckpointReader
 from .config import Settings
 from .consumer import BatchConsumer, Write
 from .engine import Engine, Outputs
+from .repartition import key_hash
 from .security import BasicAuth, auth_middleware, faust_credentials, kafka_options
 from .store import TableStore
 from .streams import Stream
@@ -375,7 +376,7 @@ class KeyPartitioner:
         if hashed is None:
             if len(self._hashes) >= self.max_keys:
                 self._hashes.clear()
-            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+            hashed = self._hashes[key] = key_hash(key)
         return all_partitions[hashed % len(all_partitions)]
 
 

@@ -22,8 +22,8 @@ from aiokafka.partitioner import murmur2
 
 T = TypeVar("T")
 
-__all__ = ["ORIGIN_HEADER", "SEQ_BITS", "HopFilter", "header", "in_order", "origin_of",
-           "pack_origin", "partition_for", "unpack_origin"]
+__all__ = ["ORIGIN_HEADER", "SEQ_BITS", "HopFilter", "header", "in_order", "key_hash",
+           "origin_of", "pack_origin", "partition_for", "unpack_origin"]
 
 ORIGIN_HEADER = "mlpulse-origin"
 """Header of a repartitioned message: where its events were read (see :func:`pack_origin`)."""
@@ -34,7 +34,13 @@ SEQ_BITS = 20
 
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives ``key`` (as for the internal topics)."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return key_hash(key) % partitions
+
+
+def key_hash(key: bytes) -> int:
+    """What Kafka's default partitioner reduces modulo the partition count: murmur2 of the
+    key, as Kafka's Java client hashes it, made positive."""
+    return int(murmur2(key)) & 0x7FFFFFFF
 
 
 
