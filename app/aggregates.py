@@ -20,7 +20,6 @@ from .columns import (
     NO_VALUES,
     STR,
     Batch,
-    FeatureStats,
     floats,
     ints,
     numbers,
@@ -37,6 +36,7 @@ from .events import (
     PredictionEvent,
     PredictionWindow,
 )
+from .feature_stats import FeatureStats
 from .sketches import OTHER, BoundedCounter, NumericStats, QuantileSketch, stable
 from .slice_folds import fold_parts, fold_slices
 from .slicing import Sliced, Slicer, Waiting

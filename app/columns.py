@@ -1,12 +1,8 @@
-"""A batch's fields as columns, the numbers among them, and one feature's statistics in a
-window: what :mod:`mlpulse.aggregates` folds a batch with.
+"""A batch's fields as columns and the numbers among them: what :mod:`mlpulse.aggregates`
+folds a batch with (a feature's statistics in a window: :mod:`mlpulse.feature_stats`).
 
->>> stats = FeatureStats()
->>> column = [1.0, None, "a", 2.0]
->>> stats.add(numbers(column), ["a"], column.count(None), max_keys=10)
->>> summary = stats.summary(top_values=5)
->>> summary.count, summary.null_count, summary.mean, summary.top
-(4, 1, 1.5, {'a': 1})
+>>> numbers([1.0, None, "a", 2.0]).tolist()
+[1.0, 2.0]
 """
 
 from __future__ import annotations
@@ -20,11 +16,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .events import FeatureSummary
-from .sketches import BoundedCounter, NumericStats, stable, value_key
+from .sketches import value_key
 
-__all__ = ["FLOAT", "FLOAT_OR_NONE", "MISSING", "NO_VALUES", "STR", "Batch", "Coded",
-           "FeatureStats", "coded", "columns", "first_seen", "floats", "ints", "numbers", "pick"]
+__all__ = ["FLOAT", "FLOAT_OR_NONE", "MISSING", "NO_VALUES", "STR", "Batch", "Coded", "coded",
+           "columns", "first_seen", "floats", "ints", "numbers", "pick"]
 
 MISSING = object()
 """A row's value of a feature it does not have (:func:`columns`)."""
@@ -48,69 +43,6 @@ _FEATURES = operator.attrgetter("features")
 
 _CACHE_FLAG = {None: 0, False: 1, True: 2}
 """``cache_hit`` as :meth:`Batch.cache_flags` codes it (anything else: known, a miss)."""
-
-
-class FeatureStats:
-    """One feature's statistics in one window."""
-
-    __slots__ = ("categories", "count", "null_count", "numeric")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.null_count = 0
-        self.numeric: NumericStats | None = None
-        self.categories: BoundedCounter | None = None
-
-    def add(
-        self, numbers: np.ndarray, categories: list[object], nulls: int, max_keys: int,
-        category_kinds: set[type] | None = None,
-    ) -> None:
-        self.count += numbers.size + len(categories) + nulls
-        self.null_count += nulls
-        if numbers.size:
-            if self.numeric is None:
-                self.numeric = NumericStats()
-            self.numeric.add_many(numbers)
-        if categories:
-            if self.categories is None:
-                self.categories = BoundedCounter(max_keys)
-            self.categories.add_values(categories, category_kinds)
-
-    def merge(self, other: FeatureStats) -> None:
-        self.count += other.count
-        self.null_count += other.null_count
-        if other.numeric is not None:
-            if self.numeric is None:
-                self.numeric = NumericStats()
-            self.numeric.merge(other.numeric)
-        if other.categories is not None:
-            if self.categories is None:
-                self.categories = BoundedCounter(other.categories.max_keys)
-            self.categories.merge(other.categories)
-
-    def state(self) -> list[Any]:
-        return [self.count, self.null_count,
-                None if self.numeric is None else self.numeric.state(),
-                None if self.categories is None else self.categories.state()]
-
-    @classmethod
-    def from_state(cls, state: list[Any]) -> FeatureStats:
-        out = cls()
-        out.count, out.null_count, numeric, categories = state
-        out.numeric = None if numeric is None else NumericStats.from_state(numeric)
-        out.categories = None if categories is None else BoundedCounter.from_state(categories)
-        return out
-
-    def summary(self, top_values: int) -> FeatureSummary:
-        out = FeatureSummary(count=self.count, null_count=self.null_count)
-        if self.numeric is not None and self.numeric.count:
-            out.mean = stable(self.numeric.mean)
-            out.std = stable(self.numeric.std)
-            out.min = self.numeric.min
-            out.max = self.numeric.max
-        if self.categories is not None:
-            out.top = self.categories.top(top_values)
-        return out
 
 
 class Batch:

@@ -63,8 +63,8 @@ import msgspec
 import numpy as np
 from scipy import special
 
-from ..columns import FeatureStats
 from ..events import ComparisonSummary, OutcomeSummary, PerformanceSummary, SignalComparison
+from ..feature_stats import FeatureStats
 from ..sketches import OTHER, BoundedCounter, NumericStats, QuantileSketch
 from .distance import chi_square, psi
 from .finding import Finding
