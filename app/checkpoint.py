@@ -38,7 +38,7 @@ import msgspec
 T = TypeVar("T")
 
 __all__ = ["Checkpoint", "CheckpointReader", "CheckpointRound", "CheckpointWriter",
-           "checkpoint_records", "next_slot", "read_checkpoint"]
+           "checkpoint_records", "header_generation", "next_slot", "read_checkpoint"]
 
 CHUNK_BYTES = 512 * 1024
 """Largest value of one checkpoint record (compressed)."""
@@ -71,6 +71,8 @@ class _Header(msgspec.Struct, frozen=True):
     slot: int
     chunks: int
     crc: int
+    generation: int = 0
+    """The consumer group generation of the assignment its writer held (0: unknown)."""
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -86,13 +88,15 @@ def _chunk_key(partition: int, slot: int, index: int) -> bytes:
     return f"c|{partition}|{slot}|{index}".encode()
 
 
-def checkpoint_records(partition: int, checkpoint: Checkpoint, slot: int
-                       ) -> list[tuple[bytes, bytes]]:
-    """(key, value) records of ``checkpoint`` in ``slot`` (0 or 1), header last."""
+def checkpoint_records(partition: int, checkpoint: Checkpoint, slot: int,
+                       generation: int = 0) -> list[tuple[bytes, bytes]]:
+    """(key, value) records of ``checkpoint`` in ``slot`` (0 or 1), header last; the header
+    names the group ``generation`` of the writer's assignment (see :func:`header_generation`)."""
     blob = zlib.compress(_encoder.encode(checkpoint), 1)
     chunks = [blob[i:i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)] or [b""]
     records = [(_chunk_key(partition, slot, i), chunk) for i, chunk in enumerate(chunks)]
-    header = _Header(slot=slot, chunks=len(chunks), crc=zlib.crc32(blob))
+    header = _Header(slot=slot, chunks=len(chunks), crc=zlib.crc32(blob),
+                     generation=generation)
     records.append((_header_key(partition), _encoder.encode(header)))
     return records
 
@@ -108,6 +112,20 @@ def read_checkpoint(get: Callable[[bytes], bytes | None], partition: int) -> Che
     if None in parts or zlib.crc32(blob) != header.crc:
         raise ValueError(f"checkpoint of partition {partition} is incomplete or corrupt")
     return _checkpoint.decode(zlib.decompress(blob))
+
+
+def header_generation(key: bytes, value: bytes | None) -> tuple[int, int] | None:
+    """(partition, writer's group generation) of a checkpoint topic record that is a
+    header, else None: the generations of a partition's headers, in the order they were
+    written, never go down where no worker wrote after losing its assignment.
+
+    >>> [header_generation(k, v) for k, v in checkpoint_records(
+    ...     3, Checkpoint(b"", {}, {}), slot=0, generation=7)]
+    [None, (3, 7)]
+    """
+    if value is None or not key.startswith(b"c|") or key.count(b"|") != 1:
+        return None
+    return int(key[2:]), _header.decode(value).generation
 
 
 def next_slot(get: Callable[[bytes], bytes | None], partition: int) -> int:
@@ -185,11 +203,13 @@ class CheckpointWriter:
     def round(self, points: Mapping[int, Checkpoint],
               after_headers: Callable[[], None] | None = None,
               records: Mapping[int, list[tuple[bytes, bytes | None]]] | None = None,
-              written: Callable[[], None] | None = None) -> CheckpointRound | None:
+              written: Callable[[], None] | None = None,
+              generation: int = 0) -> CheckpointRound | None:
         """The records of the points that differ from the last written, after the other
         ``records`` of their partitions (keys outside the checkpoints' own; None values
         are tombstones); None when there is nothing to write, nor ``after_headers``.
-        ``written`` is called once the round is durable."""
+        ``written`` is called once the round is durable; ``generation``: the writer's
+        group generation, in the headers."""
         due = [(partition, point, mark) for partition, point in sorted(points.items())
                if self.written.get(partition) != (mark := point.fingerprint())]
         extra = [(partition, key, value) for partition, rows in sorted((records or {}).items())
@@ -199,7 +219,8 @@ class CheckpointWriter:
         chunks: list[tuple[int, bytes, bytes | None]] = extra
         headers: list[tuple[int, bytes, bytes]] = []
         for partition, point, _ in due:
-            *parts, header = checkpoint_records(partition, point, self.slots.get(partition, 0))
+            *parts, header = checkpoint_records(partition, point, self.slots.get(partition, 0),
+                                                generation)
             chunks += [(partition, key, value) for key, value in parts]
             headers.append((partition, *header))
 

@@ -72,8 +72,17 @@ class BatchConsumer:
         checkpoint: TakeCheckpoint, max_records: int = 2000,
         max_fetch_bytes: int = 1024 * 1024, commit_interval_s: float = 1.0,
         close_timeout_s: float = 5.0, kafka: Mapping[str, Any] | None = None,
+        stall_s: float | None = None,
     ) -> None:
         self.close_timeout_s = close_timeout_s
+        self.stall_s = stall_s
+        """The group's session timeout: a pause of this consumer's loop longer than it (the
+        process was stopped or starved) may have cost the worker its group membership, and
+        its partitions may have new owners; checkpoints wait ``stall_s`` after one
+        (:meth:`stalled`) for the group to tell (None: never)."""
+        self._turn_s: float | None = None
+        """When the loop last turned (None: it has not started)."""
+        self._held_until_s = 0.0
         self.handle = handle
         self.checkpoint = checkpoint
         self.max_records = max_records
@@ -117,8 +126,10 @@ class BatchConsumer:
         """Consume what is assigned until cancelled; commit what was processed on the way
         out."""
         consumer = await self._start()
+        self._turn_s = time.monotonic()
         try:
             while True:
+                self._turned()
                 if not self._assigned:
                     await asyncio.sleep(0.05)
                 else:
@@ -158,8 +169,8 @@ class BatchConsumer:
                         continue
                 # a checkpoint even with no input of its own: state also comes from the
                 # repartitioned topics
-                if self.due(time.monotonic() - self._last_commit_s) and (
-                        self._writing is None or self._writing.done()):
+                self._turned()
+                if self._round_due():
                     async with self._handling:
                         await self._commit(wait=False)
         finally:
@@ -187,6 +198,52 @@ class BatchConsumer:
         self.consumer = consumer
         self.started.set()
         return consumer
+
+    def _round_due(self) -> bool:
+        """Whether the loop checkpoints now: one is :meth:`due`, the last one's writing is
+        done, and no pause may have cost this worker its partitions (:meth:`stalled`)."""
+        return (self.due(time.monotonic() - self._last_commit_s)
+                and (self._writing is None or self._writing.done()) and not self.stalled())
+
+    def _turned(self) -> None:
+        """The loop turns: after a pause longer than ``stall_s``, checkpoints wait."""
+        now_s = time.monotonic()
+        if (self.stall_s is not None and self._turn_s is not None
+                and now_s - self._turn_s > self.stall_s):
+            self._held_until_s = now_s + self.stall_s
+            log.warning("ingest paused for %.1f s, longer than the group's session timeout: "
+                        "no checkpoint for %.1f s, until the group tells whether this worker "
+                        "still owns its partitions", now_s - self._turn_s, self.stall_s)
+        self._turn_s = now_s
+
+    def member_again(self) -> None:
+        """The group assigned this worker partitions since: its checkpoints need not wait."""
+        self._held_until_s = 0.0
+        if self._turn_s is not None:
+            self._turn_s = time.monotonic()
+
+    def stalled(self) -> bool:
+        """Whether this worker may have lost its partitions to a pause: its loop has not
+        turned for longer than ``stall_s``, or did so less than ``stall_s`` ago. A worker
+        stopped past its session timeout (SIGSTOP, a VM pause, swapping) wakes up a zombie:
+        the group gave its partitions to others, whose checkpoints it must not overwrite
+        (its heartbeat fails within a third of the timeout, and its partitions are revoked).
+
+        >>> c = BatchConsumer(bootstrap="unused", group_id="g", handle=None, checkpoint=None,
+        ...                   stall_s=10.0)
+        >>> c.stalled()   # (its loop has not started)
+        False
+        >>> c._turn_s = time.monotonic() - 30   # the loop stopped 30 s ago
+        >>> c.stalled(), (c._turned(), c.stalled())[1]
+        (True, True)
+        >>> c._held_until_s -= 11   # 11 s on, no revocation came: still a member
+        >>> c.stalled()
+        False
+        """
+        if self.stall_s is None or self._turn_s is None:
+            return False
+        now_s = time.monotonic()
+        return now_s - self._turn_s > self.stall_s or now_s < self._held_until_s
 
     def due(self, since_s: float) -> bool:
         """Whether a checkpoint is due ``since_s`` after the last: the interval is over (a
@@ -248,7 +305,8 @@ class BatchConsumer:
         if self.consumer is None:
             return
         async with self._handling:
-            await self._commit()
+            if not self.stalled():   # (else its partitions may have other owners by now)
+                await self._commit()
         await self.consumer.stop()
 
     # ------------------------------------------------------------ assignment
@@ -263,15 +321,23 @@ class BatchConsumer:
         return len(known) if known else None
 
     async def assign(self, partitions: Sequence[TopicPartition],
-                     offsets: Mapping[TopicPartition, int] | None = None) -> None:
+                     offsets: Mapping[TopicPartition, int] | None = None, *,
+                     checkpoint: bool = True) -> None:
         """Read exactly ``partitions`` from now on, those in ``offsets`` from there
         (``BEGINNING``: the oldest offset it has), the others from their committed offsets
-        (checkpointing and committing first)."""
+        (checkpointing and committing first; with ``checkpoint=False`` neither: what was
+        handled since the last checkpoint is let go, and read again by whoever restores
+        it)."""
         if self.consumer is None and not partitions:
             return
         async with self._handling:
             consumer = await self._start()
-            await self._commit()
+            if checkpoint:
+                await self._commit()
+            else:
+                await self._settle()
+                self._uncommitted = {}
+                self.positions.clear()
             self._assign(consumer, partitions, offsets or {})
             try:
                 await self._seek(consumer, self._starts)

@@ -352,10 +352,12 @@ class Engine:
 
     # ------------------------------------------------------------- 5. checkpoints
 
-    def checkpoint(self, positions: Mapping[tuple[str, int], int]) -> CheckpointRound | None:
+    def checkpoint(self, positions: Mapping[tuple[str, int], int], generation: int = 0
+                   ) -> CheckpointRound | None:
         """Snapshot the windows of every owned partition with the input offsets and hop
         positions they hold (``positions``: next input offset per input partition read);
-        None when nothing changed."""
+        None when nothing changed. ``generation``: the consumer group generation of the
+        assignment held, named in the checkpoints' headers."""
         self.detect.save()   # before the windows: never older than the checkpoint
         own = self.ownership
         own.read_to(positions)
@@ -379,7 +381,8 @@ class Engine:
             for partition in points:
                 summarizer.records_written(partition)
 
-        point = self.writer.round(points, mark_ends if states else None, records, written)
+        point = self.writer.round(points, mark_ends if states else None, records, written,
+                                  generation)
         if point is None:
             written()   # nothing new: what the last checkpoint does not name can go
         return point

@@ -52,6 +52,9 @@ __all__ = ["Pipeline", "create_app"]
 
 log = logging.getLogger("mlpulse.pipeline")
 
+UNKNOWN_GENERATION = -1
+"""aiokafka's generation of a member the group does not know (``reset_generation``)."""
+
 
 class Pipeline:
     """A Faust app around an :class:`~mlpulse.engine.Engine`; ``app`` is what a worker runs."""
@@ -80,7 +83,8 @@ class Pipeline:
             handle=self._ingest, checkpoint=self._checkpoint,
             kafka={**kafka_options(settings), **settings.group_options()},
             max_records=settings.ingest_max_records, max_fetch_bytes=settings.ingest_fetch_bytes,
-            commit_interval_s=settings.commit_interval_seconds)
+            commit_interval_s=settings.commit_interval_seconds,
+            stall_s=settings.group_timeouts_seconds[0])
         self.checkpoint_reader = CheckpointReader(
             checkpoint_changelog(settings), {"bootstrap_servers": settings.bootstrap_or_error,
                                              "max_partition_fetch_bytes": 16 * 1024 * 1024,
@@ -230,7 +234,7 @@ class Pipeline:
         return what writes it, then acks the repartitioned messages it holds."""
         started = time.perf_counter()
         async with self.state_lock:   # no agent between a change and its output
-            point = self.engine.checkpoint(positions)
+            point = self.engine.checkpoint(positions, self.app.consumer_generation_id)
             held, self.held = self.held, []
         if point is None and not held:
             return None
@@ -261,7 +265,28 @@ class Pipeline:
         # stop reading input and checkpoint what was processed before anyone else reads it
         self._rebalances += 1
         self.engine.pause()
-        await self.ingest_consumer.assign([])
+        if not (self._membership_lost() or self.ingest_consumer.stalled()):
+            await self.ingest_consumer.assign([])
+            return
+        # The group dropped this worker (its heartbeat found it unknown: stopped or cut
+        # off past its session timeout), or it may have: its partitions have other owners,
+        # who restored their last checkpoints and write their own. Writing this state now
+        # would put an older one over theirs (or tear the slot their header names). Let
+        # it go unwritten; whatever is assigned next is restored from its checkpoint.
+        if any(self.engine.owned.values()):
+            log.warning("mlpulse: this worker lost (or may have lost) its group membership "
+                        "to a pause; its partitions are not checkpointed now, and are "
+                        "restored from their checkpoints if assigned again")
+        await self.ingest_consumer.assign([], checkpoint=False)
+        self.engine.assign({name: set() for name in self.engine.owned})
+        self.held = []   # (not acked: read again by whoever restores their partitions)
+
+    def _membership_lost(self) -> bool:
+        """Whether Faust's consumer found its member unknown to the group and reset its
+        generation (aiokafka does so before it revokes: a kicked member's revocation)."""
+        thread = getattr(self.app.consumer, "_thread", None)
+        coordinator = getattr(getattr(thread, "_consumer", None), "_coordinator", None)
+        return getattr(coordinator, "generation", 0) == UNKNOWN_GENERATION
 
     async def _on_assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         by_topic = {s.internal: s.name for s in self.engine.streams.values()}
@@ -270,6 +295,7 @@ class Pipeline:
             if tp.topic in by_topic:
                 owned[by_topic[tp.topic]].add(tp.partition)
         self.engine.assign(owned)
+        self.ingest_consumer.member_again()
         self._assigned_in = self._rebalances
         for tp in [tp for tp in self.positions if tp not in assigned]:
             del self.positions[tp]

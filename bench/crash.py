@@ -12,7 +12,12 @@ repartition topic. ``--shape`` says what producers send (the traffic-shape matri
 envelopes keyed by model, unkeyed envelopes of one model, unkeyed envelopes of all models,
 unkeyed single events); ``--backlog`` writes the whole stream before the first worker starts
 (then the kills come when a random share of the windows is out); ``--join N`` starts N more
-workers a third of the way in. The workers' peak RSS at the end is reported too.
+workers a third of the way in. ``--stall S`` stops the chosen worker (SIGSTOP) for ``S``
+seconds instead of killing it, then lets it go on (SIGCONT): past its group session timeout
+the group gives its partitions to the others, and what it writes when it wakes must not
+overwrite theirs (``checkpoint_generation_regressions``: checkpoint headers of a partition
+written by an older group generation than one before them). The workers' peak RSS at the
+end is reported too.
 
 Afterwards every window summary on the windows topic is compared with the truth computed
 from the generated events: per (model, window) emitted exactly once with the exact count,
@@ -22,8 +27,8 @@ the results lists the first 20 of each with what differed). A run without kills
 (``--kills 0``) is the control: every window exact. ``--slices N`` gives every event one
 of N regions (``segment: {"region": ...}``) and the workers ``MLPULSE_SEGMENT_KEYS=region``:
 each slice window is compared with its truth too. Writes ``bench/results/crash.json``
-(``crash-workers3.json`` for ``--workers 3``; ``--shape``, ``--backlog`` and ``--join`` add
-``-<shape>``, ``-backlog`` and ``-join<n>``).
+(``crash-workers3.json`` for ``--workers 3``; ``--shape``, ``--backlog``, ``--join`` and
+``--stall`` add ``-<shape>``, ``-backlog``, ``-join<n>`` and ``-stall``).
 """
 
 from __future__ import annotations
@@ -76,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
                              "event per message, as most producers send)")
     parser.add_argument("--backlog", action="store_true",
                         help="write the whole stream before the first worker starts")
+    parser.add_argument("--stall", type=float, default=0.0,
+                        help="stop the chosen worker for this many seconds (SIGSTOP, then "
+                             "SIGCONT) instead of killing it")
+    parser.add_argument("--session", type=float, default=None,
+                        help="MLPULSE_GROUP_SESSION_TIMEOUT_SECONDS of the workers")
     parser.add_argument("--join", type=int, default=0,
                         help="workers that join the group a third of the way in")
     parser.add_argument("--slices", type=int, default=0, metavar="N",
@@ -149,7 +159,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from bench.runner import _assigned_at as assigned_at
     from mlpulse.broker import EmbeddedBroker
     from mlpulse.config import Settings
-    from mlpulse.topics import Topics, ensure_topics_async
+    from mlpulse.topics import Topics, checkpoint_changelog, ensure_topics_async
 
     messages, truth = stream(args)
     rng = random.Random(args.seed + 1)
@@ -163,7 +173,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             env = worker_env(settings, workdir / name, MLPULSE_WINDOW_SECONDS=str(WINDOW_S),
                              MLPULSE_LATENESS_SECONDS=str(getattr(args, "lateness", 1.0)),
                              MLPULSE_IDLE_CHECK_SECONDS="0.25",
-                             MLPULSE_SEGMENT_KEYS="region" if getattr(args, "slices", 0) else "")
+                             MLPULSE_SEGMENT_KEYS="region" if getattr(args, "slices", 0) else "",
+                             **({"MLPULSE_GROUP_SESSION_TIMEOUT_SECONDS": str(args.session)}
+                                if getattr(args, "session", None) else {}))
             return Subprocess([sys.executable, "-m", "mlpulse", "worker"], env,
                               workdir / f"{name}.log")
 
@@ -227,6 +239,16 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     log(NAME, f"{joining} worker(s) join at {time.monotonic() - began:.1f} s")
                     continue
                 victim = rng.randrange(len(workers))
+                stall_s = getattr(args, "stall", 0.0)
+                if stall_s:   # a worker that stops and later goes on (a zombie)
+                    _signal_group(workers[victim].process.pid, signal.SIGSTOP)
+                    log(NAME, f"stop worker {victim} at {time.monotonic() - began:.1f} s for "
+                              f"{stall_s:g} s ({k + 1}/{args.kills})")
+                    await asyncio.sleep(stall_s)
+                    _signal_group(workers[victim].process.pid, signal.SIGCONT)
+                    kills.append({"at_s": round(time.monotonic() - began, 2), "worker": victim,
+                                  "stalled_s": stall_s, "summaries_before": len(summaries)})
+                    continue
                 _signal_group(workers[victim].process.pid, signal.SIGKILL)
                 workers[victim].process.wait(10)
                 kills.append({"at_s": round(time.monotonic() - began, 2), "worker": victim,
@@ -259,6 +281,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 if quiet_s >= max(idle_close_s, settle_s):
                     break
                 await asyncio.sleep(0.5)
+            regressions, generations = await checkpoint_generation_regressions(
+                broker.bootstrap, checkpoint_changelog(settings))
             alive = sum(w.alive for w in workers)
             # the most memory a worker of the end held at once (the kernel's high-water mark)
             peaks = [rss_bytes(w.process.pid, "VmHWM") for w in workers if w.alive]
@@ -271,8 +295,55 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     crashed = sum(path.read_text(errors="replace").count("Crashed reason")
                   for path in workdir.glob("*.log"))   # a worker service that gave up
     return {"kills": kills, "worker_crash_logs": crashed, "workers_alive_at_end": alive,
+            "checkpoint_generation_regressions": regressions,
+            "checkpoint_generations": generations,
             "worker_peak_rss_mb": round(peak / 2**20, 1) if peak else None,
             **compare(truth, summaries)}
+
+
+async def checkpoint_generation_regressions(bootstrap: str, topic: str
+                                            ) -> tuple[int, dict[int, str]]:
+    """Checkpoint headers of the checkpoint topic written by an older group generation than
+    an earlier header of the same partition (a worker that wrote after losing its
+    assignment: a zombie), and per partition the generations of its headers in order
+    (``"0x12 1x5"``: 12 headers of generation 0, then 5 of generation 1)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from mlpulse.checkpoint import header_generation
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.topics()   # (metadata of every topic)
+        tps = [TopicPartition(topic, p) for p in sorted(
+            consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        newest: dict[int, int] = {}
+        runs: dict[int, list[list[int]]] = {}
+        regressions = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(
+                [await consumer.position(tp) < ends[tp] for tp in tps]):
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    found = header_generation(record.key, record.value)
+                    if found is None:
+                        continue
+                    partition, generation = found
+                    if generation < newest.get(partition, 0):
+                        regressions += 1
+                    newest[partition] = max(generation, newest.get(partition, 0))
+                    seen = runs.setdefault(partition, [])
+                    if seen and seen[-1][0] == generation:
+                        seen[-1][1] += 1
+                    else:
+                        seen.append([generation, 1])
+        return regressions, {p: " ".join(f"{g}x{n}" for g, n in seen)
+                             for p, seen in sorted(runs.items())}
+    finally:
+        await consumer.stop()
 
 
 class Records(SummaryReader):
@@ -377,10 +448,13 @@ def main(argv: list[str] | None = None) -> int:
         name += "-backlog"
     if args.join:
         name += f"-join{args.join}"
+    if args.stall:
+        name += "-stall"
     if args.slices:
         name += f"-slices{args.slices}"
     path = write_results(name, report, args.output)
-    rows = [[k, v] for k, v in result.items() if k not in ("kills", "problem_windows")]
+    rows = [[k, v] for k, v in result.items()
+            if k not in ("kills", "problem_windows", "checkpoint_generations")]
     print(table(["measure", "value"], rows))
     print(f"(results in {path})")
     return 0

@@ -109,3 +109,18 @@ def test_sliced_windows_survive_two_kills_exactly(tmp_path):
     result = asyncio.run(run(args, tmp_path))
     exact(result | {"workers": 1}, tmp_path)
     assert result["windows_true"] == 4 * 80   # 10 models × 8 windows, each with 3 slices
+
+
+def test_a_worker_stopped_past_its_session_overwrites_no_checkpoint_when_it_goes_on(tmp_path):
+    # SIGSTOP one of two workers past its group session timeout, then SIGCONT: the group
+    # gave its partitions to the other, which restored their checkpoints and writes its
+    # own; the woken worker (a zombie until its heartbeat fails) must write none over
+    # them: the headers of each partition's checkpoints come in generation order
+    args = argparse.Namespace(events=250_000, models=10, events_per_second=2000.0,
+                              rate=20_000.0, kills=1, workers=2, seed=3, keys="model",
+                              lateness=1.0, settle=5.0, stall=9.0, session=4.0)
+    result = asyncio.run(run(args, tmp_path)) | {"workers": 2}
+    assert result["checkpoint_generation_regressions"] == 0, result
+    exact(result, tmp_path)
+    woken = (tmp_path / f"w{result['kills'][0]['worker']}-0.log").read_text()
+    assert "lost (or may have lost) its group membership" in woken

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from aiokafka import TopicPartition
@@ -129,3 +130,27 @@ async def test_a_replaced_consumer_reads_on_from_where_its_partitions_were_handl
     assert calls == [("assign", [TP, other, fresh]), ("seek", 0, 12), ("oldest", [2]),
                      ("pause", [1])]
     assert consumer._paused == {other} and consumer.positions == {TP: 12}
+
+
+async def test_no_checkpoint_after_a_pause_longer_than_the_session_timeout():
+    """A worker stopped past its session timeout may have new owners for its partitions:
+    its checkpoints wait until the group has told (its revocation, or ``stall_s`` more);
+    a revocation that finds it dropped lets go of what it handled, unwritten."""
+    log: list[str] = []
+    release = asyncio.Event()
+    release.set()
+    consumer = consumer_with(log, logging_checkpoint(log, release))
+    consumer.stall_s = 10.0
+    consumer.positions[TP] = consumer._uncommitted[TP] = 5
+    consumer._last_commit_s -= 60   # a round is due
+    assert consumer._round_due()
+    consumer._turn_s = time.monotonic() - 30   # the loop last turned 30 s ago
+    assert not consumer._round_due()
+    consumer._turned()
+    assert not consumer._round_due()
+    consumer._held_until_s -= 11   # no revocation came: still a member
+    assert consumer._round_due()
+    consumer.positions[TP] = consumer._uncommitted[TP] = 9
+    consumer._assign = lambda *args: None  # type: ignore[method-assign]
+    await consumer.assign([], checkpoint=False)
+    assert log == [] and consumer.positions == {} and consumer._uncommitted == {}

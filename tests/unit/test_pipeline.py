@@ -20,8 +20,10 @@ def _pipeline() -> tuple[Pipeline, list[Any]]:
     told: dict[Any, int] = {}
     pipeline.told = told  # type: ignore[attr-defined]   (the ingest's start offsets)
 
-    async def assign(partitions: Any, offsets: Any = None) -> None:
-        calls.append(("ingest reads", sorted(partitions)))
+    async def assign(partitions: Any, offsets: Any = None, *, checkpoint: bool = True
+                     ) -> None:
+        calls.append(("ingest reads", sorted(partitions)) if checkpoint
+                     else ("ingest reads, no checkpoint", sorted(partitions)))
         told.clear()
         told.update(offsets or {})
 
@@ -109,3 +111,36 @@ def test_the_input_is_read_from_where_the_state_held_ends_not_from_committed_off
     pipeline.engine.ownership.read_to({(topic, 2): 75, (topic, 6): 9})
     asyncio.run(rebalance({2}))
     assert told() == {(topic, 2): 75, (topic, 6): 9}
+
+
+def test_a_worker_the_group_dropped_writes_no_checkpoint_and_restores_what_it_gets_again():
+    # a worker stopped past its session timeout wakes up a zombie: its partitions have
+    # new owners, who restored their checkpoints; at its revocation it writes nothing
+    # (an older state over theirs) and drops its state: a partition it is given again is
+    # restored from its checkpoint, not kept
+    pipeline, calls = _pipeline()
+    internal = pipeline.engine.streams["predictions"].internal
+    topic = pipeline.engine.predictions.topic
+    empty = pipeline.engine.summarizer.partition_state(2)
+    reads: list[int] = []
+
+    async def read(partition: int) -> Any:
+        reads.append(partition)
+        return Checkpoint(state=empty, inputs={f"{topic}:2": 40}, hops={}), 0, {}
+
+    pipeline.checkpoint_reader.read = read  # type: ignore[method-assign]
+
+    async def rebalance(partitions: set[int]) -> None:
+        await pipeline._on_revoked(None, set())
+        await pipeline._on_assigned(None, {TP(internal, p) for p in partitions})
+        await pipeline._on_rebalance_complete(None)
+
+    asyncio.run(rebalance({2}))
+    pipeline.engine.ownership.read_to({(topic, 2): 75, (topic, 6): 9})
+    asyncio.run(rebalance({2}))   # a member throughout: kept, read on
+    assert reads == [2] and calls[-3][0] == "ingest reads"
+    pipeline._membership_lost = lambda: True  # type: ignore[method-assign]
+    asyncio.run(rebalance({2}))   # dropped meanwhile: restored again
+    assert reads == [2, 2]
+    assert ("ingest reads, no checkpoint", []) in calls
+    assert pipeline.told[TopicPartition(topic, 2)] == 40  # type: ignore[attr-defined]
