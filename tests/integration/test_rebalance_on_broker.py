@@ -2,7 +2,8 @@
 (bench.crash), however the input is read: live, as a backlog, across kills, as workers join.
 
 The stream's events are in event-time order, so no event is late in the data: none may be
-counted late.
+counted late. The workers run with a 4 s group session timeout (10 s by default), as the
+other broker tests do: a killed worker's partitions move sooner.
 
 Every window summary of the stream is compared with the truth computed from the generated
 events: no event lost or counted twice, no window missing, none emitted twice with
@@ -57,7 +58,7 @@ def test_three_workers_one_killed_three_times_count_every_event_once(tmp_path):
     # SDK-style envelopes keyed by model: applied where they are read
     args = argparse.Namespace(events=200_000, models=10, events_per_second=2000.0,
                               rate=20_000.0, kills=3, workers=3, seed=1, keys="model",
-                              lateness=1.0, settle=10.0)
+                              lateness=1.0, settle=10.0, session=4.0)
     exact(asyncio.run(run(args, tmp_path)) | {"workers": 3}, tmp_path)
 
 
@@ -69,7 +70,8 @@ def test_unkeyed_mixed_envelopes_survive_a_kill_exactly(tmp_path):
     # (`python -m bench.crash --backlog --kills 2` runs the backlog cases of the matrix.)
     args = argparse.Namespace(events=30_000, models=10, events_per_second=1000.0,
                               rate=4000.0, kills=1, workers=1, seed=2,
-                              shape="unkeyed-mixed", backlog=False, lateness=1.0, settle=5.0)
+                              shape="unkeyed-mixed", backlog=False, lateness=1.0, settle=5.0,
+                              session=4.0)
     exact(asyncio.run(run(args, tmp_path)) | {"workers": 1}, tmp_path)
 
 
@@ -78,7 +80,8 @@ def test_unkeyed_single_events_of_a_backlog_exact(tmp_path):
     # producer sends; written before the worker starts (a first start on a full topic)
     args = argparse.Namespace(events=40_000, models=10, events_per_second=1000.0,
                               rate=20_000.0, kills=0, workers=1, seed=3,
-                              shape="unkeyed-singles", backlog=True, lateness=1.0, settle=4.0)
+                              shape="unkeyed-singles", backlog=True, lateness=1.0, settle=4.0,
+                              session=4.0)
     exact(asyncio.run(run(args, tmp_path)) | {"workers": 1}, tmp_path)
 
 
@@ -90,7 +93,7 @@ def test_unkeyed_single_events_live_while_two_workers_join(tmp_path):
     args = argparse.Namespace(events=40_000, models=10, events_per_second=1000.0,
                               rate=5000.0, kills=0, workers=1, join=2, seed=4,
                               shape="unkeyed-singles", backlog=False, lateness=1.0,
-                              settle=5.0)
+                              settle=5.0, session=4.0)
     exact(asyncio.run(run(args, tmp_path)) | {"workers": 3}, tmp_path)
 
 
@@ -105,7 +108,7 @@ def test_sliced_windows_survive_two_kills_exactly(tmp_path):
     args = argparse.Namespace(events=40_000, models=10, events_per_second=1000.0,
                               rate=4000.0, kills=2, workers=1, seed=5,
                               shape="unkeyed-mixed", backlog=False, lateness=1.0, settle=5.0,
-                              slices=3)
+                              slices=3, session=4.0)
     result = asyncio.run(run(args, tmp_path))
     exact(result | {"workers": 1}, tmp_path)
     assert result["windows_true"] == 4 * 80   # 10 models × 8 windows, each with 3 slices
