@@ -211,9 +211,11 @@ class BatchConsumer:
         if (self.stall_s is not None and self._turn_s is not None
                 and now_s - self._turn_s > self.stall_s):
             self._held_until_s = now_s + self.stall_s
-            log.warning("ingest paused for %.1f s, longer than the group's session timeout: "
-                        "no checkpoint for %.1f s, until the group tells whether this worker "
-                        "still owns its partitions", now_s - self._turn_s, self.stall_s)
+            log.warning("the ingest loop did not turn for %.1f s (the process stopped or "
+                        "starved, or one long fetch), longer than the group's session "
+                        "timeout: no checkpoint for %.1f s, until the group tells whether "
+                        "this worker still owns its partitions", now_s - self._turn_s,
+                        self.stall_s)
         self._turn_s = now_s
 
     def member_again(self) -> None:
