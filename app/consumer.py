@@ -34,7 +34,7 @@ from aiokafka.errors import KafkaError
 
 from .ownership import BEGINNING
 
-__all__ = ["BEGINNING", "BatchConsumer", "TakeCheckpoint", "Write"]
+__all__ = ["BEGINNING", "BatchConsumer", "Pauses", "TakeCheckpoint", "Write"]
 
 log = logging.getLogger("mlpulse.consumer")
 
@@ -64,6 +64,59 @@ TakeCheckpoint = Callable[[Mapping[TopicPartition, int]], Awaitable[Write | None
 positions) and returns what writes it (None: nothing to write)."""
 
 
+class Pauses:
+    """Whether a pause of the ingest loop may have cost the worker its partitions. A worker
+    stopped past its group session timeout (``stall_s``: SIGSTOP, a paused VM, swapping)
+    wakes up a zombie: the group gave its partitions to others, whose checkpoints it must
+    not overwrite. Its heartbeat fails within a third of the timeout and its partitions are
+    revoked; until then, and ``stall_s`` at most, it does not checkpoint (:meth:`stalled`).
+
+    >>> pauses = Pauses(stall_s=10.0)
+    >>> pauses.stalled()   # (the loop has not started)
+    False
+    >>> pauses.turn_s = time.monotonic() - 30   # the loop stopped 30 s ago
+    >>> pauses.stalled(), (pauses.turned(), pauses.stalled())[1]
+    (True, True)
+    >>> pauses.held_until_s -= 11   # 11 s on, no revocation came: still a member
+    >>> pauses.stalled()
+    False
+    """
+
+    def __init__(self, stall_s: float | None) -> None:
+        self.stall_s = stall_s
+        self.turn_s: float | None = None
+        """When the loop last turned (None: it has not started)."""
+        self.held_until_s = 0.0
+        """Until when checkpoints wait after a pause."""
+
+    def turned(self) -> None:
+        """The loop turns: after a pause longer than ``stall_s``, checkpoints wait."""
+        now_s = time.monotonic()
+        if (self.stall_s is not None and self.turn_s is not None
+                and now_s - self.turn_s > self.stall_s):
+            self.held_until_s = now_s + self.stall_s
+            log.warning("the ingest loop did not turn for %.1f s (the process stopped or "
+                        "starved, or one long fetch), longer than the group's session "
+                        "timeout: no checkpoint for %.1f s, until the group tells whether "
+                        "this worker still owns its partitions", now_s - self.turn_s,
+                        self.stall_s)
+        self.turn_s = now_s
+
+    def member_again(self) -> None:
+        """The group assigned this worker partitions since: its checkpoints need not wait."""
+        self.held_until_s = 0.0
+        if self.turn_s is not None:
+            self.turn_s = time.monotonic()
+
+    def stalled(self) -> bool:
+        """Whether the worker may have lost its partitions to a pause: the loop has not
+        turned for longer than ``stall_s``, or did so less than ``stall_s`` ago."""
+        if self.stall_s is None or self.turn_s is None:
+            return False
+        now_s = time.monotonic()
+        return now_s - self.turn_s > self.stall_s or now_s < self.held_until_s
+
+
 class BatchConsumer:
     """``handle`` every fetch of the assigned partitions; commit after ``checkpoint``."""
 
@@ -75,14 +128,9 @@ class BatchConsumer:
         stall_s: float | None = None,
     ) -> None:
         self.close_timeout_s = close_timeout_s
-        self.stall_s = stall_s
-        """The group's session timeout: a pause of this consumer's loop longer than it (the
-        process was stopped or starved) may have cost the worker its group membership, and
-        its partitions may have new owners; checkpoints wait ``stall_s`` after one
-        (:meth:`stalled`) for the group to tell (None: never)."""
-        self._turn_s: float | None = None
-        """When the loop last turned (None: it has not started)."""
-        self._held_until_s = 0.0
+        self.pauses = Pauses(stall_s)
+        """Whether a pause of this consumer's loop may have cost the worker its partitions
+        (``stall_s``: the group's session timeout; None: never)."""
         self.handle = handle
         self.checkpoint = checkpoint
         self.max_records = max_records
@@ -126,10 +174,11 @@ class BatchConsumer:
         """Consume what is assigned until cancelled; commit what was processed on the way
         out."""
         consumer = await self._start()
-        self._turn_s = time.monotonic()
+        pauses = self.pauses
+        pauses.turned()
         try:
             while True:
-                self._turned()
+                pauses.turned()
                 if not self._assigned:
                     await asyncio.sleep(0.05)
                 else:
@@ -169,7 +218,6 @@ class BatchConsumer:
                         continue
                 # a checkpoint even with no input of its own: state also comes from the
                 # repartitioned topics
-                self._turned()
                 if self._round_due():
                     async with self._handling:
                         await self._commit(wait=False)
@@ -201,51 +249,10 @@ class BatchConsumer:
 
     def _round_due(self) -> bool:
         """Whether the loop checkpoints now: one is :meth:`due`, the last one's writing is
-        done, and no pause may have cost this worker its partitions (:meth:`stalled`)."""
+        done, and no pause may have cost this worker its partitions (:meth:`Pauses.stalled`)."""
         return (self.due(time.monotonic() - self._last_commit_s)
-                and (self._writing is None or self._writing.done()) and not self.stalled())
-
-    def _turned(self) -> None:
-        """The loop turns: after a pause longer than ``stall_s``, checkpoints wait."""
-        now_s = time.monotonic()
-        if (self.stall_s is not None and self._turn_s is not None
-                and now_s - self._turn_s > self.stall_s):
-            self._held_until_s = now_s + self.stall_s
-            log.warning("the ingest loop did not turn for %.1f s (the process stopped or "
-                        "starved, or one long fetch), longer than the group's session "
-                        "timeout: no checkpoint for %.1f s, until the group tells whether "
-                        "this worker still owns its partitions", now_s - self._turn_s,
-                        self.stall_s)
-        self._turn_s = now_s
-
-    def member_again(self) -> None:
-        """The group assigned this worker partitions since: its checkpoints need not wait."""
-        self._held_until_s = 0.0
-        if self._turn_s is not None:
-            self._turn_s = time.monotonic()
-
-    def stalled(self) -> bool:
-        """Whether this worker may have lost its partitions to a pause: its loop has not
-        turned for longer than ``stall_s``, or did so less than ``stall_s`` ago. A worker
-        stopped past its session timeout (SIGSTOP, a VM pause, swapping) wakes up a zombie:
-        the group gave its partitions to others, whose checkpoints it must not overwrite
-        (its heartbeat fails within a third of the timeout, and its partitions are revoked).
-
-        >>> c = BatchConsumer(bootstrap="unused", group_id="g", handle=None, checkpoint=None,
-        ...                   stall_s=10.0)
-        >>> c.stalled()   # (its loop has not started)
-        False
-        >>> c._turn_s = time.monotonic() - 30   # the loop stopped 30 s ago
-        >>> c.stalled(), (c._turned(), c.stalled())[1]
-        (True, True)
-        >>> c._held_until_s -= 11   # 11 s on, no revocation came: still a member
-        >>> c.stalled()
-        False
-        """
-        if self.stall_s is None or self._turn_s is None:
-            return False
-        now_s = time.monotonic()
-        return now_s - self._turn_s > self.stall_s or now_s < self._held_until_s
+                and (self._writing is None or self._writing.done())
+                and not self.pauses.stalled())
 
     def due(self, since_s: float) -> bool:
         """Whether a checkpoint is due ``since_s`` after the last: the interval is over (a
@@ -307,7 +314,7 @@ class BatchConsumer:
         if self.consumer is None:
             return
         async with self._handling:
-            if not self.stalled():   # (else its partitions may have other owners by now)
+            if not self.pauses.stalled():   # (else its partitions may have other owners)
                 await self._commit()
         await self.consumer.stop()
 

@@ -265,7 +265,7 @@ class Pipeline:
         # stop reading input and checkpoint what was processed before anyone else reads it
         self._rebalances += 1
         self.engine.pause()
-        if not (self._membership_lost() or self.ingest_consumer.stalled()):
+        if not (self._membership_lost() or self.ingest_consumer.pauses.stalled()):
             await self.ingest_consumer.assign([])
             return
         # The group dropped this worker (its heartbeat found it unknown: stopped or cut
@@ -295,7 +295,7 @@ class Pipeline:
             if tp.topic in by_topic:
                 owned[by_topic[tp.topic]].add(tp.partition)
         self.engine.assign(owned)
-        self.ingest_consumer.member_again()
+        self.ingest_consumer.pauses.member_again()
         self._assigned_in = self._rebalances
         for tp in [tp for tp in self.positions if tp not in assigned]:
             del self.positions[tp]

@@ -9,7 +9,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from mlpulse.consumer import BEGINNING, BatchConsumer
+from mlpulse.consumer import BEGINNING, BatchConsumer, Pauses
 
 TP = TopicPartition("in", 0)
 
@@ -140,15 +140,15 @@ async def test_no_checkpoint_after_a_pause_longer_than_the_session_timeout():
     release = asyncio.Event()
     release.set()
     consumer = consumer_with(log, logging_checkpoint(log, release))
-    consumer.stall_s = 10.0
+    pauses = consumer.pauses = Pauses(stall_s=10.0)
     consumer.positions[TP] = consumer._uncommitted[TP] = 5
     consumer._last_commit_s -= 60   # a round is due
     assert consumer._round_due()
-    consumer._turn_s = time.monotonic() - 30   # the loop last turned 30 s ago
+    pauses.turn_s = time.monotonic() - 30   # the loop last turned 30 s ago
     assert not consumer._round_due()
-    consumer._turned()
+    pauses.turned()
     assert not consumer._round_due()
-    consumer._held_until_s -= 11   # no revocation came: still a member
+    pauses.held_until_s -= 11   # no revocation came: still a member
     assert consumer._round_due()
     consumer.positions[TP] = consumer._uncommitted[TP] = 9
     consumer._assign = lambda *args: None  # type: ignore[method-assign]
