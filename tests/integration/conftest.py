@@ -1,8 +1,9 @@
 """Fixtures for tests on a real Kafka-protocol broker (Tansu) and real worker processes.
 
-One broker per test session; each test gets its own topic prefix and consumer
-group, so tests never see each other's data. Workers run as ``python -m app
-worker`` subprocesses with their output in ``test-artifacts/``.
+One broker per test session (per process: `make test` runs two, pytest-xdist); each
+test gets its own topic prefix and consumer group, so tests never see each other's data.
+Workers run as ``python -m app worker`` subprocesses with their output in
+``test-artifacts/``.
 """
 
 from __future__ import annotations
