@@ -134,6 +134,7 @@ def run_worker(settings: Settings, extra_tasks: Sequence[Any] = ()) -> int:
     from .topics import ensure_topics
 
     ensure_topics(settings)
+    one_core()
     pipeline = Pipeline(settings)
     # Batches create many short-lived containers; fewer young-generation collections
     # measured ~10% more events/s (see README, Measured).
@@ -151,6 +152,23 @@ def run_worker(settings: Settings, extra_tasks: Sequence[Any] = ()) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     return 0
+
+
+def one_core() -> None:
+    """Keep numpy's BLAS (and any OpenMP pool) on the calling thread: a worker scales out
+    as more workers in its group, and a matrix product spread over threads that then spin
+    takes a core from the broker or another worker (a 50 × 110 by 110 × 300 product: twice
+    the CPU for a fifth less wall time; docs/performance.md#cost-of-slices).
+
+    >>> import numpy   # (its BLAS loaded, as the worker's modules load it)
+    >>> from threadpoolctl import threadpool_info
+    >>> one_core()
+    >>> {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+    {1}
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
 
 
 def cmd_bridge(args: argparse.Namespace, settings: Settings) -> int:
