@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml constraints.txt
 run: venv  ## embedded broker + worker + simulator, printing window summaries and alerts
 	$(VENV)/bin/mlpulse demo
 
-test: venv  ## the whole suite: unit, doctests, integration on a real broker (2 processes)
-	$(PY) -m pytest -n 2
+test: venv  ## the whole suite: unit and doctests (2 processes), then integration on a real broker
+	$(PY) -m pytest -n 2 -m "not integration"
+	$(PY) -m pytest -m integration
 
 unit: venv  ## no broker: unit tests, docstring examples, the engine's scenarios in process
 	$(PY) -m pytest -m "not integration"

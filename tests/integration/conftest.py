@@ -1,9 +1,10 @@
 """Fixtures for tests on a real Kafka-protocol broker (Tansu) and real worker processes.
 
-One broker per test session (per process: `make test` runs two, pytest-xdist); each
-test gets its own topic prefix and consumer group, so tests never see each other's data.
-Workers run as ``python -m app worker`` subprocesses with their output in
-``test-artifacts/``.
+One broker per test session; each test gets its own topic prefix and consumer group, so
+tests never see each other's data. Workers run as ``python -m app worker`` subprocesses
+with their output in ``test-artifacts/``. `make test` runs these one after another, each
+with the machine to itself (their rebalances and restarts are timed by the group), after
+the other tests on two processes.
 """
 
 from __future__ import annotations
