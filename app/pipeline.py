@@ -295,6 +295,7 @@ class Pipeline:
             if tp.topic in by_topic:
                 owned[by_topic[tp.topic]].add(tp.partition)
         self.engine.assign(owned)
+        watch_skips(self.app.consumer, set(by_topic))
         self.ingest_consumer.pauses.member_again()
         self._assigned_in = self._rebalances
         for tp in [tp for tp in self.positions if tp not in assigned]:
@@ -374,6 +375,40 @@ class Pipeline:
         except Exception:   # a scrape must never fail on a rebalance
             return None
         return int(high) if high is not None else None
+
+
+def watch_skips(consumer: Any, topics: set[str]) -> None:
+    """Warn where Faust's ``consumer`` yields a message of one of ``topics`` (the internal
+    ones) past a jump in the partition's offsets. Faust takes the jump, and the message, as
+    acknowledged (``Consumer._add_gap``, meant for compacted and transactional topics), so
+    its commit may pass repartitioned messages never applied: the lead on a loss seen once
+    under load (docs/reliability.md#messages-faust-dropped-after-a-rebalance). Once per
+    consumer; a consumer without ``_add_gap`` (another Faust) is left as it is.
+
+    >>> import asyncio
+    >>> class Consumer:
+    ...     async def _add_gap(self, tp, offset_from, offset_to):
+    ...         print("gap", tp, offset_from, offset_to)
+    >>> consumer = Consumer()
+    >>> watch_skips(consumer, {"p.predictions.by-model"})
+    >>> watch_skips(consumer, {"p.predictions.by-model"})   # (once)
+    >>> asyncio.run(consumer._add_gap(TP("p.predictions.by-model", 2), 100, 110))
+    gap TP(topic='p.predictions.by-model', partition=2) 100 110
+    """
+    add_gap = getattr(consumer, "_add_gap", None)
+    if add_gap is None or getattr(add_gap, "mlpulse_watched", False):
+        return
+
+    async def watched(tp: TP, offset_from: int, offset_to: int) -> None:
+        if tp.topic in topics:
+            log.warning("mlpulse: Faust's consumer read %s[%d] on at offset %d past "
+                        "offsets %d-%d it did not yield, and takes them as acknowledged",
+                        tp.topic, tp.partition, offset_to, offset_from, offset_to - 1,
+                        extra={"topic": tp.topic, "partition": tp.partition})
+        await add_gap(tp, offset_from, offset_to)
+
+    watched.mlpulse_watched = True  # type: ignore[attr-defined]
+    consumer._add_gap = watched
 
 
 class KeyPartitioner:

@@ -144,3 +144,27 @@ def test_a_worker_the_group_dropped_writes_no_checkpoint_and_restores_what_it_ge
     assert reads == [2, 2]
     assert ("ingest reads, no checkpoint", []) in calls
     assert pipeline.told[TopicPartition(topic, 2)] == 40  # type: ignore[attr-defined]
+
+
+def test_a_jump_in_an_internal_partitions_offsets_is_warned_of_and_still_handed_on(caplog):
+    """Faust takes offsets its consumer did not yield as acknowledged (``_add_gap``): the
+    worker warns of it for its internal topics (the lead on a loss seen under load), and
+    Faust still records the gap as before."""
+    from mlpulse.pipeline import watch_skips
+
+    seen: list[tuple[TP, int, int]] = []
+
+    class Consumer:
+        async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+            seen.append((tp, offset_from, offset_to))
+
+    consumer = Consumer()
+    watch_skips(consumer, {"t.predictions.by-model"})
+    with caplog.at_level("WARNING", logger="mlpulse.pipeline"):
+        asyncio.run(consumer._add_gap(TP("t.predictions.by-model", 2), 100, 110))
+        asyncio.run(consumer._add_gap(TP("t-detectors-changelog", 0), 5, 9))
+    assert seen == [(TP("t.predictions.by-model", 2), 100, 110),
+                    (TP("t-detectors-changelog", 0), 5, 9)]
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "t.predictions.by-model[2]" in warned[0], warned
+    assert "offsets 100-109" in warned[0], warned
