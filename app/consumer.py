@@ -175,7 +175,6 @@ class BatchConsumer:
         out."""
         consumer = await self._start()
         pauses = self.pauses
-        pauses.turned()
         try:
             while True:
                 pauses.turned()

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,7 +28,7 @@ T = TypeVar("T")
 
 __all__ = ["RESULTS_DIR", "best_alternating", "display", "host_info", "log",
            "log_assignments", "model_stream", "percentile", "rss_bytes", "table", "timed_feed",
-           "write_results"]
+           "topic_records", "write_results"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +47,34 @@ def rss_bytes(pid: int | str = "self", field: str = "VmRSS") -> int | None:
         return None
     match = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
     return int(match.group(1)) * 1024 if match else None
+
+
+async def topic_records(bootstrap: str, topic: str, timeout_s: float = 60.0,
+                        **options: Any) -> AsyncIterator[Any]:
+    """Every record of ``topic`` (all its partitions, each in order), from its oldest to
+    the end offsets it had when asked; for ``timeout_s`` at most. ``options``: the
+    consumer's (e.g. ``max_partition_fetch_bytes``)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False, **options)
+    await consumer.start()
+    try:
+        await consumer.topics()   # (metadata of every topic)
+        tps = [TopicPartition(topic, p) for p in sorted(
+            consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and any(
+                [await consumer.position(tp) < ends[tp] for tp in tps]):
+            for records in (await consumer.getmany(timeout_ms=500,
+                                                   max_records=10_000)).values():
+                for record in records:
+                    yield record
+    finally:
+        await consumer.stop()
 
 
 def percentile(values: Sequence[float], q: float) -> float:

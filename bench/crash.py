@@ -47,7 +47,7 @@ from typing import Any
 
 import msgspec
 
-from bench.common import log, rss_bytes, run_in_workdir, table, write_results
+from bench.common import log, rss_bytes, run_in_workdir, table, topic_records, write_results
 from bench.runner import SummaryReader
 from mlpulse.slicing import slice_name
 
@@ -307,43 +307,26 @@ async def checkpoint_generation_regressions(bootstrap: str, topic: str
     an earlier header of the same partition (a worker that wrote after losing its
     assignment: a zombie), and per partition the generations of its headers in order
     (``"0x12 1x5"``: 12 headers of generation 0, then 5 of generation 1)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     from mlpulse.checkpoint import header_generation
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer.topics()   # (metadata of every topic)
-        tps = [TopicPartition(topic, p) for p in sorted(
-            consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        newest: dict[int, int] = {}
-        runs: dict[int, list[list[int]]] = {}
-        regressions = 0
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and any(
-                [await consumer.position(tp) < ends[tp] for tp in tps]):
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                for record in records:
-                    found = header_generation(record.key, record.value)
-                    if found is None:
-                        continue
-                    partition, generation = found
-                    if generation < newest.get(partition, 0):
-                        regressions += 1
-                    newest[partition] = max(generation, newest.get(partition, 0))
-                    seen = runs.setdefault(partition, [])
-                    if seen and seen[-1][0] == generation:
-                        seen[-1][1] += 1
-                    else:
-                        seen.append([generation, 1])
-        return regressions, {p: " ".join(f"{g}x{n}" for g, n in seen)
-                             for p, seen in sorted(runs.items())}
-    finally:
-        await consumer.stop()
+    newest: dict[int, int] = {}
+    runs: dict[int, list[list[int]]] = {}
+    regressions = 0
+    async for record in topic_records(bootstrap, topic):
+        found = header_generation(record.key, record.value)
+        if found is None:
+            continue
+        partition, generation = found
+        if generation < newest.get(partition, 0):
+            regressions += 1
+        newest[partition] = max(generation, newest.get(partition, 0))
+        seen = runs.setdefault(partition, [])
+        if seen and seen[-1][0] == generation:
+            seen[-1][1] += 1
+        else:
+            seen.append([generation, 1])
+    return regressions, {p: " ".join(f"{g}x{n}" for g, n in seen)
+                         for p, seen in sorted(runs.items())}
 
 
 class Records(SummaryReader):

@@ -34,9 +34,9 @@ from typing import Any
 
 import msgspec
 import numpy as np
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
-from bench.common import display, log, percentile, table, write_results
+from bench.common import display, log, percentile, table, topic_records, write_results
 
 NAME = "sdk"
 WARMUP = 100
@@ -152,32 +152,14 @@ async def run_plain(bootstrap: str, topic: str, warm: list[dict[str, Any]],
 
 async def delivered(bootstrap: str, topic: str) -> tuple[int, int]:
     """(messages, events) on ``topic``: every message read, JSON arrays counted per item."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False, max_partition_fetch_bytes=16 << 20)
-    await consumer.start()
     decode = msgspec.json.Decoder().decode
-    try:
-        await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic)
-                                                         or ())]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        remaining = {tp for tp in tps if end[tp] > 0}
-        messages = events = 0
-        deadline = time.monotonic() + 120
-        while remaining and time.monotonic() < deadline:
-            batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=10_000)
-            for tp, records in batch.items():
-                for record in records:
-                    messages += 1
-                    value = decode(record.value)
-                    events += len(value) if isinstance(value, list) else 1
-                if records and records[-1].offset + 1 >= end[tp]:
-                    remaining.discard(tp)
-        return messages, events
-    finally:
-        await consumer.stop()
+    messages = events = 0
+    async for record in topic_records(bootstrap, topic, 120,
+                                      max_partition_fetch_bytes=16 << 20):
+        messages += 1
+        value = decode(record.value)
+        events += len(value) if isinstance(value, list) else 1
+    return messages, events
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -123,6 +123,7 @@ def test_a_worker_stopped_past_its_session_overwrites_no_checkpoint_when_it_goes
                               rate=20_000.0, kills=1, workers=2, seed=3, keys="model",
                               lateness=1.0, settle=5.0, stall=9.0, session=4.0)
     result = asyncio.run(run(args, tmp_path)) | {"workers": 2}
+    assert result["checkpoint_generations"], result   # (the headers were read)
     assert result["checkpoint_generation_regressions"] == 0, result
     exact(result, tmp_path)
     woken = (tmp_path / f"w{result['kills'][0]['worker']}-0.log").read_text()
