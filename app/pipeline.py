@@ -10,8 +10,11 @@ it to Kafka, top to bottom in the order data flows::
         alerts;  feedback.by-model ─ agent join_feedback ─ Engine.apply (labels)
     timer close_idle_windows ─ Engine.tick ─▶ windows of quiet models, no-data alerts,
         revised windows, progress
+    each internal partition in offset order (InOrder): a message past the next offset is
+        held back and the partition read again from there
     checkpoint (each commit interval, in the ingest task) ─ Engine.checkpoint ─▶ the
-        checkpoint topic; then input offsets are committed and repartitioned messages acked
+        checkpoint topic; then input offsets are committed and repartitioned messages
+        acked (Acks: Faust's consumer acks no internal offset by itself)
     rebalance ─ Engine.assign / restore (CheckpointReader) / reads / resume
     web: /metrics (Prometheus), /status (live page), /api/status (its JSON)
 
@@ -42,6 +45,7 @@ from .checkpoint import CheckpointReader
 from .config import Settings
 from .consumer import BatchConsumer, Write
 from .engine import Engine, Outputs
+from .ordering import Acks, InOrder
 from .repartition import key_hash
 from .security import BasicAuth, auth_middleware, faust_credentials, kafka_options
 from .store import TableStore
@@ -66,10 +70,16 @@ class Pipeline:
         self.engine = Engine(settings, store=self.store, clock=clock, registry=registry)
         self.registry = self.engine.registry
         self.trimmer = Trimmer(settings.malloc_trim_seconds)
-        self.positions: dict[TP, int] = {}
-        """Next offset to process per internal partition (for consumer lag)."""
+        self.order = InOrder()
+        """The next offset to apply per internal partition (and for the consumer lag)."""
+        self.acks: Acks | None = None
+        """Acknowledges repartitioned messages to Faust's consumer (set at assignment)."""
         self.held: list[Any] = []
         """Repartitioned messages applied since the last checkpoint: acked after it."""
+        self._internal: set[TP] = set()
+        """The internal partitions of the current assignment."""
+        self._rewound: dict[TP, int] = {}
+        """The offset each internal partition was last read again from (warned once)."""
         self._rebalances = 0
         """Rebalances begun (a re-read after one is dropped when another began)."""
         self._assigned_in = -1
@@ -91,7 +101,7 @@ class Pipeline:
                                              **kafka_options(settings)})
         self._wire()
         self.engine.metrics.track_lag(
-            collections.ChainMap(self.positions, self.ingest_consumer.positions),  # type: ignore[arg-type]
+            collections.ChainMap(self.order.next, self.ingest_consumer.positions),  # type: ignore[arg-type]
             self._highwater)
 
     def _app(self) -> faust.App:
@@ -185,7 +195,7 @@ class Pipeline:
         app.on_before_shutdown.connect(cast(Any, self._on_shutdown))
 
     def _agent(self, stream: Stream) -> None:
-        engine, positions = self.engine, self.positions
+        engine, order = self.engine, self.order
         name = _AGENTS[stream.name]
         size = engine.metrics.batch_messages.labels(stage=name)
         duration = engine.metrics.batch_duration.labels(stage=name)
@@ -196,18 +206,19 @@ class Pipeline:
                 started = time.perf_counter()
                 async with self.state_lock:
                     # messages of a partition given away (a batch taken before a rebalance)
-                    # are left to its new owner: neither applied nor acked here
+                    # are left to its new owner: neither applied nor acked here; of the
+                    # others, those next in their partitions are applied
                     owned = engine.owned[stream.name]
-                    hops = [event.message for event in batch
-                            if event.message.partition in owned]
-                    await self._send(engine.apply(stream, hops))
-                    for message in hops:   # acked once a checkpoint holds their events
-                        message.incref()
-                        self.held.append(message)
+                    hops = order.sort([event.message for event in batch
+                                       if event.message.partition in owned])
+                    await self._send(engine.apply(stream, hops.apply))
+                    # acked once a checkpoint holds their events
+                    self.held += hops.apply
+                    self.held += hops.applied
                 duration.observe(time.perf_counter() - started)
                 size.observe(len(batch))
-                for event in batch:
-                    positions[event.message.tp] = event.message.offset + 1
+                if hops.rewind:
+                    await self._rewind(hops.rewind)
 
         self.app.agent(self.out[stream.internal], name=name)(agent)
 
@@ -238,7 +249,7 @@ class Pipeline:
             held, self.held = self.held, []
         if point is None and not held:
             return None
-        topic, flush, app = self.out[checkpoint_changelog(self.settings)], self._flush, self.app
+        topic, flush = self.out[checkpoint_changelog(self.settings)], self._flush
 
         async def send(partition: int, key: bytes, value: bytes | None) -> None:
             await topic.send(key=key, value=value, partition=partition)
@@ -246,8 +257,8 @@ class Pipeline:
         async def write() -> None:
             if point is not None:
                 await point.write(send, flush)
-            for message in held:
-                message.ack(app.consumer)
+            if self.acks is not None:
+                self.acks.done(held)
             self.engine.metrics.batch_duration.labels(stage="checkpoint").observe(
                 time.perf_counter() - started)
 
@@ -279,6 +290,7 @@ class Pipeline:
                         "restored from their checkpoints if assigned again")
         await self.ingest_consumer.assign([], checkpoint=False)
         self.engine.assign({name: set() for name in self.engine.owned})
+        self.order.keep_only(())
         self.held = []   # (not acked: read again by whoever restores their partitions)
 
     def _membership_lost(self) -> bool:
@@ -295,11 +307,11 @@ class Pipeline:
             if tp.topic in by_topic:
                 owned[by_topic[tp.topic]].add(tp.partition)
         self.engine.assign(owned)
-        watch_skips(self.app.consumer, set(by_topic))
+        self.acks = Acks.install(self.app.consumer, set(by_topic))
         self.ingest_consumer.pauses.member_again()
         self._assigned_in = self._rebalances
-        for tp in [tp for tp in self.positions if tp not in assigned]:
-            del self.positions[tp]
+        self._internal = {tp for tp in assigned if tp.topic in by_topic}
+        self.order.keep_only(self._internal)
         log.info("mlpulse assigned %s", sorted((tp.topic, tp.partition) for tp in assigned
                                                 if tp.topic in by_topic))
 
@@ -317,7 +329,12 @@ class Pipeline:
                         "input is read after the next one")
             return
         engine = self.engine
-        for partition in engine.to_restore():
+        restored = set(engine.to_restore())
+        # internal partitions new here, or whose state is read from a checkpoint now: from
+        # the group's committed offsets (what the checkpoints hold); the others read on
+        await self._start_reading([tp for tp in self._internal
+                                   if tp.partition in restored or tp not in self.order.next])
+        for partition in sorted(restored):
             records: dict[bytes, bytes] = {}
             try:
                 point, slot, records = await self.checkpoint_reader.read(partition)
@@ -338,6 +355,56 @@ class Pipeline:
         engine.resume()
         self._refetch = asyncio.ensure_future(self._refetch_after_resume(self._rebalances))
 
+    async def _start_reading(self, tps: list[TP]) -> None:
+        """Apply ``tps`` from their committed offsets on (from their first offsets where
+        none is committed)."""
+        if not tps:
+            return
+        consumer = self.app.consumer
+        try:   # (the seek Faust makes itself next, as it resumes the partitions)
+            committed = await consumer.seek_to_committed()  # type: ignore[attr-defined]
+            missing = [tp for tp in tps if committed.get(tp) is None]
+            first = await consumer.earliest_offsets(*missing) if missing else {}
+        except Exception as exc:   # e.g. the assignment changed meanwhile
+            log.warning("mlpulse: committed offsets of the internal partitions not read "
+                        "(%s); each is applied from the first message it brings", exc)
+            committed, first = {}, {}
+        for tp in tps:
+            offset = committed.get(tp)
+            self.order.start(tp, offset if offset is not None else first.get(tp))
+
+    async def _rewind(self, rewind: dict[TP, int]) -> None:
+        """Read internal partitions again from their next offsets: Faust's consumer handed
+        on messages past them (docs/reliability.md#messages-faust-skips)."""
+        consumer, order = self.app.consumer, self.order
+        for tp, want in rewind.items():
+            if order.next.get(tp) != want:
+                continue   # applied on meanwhile
+            offset = want
+            try:
+                first = (await consumer.earliest_offsets(tp)).get(tp)
+                if first is not None and first > want:   # gone before it was applied
+                    log.error("mlpulse: offsets %d-%d of %s[%d] were deleted before they "
+                              "were applied: their events are lost (the topic's retention "
+                              "is shorter than this worker's lag)", want, first - 1,
+                              tp.topic, tp.partition,
+                              extra={"topic": tp.topic, "partition": tp.partition})
+                    if self.acks is not None:
+                        await self.acks.gap(tp, want, first - 1)
+                    order.start(tp, first)
+                    offset = first
+                if self._rewound.get(tp) != offset:
+                    self._rewound[tp] = offset
+                    log.warning("mlpulse: Faust's consumer handed on %s[%d] past offset %d "
+                                "(messages it fetched and did not yield): read again from "
+                                "there", tp.topic, tp.partition, offset,
+                                extra={"topic": tp.topic, "partition": tp.partition})
+                await consumer.seek_wait({tp: offset})
+            except Exception as exc:   # e.g. no longer assigned here
+                log.warning("mlpulse: %s[%d] not read again from offset %d now (%s); the "
+                            "next message past it asks again", tp.topic, tp.partition,
+                            offset, exc)
+
     async def _refetch_after_resume(self, rebalance: int) -> None:
         """Read the internal partitions again from their committed offsets once Faust has
         resumed the flow after a rebalance.
@@ -348,7 +415,9 @@ class Pipeline:
         (faust-streaming/faust#596). Measured: about 1 rebalance in 25 of bench.crash
         --join 2 lost the events a worker had repartitioned to a partition it kept, just
         before the rebalance (~13% of a window of two models). Everything from the
-        committed offset on is read again; the replay filter drops what was applied."""
+        committed offset on is read again; what was applied is skipped (InOrder). (Once
+        another message of the partition comes, InOrder sees the jump too; this reads them
+        again on a partition that stays quiet.)"""
         app = self.app
         while not app.tables.actives_ready:   # set after the flow resumed
             if self._rebalances != rebalance:
@@ -375,40 +444,6 @@ class Pipeline:
         except Exception:   # a scrape must never fail on a rebalance
             return None
         return int(high) if high is not None else None
-
-
-def watch_skips(consumer: Any, topics: set[str]) -> None:
-    """Warn where Faust's ``consumer`` yields a message of one of ``topics`` (the internal
-    ones) past a jump in the partition's offsets. Faust takes the jump, and the message, as
-    acknowledged (``Consumer._add_gap``, meant for compacted and transactional topics), so
-    its commit may pass repartitioned messages never applied: the lead on a loss seen once
-    under load (docs/reliability.md#messages-faust-dropped-after-a-rebalance). Once per
-    consumer; a consumer without ``_add_gap`` (another Faust) is left as it is.
-
-    >>> import asyncio
-    >>> class Consumer:
-    ...     async def _add_gap(self, tp, offset_from, offset_to):
-    ...         print("gap", tp, offset_from, offset_to)
-    >>> consumer = Consumer()
-    >>> watch_skips(consumer, {"p.predictions.by-model"})
-    >>> watch_skips(consumer, {"p.predictions.by-model"})   # (once)
-    >>> asyncio.run(consumer._add_gap(TP("p.predictions.by-model", 2), 100, 110))
-    gap TP(topic='p.predictions.by-model', partition=2) 100 110
-    """
-    add_gap = getattr(consumer, "_add_gap", None)
-    if add_gap is None or getattr(add_gap, "mlpulse_watched", False):
-        return
-
-    async def watched(tp: TP, offset_from: int, offset_to: int) -> None:
-        if tp.topic in topics:
-            log.warning("mlpulse: Faust's consumer read %s[%d] on at offset %d past "
-                        "offsets %d-%d it did not yield, and takes them as acknowledged",
-                        tp.topic, tp.partition, offset_to, offset_from, offset_to - 1,
-                        extra={"topic": tp.topic, "partition": tp.partition})
-        await add_gap(tp, offset_from, offset_to)
-
-    watched.mlpulse_watched = True  # type: ignore[attr-defined]
-    consumer._add_gap = watched
 
 
 class KeyPartitioner:

@@ -26,9 +26,12 @@ emitted more than once (and then whether with different content; ``problem_windo
 the results lists the first 20 of each with what differed). A run without kills
 (``--kills 0``) is the control: every window exact. ``--slices N`` gives every event one
 of N regions (``segment: {"region": ...}``) and the workers ``MLPULSE_SEGMENT_KEYS=region``:
-each slice window is compared with its truth too. Writes ``bench/results/crash.json``
+each slice window is compared with its truth too. ``--skip N`` runs the workers with a
+Faust consumer that drops N fetched repartitioned messages of each partition once, as Faust
+does around a rebalance (``bench.skipping``). Writes ``bench/results/crash.json``
 (``crash-workers3.json`` for ``--workers 3``; ``--shape``, ``--backlog``, ``--join`` and
-``--stall`` add ``-<shape>``, ``-backlog``, ``-join<n>`` and ``-stall``).
+``--stall`` add ``-<shape>``, ``-backlog``, ``-join<n>`` and ``-stall``; ``--slices`` and
+``--skip`` add ``-slices<n>`` and ``-skip``).
 """
 
 from __future__ import annotations
@@ -91,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--slices", type=int, default=0, metavar="N",
                         help="every event in one of N regions, the workers sliced by region: "
                              "each slice window is compared with its truth too")
+    parser.add_argument("--skip", type=int, default=0, metavar="N",
+                        help="workers whose Faust consumer drops N fetched repartitioned "
+                             "messages of each partition once, unyielded (bench.skipping)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--workdir", type=Path, default=None,
@@ -176,7 +182,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                              MLPULSE_SEGMENT_KEYS="region" if getattr(args, "slices", 0) else "",
                              **({"MLPULSE_GROUP_SESSION_TIMEOUT_SECONDS": str(args.session)}
                                 if getattr(args, "session", None) else {}))
-            return Subprocess([sys.executable, "-m", "mlpulse", "worker"], env,
+            skip = getattr(args, "skip", 0)
+            command = ["bench.skipping", "worker"] if skip else ["mlpulse", "worker"]
+            return Subprocess([sys.executable, "-m", *command], env | {"BENCH_SKIP": str(skip)},
                               workdir / f"{name}.log")
 
         reader = Records(broker.bootstrap, topics.windows)
@@ -435,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
         name += "-stall"
     if args.slices:
         name += f"-slices{args.slices}"
+    if args.skip:
+        name += "-skip"
     path = write_results(name, report, args.output)
     rows = [[k, v] for k, v in result.items()
             if k not in ("kills", "problem_windows", "checkpoint_generations")]

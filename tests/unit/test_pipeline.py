@@ -33,9 +33,14 @@ def _pipeline() -> tuple[Pipeline, list[Any]]:
     async def refetch(rebalance: int) -> None:
         calls.append("refetch")
 
+    async def start_reading(tps: Any) -> None:   # (no committed offsets here)
+        if tps:
+            calls.append(("start", sorted(tps)))
+
     pipeline.ingest_consumer.assign = assign  # type: ignore[method-assign]
     pipeline.ingest_consumer.partitions = partitions  # type: ignore[method-assign]
     pipeline._refetch_after_resume = refetch  # type: ignore[method-assign]
+    pipeline._start_reading = start_reading  # type: ignore[method-assign]
     pipeline.engine.resume = lambda: calls.append("resume")  # type: ignore[method-assign]
     return pipeline, calls
 
@@ -146,25 +151,67 @@ def test_a_worker_the_group_dropped_writes_no_checkpoint_and_restores_what_it_ge
     assert pipeline.told[TopicPartition(topic, 2)] == 40  # type: ignore[attr-defined]
 
 
-def test_a_jump_in_an_internal_partitions_offsets_is_warned_of_and_still_handed_on(caplog):
-    """Faust takes offsets its consumer did not yield as acknowledged (``_add_gap``): the
-    worker warns of it for its internal topics (the lead on a loss seen under load), and
-    Faust still records the gap as before."""
-    from mlpulse.pipeline import watch_skips
+class _Consumer:
+    """What the ordering asks of Faust's consumer: committed and first offsets, seeks."""
 
-    seen: list[tuple[TP, int, int]] = []
+    def __init__(self, committed: dict[TP, int | None], first: dict[TP, int]) -> None:
+        self.committed, self.first = committed, first
+        self.seeks: list[dict[TP, int]] = []
 
-    class Consumer:
-        async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
-            seen.append((tp, offset_from, offset_to))
+    async def seek_to_committed(self) -> dict[TopicPartition, int | None]:
+        return {TopicPartition(tp.topic, tp.partition): o for tp, o in self.committed.items()}
 
-    consumer = Consumer()
-    watch_skips(consumer, {"t.predictions.by-model"})
+    async def earliest_offsets(self, *tps: TP) -> dict[TopicPartition, int]:
+        return {TopicPartition(tp.topic, tp.partition): self.first[tp] for tp in tps}
+
+    async def seek_wait(self, offsets: dict[TP, int]) -> None:
+        self.seeks.append(dict(offsets))
+
+
+def test_internal_partitions_are_applied_from_their_committed_offsets_or_their_start():
+    pipeline = Pipeline(Settings(kafka_bootstrap="127.0.0.1:1"))
+    internal = pipeline.engine.streams["predictions"].internal
+    a, b = TP(internal, 0), TP(internal, 1)
+    pipeline.app.consumer = _Consumer({a: 42, b: None}, {b: 3})  # type: ignore[assignment]
+    asyncio.run(pipeline._start_reading([a, b]))
+    assert pipeline.order.next == {a: 42, b: 3}
+
+
+def test_a_partition_faust_handed_on_past_its_next_offset_is_read_again(caplog):
+    pipeline = Pipeline(Settings(kafka_bootstrap="127.0.0.1:1"))
+    internal = pipeline.engine.streams["predictions"].internal
+    tp = TP(internal, 2)
+    consumer = _Consumer({}, {tp: 0})
+    pipeline.app.consumer = consumer  # type: ignore[assignment]
+    pipeline.order.start(tp, 10)
     with caplog.at_level("WARNING", logger="mlpulse.pipeline"):
-        asyncio.run(consumer._add_gap(TP("t.predictions.by-model", 2), 100, 110))
-        asyncio.run(consumer._add_gap(TP("t-detectors-changelog", 0), 5, 9))
-    assert seen == [(TP("t.predictions.by-model", 2), 100, 110),
-                    (TP("t-detectors-changelog", 0), 5, 9)]
+        asyncio.run(pipeline._rewind({tp: 10}))
+        asyncio.run(pipeline._rewind({tp: 10}))   # (stale messages keep coming: warned once)
+        asyncio.run(pipeline._rewind({tp: 9}))   # applied on meanwhile: nothing to do
+    assert consumer.seeks == [{tp: 10}, {tp: 10}]
     warned = [r.getMessage() for r in caplog.records]
-    assert len(warned) == 1 and "t.predictions.by-model[2]" in warned[0], warned
-    assert "offsets 100-109" in warned[0], warned
+    assert len(warned) == 1 and f"{internal}[2] past offset 10" in warned[0], warned
+
+
+def test_offsets_deleted_before_they_were_applied_are_reported_and_passed(caplog):
+    # the topic's retention took them (a worker far behind): nothing can read them again;
+    # the loss is logged, Faust may commit past them, and the partition reads on
+    pipeline = Pipeline(Settings(kafka_bootstrap="127.0.0.1:1"))
+    internal = pipeline.engine.streams["predictions"].internal
+    tp = TP(internal, 2)
+    consumer = _Consumer({}, {tp: 15})
+    pipeline.app.consumer = consumer  # type: ignore[assignment]
+    gaps: list[tuple[TP, int, int]] = []
+
+    class Acks:
+        async def gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+            gaps.append((tp, offset_from, offset_to))
+
+    pipeline.acks = Acks()  # type: ignore[assignment]
+    pipeline.order.start(tp, 10)
+    with caplog.at_level("ERROR", logger="mlpulse.pipeline"):
+        asyncio.run(pipeline._rewind({tp: 10}))
+    assert gaps == [(tp, 10, 14)] and pipeline.order.next[tp] == 15
+    assert consumer.seeks == [{tp: 15}]
+    assert any("offsets 10-14" in r.getMessage() and r.levelname == "ERROR"
+               for r in caplog.records)
