@@ -41,6 +41,8 @@ class Sorted:
     """Past the next offset of their partition: not applied; read again later."""
     rewind: dict[Any, int] = field(default_factory=dict)
     """Partitions to read again, from this offset (their next)."""
+    gaps: dict[Any, tuple[int, int]] = field(default_factory=dict)
+    """Partitions whose log lacks offsets: from the first to the one before the second."""
 
 
 class InOrder:
@@ -57,11 +59,25 @@ class InOrder:
     [12, 13, 14]
     >>> order.sort([Message("p1", 7)]).apply   # a partition with no start: from the first
     [Message(tp='p1', offset=7)]
+
+    Read again from its next offset, a partition that still brings a message past it, time
+    after time over ``gap_seconds``, lacks those offsets in its log: it goes on from there.
+
+    >>> for now_s in range(0, 35, 5):   # (offset 8 never comes)
+    ...     batch = order.sort([Message("p1", 9)], now_s=now_s)
+    >>> batch.gaps, order.next["p1"]
+    ({'p1': (8, 9)}, 9)
     """
 
-    def __init__(self) -> None:
+    REASKS = 5
+    """How many times a partition is read again from one offset before a gap is taken."""
+
+    def __init__(self, gap_seconds: float = 30.0) -> None:
         self.next: dict[Any, int] = {}
         """The next offset to apply per partition (the lag metric reads it too)."""
+        self.gap_seconds = gap_seconds
+        self._asked: dict[Any, tuple[int, float, int]] = {}
+        """Per partition read again: from which offset, since when, how many times."""
 
     def start(self, tp: Any, offset: int | None) -> None:
         """Read ``tp`` from ``offset`` on (None: from the first message it brings)."""
@@ -74,11 +90,15 @@ class InOrder:
         keep = set(tps)
         for tp in [tp for tp in self.next if tp not in keep]:
             del self.next[tp]
+        for tp in [tp for tp in self._asked if tp not in keep]:
+            del self._asked[tp]
 
-    def sort(self, messages: Sequence[Any]) -> Sorted:
+    def sort(self, messages: Sequence[Any], now_s: float = 0.0) -> Sorted:
         """Sort ``messages`` (each with ``tp`` and ``offset``, in the order fetched) and
-        move each partition's next offset past those to apply."""
+        move each partition's next offset past those to apply (``now_s``: a monotonic
+        clock, for gaps in the log)."""
         out, nexts = Sorted(), self.next
+        seen: dict[Any, int] = {}
         for message in messages:
             tp, offset = message.tp, message.offset
             want = nexts.get(tp, offset)
@@ -90,6 +110,18 @@ class InOrder:
             else:
                 out.past.append(message)
                 out.rewind[tp] = want
+                seen[tp] = min(offset, seen.get(tp, offset))
+        for tp, want in out.rewind.items():
+            asked = self._asked.get(tp)
+            if asked is None or asked[0] != want:
+                self._asked[tp] = (want, now_s, 1)
+                continue
+            times = asked[2] + 1
+            self._asked[tp] = (want, asked[1], times)
+            if times >= self.REASKS and now_s - asked[1] >= self.gap_seconds:
+                del self._asked[tp]
+                out.gaps[tp] = (want, seen[tp])
+                out.rewind[tp] = nexts[tp] = seen[tp]
         return out
 
 

@@ -210,13 +210,16 @@ class Pipeline:
                     # others, those next in their partitions are applied
                     owned = engine.owned[stream.name]
                     hops = order.sort([event.message for event in batch
-                                       if event.message.partition in owned])
+                                       if event.message.partition in owned],
+                                      now_s=time.monotonic())
                     await self._send(engine.apply(stream, hops.apply))
                     # acked once a checkpoint holds their events
                     self.held += hops.apply
                     self.held += hops.applied
                 duration.observe(time.perf_counter() - started)
                 size.observe(len(batch))
+                for tp, (start, end) in hops.gaps.items():
+                    await self._gap(tp, start, end, "never came, read again time after time")
                 if hops.rewind:
                     await self._rewind(hops.rewind)
 
@@ -384,13 +387,8 @@ class Pipeline:
             try:
                 first = (await consumer.earliest_offsets(tp)).get(tp)
                 if first is not None and first > want:   # gone before it was applied
-                    log.error("mlpulse: offsets %d-%d of %s[%d] were deleted before they "
-                              "were applied: their events are lost (the topic's retention "
-                              "is shorter than this worker's lag)", want, first - 1,
-                              tp.topic, tp.partition,
-                              extra={"topic": tp.topic, "partition": tp.partition})
-                    if self.acks is not None:
-                        await self.acks.gap(tp, want, first - 1)
+                    await self._gap(tp, want, first, "were deleted before they were applied "
+                                    "(the topic's retention is shorter than this worker's lag)")
                     order.start(tp, first)
                     offset = first
                 if self._rewound.get(tp) != offset:
@@ -404,6 +402,15 @@ class Pipeline:
                 log.warning("mlpulse: %s[%d] not read again from offset %d now (%s); the "
                             "next message past it asks again", tp.topic, tp.partition,
                             offset, exc)
+
+    async def _gap(self, tp: TP, start: int, end: int, why: str) -> None:
+        """Offsets ``start`` to ``end - 1`` of ``tp`` cannot be applied: say so, and let
+        Faust commit past them."""
+        log.error("mlpulse: offsets %d-%d of %s[%d] %s: their events are lost", start,
+                  end - 1, tp.topic, tp.partition, why,
+                  extra={"topic": tp.topic, "partition": tp.partition})
+        if self.acks is not None:
+            await self.acks.gap(tp, start, end - 1)
 
     async def _refetch_after_resume(self, rebalance: int) -> None:
         """Read the internal partitions again from their committed offsets once Faust has

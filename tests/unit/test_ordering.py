@@ -130,3 +130,16 @@ def test_other_topics_keep_faust_acks():
     for message in _messages(other.topic, range(3)):
         message.ack(consumer)   # type: ignore[arg-type]
     assert consumer._new_offset(other) == 3   # type: ignore[attr-defined]
+
+
+def test_a_gap_is_taken_only_from_a_partition_read_again_time_after_time():
+    # stale messages of a fetch keep coming right after a seek: many asks, no gap
+    order = InOrder(gap_seconds=30.0)
+    order.start("p", 10)
+    for k in range(20):
+        assert not order.sort([Message("p", 11 + k)], now_s=k * 0.01).gaps
+    assert [m.offset for m in order.sort([Message("p", 10)], now_s=1.0).apply] == [10]
+    # offset 11 never comes, over 30 s: the log lacks it
+    batches = [order.sort([Message("p", 12)], now_s=now_s) for now_s in (2, 10, 20, 30, 33)]
+    assert [b.gaps for b in batches] == [{}, {}, {}, {}, {"p": (11, 12)}]
+    assert batches[-1].rewind == {"p": 12} and order.next == {"p": 12}
