@@ -168,21 +168,27 @@ class _Consumer:
         self.seeks.append(dict(offsets))
 
 
-def test_internal_partitions_are_applied_from_their_committed_offsets_or_their_start():
+def _with_consumer(committed: dict[int, int | None], first: dict[int, int]
+                   ) -> tuple[Pipeline, _Consumer, str]:
+    """A pipeline whose Faust consumer is a :class:`_Consumer` of internal partitions."""
     pipeline = Pipeline(Settings(kafka_bootstrap="127.0.0.1:1"))
     internal = pipeline.engine.streams["predictions"].internal
+    consumer = _Consumer({TP(internal, p): o for p, o in committed.items()},
+                         {TP(internal, p): o for p, o in first.items()})
+    pipeline.app.consumer = consumer  # type: ignore[assignment]
+    return pipeline, consumer, internal
+
+
+def test_internal_partitions_are_applied_from_their_committed_offsets_or_their_start():
+    pipeline, _, internal = _with_consumer({0: 42, 1: None}, {1: 3})
     a, b = TP(internal, 0), TP(internal, 1)
-    pipeline.app.consumer = _Consumer({a: 42, b: None}, {b: 3})  # type: ignore[assignment]
     asyncio.run(pipeline._start_reading([a, b]))
     assert pipeline.order.next == {a: 42, b: 3}
 
 
 def test_a_partition_faust_handed_on_past_its_next_offset_is_read_again(caplog):
-    pipeline = Pipeline(Settings(kafka_bootstrap="127.0.0.1:1"))
-    internal = pipeline.engine.streams["predictions"].internal
+    pipeline, consumer, internal = _with_consumer({}, {2: 0})
     tp = TP(internal, 2)
-    consumer = _Consumer({}, {tp: 0})
-    pipeline.app.consumer = consumer  # type: ignore[assignment]
     pipeline.order.start(tp, 10)
     with caplog.at_level("WARNING", logger="mlpulse.pipeline"):
         asyncio.run(pipeline._rewind({tp: 10}))
@@ -196,11 +202,8 @@ def test_a_partition_faust_handed_on_past_its_next_offset_is_read_again(caplog):
 def test_offsets_deleted_before_they_were_applied_are_reported_and_passed(caplog):
     # the topic's retention took them (a worker far behind): nothing can read them again;
     # the loss is logged, Faust may commit past them, and the partition reads on
-    pipeline = Pipeline(Settings(kafka_bootstrap="127.0.0.1:1"))
-    internal = pipeline.engine.streams["predictions"].internal
+    pipeline, consumer, internal = _with_consumer({}, {2: 15})
     tp = TP(internal, 2)
-    consumer = _Consumer({}, {tp: 15})
-    pipeline.app.consumer = consumer  # type: ignore[assignment]
     gaps: list[tuple[TP, int, int]] = []
 
     class Acks:
