@@ -28,7 +28,8 @@ the results lists the first 20 of each with what differed). A run without kills
 of N regions (``segment: {"region": ...}``) and the workers ``MLPULSE_SEGMENT_KEYS=region``:
 each slice window is compared with its truth too. ``--skip N`` runs the workers with a
 Faust consumer that drops N fetched repartitioned messages of each partition once, as Faust
-does around a rebalance (``bench.skipping``). Writes ``bench/results/crash.json``
+does around a rebalance (``bench.skipping``; ``--skip-always``: every time, as if the log
+lacked them). Writes ``bench/results/crash.json``
 (``crash-workers3.json`` for ``--workers 3``; ``--shape``, ``--backlog``, ``--join`` and
 ``--stall`` add ``-<shape>``, ``-backlog``, ``-join<n>`` and ``-stall``; ``--slices`` and
 ``--skip`` add ``-slices<n>`` and ``-skip``).
@@ -97,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip", type=int, default=0, metavar="N",
                         help="workers whose Faust consumer drops N fetched repartitioned "
                              "messages of each partition once, unyielded (bench.skipping)")
+    parser.add_argument("--skip-always", action="store_true",
+                        help="with --skip: drop them every time, as if the log lacked them")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--workdir", type=Path, default=None,
@@ -184,8 +187,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                                 if getattr(args, "session", None) else {}))
             skip = getattr(args, "skip", 0)
             command = ["bench.skipping", "worker"] if skip else ["mlpulse", "worker"]
-            return Subprocess([sys.executable, "-m", *command], env | {"BENCH_SKIP": str(skip)},
-                              workdir / f"{name}.log")
+            env |= {"BENCH_SKIP": str(skip),
+                    "BENCH_SKIP_ALWAYS": "1" if getattr(args, "skip_always", False) else "0"}
+            return Subprocess([sys.executable, "-m", *command], env, workdir / f"{name}.log")
 
         reader = Records(broker.bootstrap, topics.windows)
         await reader.start()

@@ -8,7 +8,9 @@ and it takes the jump in offsets as acknowledged (docs/reliability.md). That hap
 and only under load; this makes it happen every time: the first time each partition of the
 repartitioned predictions topic brings offsets ``SKIP_FROM`` to ``SKIP_FROM + N - 1``
 (``BENCH_SKIP=N`` in the environment), they are dropped unyielded. A worker that applies
-what Faust yields loses their events; mlpulse must read them again.
+what Faust yields loses their events; mlpulse must read them again. With
+``BENCH_SKIP_ALWAYS=1`` they are dropped every time, as if the log lacked them: the worker
+must say so and read on, not stay stuck on them.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ SKIP_FROM = 10
 """The first offset skipped in each partition (a few messages in: the flow has begun)."""
 
 
-def install(count: int, topic_suffix: str = "predictions.by-model") -> None:
-    """Make every Faust consumer of this process drop, once, offsets ``SKIP_FROM`` to
-    ``SKIP_FROM + count - 1`` of each partition of topics named ``*topic_suffix``."""
+def install(count: int, topic_suffix: str = "predictions.by-model", always: bool = False
+            ) -> None:
+    """Make every Faust consumer of this process drop, once (``always``: every time),
+    offsets ``SKIP_FROM`` to ``SKIP_FROM + count - 1`` of each partition of topics named
+    ``*topic_suffix``."""
     from faust.transport.consumer import Consumer
 
     fetch = Consumer.getmany
@@ -34,7 +38,7 @@ def install(count: int, topic_suffix: str = "predictions.by-model") -> None:
             offset = message.offset
             if tp.topic.endswith(topic_suffix) and SKIP_FROM <= offset < SKIP_FROM + count:
                 seen = skipped.setdefault(tp, set())
-                if offset not in seen:
+                if always or offset not in seen:
                     seen.add(offset)
                     continue
             yield tp, message
@@ -45,7 +49,8 @@ def install(count: int, topic_suffix: str = "predictions.by-model") -> None:
 def main() -> int:
     from mlpulse.cli import main as mlpulse
 
-    install(int(os.environ.get("BENCH_SKIP", "10")))
+    install(int(os.environ.get("BENCH_SKIP", "10")),
+            always=os.environ.get("BENCH_SKIP_ALWAYS") == "1")
     return mlpulse()
 
 

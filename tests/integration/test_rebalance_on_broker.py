@@ -87,26 +87,23 @@ def test_unkeyed_single_events_of_a_backlog_exact(tmp_path):
 
 def test_unkeyed_single_events_live_while_two_workers_join(tmp_path):
     # 1 -> 3 workers: the input partitions change readers mid-stream. Also the regression
-    # test of a loss it showed ~1 run in 25 (faust-streaming/faust#596): the repartitioned
-    # messages a worker fetched while Faust resumed it after the rebalance were cleared
-    # from the agents' queues unseen (mlpulse.pipeline reads them again).
+    # test of what Faust's consumer does around a rebalance: it cleared the repartitioned
+    # messages it fetched while resuming from the agents' queues unseen (~1 run in 25;
+    # faust-streaming/faust#596), and handed on messages past others it had fetched and not
+    # yielded, taking them as acknowledged (~1 run in 5 beside other broker tests). The
+    # second is made to happen every time: each worker's Faust consumer drops offsets 10-19
+    # of each repartitioned partition it reads once, unyielded (bench.skipping; 92 of 20,000
+    # events lost by a worker that applied what Faust yields). The worker applies each
+    # partition in offset order, reads the skipped ones again and commits none unapplied.
     args = argparse.Namespace(events=40_000, models=10, events_per_second=1000.0,
-                              rate=5000.0, kills=0, workers=1, join=2, seed=4,
+                              rate=5000.0, kills=0, workers=1, join=2, seed=4, skip=10,
                               shape="unkeyed-singles", backlog=False, lateness=1.0,
                               settle=5.0, session=4.0)
-    exact(asyncio.run(run(args, tmp_path)) | {"workers": 3}, tmp_path)
-
-
-def test_repartitioned_messages_faust_skipped_are_read_again(tmp_path):
-    # what Faust did to the test above once under load, made to happen every time: its
-    # consumer hands on a repartitioned message past others it fetched and never yielded
-    # (bench.skipping drops offsets 10-19 of each partition once); the worker must apply
-    # each partition in offset order, read the skipped ones again and commit none unread
-    args = argparse.Namespace(events=20_000, models=10, events_per_second=1000.0,
-                              rate=5000.0, kills=0, workers=1, seed=6, skip=10,
-                              shape="unkeyed-singles", backlog=False, lateness=1.0,
-                              settle=4.0, session=4.0)
-    exact(asyncio.run(run(args, tmp_path)) | {"workers": 1}, tmp_path)
+    result = asyncio.run(run(args, tmp_path)) | {"workers": 3}
+    exact(result, tmp_path)
+    read_again = sum(path.read_text(errors="replace").count("read again from there")
+                     for path in tmp_path.glob("*.log"))
+    assert read_again >= 4, read_again   # (the first worker's partitions, at least)
 
 
 def test_sliced_windows_survive_two_kills_exactly(tmp_path):
