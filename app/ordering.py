@@ -76,8 +76,9 @@ class InOrder:
         self.next: dict[Any, int] = {}
         """The next offset to apply per partition (the lag metric reads it too)."""
         self.gap_seconds = gap_seconds
-        self._asked: dict[Any, tuple[int, float, int]] = {}
-        """Per partition read again: from which offset, since when, how many times."""
+        self._asked: dict[Any, tuple[int, float, int, int]] = {}
+        """Per partition read again: from which offset, since when, how many times, and
+        the least offset past it that came meanwhile."""
 
     def start(self, tp: Any, offset: int | None) -> None:
         """Read ``tp`` from ``offset`` on (None: from the first message it brings)."""
@@ -114,14 +115,15 @@ class InOrder:
         for tp, want in out.rewind.items():
             asked = self._asked.get(tp)
             if asked is None or asked[0] != want:
-                self._asked[tp] = (want, now_s, 1)
+                self._asked[tp] = (want, now_s, 1, seen[tp])
                 continue
-            times = asked[2] + 1
-            self._asked[tp] = (want, asked[1], times)
-            if times >= self.REASKS and now_s - asked[1] >= self.gap_seconds:
+            _, since_s, times, least = asked
+            least = min(least, seen[tp])
+            self._asked[tp] = (want, since_s, times + 1, least)
+            if times + 1 >= self.REASKS and now_s - since_s >= self.gap_seconds:
                 del self._asked[tp]
-                out.gaps[tp] = (want, seen[tp])
-                out.rewind[tp] = nexts[tp] = seen[tp]
+                out.gaps[tp] = (want, least)   # (the first offset that ever came past it)
+                out.rewind[tp] = nexts[tp] = least
         return out
 
 

@@ -139,7 +139,9 @@ def test_a_gap_is_taken_only_from_a_partition_read_again_time_after_time():
     for k in range(20):
         assert not order.sort([Message("p", 11 + k)], now_s=k * 0.01).gaps
     assert [m.offset for m in order.sort([Message("p", 10)], now_s=1.0).apply] == [10]
-    # offset 11 never comes, over 30 s: the log lacks it
-    batches = [order.sort([Message("p", 12)], now_s=now_s) for now_s in (2, 10, 20, 30, 33)]
+    # offset 11 never comes, over 30 s: the log lacks it; the gap ends where the first
+    # message past it is, whatever the batch that shows it last brings
+    batches = [order.sort([Message("p", offset)], now_s=now_s)
+               for now_s, offset in ((2, 12), (10, 40), (20, 12), (30, 50), (33, 60))]
     assert [b.gaps for b in batches] == [{}, {}, {}, {}, {"p": (11, 12)}]
     assert batches[-1].rewind == {"p": 12} and order.next == {"p": 12}
