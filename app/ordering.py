@@ -19,14 +19,11 @@ only when mlpulse says so, once a checkpoint holds its events (:class:`Acks`).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Acks", "InOrder", "Sorted"]
-
-log = logging.getLogger("mlpulse.ordering")
 
 
 @dataclass(slots=True)
