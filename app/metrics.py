@@ -62,6 +62,16 @@ class Metrics:
             "mlpulse_input_partition_pauses_total",
             "Times an input partition was paused by event-time alignment.", ["topic"],
             registry=registry)
+        self.rereads = Counter(
+            "mlpulse_internal_rereads",
+            "Times a repartitioned topic's partition was read again from its next offset: "
+            "Faust's consumer handed on a message past others it had not yielded.",
+            ["topic"], registry=registry)
+        self.offsets_lost = Counter(
+            "mlpulse_internal_offsets_lost",
+            "Offsets of a repartitioned topic that could not be applied (reason: deleted by "
+            "retention first, gap in the log): their events are lost.", ["topic", "reason"],
+            registry=registry)
 
     def track_open_windows(self, count: Callable[[], int]) -> None:
         """Read the open-window count at scrape time (no writes on the hot path)."""

@@ -219,7 +219,8 @@ class Pipeline:
                 duration.observe(time.perf_counter() - started)
                 size.observe(len(batch))
                 for tp, (start, end) in hops.gaps.items():
-                    await self._gap(tp, start, end, "never came, read again time after time")
+                    await self._gap(tp, start, end, "gap",
+                                    "never came, read again time after time")
                 if hops.rewind:
                     await self._rewind(hops.rewind)
 
@@ -387,12 +388,14 @@ class Pipeline:
             try:
                 first = (await consumer.earliest_offsets(tp)).get(tp)
                 if first is not None and first > want:   # gone before it was applied
-                    await self._gap(tp, want, first, "were deleted before they were applied "
-                                    "(the topic's retention is shorter than this worker's lag)")
+                    await self._gap(tp, want, first, "deleted", "were deleted before they were "
+                                    "applied (the topic's retention is shorter than this "
+                                    "worker's lag)")
                     order.start(tp, first)
                     offset = first
                 if self._rewound.get(tp) != offset:
                     self._rewound[tp] = offset
+                    self.engine.metrics.rereads.labels(topic=tp.topic).inc()
                     log.warning("mlpulse: Faust's consumer handed on %s[%d] past offset %d "
                                 "(messages it fetched and did not yield): read again from "
                                 "there", tp.topic, tp.partition, offset,
@@ -403,9 +406,10 @@ class Pipeline:
                             "next message past it asks again", tp.topic, tp.partition,
                             offset, exc)
 
-    async def _gap(self, tp: TP, start: int, end: int, why: str) -> None:
-        """Offsets ``start`` to ``end - 1`` of ``tp`` cannot be applied: say so, and let
-        Faust commit past them."""
+    async def _gap(self, tp: TP, start: int, end: int, reason: str, why: str) -> None:
+        """Offsets ``start`` to ``end - 1`` of ``tp`` cannot be applied: say so, count them
+        (``reason``), and let Faust commit past them."""
+        self.engine.metrics.offsets_lost.labels(topic=tp.topic, reason=reason).inc(end - start)
         log.error("mlpulse: offsets %d-%d of %s[%d] %s: their events are lost", start,
                   end - 1, tp.topic, tp.partition, why,
                   extra={"topic": tp.topic, "partition": tp.partition})

@@ -197,6 +197,8 @@ def test_a_partition_faust_handed_on_past_its_next_offset_is_read_again(caplog):
     assert consumer.seeks == [{tp: 10}, {tp: 10}]
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 1 and f"{internal}[2] past offset 10" in warned[0], warned
+    assert pipeline.registry.get_sample_value(
+        "mlpulse_internal_rereads_total", {"topic": internal}) == 1
 
 
 def test_offsets_deleted_before_they_were_applied_are_reported_and_passed(caplog):
@@ -218,3 +220,5 @@ def test_offsets_deleted_before_they_were_applied_are_reported_and_passed(caplog
     assert consumer.seeks == [{tp: 15}]
     assert any("offsets 10-14" in r.getMessage() and r.levelname == "ERROR"
                for r in caplog.records)
+    assert pipeline.registry.get_sample_value(
+        "mlpulse_internal_offsets_lost_total", {"topic": internal, "reason": "deleted"}) == 5
