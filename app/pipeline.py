@@ -386,14 +386,16 @@ class Pipeline:
                 continue   # applied on meanwhile
             offset = want
             try:
-                first = (await consumer.earliest_offsets(tp)).get(tp)
-                if first is not None and first > want:   # gone before it was applied
-                    await self._gap(tp, want, first, "deleted", "were deleted before they were "
-                                    "applied (the topic's retention is shorter than this "
-                                    "worker's lag)")
-                    order.start(tp, first)
-                    offset = first
-                if self._rewound.get(tp) != offset:
+                # the first time from this offset (a fetch's stale messages each ask again,
+                # within a second): is it still in the log? warn, count
+                if self._rewound.get(tp) != want:
+                    first = (await consumer.earliest_offsets(tp)).get(tp)
+                    if first is not None and first > want:   # gone before it was applied
+                        await self._gap(tp, want, first, "deleted", "were deleted before "
+                                        "they were applied (the topic's retention is "
+                                        "shorter than this worker's lag)")
+                        order.start(tp, first)
+                        offset = first
                     self._rewound[tp] = offset
                     self.engine.metrics.rereads.labels(topic=tp.topic).inc()
                     log.warning("mlpulse: Faust's consumer handed on %s[%d] past offset %d "

@@ -157,11 +157,13 @@ class _Consumer:
     def __init__(self, committed: dict[TP, int | None], first: dict[TP, int]) -> None:
         self.committed, self.first = committed, first
         self.seeks: list[dict[TP, int]] = []
+        self.asked_first = 0
 
     async def seek_to_committed(self) -> dict[TopicPartition, int | None]:
         return {TopicPartition(tp.topic, tp.partition): o for tp, o in self.committed.items()}
 
     async def earliest_offsets(self, *tps: TP) -> dict[TopicPartition, int]:
+        self.asked_first += 1
         return {TopicPartition(tp.topic, tp.partition): self.first[tp] for tp in tps}
 
     async def seek_wait(self, offsets: dict[TP, int]) -> None:
@@ -195,6 +197,7 @@ def test_a_partition_faust_handed_on_past_its_next_offset_is_read_again(caplog):
         asyncio.run(pipeline._rewind({tp: 10}))   # (stale messages keep coming: warned once)
         asyncio.run(pipeline._rewind({tp: 9}))   # applied on meanwhile: nothing to do
     assert consumer.seeks == [{tp: 10}, {tp: 10}]
+    assert consumer.asked_first == 1   # (the log's start, asked once per offset)
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 1 and f"{internal}[2] past offset 10" in warned[0], warned
     assert pipeline.registry.get_sample_value(
