@@ -250,8 +250,18 @@ class Summarizer:
         ``check_idle=False`` only closes what the watermark passed (cheap: the engine asks
         after every batch; the clock's tick asks with the default)."""
         out: list[Closed] = []
-        for partition, windows in self._predictions.items():
-            for closed in windows.close_due(now_wall_s, check_idle):
+        due = [(partition, windows.close_due(now_wall_s, check_idle))
+               for partition, windows in self._predictions.items()]
+        # the sliced windows' events in one fold for all (a fold's fixed cost paid once);
+        # a model version's later windows fold after it, each alone, as they would have:
+        # its detectors see its windows' events in order, and sample them alike
+        firsts: dict[tuple[int, tuple[str, ...]], PredictionAggregate] = {}
+        for partition, closing in due:
+            for c in closing:
+                firsts.setdefault((partition, c.key), c.aggregate)
+        PredictionAggregate.flush_together(list(firsts.values()))
+        for partition, closing in due:
+            for closed in closing:
                 model, version = closed.key
                 aggregate = closed.aggregate
                 window = dict(model=model, model_version=version,

@@ -235,3 +235,58 @@ def _values(aggregate: PredictionAggregate, signal: str) -> list[float]:
     """Every value of ``signal`` an aggregate's profile was handed (its sample's source)."""
     assert isinstance(aggregate.profile, _Handed)
     return aggregate.profile.handed[signal]
+
+
+def test_sliced_windows_closing_together_fold_at_once_as_each_alone(monkeypatch):
+    """flush_together (the windows closing together folded in one pass, each in cells of
+    its own) leaves each window and each of its slices as its own flush does: the same
+    summary (floats up to rounding), detector bins and samples of as many of the same
+    values. Windows may hold different
+    slices, or none; past MAX_CELLS for all of them at once, each folds alone."""
+    from mlpulse import slice_folds
+    from mlpulse.guard import CardinalityGuard
+    from mlpulse.slicing import SliceNames, SliceRouter
+
+    def window(seed: int, slices: list[tuple[str, ...]]) -> PredictionAggregate:
+        def new_slice(name: str) -> PredictionAggregate:
+            i = sum(map(ord, name)) + seed
+            return PredictionAggregate(profile=_Handed(
+                edges=slice_edges(i), sample_size=50 if i % 3 == 0 else 0,
+                rng=np.random.default_rng(i)))
+        return PredictionAggregate(
+            profile=_Handed(edges=slice_edges(seed), sample_size=30,
+                            rng=np.random.default_rng(seed)),
+            min_batch=100_000, new_slice=new_slice,
+            slicer=SliceRouter("m", slices, CardinalityGuard(), SliceNames(), lambda: 0.0))
+
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        monkeypatch.setattr(slice_folds, "MAX_CELLS", 20 if seed % 5 == 4 else 512)
+        streams = [[segmented(rng, int(rng.integers(1, 200)))
+                    for _ in range(int(rng.integers(1, 3)))]
+                   for _ in range(int(rng.integers(2, 5)))]
+        keys = [SLICES if k % 3 else [("region",)] for k in range(len(streams))]
+        together = [window(k, keys[k]) for k in range(len(streams))]
+        alone = [window(k, keys[k]) for k in range(len(streams))]
+        for batches, one, other in zip(streams, together, alone, strict=True):
+            for batch in batches:
+                one.add_batch(batch)
+                other.add_batch(batch)
+        PredictionAggregate.flush_together(together)
+        assert not any(w.waiting for w in together), seed
+        for other in alone:
+            other.flush()
+        for one, other in zip(together, alone, strict=True):
+            assert sorted(one.slices) == sorted(other.slices), seed
+            for part, same in [(one, other), *((one.slices[s], other.slices[s])
+                                               for s in other.slices)]:
+                assert close(msgspec.to_builtins(part.result(**KEYS)),
+                             msgspec.to_builtins(same.result(**KEYS))), seed
+                assert part.profile.state() == same.profile.state(), seed
+                # a sample of as many of the same values (which ones: the profile's draws,
+                # in the order its signals come: the features' of all the windows at once)
+                assert {s: (r.seen, r.values.size) for s, r in part.profile.samples.items()
+                        } == {s: (r.seen, r.values.size)
+                              for s, r in same.profile.samples.items()}, seed
+                for signal, sample in part.profile.samples.items():
+                    assert set(sample.values.tolist()) <= set(_values(same, signal)), seed
