@@ -153,12 +153,14 @@ class PredictionAggregate:
 
     @staticmethod
     def flush_together(aggregates: Sequence[PredictionAggregate]) -> None:
-        """Fold the events waiting in these windows (closing together), the sliced ones in
-        one pass for all (:func:`~mlpulse.slice_folds.fold_windows`): the same as each
-        :meth:`flush`, at the fixed cost of one fold."""
-        ready = [a for a in aggregates if a._held and a.slicer is not None]
-        if len(ready) < 2:
-            return   # (each folds on its own)
+        """Fold the events waiting in these windows (of different keys: those closing
+        together), sliced ones in one pass for all (:func:`~mlpulse.slice_folds.fold_windows`):
+        the same as each :meth:`flush`, at the fixed cost of one fold."""
+        ready = [a for a in aggregates if a._held]
+        if len(ready) < 2 or any(a.slicer is None for a in ready):
+            for aggregate in ready:
+                aggregate.flush()
+            return
         held = []
         for aggregate in ready:
             if aggregate.waiting_events is not None:

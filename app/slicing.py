@@ -90,9 +90,12 @@ class Waiting:
     (1, None, 0, 1)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fold: Callable[[list[PredictionAggregate]], None] | None = None
+                 ) -> None:
         self.events = 0
         self._held: dict[PredictionAggregate, int] = {}
+        self.fold = fold
+        """Folds what waits in some of the aggregates (default: each on its own)."""
 
     def add(self, aggregate: PredictionAggregate, n: int) -> None:
         self.events += n
@@ -122,10 +125,17 @@ class Waiting:
         >>> waiting.events, small.waiting, large.count
         (1, 1, 5)
         """
-        for aggregate, _ in sorted(self._held.items(), key=lambda item: -item[1]):
-            if self.events <= to:
+        chosen, events = [], self.events
+        for aggregate, held in sorted(self._held.items(), key=lambda item: -item[1]):
+            if events <= to:
                 break
-            aggregate.flush()
+            chosen.append(aggregate)
+            events -= held
+        if self.fold is not None:
+            self.fold(chosen)
+        else:
+            for aggregate in chosen:
+                aggregate.flush()
 
 
 Slicer = Callable[[Batch], Sliced]

@@ -21,7 +21,7 @@ a wall-clock timer, for the windows that closed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,7 +84,7 @@ class Summarizer:
         self._slices: dict[str, tuple[tuple[str, ...], ...]] = {}
         """Per model (as the guard keeps it), the keys that slice it."""
         self._names = SliceNames()
-        self.waiting = Waiting()
+        self.waiting = Waiting(fold=self._fold_waiting)
         """Events sliced windows gather before folding, all of them (``MAX_WAITING``)."""
         self._now_wall_s = 0.0
         """The wall clock of the events being added (the guard's, for slices)."""
@@ -213,6 +213,14 @@ class Summarizer:
             self.waiting.shrink(to=MAX_WAITING // 2)
         return late
 
+    def _fold_waiting(self, aggregates: list[PredictionAggregate]) -> None:
+        """Fold what waits in these open windows (:meth:`Waiting.shrink`): see
+        :func:`fold_in_rounds`."""
+        chosen = set(aggregates)
+        fold_in_rounds(((partition, key), start_s, aggregate)
+                       for partition, windows in self._predictions.items()
+                       for key, start_s, aggregate in windows.opened() if aggregate in chosen)
+
     def _slices_of(self, model: str) -> tuple[tuple[str, ...], ...]:
         configured = self.slicing(model) if self.slicing is not None else None
         if len(self._slices) > 4 * self.settings.max_models:   # models that folded or left
@@ -252,14 +260,8 @@ class Summarizer:
         out: list[Closed] = []
         due = [(partition, windows.close_due(now_wall_s, check_idle))
                for partition, windows in self._predictions.items()]
-        # the sliced windows' events in one fold for all (a fold's fixed cost paid once);
-        # a model version's later windows fold after it, each alone, as they would have:
-        # its detectors see its windows' events in order, and sample them alike
-        firsts: dict[tuple[int, tuple[str, ...]], PredictionAggregate] = {}
-        for partition, closing in due:
-            for c in closing:
-                firsts.setdefault((partition, c.key), c.aggregate)
-        PredictionAggregate.flush_together(list(firsts.values()))
+        fold_in_rounds(((partition, c.key), c.start_s, c.aggregate)
+                       for partition, closing in due for c in closing)
         for partition, closing in due:
             for closed in closing:
                 model, version = closed.key
@@ -312,6 +314,8 @@ class Summarizer:
         """
         predictions = self._predictions.get(partition)
         logs = self._logs.get(partition)
+        if predictions is not None:   # (what waits is folded for the state)
+            fold_in_rounds(predictions.opened())
         return msgspec.msgpack.encode({
             "predictions": predictions.state(PredictionAggregate.state) if predictions else [],
             "logs": logs.state(LogAggregate.state) if logs else [],
@@ -399,6 +403,35 @@ class Summarizer:
                      for _, _, aggregate in windows.opened())
         return slices + sum(w.open_windows for w in self._predictions.values()) + sum(
             w.open_windows for w in self._logs.values())
+
+
+def fold_in_rounds(windows: Iterable[tuple[Hashable, float, PredictionAggregate]]) -> None:
+    """Fold the events waiting in these windows (``(key, start, aggregate)``) in one pass
+    per round (:meth:`PredictionAggregate.flush_together`): a round takes the oldest window
+    of each key not yet folded, so that a key's windows still fold one after the other, in
+    order (its detectors see its events in order). A fold costs ~150 numpy calls whatever
+    its events: the windows that close together (or that a checkpoint snapshots) pay it
+    once a round.
+
+    >>> events = [PredictionEvent(event_id=str(i), timestamp=1, model="m") for i in range(3)]
+    >>> a, b, c = (PredictionAggregate(min_batch=10) for _ in range(3))
+    >>> for window in (a, b, c):
+    ...     window.add_batch(events)
+    >>> fold_in_rounds([("m", 10.0, b), ("m", 0.0, a), ("n", 0.0, c)])
+    >>> [window.count for window in (a, b, c)]
+    [3, 3, 3]
+    """
+    rounds: list[list[PredictionAggregate]] = []
+    seen: dict[Hashable, int] = {}
+    for key, _, aggregate in sorted(windows, key=lambda window: window[1]):
+        if not aggregate.waiting:
+            continue
+        n = seen[key] = seen.get(key, -1) + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(aggregate)
+    for together in rounds:
+        PredictionAggregate.flush_together(together)
 
 
 def _nest_slices(windows: list[list[Any]]) -> None:

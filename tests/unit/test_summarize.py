@@ -54,3 +54,21 @@ def test_counts_of_other_bins_are_not_restored():
     closed = other.close_due(now_wall_s=1000)[0]
     assert closed.summary.count == 100
     assert closed.aggregate.profile.counts("f:x", closed.aggregate.profile.edges["f:x"]) is None
+
+
+def test_windows_fold_together_in_rounds_of_one_window_per_key(monkeypatch):
+    """fold_in_rounds folds what waits in many windows in few passes, each pass the oldest
+    window of each key not yet folded: a key's windows fold in order, one a pass; windows
+    with nothing waiting are left out."""
+    from mlpulse import summarize
+    from mlpulse.aggregates import PredictionAggregate
+
+    passes: list[list[PredictionAggregate]] = []
+    monkeypatch.setattr(PredictionAggregate, "flush_together",
+                        staticmethod(lambda aggregates: passes.append(list(aggregates))))
+    a0, a1, a2, b0, c0 = (PredictionAggregate(min_batch=100) for _ in range(5))
+    for window in (a0, a1, a2, b0):
+        window.add_batch(batch(0, 3))
+    summarize.fold_in_rounds([("a", 20.0, a2), ("b", 0.0, b0), ("a", 0.0, a0),
+                              ("c", 0.0, c0), ("a", 10.0, a1)])
+    assert [set(map(id, p)) for p in passes] == [{id(a0), id(b0)}, {id(a1)}, {id(a2)}]
