@@ -229,9 +229,9 @@ class Pipeline:
     async def _send(self, out: Outputs) -> None:
         """Hand the engine's output to the producer, in order; pause what it says.
 
-        Straight to Faust's aiokafka producer, as Faust's own ``send`` ends: its topics'
+        Straight to Faust's aiokafka producer, where Faust's own sending ends: its topics'
         ``send`` wraps each message in a pending message, a future and its sensors,
-        ~55 µs of CPU a message against aiokafka's ~15 (``python -m bench.sending``), and
+        ~44 µs of CPU a message against aiokafka's ~12 (``python -m bench.sending``), and
         a sliced worker sends a summary per slice window. A checkpoint waits for these as
         for Faust's (``_flush``: the same producer's ``flush``)."""
         send = await self._producer()

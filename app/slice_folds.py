@@ -169,11 +169,12 @@ def fold_windows(windows: Sequence[tuple[PredictionAggregate | None,
                                          list[list[PredictionAggregate]],
                                          list[tuple[list[str], np.ndarray, np.ndarray]]]],
                  batch: Batch, sizes: list[int]) -> bool:
-    """:func:`fold_slices` of several sliced windows at once (those closing together): the
-    rows of window ``k`` are the next ``sizes[k]`` rows of ``batch``, and ``windows[k]`` its
-    ``(whole, parts_of, groups)``, its groups' rows counted from its first row. Each
-    window's cells are its own: one pass over every field for all of them, where each
-    window's fold made ~150 numpy calls on small arrays whatever its events.
+    """:func:`fold_slices` of several sliced windows at once (those that fold at the same
+    time: :func:`mlpulse.summarize.fold_in_rounds`): the rows of window ``k`` are the next
+    ``sizes[k]`` rows of ``batch``, and ``windows[k]`` its ``(whole, parts_of, groups)``,
+    its groups' rows counted from its first row. Each window's cells are its own: one pass
+    over every field for all of them, where each window's fold made ~150 numpy calls on
+    small arrays whatever its events.
 
     Returns False, folding nothing, where the windows hold more than ``MAX_CELLS`` cells.
     """
