@@ -405,13 +405,19 @@ class Summarizer:
             w.open_windows for w in self._logs.values())
 
 
+WINDOWS_PER_FOLD = 8
+"""Windows folded in one pass at most (:func:`fold_in_rounds`): past ~8 the fixed cost is
+mostly shared, and a pass's windows share a bound on their cells (``MAX_CELLS``, 512 for
+all: beyond it each window folds alone)."""
+
+
 def fold_in_rounds(windows: Iterable[tuple[Hashable, float, PredictionAggregate]]) -> None:
     """Fold the events waiting in these windows (``(key, start, aggregate)``) in one pass
-    per round (:meth:`PredictionAggregate.flush_together`): a round takes the oldest window
-    of each key not yet folded, so that a key's windows still fold one after the other, in
-    order (its detectors see its events in order). A fold costs ~150 numpy calls whatever
-    its events: the windows that close together (or that a checkpoint snapshots) pay it
-    once a round.
+    per round (:meth:`PredictionAggregate.flush_together`), of at most ``WINDOWS_PER_FOLD``
+    windows: a round takes the oldest window of each key not yet folded, so that a key's
+    windows still fold one after the other, in order (its detectors see its events in
+    order). A fold costs ~150 numpy calls whatever its events: the windows that close
+    together (or that a checkpoint snapshots) pay it once a pass.
 
     >>> events = [PredictionEvent(event_id=str(i), timestamp=1, model="m") for i in range(3)]
     >>> a, b, c = (PredictionAggregate(min_batch=10) for _ in range(3))
@@ -431,7 +437,8 @@ def fold_in_rounds(windows: Iterable[tuple[Hashable, float, PredictionAggregate]
             rounds.append([])
         rounds[n].append(aggregate)
     for together in rounds:
-        PredictionAggregate.flush_together(together)
+        for start in range(0, len(together), WINDOWS_PER_FOLD):
+            PredictionAggregate.flush_together(together[start:start + WINDOWS_PER_FOLD])
 
 
 def _nest_slices(windows: list[list[Any]]) -> None:

@@ -72,3 +72,9 @@ def test_windows_fold_together_in_rounds_of_one_window_per_key(monkeypatch):
     summarize.fold_in_rounds([("a", 20.0, a2), ("b", 0.0, b0), ("a", 0.0, a0),
                               ("c", 0.0, c0), ("a", 10.0, a1)])
     assert [set(map(id, p)) for p in passes] == [{id(a0), id(b0)}, {id(a1)}, {id(a2)}]
+    passes.clear()   # many keys at once: passes of at most WINDOWS_PER_FOLD windows
+    many = [PredictionAggregate(min_batch=100) for _ in range(2 * summarize.WINDOWS_PER_FOLD + 1)]
+    for window in many:
+        window.add_batch(batch(0, 3))
+    summarize.fold_in_rounds([(k, 0.0, window) for k, window in enumerate(many)])
+    assert [len(p) for p in passes] == [summarize.WINDOWS_PER_FOLD] * 2 + [1]
