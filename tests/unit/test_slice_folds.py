@@ -241,8 +241,8 @@ def test_sliced_windows_closing_together_fold_at_once_as_each_alone(monkeypatch)
     """flush_together (the windows closing together folded in one pass, each in cells of
     its own) leaves each window and each of its slices as its own flush does: the same
     summary (floats up to rounding), detector bins and samples of as many of the same
-    values. Windows may hold different
-    slices, or none; past MAX_CELLS for all of them at once, each folds alone."""
+    values. Windows may hold different slices; past MAX_CELLS for all of them at once,
+    each folds alone."""
     from mlpulse import slice_folds
     from mlpulse.guard import CardinalityGuard
     from mlpulse.slicing import SliceNames, SliceRouter
