@@ -265,14 +265,16 @@ class Pipeline:
             held, self.held = self.held, []
         if point is None and not held:
             return None
-        topic, flush = checkpoint_changelog(self.settings), self._flush
-
-        async def send(partition: int, key: bytes, value: bytes | None) -> None:
-            await (await self._producer())(topic, value, key=key, partition=partition)
+        topic = checkpoint_changelog(self.settings)
 
         async def write() -> None:
             if point is not None:
-                await point.write(send, flush)
+                produce = await self._producer()
+
+                async def send(partition: int, key: bytes, value: bytes | None) -> None:
+                    await produce(topic, value, key=key, partition=partition)
+
+                await point.write(send, self._flush)
             if self.acks is not None:
                 self.acks.done(held)
             self.engine.metrics.batch_duration.labels(stage="checkpoint").observe(
