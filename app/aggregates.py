@@ -170,8 +170,7 @@ class PredictionAggregate:
         batch = Batch.concat([b for window in held for b, _ in window])
         windows = []
         for aggregate, window in zip(ready, held, strict=True):
-            groups = Sliced.concat([s for _, s in window],  # type: ignore[misc]
-                                   [b.n for b, _ in window])
+            groups = _groups_of(window)
             windows.append((aggregate, aggregate._parts_of(groups), groups))
         if fold_windows(windows, batch, [sum(b.n for b, _ in window) for window in held]):
             return
@@ -199,14 +198,8 @@ class PredictionAggregate:
         """Fold ``events``, or (None) the batches held."""
         if events is None:
             held, self._held, self._held_events = self._held, [], 0
-            if len(held) == 1:
-                batch, sliced = held[0]
-                groups = sliced.groups if sliced is not None else []
-            else:
-                batch = Batch.concat([b for b, _ in held])
-                groups = Sliced.concat([s for _, s in held],  # type: ignore[misc]
-                                       [b.n for b, _ in held]) if self.slicer else []
-            self._fold_sliced(batch, groups)
+            batch = held[0][0] if len(held) == 1 else Batch.concat([b for b, _ in held])
+            self._fold_sliced(batch, _groups_of(held))
             return
         batch = Batch.of(events)
         if self.slicer is None:
@@ -566,6 +559,18 @@ class LogAggregate:
             counts=dict(self.counts),
             late_events=late_events,
         )
+
+
+def _groups_of(held: list[tuple[Batch, Sliced | None]]
+               ) -> list[tuple[list[str], np.ndarray, np.ndarray]]:
+    """The slices' rows of a window's held batches, counted as :meth:`Batch.concat` joins
+    them (none where the window is not sliced)."""
+    if held[0][1] is None:
+        return []
+    if len(held) == 1:
+        return held[0][1].groups
+    return Sliced.concat([s for _, s in held],  # type: ignore[misc]
+                         [b.n for b, _ in held])
 
 
 def _present(values: np.ndarray) -> np.ndarray:
