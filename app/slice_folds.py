@@ -228,7 +228,7 @@ def fold_windows(windows: Sequence[tuple[PredictionAggregate | None,
         for first_part, first_cell, block in blocks:
             member[first_part:first_part + block.shape[0],
                    first_cell:first_cell + block.shape[1]] = block
-    roll = _Rollup(cell, c, member)
+    roll = _Rollup(cell, c, member, blocks)
     counts = roll.counts(None).tolist()
     failed = batch.failed()
     errors = roll.counts(failed).tolist() if failed is not None else [0] * len(parts)
@@ -327,10 +327,14 @@ class _Rollup:
     """Per-cell sums of a batch's rows (``cell``: each row's), rolled up onto slices by the
     slices × cells ``member`` matrix (see :func:`fold_slices`)."""
 
-    def __init__(self, cell: np.ndarray, cells: int, member: np.ndarray) -> None:
+    def __init__(self, cell: np.ndarray, cells: int, member: np.ndarray,
+                 blocks: list[tuple[int, int, np.ndarray]] | None = None) -> None:
         self.cell = cell
         self.cells = cells
         self.member = member
+        self.blocks = blocks if blocks is not None else [(0, 0, member)]
+        """Each window's first slice, first cell and own membership matrix (its block of
+        ``member``: a window's slices are in its own cells only)."""
         self._present_member: dict[int, np.ndarray] = {}
         self._binned: list[tuple[list[int], list[str], np.ndarray, np.ndarray,
                                  list[np.ndarray]]] = []
@@ -502,14 +506,47 @@ class _Rollup:
                                                                        strict=True)]))
 
     def add_bins(self, profiles: list[Any]) -> None:
-        """Count the values :meth:`bins` left to the profiles that bin them: every signal's
-        on the union of its slices' edges (which refines each slice's) in one ``bincount``
-        per cell, rolled up onto the slices by one product with the membership matrix,
-        then summed onto each slice's own bins by another ``bincount`` per signal
-        (:meth:`_Unions.of`); each profile takes all its signals' counts at once."""
+        """Count the values :meth:`bins` left to the profiles that bin them, window by
+        window (:meth:`_add_bins`): a window's slices' edges are the same from one of its
+        windows to the next, so their union is remembered, where the union of several
+        windows' would be new at each pass and its tables as wide as all of theirs."""
         fields, self._binned = self._binned, []
         if not fields:
             return
+        blocks = self.blocks
+        if len(blocks) == 1:
+            self._add_bins(profiles, fields, self.member, 0)
+            return
+        firsts = np.array([first_cell for _, first_cell, _ in blocks])
+        # each field's rows, window by window (a window's rows come together, in its cells)
+        bounds = [np.searchsorted(np.searchsorted(firsts, cell, "right"),
+                                  np.arange(1, len(blocks) + 1), "right").tolist()
+                  for _, _, _, cell, _ in fields]
+        for b, (first_part, first_cell, member) in enumerate(blocks):
+            end_part = first_part + member.shape[0]
+            own = []
+            for (binned, names, values, cell, edges), ends in zip(fields, bounds, strict=True):
+                keep = [i for i, j in enumerate(binned) if first_part <= j < end_part]
+                start, end = ends[b - 1] if b else 0, ends[b]
+                if keep and end > start:
+                    own.append(([binned[i] for i in keep], [names[i] for i in keep],
+                                values[start:end], cell[start:end] - first_cell,
+                                [edges[i] for i in keep]))
+            if own:
+                self._add_bins(profiles, own, member, first_part)
+
+    @staticmethod
+    def _add_bins(profiles: list[Any], fields: list[tuple[list[int], list[str], np.ndarray,
+                                                         np.ndarray, list[np.ndarray]]],
+                  member: np.ndarray, first: int) -> None:
+        """Count one window's ``fields`` (as :meth:`bins` left them, their cells counted
+        from the window's first; ``member``: its membership matrix, of its slices from
+        ``first``): every signal's on the
+        union of its slices' edges (which refines each slice's) in one ``bincount`` per
+        cell, rolled up onto the slices by one product with the membership matrix, then
+        summed onto each slice's own bins by another ``bincount`` per signal
+        (:meth:`_Unions.of`); each profile takes all its signals' counts at once."""
+        cells = member.shape[1]
         unions = [_UNIONS.of(edges) for *_, edges in fields]
         offsets = np.cumsum([0] + [union.size + 1 for union, _, _ in unions]).tolist()
         total = offsets[-1]
@@ -517,16 +554,17 @@ class _Rollup:
             cell * total + (offset + np.searchsorted(union, values, "right"))
             for (_, _, values, cell, _), (union, _, _), offset in zip(fields, unions, offsets,
                                                                      strict=False)])
-        per_cell = np.bincount(index, minlength=self.cells * total).reshape(
-            self.cells, total).astype(np.float64)
-        table = self.member @ per_cell   # slices × every signal's union bins
+        per_cell = np.bincount(index, minlength=cells * total).reshape(
+            cells, total).astype(np.float64)
+        table = member @ per_cell   # the window's slices × every signal's union bins
         width = max(w for _, _, w in unions)
-        own = np.zeros((len(profiles), len(fields), width))
+        own = np.zeros((member.shape[0], len(fields), width))
         signals_of: dict[int, tuple[list[int], list[str]]] = {}
         for i, ((binned, signals, *_), (union, onto, own_width), offset) in enumerate(
                 zip(fields, unions, offsets, strict=False)):
-            own[binned, i, :own_width] = np.bincount(
-                onto, weights=table[binned, offset:offset + union.size + 1].ravel(),
+            local = [j - first for j in binned]
+            own[local, i, :own_width] = np.bincount(
+                onto, weights=table[local, offset:offset + union.size + 1].ravel(),
                 minlength=len(binned) * own_width).reshape(len(binned), own_width)
             for j, signal in zip(binned, signals, strict=True):
                 rows, names = signals_of.setdefault(j, ([], []))
@@ -534,7 +572,7 @@ class _Rollup:
                 names.append(signal)
         counts_of = np.rint(own).astype(np.int64)
         for j, (rows, names) in signals_of.items():
-            counts = counts_of[j, rows]
+            counts = counts_of[j - first, rows]
             if counts.any():
                 profiles[j].add_binned(names, counts)
 
