@@ -376,8 +376,8 @@ def _top_bins(reference: np.ndarray, current: np.ndarray, labels: list[str],
 
 def _fold_rows(counts: Sequence[np.ndarray]) -> np.ndarray:
     """Rows of ``B + 2`` bins → a rows × ``max B`` array of ``B`` bins each (out-of-range
-    values join the outermost bins), padded with empty bins. The rows of each size in one
-    pass: a window's signals may have fewer bins than others, and rows are signals × slices.
+    values join the outermost bins), padded with empty bins. All rows in one ``bincount``:
+    a window's signals may have fewer bins than others, and rows are signals × slices.
 
     >>> _fold_rows([np.array([1, 2, 3, 4]), np.array([0, 5, 6, 0])]).tolist()
     [[3.0, 7.0], [5.0, 6.0]]
@@ -385,25 +385,15 @@ def _fold_rows(counts: Sequence[np.ndarray]) -> np.ndarray:
     ...            ).tolist()
     [[3.0, 7.0], [3.0, 0.0], [1.0, 1.0]]
     """
-    by_size: dict[int, list[int]] = {}
-    for row, window in enumerate(counts):
-        by_size.setdefault(window.size, []).append(row)
-    if len(by_size) == 1:
-        return _fold_ends_of(np.array(counts, dtype=np.float64))
-    out = np.zeros((len(counts), max(by_size) - 2))
-    for size, rows in by_size.items():
-        out[rows, :size - 2] = _fold_ends_of(np.array([counts[r] for r in rows],
-                                                      dtype=np.float64))
-    return out
-
-
-def _fold_ends_of(rows: np.ndarray) -> np.ndarray:
-    """Each row's ``B + 2`` bins → ``B``, out-of-range values joining the outermost bins
-    (``rows``: a new array; the result is a view of it)."""
-    out = rows[:, 1:-1]
-    out[:, 0] += rows[:, 0]
-    out[:, -1] += rows[:, -1]
-    return out
+    sizes = np.fromiter(map(len, counts), dtype=np.intp, count=len(counts))
+    width = int(sizes.max()) - 2
+    ends = np.cumsum(sizes)
+    # each count's bin: its position in its row less one, within [0, B - 1]
+    position = np.arange(int(ends[-1])) - np.repeat(ends - sizes, sizes)
+    column = np.minimum(np.maximum(position - 1, 0), np.repeat(sizes - 3, sizes))
+    return np.bincount(np.repeat(np.arange(len(counts)) * width, sizes) + column,
+                       weights=np.concatenate(counts), minlength=len(counts) * width
+                       ).reshape(len(counts), width)
 
 
 def _fmt(value: float) -> str:
