@@ -14,6 +14,7 @@ two sketches of the same window merge. The domain aggregates of
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import sys
 from collections import Counter
@@ -222,30 +223,36 @@ class QuantileSketch:
         >>> found[1:] == [s.quantiles(q) for s, q in zip(sketches[1:], qs[1:])], found[0]
         (True, [nan, nan, nan])
         """
-        out = [[float("nan") if not 0 <= q <= 1 or s._count == 0 else 0.0 for q in qs]
-               for s, qs in asked]
-        wanted: list[tuple[int, int, int, int]] = []   # (sketch, q, its first bucket, rank)
-        counts: list[np.ndarray] = []
-        start = before = 0
-        for j, (sketch, qs) in enumerate(asked):
-            count, zeros = sketch._count, sketch._zero_count
-            if not (count and sketch._counts.size):
-                continue
-            for k, q in enumerate(qs):
-                if 0 <= q <= 1 and q * (count - 1) >= zeros:
-                    # searchsorted(cumsum, rank, "right") counts the sums <= rank: an
-                    # integer sum is <= rank where it is <= floor(rank)
-                    wanted.append((j, k, start, before + math.floor(q * (count - 1) - zeros)))
-            counts.append(sketch._counts)
-            start += sketch._counts.size
-            before += count - zeros
-        if wanted:
-            cumulative = np.cumsum(np.concatenate(counts) if len(counts) > 1 else counts[0])
-            found = np.searchsorted(cumulative, [w[3] for w in wanted], side="right").tolist()
-            for (j, k, first, _), index in zip(wanted, found, strict=True):
-                sketch = asked[j][0]
-                out[j][k] = _value(sketch._base + min(index - first, sketch._counts.size - 1))
-        return out
+        n = len(asked)
+        lengths = [len(qs) for _, qs in asked]
+        q = np.fromiter(itertools.chain.from_iterable(qs for _, qs in asked), dtype=np.float64,
+                        count=sum(lengths))
+        count = np.fromiter([s._count for s, _ in asked], dtype=np.int64, count=n)
+        zeros = np.fromiter([s._zero_count for s, _ in asked], dtype=np.int64, count=n)
+        size = np.fromiter([s._counts.size for s, _ in asked], dtype=np.int64, count=n)
+        which = np.repeat(np.arange(n), lengths)
+        valid = (q >= 0) & (q <= 1)
+        out = np.where(valid & (count[which] > 0), 0.0, np.nan)   # (0.0: a zero's rank)
+        held = (count > 0) & (size > 0)
+        position = q * (count[which] - 1)
+        wanted = np.flatnonzero(valid & held[which] & (position >= zeros[which]))
+        if wanted.size:
+            # each sketch's buckets after those of the sketches before it that hold any
+            positive, sizes = np.where(held, count - zeros, 0), np.where(held, size, 0)
+            before, first = np.cumsum(positive) - positive, np.cumsum(sizes) - sizes
+            of = which[wanted]
+            # searchsorted(cumsum, rank, "right") counts the sums <= rank: an integer sum
+            # is <= rank where it is <= floor(rank)
+            rank = before[of] + np.floor(position[wanted] - zeros[of]).astype(np.int64)
+            cumulative = np.cumsum(np.concatenate(
+                [s._counts for (s, _), h in zip(asked, held.tolist(), strict=True) if h]))
+            index = np.searchsorted(cumulative, rank, side="right")
+            base = np.fromiter([s._base for s, _ in asked], dtype=np.int64, count=n)
+            out[wanted] = [_value(key) for key in (
+                base[of] + np.minimum(index - first[of], size[of] - 1)).tolist()]
+        values = out.tolist()
+        return [values[end - length:end]
+                for end, length in zip(itertools.accumulate(lengths), lengths, strict=True)]
 
     def count_above(self, value: float) -> int:
         """How many values lie in buckets above the one ``value`` falls in.
