@@ -409,8 +409,8 @@ class _Rollup:
                                 + keys - base[which], minlength=int(offset[-1]))
             for k, (w, start) in enumerate(zip(width.tolist(), offset.tolist(), strict=False)):
                 if w:
-                    grids[k] = (int(base[k]), np.rint(member @ table[start:start + cells * w]
-                                                      .reshape(cells, w)).astype(np.int64))
+                    grids[k] = (int(base[k]), self._rolled(
+                        table[start:start + cells * w].reshape(cells, w)))
         out = []
         for k, (sketches, _, _) in enumerate(fields):
             if not sizes[k]:
@@ -426,6 +426,18 @@ class _Rollup:
                         values=count_of[j], zeros=count_of[j] - nonzero_of[j], total=sums[j],
                         low=lows[k][j], high=highs[k][j])
             out.append(sums)
+        return out
+
+    def _rolled(self, per_cell: np.ndarray) -> np.ndarray:
+        """Per-cell counts (cells × columns) rolled up onto the slices, as integers: window
+        by window where several fold at once (each window's slices are in its own cells
+        only, and the product of the whole membership matrix grows as their square)."""
+        if len(self.blocks) == 1:
+            return np.rint(self.member @ per_cell).astype(np.int64)
+        out = np.empty((self.member.shape[0], per_cell.shape[1]), dtype=np.int64)
+        for first_part, first_cell, member in self.blocks:
+            out[first_part:first_part + member.shape[0]] = np.rint(
+                member @ per_cell[first_cell:first_cell + member.shape[1]])
         return out
 
     def moments(self, fields: list[tuple[list[NumericStats | None], np.ndarray,
