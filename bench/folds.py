@@ -2,7 +2,8 @@
 fold at the same time (``PredictionAggregate.flush_together``: at a close, a checkpoint's
 snapshot and the bound on waiting events, :func:`mlpulse.summarize.fold_in_rounds`).
 
-Windows of 1,000 events of the benchmark's simulator (two batches each), sliced by two keys
+Windows of 1,000 events of the benchmark's simulator (``--events``: 6,000 for the other
+shape; two batches each), sliced by two keys
 of 5 values each, every slice with reference bins of its own (10 bins a signal, at the
 quantiles of its values, moved a little slice by slice, as each slice's reference puts
 them); the window's own profile samples its values, as while a reference builds. For 1, 2,
@@ -84,21 +85,21 @@ class _Windows:
             slicer=SliceRouter("m", [(key,) for key in KEYS], CardinalityGuard(),
                                SliceNames(), lambda: 0.0))
 
-    def filled(self, k: int, round_: int) -> list[PredictionAggregate]:
+    def filled(self, k: int, round_: int, events: int = EVENTS) -> list[PredictionAggregate]:
         windows = [self.window(i % 10) for i in range(k)]
         for i, window in enumerate(windows):
-            start = (round_ * 8 + i) * EVENTS % (len(self.events) - EVENTS)
-            window.add_batch(self.events[start:start + EVENTS // 2])
-            window.add_batch(self.events[start + EVENTS // 2:start + EVENTS])
+            start = (round_ * 8 + i) * events % (len(self.events) - events)
+            window.add_batch(self.events[start:start + events // 2])
+            window.add_batch(self.events[start + events // 2:start + events])
         return windows
 
 
-def measure(k: int, rounds: int, windows: _Windows) -> dict[str, float]:
+def measure(k: int, rounds: int, windows: _Windows, events: int = EVENTS) -> dict[str, float]:
     """Best wall ms a window of folding ``k`` windows together and each alone."""
     best = {"together": float("inf"), "alone": float("inf")}
     for round_ in range(rounds):
         for mode in (("together", "alone") if round_ % 2 else ("alone", "together")):
-            filled = windows.filled(k, round_)
+            filled = windows.filled(k, round_, events)
             gc.collect()
             started = time.perf_counter()
             if mode == "together":
@@ -113,18 +114,20 @@ def measure(k: int, rounds: int, windows: _Windows) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.folds", description=__doc__)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--events", type=int, default=EVENTS, help="events a window")
     args = parser.parse_args(argv)
-    windows = _Windows(_events(40_000))
+    windows = _Windows(_events(max(40_000, 9 * args.events)))
     for model in range(10):   # every slice's bins made, as a worker's are after a window
         windows.filled(1, model)[0].flush()
     out: dict[str, Any] = {}
     for k in (1, 2, 4, 8):
-        out[str(k)] = ms = measure(k, args.rounds, windows)
+        out[str(k)] = ms = measure(k, args.rounds, windows, args.events)
         print(f"{k} window(s): together {ms['together']:.2f} ms a window, "
               f"alone {ms['alone']:.2f} ms", flush=True)
-    report = {"events_per_window": EVENTS, "slices": "2 keys x 5 values",
+    report = {"events_per_window": args.events, "slices": "2 keys x 5 values",
               "rounds": args.rounds, "ms_per_window": out}
-    print(f"(results in {write_results('folds', report)})")
+    name = "folds" if args.events == EVENTS else f"folds-{args.events}"
+    print(f"(results in {write_results(name, report)})")
     return 0
 
 
