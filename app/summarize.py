@@ -409,15 +409,20 @@ WINDOWS_PER_FOLD = 8
 """Windows folded in one pass at most (:func:`fold_in_rounds`): past ~8 the fixed cost is
 mostly shared, and a pass's windows share a bound on their cells (``MAX_CELLS``, 512 for
 all: beyond it each window folds alone)."""
+EVENTS_PER_FOLD = 8192
+"""Events folded in one pass at most, unless one window holds more (it folds alone): a pass
+of 8 windows of 6,000 events each cost ~10-15 % more a window than each alone (its
+columns no longer fit the CPU's caches), where 8 of 1,000 cost ~10 % less
+(``python -m bench.folds``)."""
 
 
 def fold_in_rounds(windows: Iterable[tuple[Hashable, float, PredictionAggregate]]) -> None:
     """Fold the events waiting in these windows (``(key, start, aggregate)``) in one pass
     per round (:meth:`PredictionAggregate.flush_together`), of at most ``WINDOWS_PER_FOLD``
-    windows: a round takes the oldest window of each key not yet folded, so that a key's
-    windows still fold one after the other, in order (its detectors see its events in
-    order). A fold costs ~150 numpy calls whatever its events: the windows that close
-    together (or that a checkpoint snapshots) pay it once a pass.
+    windows and ``EVENTS_PER_FOLD`` events: a round takes the oldest window of each key not
+    yet folded, so that a key's windows still fold one after the other, in order (its
+    detectors see its events in order). A fold costs ~150 numpy calls whatever its events:
+    the windows that close together (or that a checkpoint snapshots) pay it once a pass.
 
     >>> events = [PredictionEvent(event_id=str(i), timestamp=1, model="m") for i in range(3)]
     >>> a, b, c = (PredictionAggregate(min_batch=10) for _ in range(3))
@@ -437,8 +442,17 @@ def fold_in_rounds(windows: Iterable[tuple[Hashable, float, PredictionAggregate]
             rounds.append([])
         rounds[n].append(aggregate)
     for together in rounds:
-        for start in range(0, len(together), WINDOWS_PER_FOLD):
-            PredictionAggregate.flush_together(together[start:start + WINDOWS_PER_FOLD])
+        passes: list[list[PredictionAggregate]] = [[]]
+        events = 0
+        for aggregate in together:
+            if passes[-1] and (len(passes[-1]) == WINDOWS_PER_FOLD
+                               or events + aggregate.waiting > EVENTS_PER_FOLD):
+                passes.append([])
+                events = 0
+            passes[-1].append(aggregate)
+            events += aggregate.waiting
+        for windows_of_pass in passes:
+            PredictionAggregate.flush_together(windows_of_pass)
 
 
 def _nest_slices(windows: list[list[Any]]) -> None:

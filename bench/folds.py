@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=EVENTS, help="events a window")
     args = parser.parse_args(argv)
     windows = _Windows(_events(max(40_000, 9 * args.events)))
-    for model in range(10):   # every slice's bins made, as a worker's are after a window
-        windows.filled(1, model)[0].flush()
+    for window in windows.filled(10, 0, args.events):   # every slice's bins made first
+        window.flush()
     out: dict[str, Any] = {}
     for k in (1, 2, 4, 8):
         out[str(k)] = ms = measure(k, args.rounds, windows, args.events)

@@ -78,3 +78,11 @@ def test_windows_fold_together_in_rounds_of_one_window_per_key(monkeypatch):
         window.add_batch(batch(0, 3))
     summarize.fold_in_rounds([(k, 0.0, window) for k, window in enumerate(many)])
     assert [len(p) for p in passes] == [summarize.WINDOWS_PER_FOLD] * 2 + [1]
+    passes.clear()   # and of at most EVENTS_PER_FOLD events, a window above it alone
+    monkeypatch.setattr(summarize, "EVENTS_PER_FOLD", 7)
+    sizes = [3, 3, 2, 8, 1, 6]
+    many = [PredictionAggregate(min_batch=100) for _ in sizes]
+    for window, size in zip(many, sizes, strict=True):
+        window.add_batch(batch(0, size))
+    summarize.fold_in_rounds([(k, 0.0, window) for k, window in enumerate(many)])
+    assert [[w.waiting for w in p] for p in passes] == [[3, 3], [2], [8], [1, 6]]
