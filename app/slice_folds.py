@@ -553,11 +553,11 @@ class _Rollup:
                   member: np.ndarray, first: int) -> None:
         """Count one window's ``fields`` (as :meth:`bins` left them, their cells counted
         from the window's first; ``member``: its membership matrix, of its slices from
-        ``first``): every signal's on the
-        union of its slices' edges (which refines each slice's) in one ``bincount`` per
-        cell, rolled up onto the slices by one product with the membership matrix, then
-        summed onto each slice's own bins by another ``bincount`` per signal
-        (:meth:`_Unions.of`); each profile takes all its signals' counts at once."""
+        ``first``): every signal's on the union of its slices' edges (which refines each
+        slice's) in one ``bincount`` per cell, rolled up onto the slices by one product
+        with the membership matrix, then summed onto each slice's own bins by another
+        ``bincount`` per signal (:meth:`_Unions.of`); each profile takes all its signals'
+        counts at once."""
         cells = member.shape[1]
         unions = [_UNIONS.of(edges) for *_, edges in fields]
         offsets = np.cumsum([0] + [union.size + 1 for union, _, _ in unions]).tolist()
