@@ -11,7 +11,7 @@ they belong, as on the worker) on the stream of ``python -m bench`` (10 models, 
 simulator's events, every event with a ``region`` and a ``tier`` of 5 values; 10 s windows:
 1,000 events per model-window), not sliced and sliced by ``--slices``. Each case also runs to
 the end of its warm-up only; the difference is the stream's. ``--baseline DIR``: the same
-cases of another checkout, for an A/B to a fraction of a percent. Instructions are not time
+cases of another checkout: an A/B that reads a change of 0.1 %. Instructions are not time
 (a cache miss costs many), so this explains and compares; the goal is measured by
 ``make bench``.
 
@@ -25,6 +25,7 @@ import argparse
 import importlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -121,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         return _child(args)
+    if shutil.which("valgrind") is None:
+        parser.error("needs valgrind (Debian package valgrind: apt-get install valgrind)")
     keys = [k.strip() for k in args.slices.split(",") if k.strip()]
     checkouts = {"this": Path(__file__).resolve().parent.parent}
     if args.baseline:
