@@ -56,6 +56,7 @@ from bench.peers import quix_available, run_ceiling, run_quix
 from bench.runner import CaseFailed, CaseResult, run_mlpulse, run_naive
 from bench.workload import (
     add_features,
+    add_segments,
     envelope_messages,
     generate,
     sentinels,
@@ -135,9 +136,7 @@ async def _run(args: argparse.Namespace, bootstrap: str, broker_pid: int | None,
     started = time.perf_counter()
     events = generate(max(n_envelope, n_single), n_models=args.models, rate_per_s=args.rate)
     if args.slices:   # each key with 5 values, independent of each other
-        keys = [k.strip() for k in args.slices.split(",") if k.strip()]
-        for i, event in enumerate(events):
-            event["segment"] = {k: f"{k}{(i * (3 + j) // 7) % 5}" for j, k in enumerate(keys)}
+        add_segments(events, [k.strip() for k in args.slices.split(",") if k.strip()])
     if args.extra_features:
         add_features(events, args.extra_features)
     _log(f"generated {len(events)} events in {time.perf_counter() - started:.1f} s")

@@ -31,7 +31,7 @@ from mlpulse.guard import CardinalityGuard
 from mlpulse.slicing import SliceNames, SliceRouter
 
 from .common import write_results
-from .workload import generate
+from .workload import add_segments, generate
 
 EVENTS = 1_000
 KEYS = ("region", "tier")
@@ -39,8 +39,7 @@ KEYS = ("region", "tier")
 
 def _events(n: int) -> list[PredictionEvent]:
     raw = generate(n, n_models=1, rate_per_s=1000)
-    for i, event in enumerate(raw):
-        event["segment"] = {key: f"{key}{(i * (3 + j) // 7) % 5}" for j, key in enumerate(KEYS)}
+    add_segments(raw, KEYS)
     return [msgspec.convert(event, PredictionEvent) for event in raw]
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import msgspec
 
 from .common import git_commit, host_info, write_results
-from .workload import envelope_messages, generate
+from .workload import add_segments, envelope_messages, generate
 
 WARM_ENVELOPES = 20
 """Envelopes each case runs before the counted stream (imports, first windows)."""
@@ -62,8 +62,7 @@ def stream(events: int, keys: list[str]) -> list[tuple[bytes, bytes]]:
     """(key, envelope) of ``python -m bench``'s stream: ``events`` events of 10 models at
     1,000 a second, each key of ``keys`` with 5 values, envelopes of 500 keyed by model."""
     raw = generate(events, n_models=10, rate_per_s=1000)
-    for i, event in enumerate(raw):
-        event["segment"] = {k: f"{k}{(i * (3 + j) // 7) % 5}" for j, k in enumerate(keys)}
+    add_segments(raw, keys)
     return [(key or b"", value) for key, value in envelope_messages(raw, 500)]
 
 

@@ -70,6 +70,20 @@ def add_features(events: Sequence[Event], count: int, seed: int = 2) -> None:
         event.setdefault("features", {}).update(zip(names, row, strict=True))
 
 
+def add_segments(events: Sequence[Event], keys: Sequence[str]) -> None:
+    """Give every event a ``segment`` with each of ``keys``, of 5 values each, the keys'
+    values independent of each other (what ``--slices`` slices by).
+
+    >>> events = [{} for _ in range(3)]
+    >>> add_segments(events, ["region", "tier"])
+    >>> [e["segment"] for e in events]   # doctest: +NORMALIZE_WHITESPACE
+    [{'region': 'region0', 'tier': 'tier0'}, {'region': 'region0', 'tier': 'tier0'},
+     {'region': 'region0', 'tier': 'tier1'}]
+    """
+    for i, event in enumerate(events):
+        event["segment"] = {k: f"{k}{(i * (3 + j) // 7) % 5}" for j, k in enumerate(keys)}
+
+
 def sentinels(events: Sequence[Event]) -> list[Event]:
     """One event per model, ``SENTINEL_DELAY_S`` after the model's last event."""
     last: dict[str, Event] = {}
